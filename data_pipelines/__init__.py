@@ -1,0 +1,1 @@
+"""Data pipelines for electra-jax: tokenizers, pretraining shards, tf.data readers, GLUE."""

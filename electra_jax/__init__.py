@@ -1,0 +1,1 @@
+"""electra-jax: ELECTRA pretraining and fine-tuning in JAX/Flax."""

@@ -1,0 +1,41 @@
+"""electra-jax: ELECTRA pretraining and fine-tuning in JAX/Flax."""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.6.0",
+    "flax>=0.10.4",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11.0",
+    "ml-collections>=1.0.0",
+    "absl-py>=2.1.0",
+    "numpy>=1.26",
+    "sentencepiece>=0.2.0",
+    "safetensors>=0.4.3",
+    "tqdm>=4.66",
+    # tf.data only; the CPU build keeps installs small and never grabs an accelerator.
+    "tensorflow-cpu>=2.16; sys_platform == 'linux'",
+    "tensorflow>=2.16; sys_platform != 'linux'",
+    "tensorflow-datasets>=4.9.4",
+]
+
+TEST_REQUIRES = [
+    "pytest>=8.0",
+    "torch>=2.3",  # CPU build is enough; parity tests run on the CPU
+    "transformers>=4.40",
+    "scikit-learn>=1.4",
+    "scipy>=1.12",
+]
+
+setuptools.setup(
+    name="electra-jax",
+    version="0.1.0",
+    description="ELECTRA pretraining and fine-tuning in JAX/Flax, from one GPU to TPU pods.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["electra_jax", "electra_jax.*", "data_pipelines", "data_pipelines.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": []},
+)
