@@ -1,0 +1,406 @@
+"""ELECTRA in Flax: embeddings, BERT-style post-LN encoder, generator and discriminator.
+
+The architecture follows the published ELECTRA (Clark et al. 2020, google-research/electra)
+exactly, and every parameter name maps one-to-one onto HuggingFace transformers'
+`ElectraForPreTraining` / `ElectraForMaskedLM` (see `hf.py`), e.g.
+`electra/encoder/layer_3/attention/self/query/kernel` <-> `electra.encoder.layer.3.attention.self.query.weight`.
+
+Every parameter carries logical axis names (`sharding.py` maps them onto the mesh):
+  vocab: vocabulary rows            embed: embedding_size (before the projection)
+  hidden: hidden_size               heads: attention projections (num_heads * head_dim)
+  mlp: intermediate (FFN) size      layers: the stacked-layer axis when layers are scanned
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ElectraConfig:
+    """Static hyper-parameters of one ELECTRA network (a generator or a discriminator)."""
+
+    vocab_size: int = 30522
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_layers: int = 12
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
+    param_dtype: str = "float32"  # storage dtype of the parameters
+    scan_layers: bool = False  # nn.scan over layers: one compiled layer, faster compiles
+    remat_policy: str = "none"  # none | full | dots | dots_saveable
+    attention_impl: Optional[str] = None  # jax.nn.dot_product_attention implementation: None/'xla'/'cudnn'
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
+                "choose num_heads that divides hidden_size")
+        if self.remat_policy != "none" and self.remat_policy not in _REMAT_POLICIES:
+            raise ValueError(f"remat_policy={self.remat_policy!r}; choose one of "
+                             f"{['none', *_REMAT_POLICIES]}")
+        if self.attention_impl not in (None, "xla", "cudnn"):
+            raise ValueError(f"attention_impl={self.attention_impl!r}; choose None, 'xla' or 'cudnn'")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+def generator_config(disc: ElectraConfig, hidden_fraction: float) -> ElectraConfig:
+    """The generator the ELECTRA paper pairs with `disc`: same depth and embeddings,
+    hidden and FFN sizes scaled by `hidden_fraction`, heads = max(1, hidden // 64)."""
+    hidden = max(1, int(round(disc.hidden_size * hidden_fraction)))
+    return dataclasses.replace(
+        disc, hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
+
+
+def configs_from_dict(model_config: Any) -> tuple[ElectraConfig, ElectraConfig]:
+    """(generator, discriminator) configs from the `model` section of an ml_collections config."""
+    fields = {f.name for f in dataclasses.fields(ElectraConfig)}
+    values = {k: v for k, v in dict(model_config).items() if k in fields}
+    disc = ElectraConfig(**values)
+    return generator_config(disc, model_config.generator_hidden_fraction), disc
+
+
+def _dense(features: int, axes: tuple, cfg: ElectraConfig, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.normal(cfg.initializer_range), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
+        name=name,
+    )
+
+
+def _layer_norm(axis_name: str, cfg: ElectraConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis_name,)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis_name,)),
+        name=name,
+    )
+
+
+def _gelu(x: Array) -> Array:
+    return nn.gelu(x, approximate=False)  # the exact erf form, as BERT/ELECTRA and HF "gelu"
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout ([B, S] -> [B, S, E])."""
+
+    config: ElectraConfig
+
+    def setup(self):
+        cfg = self.config
+        init = nn.initializers.normal(cfg.initializer_range)
+
+        def embed(num, axes, name):
+            return nn.Embed(num, cfg.embedding_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                            embedding_init=nn.with_logical_partitioning(init, axes), name=name)
+
+        self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")
+        self.position_embeddings = embed(
+            cfg.max_position_embeddings, (None, "embed"), "position_embeddings")
+        self.token_type_embeddings = embed(
+            cfg.type_vocab_size, (None, "embed"), "token_type_embeddings")
+        self.layer_norm = _layer_norm("embed", cfg, "LayerNorm")
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
+        seq_len = input_ids.shape[-1]
+        if seq_len > self.config.max_position_embeddings:
+            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
+                             f"{self.config.max_position_embeddings}; truncate the inputs")
+        embedded = (self.word_embeddings(input_ids)
+                    + self.position_embeddings(jnp.arange(seq_len)[None, :])
+                    + self.token_type_embeddings(token_type_ids))
+        embedded = self.dropout(self.layer_norm(embedded), deterministic=deterministic)
+        return nn.with_logical_constraint(embedded, ("batch", "length", "embed"))
+
+    def attend(self, hidden: Array) -> Array:
+        """Logits against the word-embedding matrix (the tied MLM output layer)."""
+        return self.word_embeddings.attend(hidden)
+
+
+class SelfAttention(nn.Module):
+    config: ElectraConfig
+
+    @nn.compact
+    def __call__(self, hidden: Array, attention_mask: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        batch, seq_len, _ = hidden.shape
+        heads_shape = (batch, seq_len, cfg.num_heads, cfg.head_dim)
+        query, key, value = (
+            _dense(cfg.hidden_size, ("hidden", "heads"), cfg, name)(hidden).reshape(heads_shape)
+            for name in ("query", "key", "value"))
+        key_mask = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, S]
+        if deterministic or cfg.attention_dropout == 0.0:
+            context = jax.nn.dot_product_attention(
+                query, key, value, mask=key_mask, implementation=cfg.attention_impl)
+        else:
+            # jax.nn.dot_product_attention has no dropout on the probabilities; the paper's
+            # recipe (attention dropout 0.1) needs this explicit path while training.
+            scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(cfg.head_dim).astype(query.dtype)
+            scores = jnp.where(key_mask, scores, jnp.finfo(scores.dtype).min)
+            probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(query.dtype)
+            probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=False)
+            context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        return context.reshape(batch, seq_len, cfg.hidden_size)
+
+
+class TransformerLayer(nn.Module):
+    """One post-LayerNorm BERT layer; submodule names follow HF's `ElectraLayer`."""
+
+    config: ElectraConfig
+
+    @nn.compact
+    def __call__(self, hidden: Array, attention_mask: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        dropout = nn.Dropout(cfg.hidden_dropout)
+        context = SelfAttention(cfg, name="attention_self")(hidden, attention_mask, deterministic)
+        attended = _dense(cfg.hidden_size, ("heads", "hidden"), cfg, "attention_output_dense")(context)
+        hidden = _layer_norm("hidden", cfg, "attention_output_LayerNorm")(
+            dropout(attended, deterministic=deterministic) + hidden)
+        intermediate = _gelu(_dense(cfg.intermediate_size, ("hidden", "mlp"), cfg,
+                                    "intermediate_dense")(hidden))
+        ffn_out = _dense(cfg.hidden_size, ("mlp", "hidden"), cfg, "output_dense")(intermediate)
+        hidden = _layer_norm("hidden", cfg, "output_LayerNorm")(
+            dropout(ffn_out, deterministic=deterministic) + hidden)
+        return nn.with_logical_constraint(hidden, ("batch", "length", "hidden"))
+
+
+class _ScannedLayer(nn.Module):
+    """Adapts TransformerLayer to nn.scan's (carry, xs) -> (carry, ys) signature."""
+
+    config: ElectraConfig
+
+    @nn.compact
+    def __call__(self, hidden, attention_mask, deterministic):
+        return _layer_class(self.config)(self.config, name="layer")(
+            hidden, attention_mask, deterministic), None
+
+
+def _layer_class(cfg: ElectraConfig):
+    if cfg.remat_policy == "none":
+        return TransformerLayer
+    return nn.remat(TransformerLayer, policy=_REMAT_POLICIES[cfg.remat_policy],
+                    static_argnums=(3,))
+
+
+class Encoder(nn.Module):
+    """`num_layers` transformer layers, either unrolled (`layer_{i}`) or scanned (`layers`,
+    every parameter stacked on a leading `layers` axis)."""
+
+    config: ElectraConfig
+
+    @nn.compact
+    def __call__(self, hidden: Array, attention_mask: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        if cfg.scan_layers:
+            scanned = nn.scan(
+                _ScannedLayer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            hidden, _ = scanned(cfg, name="layers")(hidden, attention_mask, deterministic)
+            return hidden
+        layer_class = _layer_class(cfg)
+        for i in range(cfg.num_layers):
+            hidden = layer_class(cfg, name=f"layer_{i}")(hidden, attention_mask, deterministic)
+        return hidden
+
+
+class ElectraModel(nn.Module):
+    """HF's `electra` backbone: embeddings -> (projection) -> encoder -> [B, S, H].
+
+    `shared_embeddings`, when given, is an `Embeddings` module owned by a parent (the
+    pretraining model), so the generator and discriminator use one set of tables.
+    """
+
+    config: ElectraConfig
+    shared_embeddings: Optional[Embeddings] = None
+
+    def setup(self):
+        cfg = self.config
+        self.embeddings = self.shared_embeddings or Embeddings(cfg)
+        if cfg.embedding_size != cfg.hidden_size:
+            self.embeddings_project = _dense(cfg.hidden_size, ("embed", "hidden"), cfg,
+                                             "embeddings_project")
+        self.encoder = Encoder(cfg)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        hidden = self.embeddings(input_ids, token_type_ids, deterministic)
+        if self.config.embedding_size != self.config.hidden_size:
+            hidden = self.embeddings_project(hidden)
+        return self.encoder(hidden, attention_mask, deterministic)
+
+
+class DiscriminatorHead(nn.Module):
+    """dense(hidden) -> gelu -> dense(1): one replaced-token logit per position."""
+
+    config: ElectraConfig
+
+    @nn.compact
+    def __call__(self, hidden: Array) -> Array:
+        cfg = self.config
+        hidden = _gelu(_dense(cfg.hidden_size, ("hidden", None), cfg, "dense")(hidden))
+        return _dense(1, ("hidden", None), cfg, "dense_prediction")(hidden)[..., 0]
+
+
+class GeneratorHead(nn.Module):
+    """HF's `generator_predictions`: dense(embedding_size) -> gelu -> LayerNorm."""
+
+    config: ElectraConfig
+
+    @nn.compact
+    def __call__(self, hidden: Array) -> Array:
+        cfg = self.config
+        hidden = _gelu(_dense(cfg.embedding_size, ("hidden", "embed"), cfg, "dense")(hidden))
+        return _layer_norm("embed", cfg, "LayerNorm")(hidden)
+
+
+class LMOutputBias(nn.Module):
+    """The output bias of the tied MLM layer (HF `generator_lm_head.bias`)."""
+
+    config: ElectraConfig
+
+    @nn.compact
+    def __call__(self, logits: Array) -> Array:
+        cfg = self.config
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+                          (cfg.vocab_size,), cfg.param_dtype)
+        return logits + bias.astype(logits.dtype)
+
+
+class Discriminator(nn.Module):
+    """ELECTRA discriminator (HF `ElectraForPreTraining`): [B, S] replaced-token logits."""
+
+    config: ElectraConfig
+    shared_embeddings: Optional[Embeddings] = None
+
+    def setup(self):
+        self.electra = ElectraModel(self.config, self.shared_embeddings)
+        self.discriminator_predictions = DiscriminatorHead(self.config)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)
+        return self.discriminator_predictions(hidden)
+
+
+class Generator(nn.Module):
+    """ELECTRA generator (HF `ElectraForMaskedLM`), output layer tied to the word embeddings.
+
+    With `masked_positions` ([B, P] int) the logits are computed only there ([B, P, V]), as
+    pretraining needs; without, over the whole sequence ([B, S, V]).
+    """
+
+    config: ElectraConfig
+    shared_embeddings: Optional[Embeddings] = None
+
+    def setup(self):
+        self.electra = ElectraModel(self.config, self.shared_embeddings)
+        self.generator_predictions = GeneratorHead(self.config)
+        self.generator_lm_head = LMOutputBias(self.config)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True,
+                 masked_positions: Optional[Array] = None):
+        hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)
+        if masked_positions is not None:
+            hidden = jnp.take_along_axis(hidden, masked_positions[..., None], axis=1)  # [B, P, H]
+        hidden = self.generator_predictions(hidden)
+        return self.generator_lm_head(self.electra.embeddings.attend(hidden))
+
+
+class ElectraPretrainingModel(nn.Module):
+    """Generator + discriminator holding ONE embedding module (top-level `embeddings`).
+
+    Param tree: {embeddings, generator: {electra: {embeddings_project?, encoder},
+    generator_predictions, generator_lm_head}, discriminator: {electra: {...},
+    discriminator_predictions}}.
+    """
+
+    generator_config: ElectraConfig
+    discriminator_config: ElectraConfig
+
+    def setup(self):
+        gen, disc = self.generator_config, self.discriminator_config
+        shared = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size")
+        mismatched = [f for f in shared if getattr(gen, f) != getattr(disc, f)]
+        if mismatched:
+            raise ValueError(f"generator and discriminator must agree on {mismatched} to share "
+                             "embeddings")
+        self.embeddings = Embeddings(disc)
+        self.generator = Generator(gen, shared_embeddings=self.embeddings)
+        self.discriminator = Discriminator(disc, shared_embeddings=self.embeddings)
+
+    def __call__(self, input_ids, attention_mask, token_type_ids, masked_positions,
+                 deterministic=True):
+        """Init helper: runs both networks once on the same inputs."""
+        return (self.generate(input_ids, attention_mask, token_type_ids, masked_positions,
+                              deterministic),
+                self.discriminate(input_ids, attention_mask, token_type_ids, deterministic))
+
+    def generate(self, input_ids, attention_mask, token_type_ids, masked_positions,
+                 deterministic=True):
+        return self.generator(input_ids, attention_mask, token_type_ids, deterministic,
+                              masked_positions=masked_positions)
+
+    def discriminate(self, input_ids, attention_mask, token_type_ids, deterministic=True):
+        return self.discriminator(input_ids, attention_mask, token_type_ids, deterministic)
+
+
+def count_params(params: Any) -> int:
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_params(module: nn.Module, rng: Array, seq_len: int):
+    ids = jnp.zeros((1, seq_len), jnp.int32)
+    return module.init(rng, ids, ids, ids, deterministic=True)["params"]
+
+
+def init_params(module: nn.Module, rng: Array, seq_len: int = 8):
+    """Random parameters (logical-axis boxes removed) for a Generator or Discriminator."""
+    return nn.meta.unbox(_init_params(module, rng, seq_len))
+
+
+def split_pretraining_params(params: dict) -> tuple[dict, dict]:
+    """(generator, discriminator) params of an ElectraPretrainingModel as standalone
+    Generator / Discriminator trees, each with its own reference to the shared embeddings."""
+    def standalone(network: str) -> dict:
+        tree = dict(params[network])
+        tree["electra"] = {"embeddings": params["embeddings"], **tree["electra"]}
+        return tree
+    return standalone("generator"), standalone("discriminator")

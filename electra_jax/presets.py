@@ -1,0 +1,127 @@
+"""The ELECTRA recipes as data: one `pretraining_config(size)` for every paper size.
+
+`configs/electra_{tiny,small,base,large}.py` are thin files over this, so every knob has
+one home and one comment. Sizes and hyper-parameters follow Clark et al. 2020 (Table 6/7)
+and google-research/electra `configure_pretraining.py`.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# size -> (vocab, embedding, hidden, layers, heads, ffn, generator fraction)
+MODEL_SIZES = {
+    # tiny: CPU demos and tests; trains in minutes on the embedded default corpus.
+    "tiny": (8192, 128, 128, 2, 2, 512, 0.25),
+    "small": (30522, 128, 256, 12, 4, 1024, 0.25),
+    "base": (30522, 768, 768, 12, 12, 3072, 1 / 3),
+    "large": (30522, 1024, 1024, 24, 16, 4096, 0.25),
+}
+# size -> (max_seq_length, batch_size, learning_rate, num_steps, warmup_steps, mask_prob)
+TRAIN_RECIPES = {
+    "tiny": (128, 32, 1e-3, 2000, 200, 0.15),
+    "small": (128, 128, 5e-4, 1_000_000, 10_000, 0.15),
+    "base": (512, 256, 2e-4, 766_000, 10_000, 0.15),
+    "large": (512, 2048, 2e-4, 400_000, 10_000, 0.25),
+}
+
+DEFAULT_LOGICAL_AXIS_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("hidden", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("layers", None),
+)
+
+
+def max_predictions_per_seq(mask_prob: float, max_seq_length: int) -> int:
+    """The original's cap on masked positions per sequence (19 at 15% and 128 tokens)."""
+    return int((mask_prob + 0.005) * max_seq_length)
+
+
+def model_config(size: str) -> ml_collections.ConfigDict:
+    if size not in MODEL_SIZES:
+        raise ValueError(f"model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+    vocab, embedding, hidden, layers, heads, ffn, gen_fraction = MODEL_SIZES[size]
+    m = ml_collections.ConfigDict()
+    m.vocab_size = vocab  # must equal the tokenizer's vocabulary size
+    m.embedding_size = embedding  # E; projected to hidden_size when they differ
+    m.hidden_size = hidden  # discriminator hidden size H
+    m.num_layers = layers  # depth of both generator and discriminator
+    m.num_heads = heads  # discriminator attention heads
+    m.intermediate_size = ffn  # discriminator FFN size
+    m.generator_hidden_fraction = gen_fraction  # generator hidden/FFN/heads = this x discriminator's
+    m.max_position_embeddings = 512  # learned position table size
+    m.type_vocab_size = 2  # segment A / B
+    m.hidden_dropout = 0.1  # dropout after embeddings, attention output and FFN
+    m.attention_dropout = 0.1  # dropout on attention probabilities (0 enables fused attention in training)
+    m.layer_norm_eps = 1e-12  # BERT/ELECTRA LayerNorm epsilon
+    m.initializer_range = 0.02  # stddev of the truncated-free normal init (as HF)
+    m.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
+    m.param_dtype = "float32"  # parameter and optimizer-state dtype
+    m.scan_layers = False  # nn.scan over layers: faster compiles for deep models
+    m.remat_policy = "none"  # none | full | dots | dots_saveable: activation rematerialisation
+    m.attention_impl = ml_collections.config_dict.placeholder(str)  # None (XLA) or "cudnn"
+    return m
+
+
+def pretraining_config(size: str) -> ml_collections.ConfigDict:
+    """The full pretraining config for a paper size; lock it before handing it to users."""
+    seq_len, batch, lr, steps, warmup, mask_prob = TRAIN_RECIPES[size]
+    c = ml_collections.ConfigDict()
+    c.model = model_config(size)
+
+    c.objective = o = ml_collections.ConfigDict()
+    o.mask_prob = mask_prob  # fraction of real tokens the generator must predict
+    o.max_predictions_per_seq = max_predictions_per_seq(mask_prob, seq_len)  # static cap per sequence
+    o.mask_token_frac = 0.85  # of the chosen positions: replaced by [MASK]
+    o.random_token_frac = 0.0  # ... replaced by a random token (the paper: none); the rest stay unchanged
+    o.disc_weight = 50.0  # lambda: total = mlm_loss + disc_weight * disc_loss
+    o.temperature = 1.0  # sampling temperature for the generator's replacements
+    o.disallow_correct = False  # if True, never sample the original token (an ablation in the paper)
+    o.mask_token_id = 4  # [MASK]; checked against the tokenizer at start-up
+    o.special_token_ids = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]: never masked
+
+    c.optim = p = ml_collections.ConfigDict()
+    p.learning_rate = lr  # peak learning rate
+    p.warmup_steps = warmup  # linear warmup, multiplied into the decay (as the original)
+    p.decay = "linear"  # linear | polynomial
+    p.end_learning_rate = 0.0  # learning rate at the end of the decay
+    p.power = 1.0  # polynomial decay power (1.0 = linear)
+    p.b1 = 0.9  # Adam beta1
+    p.b2 = 0.999  # Adam beta2
+    p.eps = 1e-6  # Adam epsilon
+    p.weight_decay = 0.01  # decoupled weight decay; never on LayerNorm or biases
+    p.clip_norm = 1.0  # global gradient-norm clip
+    p.layerwise_lr_decay = 1.0  # 1.0 = off during pretraining (used by fine-tuning)
+    p.num_layers = c.model.get_ref("num_layers")  # for layer-wise decay
+
+    c.train = t = ml_collections.ConfigDict()
+    t.seed = 0  # initialisation, masking and sampling all derive from it
+    t.batch_size = batch  # global batch (sequences per optimizer step)
+    t.max_seq_length = seq_len  # tokens per sequence; must match the shards
+    t.num_steps = steps  # optimizer steps
+    t.grad_accum_steps = 1  # microbatches per step (lax.scan); batch_size must divide by it
+    t.log_every = 100  # steps between logged metrics
+    t.eval_every = 1000  # steps between evaluations on held-out data (0 = never)
+    t.eval_steps = 20  # batches per evaluation
+    t.checkpoint_every = 1000  # steps between checkpoints
+    t.keep_checkpoints = 3  # how many recent checkpoints to keep
+
+    c.data = d = ml_collections.ConfigDict()
+    d.source = "tfrecord"  # tfrecord | synthetic (random tokens; benchmarks, no tensorflow)
+    d.train_files = ""  # glob of training TFRecord shards
+    d.eval_files = ""  # glob of held-out TFRecord shards
+    d.tokenizer = ""  # sentencepiece .model or WordPiece vocab.txt the shards were built with
+    d.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer
+
+    c.mesh = mh = ml_collections.ConfigDict()
+    mh.data = -1  # data-parallel axis; -1 takes the remaining devices
+    mh.fsdp = 1  # parameters and optimizer state sharded over this axis
+    mh.tensor = 1  # tensor (model) parallel axis
+
+    c.sharding = sh = ml_collections.ConfigDict()
+    sh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
+    return c

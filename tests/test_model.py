@@ -1,0 +1,62 @@
+"""The pretraining model: one embedding table shared by generator and discriminator."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from electra_jax import model, presets
+
+
+@pytest.fixture(scope="module")
+def tiny_pretraining():
+    gen_cfg, disc_cfg = model.configs_from_dict(presets.model_config("tiny"))
+    net = model.ElectraPretrainingModel(gen_cfg, disc_cfg)
+    ids = jnp.arange(2 * 12, dtype=jnp.int32).reshape(2, 12) % 50 + 5
+    ones = jnp.ones_like(ids)
+    positions = jnp.array([[1, 4], [2, 7]])
+    params = jax.jit(lambda: net.init(jax.random.PRNGKey(0), ids, ones, ones * 0, positions))()
+    return net, model.nn.meta.unbox(params["params"]), (ids, ones, ones * 0, positions)
+
+
+def test_embeddings_are_stored_once(tiny_pretraining):
+    _, params, _ = tiny_pretraining
+    paths = ["/".join(str(k.key) for k in path)
+             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    word_tables = [p for p in paths if "word_embeddings" in p]
+    assert word_tables == ["embeddings/word_embeddings/embedding"]
+    assert not any(p.startswith(("generator/electra/embeddings/", "discriminator/electra/embeddings/"))
+                   for p in paths)
+
+
+@pytest.mark.parametrize("network", ["generate", "discriminate"])
+def test_gradient_from_either_network_reaches_shared_embeddings(tiny_pretraining, network):
+    net, params, (ids, mask, types, positions) = tiny_pretraining
+
+    def loss(p):
+        if network == "generate":
+            out = net.apply({"params": p}, ids, mask, types, positions, method=net.generate)
+        else:
+            out = net.apply({"params": p}, ids, mask, types, method=net.discriminate)
+        return jnp.sum(out ** 2)
+
+    grads = jax.grad(loss)(params)
+    assert float(jnp.abs(grads["embeddings"]["word_embeddings"]["embedding"]).sum()) > 0
+    other = "discriminator" if network == "generate" else "generator"
+    assert all(float(jnp.abs(g).sum()) == 0 for g in jax.tree_util.tree_leaves(grads[other]))
+
+
+def test_split_params_run_standalone_networks(tiny_pretraining):
+    net, params, (ids, mask, types, positions) = tiny_pretraining
+    gen_params, disc_params = model.split_pretraining_params(params)
+    joint = net.apply({"params": params}, ids, mask, types, method=net.discriminate)
+    alone = model.Discriminator(net.discriminator_config).apply({"params": disc_params}, ids, mask, types)
+    np.testing.assert_array_equal(joint, alone)
+    joint_gen = net.apply({"params": params}, ids, mask, types, positions, method=net.generate)
+    alone_gen = model.Generator(net.generator_config).apply(
+        {"params": gen_params}, ids, mask, types, masked_positions=positions)
+    np.testing.assert_array_equal(joint_gen, alone_gen)
+
+
+def test_bad_head_count_is_refused():
+    with pytest.raises(ValueError, match="hidden_size=100 is not divisible by num_heads=3"):
+        model.ElectraConfig(hidden_size=100, num_heads=3)
