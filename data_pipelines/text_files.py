@@ -1,0 +1,127 @@
+"""Reading plain-text corpora: file patterns, UTF-8 policy, documents and sentences.
+
+One reader is shared by tokenizer training and shard building, so both see exactly the
+same text. The input format is plain text files:
+
+* Lines are joined into paragraphs; a blank line ends a paragraph. Hard-wrapped text
+  (Project Gutenberg, ~70 characters a line) and one-sentence-per-line text (ELECTRA's
+  own format) both work, because sentences are re-split from the joined paragraph.
+* ``document_boundary="blank_line"`` (ELECTRA's convention): every paragraph is a
+  document. ``"file"``: a file is one document, cut at a paragraph boundary once it
+  exceeds ``max_document_chars`` so that one long book still spreads over many shards.
+* CRLF line endings are accepted (``\\r`` is stripped).
+* Invalid UTF-8 policy: ``on_invalid_utf8="skip"`` (default) drops the offending line
+  and counts it in ``TextStats.invalid_utf8_lines``; ``"error"`` raises a ValueError
+  naming the file and line. Latin-1 files therefore lose their non-ASCII lines under
+  "skip"; re-encode them to UTF-8 to keep those lines.
+"""
+import dataclasses
+import glob
+import os
+import re
+from typing import Iterator, Sequence
+
+DOCUMENT_BOUNDARIES = ("blank_line", "file")
+INVALID_UTF8_POLICIES = ("skip", "error")
+
+# A sentence ends at . ! or ? (optionally followed by a closing quote or bracket) and
+# whitespace. Crude next to a trained splitter, but packing only needs plausible cut
+# points, and it keeps the pipeline free of extra dependencies.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\)\]])\s+")
+
+
+@dataclasses.dataclass
+class TextStats:
+    """Counters filled while reading; summed over workers for the build summary."""
+
+    lines: int = 0
+    invalid_utf8_lines: int = 0
+    documents: int = 0
+    sentences: int = 0
+
+    def add(self, other: "TextStats") -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+def expand_input_patterns(patterns: str | Sequence[str]) -> list[str]:
+    """Paths for a comma-separated string or a list of paths / globs, in a stable order.
+
+    Each pattern's matches are sorted; patterns keep their given order; duplicates are
+    dropped. A pattern matching no file is an error, so a typo never silently shrinks the
+    corpus.
+    """
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",") if p.strip()]
+    if not patterns:
+        raise ValueError("no input files given; pass one or more paths or globs, e.g. 'corpus/*.txt'")
+    paths: list[str] = []
+    for pattern in patterns:
+        pattern = os.path.expanduser(pattern.strip())
+        matches = sorted(m for m in glob.glob(pattern) if os.path.isfile(m))
+        if not matches:
+            raise FileNotFoundError(f"input pattern {pattern!r} matches no file; check the path or glob")
+        paths.extend(m for m in matches if m not in paths)
+    return paths
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Splits one paragraph into sentences at sentence-final punctuation."""
+    return [s for s in _SENTENCE_BREAK.split(paragraph) if s.strip()]
+
+
+def iter_lines(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[str]:
+    """Decoded lines of one file without line endings, applying the UTF-8 policy."""
+    if on_invalid_utf8 not in INVALID_UTF8_POLICIES:
+        raise ValueError(f"on_invalid_utf8={on_invalid_utf8!r}; use one of {INVALID_UTF8_POLICIES}")
+    with open(path, "rb") as f:
+        for line_number, raw_line in enumerate(f, start=1):
+            stats.lines += 1
+            try:
+                yield raw_line.rstrip(b"\r\n").decode("utf-8")
+            except UnicodeDecodeError as e:
+                if on_invalid_utf8 == "error":
+                    raise ValueError(
+                        f"{path}:{line_number}: invalid UTF-8 ({e.reason} at byte {e.start}); "
+                        "re-encode the file to UTF-8 or use on_invalid_utf8='skip'") from None
+                stats.invalid_utf8_lines += 1
+
+
+def iter_paragraphs(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[str]:
+    """Blank-line separated paragraphs of one file, lines joined by single spaces."""
+    lines: list[str] = []
+    for line in iter_lines(path, on_invalid_utf8, stats):
+        if line.strip():
+            lines.append(line.strip())
+        elif lines:
+            yield " ".join(lines)
+            lines = []
+    if lines:
+        yield " ".join(lines)
+
+
+def iter_documents(paths: Sequence[str], *, document_boundary: str = "blank_line",
+                   max_document_chars: int = 20_000, on_invalid_utf8: str = "skip",
+                   stats: TextStats | None = None) -> Iterator[list[str]]:
+    """Documents (each a list of sentences) of the given files, in file order."""
+    if document_boundary not in DOCUMENT_BOUNDARIES:
+        raise ValueError(f"document_boundary={document_boundary!r}; use one of {DOCUMENT_BOUNDARIES}")
+    stats = stats if stats is not None else TextStats()
+
+    def finish(paragraphs: list[str]) -> list[str]:
+        sentences = [s for p in paragraphs for s in split_sentences(p)]
+        stats.documents += 1
+        stats.sentences += len(sentences)
+        return sentences
+
+    for path in paths:
+        paragraphs: list[str] = []
+        chars = 0
+        for paragraph in iter_paragraphs(path, on_invalid_utf8, stats):
+            paragraphs.append(paragraph)
+            chars += len(paragraph)
+            if document_boundary == "blank_line" or chars >= max_document_chars:
+                yield finish(paragraphs)
+                paragraphs, chars = [], 0
+        if paragraphs:
+            yield finish(paragraphs)

@@ -1,0 +1,355 @@
+"""Tokenizers: sentencepiece training + loading, and BERT/ELECTRA WordPiece vocabularies.
+
+Both kinds sit behind one `Tokenizer` interface used by shard building, pretraining and
+fine-tuning:
+
+    tok = load_tokenizer("spm.model")          # or ".../vocab.txt" of a google checkpoint
+    ids = tok.encode("Hello world.")           # no special tokens added
+    features = tok.encode_pair("A", "B", max_length=128)  # [CLS] A [SEP] B [SEP] + padding
+
+Sentencepiece models trained here put ELECTRA's special tokens at fixed ids
+([PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4). WordPiece vocabularies keep their own ids
+(bert-base-uncased: [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103).
+
+CLI (train a sentencepiece model):
+    python -m data_pipelines.tokenizer --input='corpus/*.txt' --output=spm.model --vocab_size=8000
+"""
+import abc
+import argparse
+import io
+import itertools
+import os
+import re
+import unicodedata
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from data_pipelines import text_files
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+# Sentencepiece models trained by `train_sentencepiece` have these pieces at these ids.
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+MODEL_TYPES = ("unigram", "bpe")
+
+
+class Tokenizer(abc.ABC):
+    """Text <-> ids with ELECTRA's special tokens; subclasses supply encode/decode."""
+
+    vocab_size: int
+    pad_id: int
+    unk_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        """Ids that masking must never choose: [PAD], [CLS], [SEP], [MASK], [UNK]."""
+        return (self.pad_id, self.cls_id, self.sep_id, self.mask_id, self.unk_id)
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without special tokens."""
+
+    @abc.abstractmethod
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; special tokens other than [UNK] are dropped."""
+
+    def encode_pair(self, text_a: str, text_b: str | None = None,
+                    max_length: int = 128) -> dict[str, np.ndarray]:
+        """BERT-style features: [CLS] a [SEP] (b [SEP]), longest-first truncation, padding.
+
+        Returns int32 arrays of shape [max_length]: input_ids, attention_mask (1 on real
+        tokens) and token_type_ids (0 for [CLS] a [SEP], 1 for b [SEP]).
+        """
+        ids_a = self.encode(text_a)
+        ids_b = self.encode(text_b) if text_b is not None else []
+        num_specials = 3 if text_b is not None else 2
+        if max_length < num_specials:
+            raise ValueError(f"max_length={max_length} cannot hold the {num_specials} special tokens; "
+                             f"use max_length >= {num_specials}")
+        ids_a, ids_b = truncate_longest_first(ids_a, ids_b, max_length - num_specials)
+        input_ids = [self.cls_id, *ids_a, self.sep_id]
+        token_type_ids = [0] * len(input_ids)
+        if text_b is not None:
+            input_ids += [*ids_b, self.sep_id]
+            token_type_ids += [1] * (len(ids_b) + 1)
+        num_padding = max_length - len(input_ids)
+        return {
+            "input_ids": np.array(input_ids + [self.pad_id] * num_padding, np.int32),
+            "attention_mask": np.array([1] * len(input_ids) + [0] * num_padding, np.int32),
+            "token_type_ids": np.array(token_type_ids + [0] * num_padding, np.int32),
+        }
+
+
+def truncate_longest_first(ids_a: Sequence[int], ids_b: Sequence[int],
+                           max_tokens: int) -> tuple[list[int], list[int]]:
+    """Drops tokens from the end of the longer sequence (b on ties) until both fit.
+
+    Same rule as BERT's `_truncate_seq_pair` and transformers' "longest_first".
+    """
+    ids_a, ids_b = list(ids_a), list(ids_b)
+    while len(ids_a) + len(ids_b) > max_tokens:
+        if len(ids_a) > len(ids_b):
+            ids_a.pop()
+        else:
+            ids_b.pop()
+    return ids_a, ids_b
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A sentencepiece model with the special pieces at the fixed ids of SPECIAL_TOKENS."""
+
+    def __init__(self, model_path: str):
+        import sentencepiece as spm  # heavy-ish C++ extension; only needed here
+
+        self.path = model_path
+        self._processor = spm.SentencePieceProcessor(model_file=model_path)
+        self.vocab_size = self._processor.get_piece_size()
+        for expected_id, piece in enumerate(SPECIAL_TOKENS):
+            actual_piece = self._processor.id_to_piece(expected_id) if expected_id < self.vocab_size else None
+            if actual_piece != piece:
+                raise ValueError(
+                    f"sentencepiece model {model_path} has {actual_piece!r} at id {expected_id}, expected "
+                    f"{piece!r}; train it with data_pipelines.tokenizer.train_sentencepiece")
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = range(len(SPECIAL_TOKENS))
+
+    def encode(self, text: str) -> list[int]:
+        return self._processor.encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        # Control pieces ([PAD], [CLS], [SEP], [MASK]) decode to nothing in sentencepiece.
+        return self._processor.decode([int(i) for i in ids])
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._processor.id_to_piece(int(token_id))
+
+
+def _is_whitespace(char: str) -> bool:
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def _is_control(char: str) -> bool:
+    if char in "\t\n\r":  # BERT counts these as whitespace, not control
+        return False
+    return unicodedata.category(char) in ("Cc", "Cf")
+
+
+def _is_punctuation(char: str) -> bool:
+    code = ord(char)
+    # BERT treats all non-letter/number ASCII (e.g. "$", "^", "`") as punctuation too.
+    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def _is_cjk(code: int) -> bool:
+    return (0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0x20000 <= code <= 0x2A6DF
+            or 0x2A700 <= code <= 0x2B73F or 0x2B740 <= code <= 0x2B81F or 0x2B820 <= code <= 0x2CEAF
+            or 0xF900 <= code <= 0xFAFF or 0x2F800 <= code <= 0x2FA1F)
+
+
+def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
+    """BERT's BasicTokenizer: clean, split CJK, lowercase + strip accents, split punctuation."""
+    cleaned = []
+    for char in text:
+        code = ord(char)
+        if code == 0 or code == 0xFFFD or _is_control(char):
+            continue
+        if _is_cjk(code):
+            cleaned.append(f" {char} ")
+        else:
+            cleaned.append(" " if _is_whitespace(char) else char)
+    words = unicodedata.normalize("NFC", "".join(cleaned)).split()
+    tokens = []
+    for word in words:
+        if do_lower_case:
+            word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
+                           if unicodedata.category(c) != "Mn")
+        current = ""
+        for char in word:
+            if _is_punctuation(char):
+                if current:
+                    tokens.append(current)
+                tokens.append(char)
+                current = ""
+            else:
+                current += char
+        if current:
+            tokens.append(current)
+    return tokens
+
+
+class WordPieceTokenizer(Tokenizer):
+    """A BERT/ELECTRA `vocab.txt`: basic tokenization + greedy longest-match-first WordPiece.
+
+    `do_lower_case=None` infers casing from the vocabulary (uncased if no entry other than
+    the bracketed special tokens contains an ASCII uppercase letter).
+    """
+
+    max_chars_per_word = 100  # as BERT: longer words become [UNK]
+
+    def __init__(self, vocab_path: str, do_lower_case: bool | None = None):
+        self.path = vocab_path
+        with open(vocab_path, encoding="utf-8") as f:
+            self._tokens = [line.rstrip("\n").rstrip("\r") for line in f]
+        self._ids = {token: index for index, token in enumerate(self._tokens)}
+        missing = [t for t in SPECIAL_TOKENS if t not in self._ids]
+        if missing:
+            raise ValueError(f"WordPiece vocab {vocab_path} lacks special tokens {missing}; "
+                             "an ELECTRA/BERT vocab.txt must contain all of " + ", ".join(SPECIAL_TOKENS))
+        self.vocab_size = len(self._tokens)
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+            self._ids[t] for t in SPECIAL_TOKENS)
+        if do_lower_case is None:
+            # ASCII only: uncased vocabularies still hold symbols like "ℝ" that count as upper.
+            do_lower_case = not any(
+                re.search("[A-Z]", t) for t in self._tokens if not (t.startswith("[") and t.endswith("]")))
+        self.do_lower_case = do_lower_case
+        self._special_split = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+
+    def _wordpiece(self, word: str) -> list[int]:
+        if len(word) > self.max_chars_per_word:
+            return [self.unk_id]
+        pieces, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                candidate = word[start:end] if start == 0 else "##" + word[start:end]
+                if candidate in self._ids:
+                    pieces.append(self._ids[candidate])
+                    break
+                end -= 1
+            if end == start:  # no piece matched: the whole word is unknown, as in BERT
+                return [self.unk_id]
+            start = end
+        return pieces
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        # Literal special tokens in the text ("[MASK]") map to their ids, as in transformers.
+        for part in self._special_split.split(text):
+            if part in SPECIAL_TOKENS:
+                ids.append(self._ids[part])
+            else:
+                for word in basic_tokenize(part, self.do_lower_case):
+                    ids.extend(self._wordpiece(word))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        dropped = {self.pad_id, self.cls_id, self.sep_id, self.mask_id}
+        text = " ".join(self._tokens[int(i)] for i in ids if int(i) not in dropped)
+        return text.replace(" ##", "").strip()
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._tokens[int(token_id)]
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """A sentencepiece `*.model` or a WordPiece `vocab.txt` (a directory holding one works)."""
+    if os.path.isdir(path):
+        candidates = [os.path.join(path, name) for name in ("vocab.txt", "spm.model")]
+        candidates += sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".model"))
+        found = [c for c in candidates if os.path.isfile(c)]
+        if not found:
+            raise FileNotFoundError(f"tokenizer directory {path} holds neither vocab.txt nor a *.model file")
+        path = found[0]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer file {path} does not exist; train one with "
+                                "`python -m data_pipelines.tokenizer` or point at a vocab.txt")
+    if path.endswith(".model"):
+        return SentencePieceTokenizer(path)
+    if path.endswith(".txt"):
+        return WordPieceTokenizer(path)
+    raise ValueError(f"cannot tell the tokenizer kind of {path}: expected a sentencepiece '*.model' "
+                     "or a WordPiece 'vocab.txt'")
+
+
+def check_vocab_size(config_vocab_size: int, tokenizer: Tokenizer) -> None:
+    """Raises if the model config's vocabulary does not match the tokenizer's."""
+    if config_vocab_size != tokenizer.vocab_size:
+        where = getattr(tokenizer, "path", "the tokenizer")
+        raise ValueError(
+            f"vocab_size={config_vocab_size} in config but the tokenizer at {where} has "
+            f"{tokenizer.vocab_size} tokens; set --config.model.vocab_size={tokenizer.vocab_size}")
+
+
+_VOCAB_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def train_sentencepiece(inputs: str | Sequence[str], output_path: str, *, vocab_size: int,
+                        model_type: str = "unigram", input_sentence_size: int = 2_000_000,
+                        character_coverage: float = 0.9999, seed: int = 0,
+                        on_invalid_utf8: str = "skip", num_threads: int = 2) -> SentencePieceTokenizer:
+    """Trains a sentencepiece model on text files and writes it atomically to `output_path`.
+
+    Training sentences come from `text_files` (same UTF-8 policy and sentence splitting as
+    shard building). `input_sentence_size` caps how many sentences sentencepiece keeps
+    (a seeded reservoir sample), so large corpora fit in memory.
+    """
+    import sentencepiece as spm
+
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type={model_type!r}; use one of {MODEL_TYPES}")
+    if not output_path.endswith(".model"):
+        raise ValueError(f"output_path={output_path!r} must end in '.model' so load_tokenizer recognizes it")
+    paths = text_files.expand_input_patterns(inputs)
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size={vocab_size} leaves no room beyond the {len(SPECIAL_TOKENS)} special tokens")
+    sentences = _iter_sentences(paths, on_invalid_utf8)
+    first = next(sentences, None)
+    if first is None:
+        raise ValueError(f"the corpus {inputs!r} has no text (after dropping invalid UTF-8 lines); "
+                         "give files with at least a few sentences")
+    spm.set_random_generator_seed(seed)
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=itertools.chain([first], sentences), model_writer=model,
+            vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
+            input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
+            max_sentence_length=16384, num_threads=num_threads,
+            pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece=PAD, unk_piece=UNK,
+            # Control symbols never come out of encode(text), so "[MASK]" in raw text stays text.
+            control_symbols=list(SPECIAL_TOKENS[2:]), minloglevel=2)
+    except RuntimeError as e:
+        too_high = _VOCAB_TOO_HIGH.search(str(e))
+        if too_high:
+            raise ValueError(
+                f"vocab_size={vocab_size} is more than the corpus {inputs!r} supports (at most "
+                f"{too_high.group(2)} for model_type={model_type}); set --vocab_size={too_high.group(2)} "
+                "or lower, or add text") from None
+        raise
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    temp_path = output_path + ".tmp"
+    with open(temp_path, "wb") as f:
+        f.write(model.getvalue())
+    os.replace(temp_path, output_path)  # a crash never leaves a half-written model behind
+    return SentencePieceTokenizer(output_path)
+
+
+def _iter_sentences(paths: Sequence[str], on_invalid_utf8: str) -> Iterator[str]:
+    for document in text_files.iter_documents(paths, on_invalid_utf8=on_invalid_utf8):
+        yield from document
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, help="comma-separated text files or globs")
+    parser.add_argument("--output", required=True, help="path of the model to write, ending in .model")
+    parser.add_argument("--vocab_size", type=int, required=True)
+    parser.add_argument("--model_type", default="unigram", choices=MODEL_TYPES)
+    parser.add_argument("--input_sentence_size", type=int, default=2_000_000,
+                        help="sentences sampled for training; bounds memory on large corpora")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
+    args = parser.parse_args(argv)
+    tokenizer = train_sentencepiece(args.input, args.output, vocab_size=args.vocab_size,
+                                    model_type=args.model_type, input_sentence_size=args.input_sentence_size,
+                                    seed=args.seed, on_invalid_utf8=args.on_invalid_utf8)
+    print(f"wrote {args.output} ({tokenizer.vocab_size} pieces)")
+
+
+if __name__ == "__main__":
+    main()
