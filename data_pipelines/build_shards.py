@@ -1,0 +1,321 @@
+"""Text files -> TFRecord shards of packed ELECTRA pretraining examples.
+
+Packing follows google-research/electra `build_pretraining_dataset.py` (with its March
+2020 segment-assignment fix): sentences of a document accumulate until they reach the
+target length, then become `[CLS] A [SEP] B [SEP]` padded to `max_seq_length`; with
+probability `single_segment_prob` (0.1) the example has only segment A, and with
+probability `random_length_prob` (0.05) the next target length is random in
+[5, max_seq_length]. As in ELECTRA, the tokens of the sentence that crosses the target
+which do not fit are dropped; the summary reports them as `truncated_tokens`.
+
+Each record holds int64 features `input_ids`, `input_mask`, `segment_ids` of length
+`max_seq_length` (ELECTRA's names; the reader renames them).
+
+Determinism, parallelism, resume:
+* document i (in file order) goes to shard slot `i % num_slots`; each slot has its own
+  RNG seeded from (seed, slot); so the bytes of every shard depend only on the inputs,
+  tokenizer and settings, never on `num_processes` or on which shards were built before.
+* shards are written under `<name>.tmp` and renamed when complete, then a
+  `<name>.stats.json` sidecar marks them done; a rerun skips done shards and rebuilds the
+  others. `build_config.json` records the settings, and a rerun with different ones
+  into the same directory is refused.
+* invalid UTF-8 lines are skipped and counted (or rejected, `on_invalid_utf8="error"`).
+
+CLI:
+    python -m data_pipelines.build_shards --input='corpus/*.txt' --tokenizer=spm.model \\
+        --output_dir=shards --max_seq_length=128 --num_shards=16 --num_processes=2
+"""
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import random
+import time
+from typing import Sequence
+
+from absl import logging
+
+from data_pipelines import text_files
+from data_pipelines import tokenizer as tokenizer_lib
+
+BUILD_CONFIG_FILE = "build_config.json"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PackingConfig:
+    """Everything that decides the bytes of the shards (recorded in build_config.json)."""
+
+    max_seq_length: int = 128
+    seed: int = 0
+    single_segment_prob: float = 0.1  # ELECTRA: "small chance to only have one segment"
+    random_length_prob: float = 0.05  # ELECTRA: random target length in [5, max_seq_length]
+    document_boundary: str = "blank_line"
+    max_document_chars: int = 20_000
+    on_invalid_utf8: str = "skip"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardJob:
+    """One output shard: which documents (slot of num_slots) go to which file."""
+
+    paths: tuple[str, ...]
+    tokenizer_path: str
+    packing: PackingConfig
+    slot: int
+    num_slots: int
+    output_path: str
+
+
+class ExampleBuilder:
+    """ELECTRA's sentence packer; `add_sentence` / `end_document` return finished examples."""
+
+    def __init__(self, tokenizer: tokenizer_lib.Tokenizer, packing: PackingConfig, rng: random.Random):
+        self._tokenizer = tokenizer
+        self._packing = packing
+        self._rng = rng
+        self._max_length = packing.max_seq_length
+        self._target_length = packing.max_seq_length
+        self._sentences: list[list[int]] = []
+        self._current_length = 0
+
+    def add_sentence(self, token_ids: list[int]) -> list[dict[str, list[int]]]:
+        self._sentences.append(token_ids)
+        self._current_length += len(token_ids)
+        return [self._create_example()] if self._current_length >= self._target_length else []
+
+    def end_document(self) -> list[dict[str, list[int]]]:
+        return [self._create_example()] if self._current_length else []
+
+    def _create_example(self) -> dict[str, list[int]]:
+        if self._rng.random() < self._packing.single_segment_prob:
+            first_target = 100_000  # everything goes to segment A, as in classification inputs
+        else:
+            first_target = (self._target_length - 3) // 2  # -3 for [CLS] and two [SEP]
+        first_segment: list[int] = []
+        second_segment: list[int] = []
+        for sentence in self._sentences:
+            # A sentence joins segment A if A is empty, if it fits, or (half the time) if
+            # it overflows A while B is still empty; otherwise it goes to B.
+            if (not first_segment or len(first_segment) + len(sentence) < first_target or
+                    (not second_segment and len(first_segment) < first_target and self._rng.random() < 0.5)):
+                first_segment += sentence
+            else:
+                second_segment += sentence
+        first_segment = first_segment[:self._max_length - 2]
+        second_segment = second_segment[:max(0, self._max_length - len(first_segment) - 3)]
+        self._sentences, self._current_length = [], 0
+        if self._rng.random() < self._packing.random_length_prob:
+            self._target_length = self._rng.randint(5, self._max_length)
+        else:
+            self._target_length = self._max_length
+        return self._make_example(first_segment, second_segment)
+
+    def _make_example(self, first_segment: list[int], second_segment: list[int]) -> dict[str, list[int]]:
+        input_ids = [self._tokenizer.cls_id, *first_segment, self._tokenizer.sep_id]
+        segment_ids = [0] * len(input_ids)
+        if second_segment:
+            input_ids += [*second_segment, self._tokenizer.sep_id]
+            segment_ids += [1] * (len(second_segment) + 1)
+        num_padding = self._max_length - len(input_ids)
+        return {
+            "input_ids": input_ids + [self._tokenizer.pad_id] * num_padding,
+            "input_mask": [1] * len(input_ids) + [0] * num_padding,
+            "segment_ids": segment_ids + [0] * num_padding,
+        }
+
+
+def shard_file_names(num_shards: int, num_eval_shards: int) -> list[str]:
+    """File names by slot: train shards first, then the held-out eval shards."""
+    train = [f"train-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+    held_out = [f"eval-{i:05d}-of-{num_eval_shards:05d}.tfrecord" for i in range(num_eval_shards)]
+    return train + held_out
+
+
+def _serialize(example: dict[str, list[int]]) -> bytes:
+    import tensorflow as tf
+
+    features = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+                for name, values in example.items()}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+
+
+def build_one_shard(job: ShardJob) -> dict[str, int]:
+    """Writes one shard (temp name, then rename) and its stats sidecar; returns the stats."""
+    import tensorflow as tf
+
+    tokenizer = tokenizer_lib.load_tokenizer(job.tokenizer_path)
+    packing = job.packing
+    builder = ExampleBuilder(tokenizer, packing, random.Random(packing.seed * 1_000_003 + job.slot))
+    stats = {"documents": 0, "sentences": 0, "tokens": 0, "examples": 0, "real_tokens": 0, "content_tokens": 0}
+    documents = text_files.iter_documents(
+        job.paths, document_boundary=packing.document_boundary,
+        max_document_chars=packing.max_document_chars, on_invalid_utf8=packing.on_invalid_utf8)
+    temp_path = job.output_path + ".tmp"
+    with tf.io.TFRecordWriter(temp_path) as writer:
+        for document_index, sentences in enumerate(documents):
+            if document_index % job.num_slots != job.slot:
+                continue
+            stats["documents"] += 1
+            examples = []
+            for sentence in sentences:
+                token_ids = tokenizer.encode(sentence)
+                stats["sentences"] += 1
+                stats["tokens"] += len(token_ids)
+                examples += builder.add_sentence(token_ids)
+            examples += builder.end_document()
+            for example in examples:
+                writer.write(_serialize(example))
+                stats["examples"] += 1
+                num_real = sum(example["input_mask"])
+                num_specials = 3 if example["segment_ids"][num_real - 1] else 2
+                stats["real_tokens"] += num_real
+                stats["content_tokens"] += num_real - num_specials
+    os.replace(temp_path, job.output_path)
+    _write_json(job.output_path + ".stats.json", stats)
+    return stats
+
+
+def _write_json(path: str, value: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _check_build_config(output_dir: str, build_config: dict) -> None:
+    """Refuses to resume into a directory built with other settings (would mix shards)."""
+    path = os.path.join(output_dir, BUILD_CONFIG_FILE)
+    if os.path.exists(path):
+        previous = _read_json(path)
+        if previous != build_config:
+            changed = sorted(k for k in set(previous) | set(build_config) if previous.get(k) != build_config.get(k))
+            raise ValueError(f"{output_dir} holds shards built with different settings ({', '.join(changed)} "
+                             "changed); use a new --output_dir or delete the old one")
+    else:
+        _write_json(path, build_config)
+
+
+def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path: str,
+                 max_seq_length: int = 128, num_shards: int = 8, num_eval_shards: int = 0,
+                 seed: int = 0, num_processes: int = 1, document_boundary: str = "blank_line",
+                 max_document_chars: int = 20_000, on_invalid_utf8: str = "skip",
+                 single_segment_prob: float = 0.1, random_length_prob: float = 0.05,
+                 show_progress: bool = True) -> dict:
+    """Builds (or finishes building) the shards in `output_dir`; returns the summary dict.
+
+    The summary has documents, sentences, tokens (tokenizer output before packing),
+    examples, padding_fraction, truncated_tokens (dropped by ELECTRA's segment trimming),
+    invalid_utf8_lines, shards_built / shards_skipped and examples_per_second. It is also
+    written to `output_dir/summary.json`.
+    """
+    if max_seq_length < 5:
+        raise ValueError(f"max_seq_length={max_seq_length} is too short for [CLS] A [SEP] B [SEP]; use >= 5")
+    if num_shards < 1 or num_eval_shards < 0:
+        raise ValueError(f"num_shards={num_shards}, num_eval_shards={num_eval_shards}; need >= 1 and >= 0")
+    paths = tuple(text_files.expand_input_patterns(inputs))
+    tokenizer_lib.load_tokenizer(tokenizer_path)  # fail before any output if it is unusable
+    packing = PackingConfig(max_seq_length=max_seq_length, seed=seed, single_segment_prob=single_segment_prob,
+                            random_length_prob=random_length_prob, document_boundary=document_boundary,
+                            max_document_chars=max_document_chars, on_invalid_utf8=on_invalid_utf8)
+    # A cheap pass without tokenization: validates the text (UTF-8 policy, emptiness)
+    # before anything is written.
+    text_stats = text_files.TextStats()
+    for _ in text_files.iter_documents(paths, document_boundary=document_boundary,
+                                       max_document_chars=max_document_chars,
+                                       on_invalid_utf8=on_invalid_utf8, stats=text_stats):
+        pass
+    num_slots = num_shards + num_eval_shards
+    if text_stats.documents == 0:
+        raise ValueError(f"the corpus {inputs!r} has no text (after dropping "
+                         f"{text_stats.invalid_utf8_lines} invalid UTF-8 lines); give non-empty files")
+    if text_stats.documents < num_slots:
+        raise ValueError(f"the corpus has {text_stats.documents} documents, fewer than the {num_slots} shards "
+                         "asked for; lower --num_shards / --num_eval_shards")
+    if text_stats.invalid_utf8_lines:
+        logging.warning("skipped %d lines of invalid UTF-8 in %s", text_stats.invalid_utf8_lines, inputs)
+
+    os.makedirs(output_dir, exist_ok=True)
+    build_config = {**dataclasses.asdict(packing), "inputs": list(paths), "num_shards": num_shards,
+                    "num_eval_shards": num_eval_shards,
+                    "tokenizer": os.path.abspath(tokenizer_path)}
+    _check_build_config(output_dir, build_config)
+    jobs, done_stats = [], []
+    for slot, name in enumerate(shard_file_names(num_shards, num_eval_shards)):
+        output_path = os.path.join(output_dir, name)
+        if os.path.exists(output_path) and os.path.exists(output_path + ".stats.json"):
+            done_stats.append(_read_json(output_path + ".stats.json"))
+        else:
+            jobs.append(ShardJob(paths, tokenizer_path, packing, slot, num_slots, output_path))
+
+    start = time.perf_counter()
+    new_stats = list(_run_jobs(jobs, num_processes, show_progress))
+    elapsed = time.perf_counter() - start
+    summary = _summarize(done_stats + new_stats, max_seq_length)
+    new_examples = sum(s["examples"] for s in new_stats)
+    summary.update(invalid_utf8_lines=text_stats.invalid_utf8_lines, shards_built=len(jobs),
+                   shards_skipped=len(done_stats), seconds=round(elapsed, 3),
+                   examples_per_second=round(new_examples / elapsed, 1) if jobs and elapsed > 0 else None)
+    _write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
+    logging.info("shards in %s: %s", output_dir, summary)
+    return summary
+
+
+def _run_jobs(jobs: list[ShardJob], num_processes: int, show_progress: bool):
+    from tqdm import tqdm
+
+    progress = tqdm(total=len(jobs), desc="shards", unit="shard", disable=not show_progress or not jobs)
+    if num_processes <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield build_one_shard(job)
+            progress.update()
+    else:
+        # spawn, not fork: the parent may hold JAX/TF runtime threads that fork would copy.
+        with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+            for stats in pool.imap_unordered(build_one_shard, jobs):
+                yield stats
+                progress.update()
+    progress.close()
+
+
+def _summarize(shard_stats: list[dict], max_seq_length: int) -> dict:
+    totals = {key: sum(s[key] for s in shard_stats) for key in ("documents", "sentences", "tokens",
+                                                                 "examples", "real_tokens", "content_tokens")}
+    total_positions = totals["examples"] * max_seq_length
+    return {
+        **{k: v for k, v in totals.items() if k not in ("real_tokens", "content_tokens")},
+        "truncated_tokens": totals["tokens"] - totals["content_tokens"],
+        "padding_fraction": round(1 - totals["real_tokens"] / total_positions, 4) if total_positions else 0.0,
+        "real_tokens_per_example": round(totals["real_tokens"] / totals["examples"], 2) if totals["examples"] else 0,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Text files -> TFRecord shards of ELECTRA pretraining examples.")
+    parser.add_argument("--input", required=True, help="comma-separated text files or globs")
+    parser.add_argument("--tokenizer", required=True, help="sentencepiece *.model or WordPiece vocab.txt")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--num_shards", type=int, default=8)
+    parser.add_argument("--num_eval_shards", type=int, default=0, help="extra held-out shards (eval-*)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--document_boundary", default="blank_line", choices=text_files.DOCUMENT_BOUNDARIES)
+    parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    summary = build_shards(args.input, args.output_dir, tokenizer_path=args.tokenizer,
+                           max_seq_length=args.max_seq_length, num_shards=args.num_shards,
+                           num_eval_shards=args.num_eval_shards, seed=args.seed,
+                           num_processes=args.num_processes, document_boundary=args.document_boundary,
+                           on_invalid_utf8=args.on_invalid_utf8)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

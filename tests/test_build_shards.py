@@ -1,0 +1,193 @@
+"""Shard building: ELECTRA packing, determinism, resume after a kill, clear errors."""
+import glob
+import os
+import random
+
+import numpy as np
+import pytest
+
+from data_pipelines import build_shards as build_lib
+from data_pipelines import default_corpus
+from data_pipelines import tokenizer as tokenizer_lib
+
+MAX_LEN = 64
+
+
+@pytest.fixture(scope="module")
+def corpus_and_tokenizer(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    corpus = str(root / "corpus.txt")
+    default_corpus.write_default_corpus(corpus, max_documents=60)
+    tokenizer = tokenizer_lib.train_sentencepiece(corpus, str(root / "spm.model"), vocab_size=400)
+    return corpus, tokenizer
+
+
+def build(corpus, tokenizer, output_dir, **kwargs):
+    settings = dict(tokenizer_path=tokenizer.path, max_seq_length=MAX_LEN, num_shards=4, seed=7,
+                    show_progress=False)
+    return build_lib.build_shards(corpus, str(output_dir), **{**settings, **kwargs})
+
+
+def read_records(pattern):
+    """Parses the shards with tf.train.Example directly (not through our reader)."""
+    import tensorflow as tf
+    examples = []
+    for path in sorted(glob.glob(pattern)):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            features = tf.train.Example.FromString(record).features.feature
+            examples.append({k: list(features[k].int64_list.value) for k in features})
+    return examples
+
+
+def shard_bytes(output_dir):
+    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(f"{output_dir}/*.tfrecord"))}
+
+
+def test_same_seed_gives_byte_identical_shards(corpus_and_tokenizer, tmp_path):
+    corpus, tokenizer = corpus_and_tokenizer
+    first = build(corpus, tokenizer, tmp_path / "a")
+    build(corpus, tokenizer, tmp_path / "b")
+    build(corpus, tokenizer, tmp_path / "c", seed=8)
+    assert first["shards_built"] == 4 and first["examples"] > 20
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")
+    assert shard_bytes(tmp_path / "a") != shard_bytes(tmp_path / "c")  # the seed matters
+
+
+def test_parallel_build_matches_serial(corpus_and_tokenizer, tmp_path):
+    corpus, tokenizer = corpus_and_tokenizer
+    build(corpus, tokenizer, tmp_path / "serial", num_shards=2)
+    build(corpus, tokenizer, tmp_path / "parallel", num_shards=2, num_processes=2)
+    assert shard_bytes(tmp_path / "serial") == shard_bytes(tmp_path / "parallel")
+
+
+def test_examples_are_well_formed(corpus_and_tokenizer, tmp_path):
+    corpus, tokenizer = corpus_and_tokenizer
+    summary = build(corpus, tokenizer, tmp_path / "s", num_eval_shards=1)
+    train = read_records(f"{tmp_path}/s/train-*.tfrecord")
+    held_out = read_records(f"{tmp_path}/s/eval-*.tfrecord")
+    examples = train + held_out
+    assert len(examples) == summary["examples"] and held_out
+    content_tokens = 0
+    for example in examples:
+        ids, mask, segments = (np.array(example[k]) for k in ("input_ids", "input_mask", "segment_ids"))
+        assert len(ids) == len(mask) == len(segments) == MAX_LEN
+        num_real = int(mask.sum())
+        assert mask.tolist() == [1] * num_real + [0] * (MAX_LEN - num_real)
+        assert ids[0] == tokenizer.cls_id and ids[num_real - 1] == tokenizer.sep_id
+        assert (ids[num_real:] == tokenizer.pad_id).all()
+        seps = np.flatnonzero(ids == tokenizer.sep_id)
+        assert len(seps) in (1, 2)
+        # segment A (with [CLS] and its [SEP]) is 0, segment B (with its [SEP]) is 1, padding 0.
+        expected_segments = np.zeros(MAX_LEN, int)
+        if len(seps) == 2:
+            expected_segments[seps[0] + 1:seps[1] + 1] = 1
+        assert segments.tolist() == expected_segments.tolist()
+        assert not np.isin(ids[1:num_real - 1], [0, 2, 4]).any()  # no [PAD]/[CLS]/[MASK] inside
+        content_tokens += num_real - 1 - len(seps)
+    assert summary["tokens"] - summary["truncated_tokens"] == content_tokens
+    padding = 1 - sum(sum(e["input_mask"]) for e in examples) / (len(examples) * MAX_LEN)
+    assert summary["padding_fraction"] == pytest.approx(padding, abs=1e-4)
+    assert summary["documents"] == 60
+
+
+class FixedDraws(random.Random):
+    """random() always returns `value`: makes the 50% coin in packing deterministic."""
+
+    def __init__(self, value):
+        super().__init__(0)
+        self.value = value
+
+    def random(self):
+        return self.value
+
+
+def packed(sentences, draw, max_len=16):
+    class Specials:
+        cls_id, sep_id, pad_id = 2, 3, 0
+    packing = build_lib.PackingConfig(max_seq_length=max_len, single_segment_prob=0.0, random_length_prob=0.0)
+    builder = build_lib.ExampleBuilder(Specials, packing, FixedDraws(draw))
+    examples = [e for s in sentences for e in builder.add_sentence(s)] + builder.end_document()
+    return [e["input_ids"] for e in examples], [e["segment_ids"] for e in examples]
+
+
+def test_packing_hand_computed():
+    a, b, c = [10, 11, 12], [20, 21, 22, 23], [30, 31, 32, 33, 34]
+    # Target for segment A is (16 - 3) // 2 = 6. `a` starts A; `b` would overflow A (7 >= 6),
+    # B is empty, so a coin decides: draw 0.9 (>= 0.5) sends b to B, and c follows it.
+    ids, segments = packed([a, b, c], draw=0.9)
+    assert ids == [[2, *a, 3, *b, *c, 3, 0]]
+    assert segments == [[0] * 5 + [1] * 10 + [0]]
+    # Draw 0.1 (< 0.5) keeps b in A; then A (7) is over target, so c goes to B.
+    ids, _ = packed([a, b, c], draw=0.1)
+    assert ids == [[2, *a, *b, 3, *c, 3, 0]]
+    # 13 + 3 tokens reach the target (16): the example closes, and, as in ELECTRA, B is
+    # trimmed to what is left after [CLS] A [SEP] (nothing), so 7, 8, 9 are dropped.
+    ids, _ = packed([list(range(100, 113)), [7, 8, 9], [40, 41]], draw=0.9)
+    assert ids == [[2, *range(100, 113), 3, 0], [2, 40, 41, 3] + [0] * 12]
+
+
+def test_resume_after_a_kill_gives_the_same_shards(corpus_and_tokenizer, tmp_path, monkeypatch):
+    corpus, tokenizer = corpus_and_tokenizer
+    build(corpus, tokenizer, tmp_path / "clean")
+    real_build_one_shard = build_lib.build_one_shard
+    built = []
+
+    def dies_on_third_shard(job):
+        if len(built) == 2:
+            # Simulate a kill mid-write: a half-written temp file and no final file.
+            with open(job.output_path + ".tmp", "wb") as f:
+                f.write(b"half a record")
+            raise KeyboardInterrupt("killed")
+        built.append(job.slot)
+        return real_build_one_shard(job)
+
+    monkeypatch.setattr(build_lib, "build_one_shard", dies_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        build(corpus, tokenizer, tmp_path / "resumed")
+    finished = sorted(os.path.basename(p) for p in glob.glob(f"{tmp_path}/resumed/*.tfrecord"))
+    assert finished == ["train-00000-of-00004.tfrecord", "train-00001-of-00004.tfrecord"]
+    monkeypatch.setattr(build_lib, "build_one_shard", real_build_one_shard)
+    summary = build(corpus, tokenizer, tmp_path / "resumed")
+    assert (summary["shards_skipped"], summary["shards_built"]) == (2, 2)
+    assert shard_bytes(tmp_path / "resumed") == shard_bytes(tmp_path / "clean")
+    assert not glob.glob(f"{tmp_path}/resumed/*.tmp")
+    clean_summary = build(corpus, tokenizer, tmp_path / "clean")  # all skipped: same totals
+    assert clean_summary["examples"] == summary["examples"] and clean_summary["shards_built"] == 0
+
+
+def test_resume_with_other_settings_is_refused(corpus_and_tokenizer, tmp_path):
+    corpus, tokenizer = corpus_and_tokenizer
+    build(corpus, tokenizer, tmp_path / "s", num_shards=2)
+    with pytest.raises(ValueError, match=r"different settings \(max_seq_length changed\)"):
+        build(corpus, tokenizer, tmp_path / "s", num_shards=2, max_seq_length=32)
+
+
+def test_bad_inputs_fail_before_writing(corpus_and_tokenizer, tmp_path):
+    _, tokenizer = corpus_and_tokenizer
+    output = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        build(str(tmp_path / "missing*.txt"), tokenizer, output)
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="has no text"):
+        build(str(tmp_path / "empty.txt"), tokenizer, output)
+    (tmp_path / "short.txt").write_text("One document.\n\nTwo documents.\n")
+    with pytest.raises(ValueError, match="2 documents, fewer than the 4 shards"):
+        build(str(tmp_path / "short.txt"), tokenizer, output)
+    (tmp_path / "latin1.txt").write_bytes("Good line.\n\nCaesar's caf\u00e9.\n\nAnother.\n\nLast.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt:3: invalid UTF-8"):
+        build(str(tmp_path / "latin1.txt"), tokenizer, output, on_invalid_utf8="error")
+    assert not output.exists()
+    with pytest.raises(FileNotFoundError, match="nope.model"):
+        build_lib.build_shards(str(tmp_path / "short.txt"), str(output), tokenizer_path=str(tmp_path / "nope.model"))
+    assert not output.exists()
+
+
+def test_invalid_utf8_lines_are_skipped_and_counted(tmp_path, corpus_and_tokenizer):
+    _, tokenizer = corpus_and_tokenizer
+    text = "Good line.\n\nCaesar's caf\u00e9 is Latin-1.\n\nAnother line.\r\n\r\nLast one.\n"
+    (tmp_path / "latin1.txt").write_bytes(text.encode("latin-1"))
+    summary = build(str(tmp_path / "latin1.txt"), tokenizer, tmp_path / "out", num_shards=1)
+    assert summary["invalid_utf8_lines"] == 1
+    assert summary["documents"] == 3  # the bad line's paragraph is gone, CRLF is handled
+    decoded = [tokenizer.decode(e["input_ids"]) for e in read_records(f"{tmp_path}/out/*.tfrecord")]
+    assert decoded == ["Good line.", "Another line.", "Last one."]
