@@ -1,0 +1,152 @@
+"""Orbax checkpoints of a pretraining run: async, atomic, keep-last-K, exact resume.
+
+Layout of a workdir:
+  config.json                     the resolved config of the run (checked on resume)
+  checkpoints/<step>/state/       TrainState (orbax; a step directory appears only once complete)
+  checkpoints/<step>/meta/        JSON: step, the input pipeline's position
+  data_state/<step>/process_<k>   each process's input-iterator state for that step
+
+The data-iterator state is written (atomically, by every process) before the orbax save of
+the same step starts, so a complete orbax step always has its iterator state beside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+
+
+class Checkpointer:
+    """Saves every `save_every` steps (asynchronously), keeps the last `keep`."""
+
+    def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True):
+        self.workdir = os.path.abspath(workdir)
+        self.save_every = save_every
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, save_interval_steps=save_every, create=True,
+            enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(
+            os.path.join(self.workdir, "checkpoints"), options=options,
+            item_names=("state", "meta"))
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def _data_state_path(self, step: int, process: int) -> str:
+        return os.path.join(self.workdir, "data_state", str(step), f"process_{process}")
+
+    def save(self, step: int, state: Any, data_state: Optional[bytes] = None,
+             force: bool = False) -> bool:
+        """Start saving `state` at `step` (returns at once; the write finishes in the
+        background). `force` saves off the regular interval (end of run, preemption)."""
+        if not (force or self.manager.should_save(step)):
+            return False
+        if step in self.manager.all_steps():  # never overwrite a checkpoint in place
+            return False
+        if data_state is not None:
+            _write_atomic(self._data_state_path(step, jax.process_index()), data_state)
+        saved = self.manager.save(
+            step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave({"step": int(step), "has_data_state": data_state is not None,
+                                        "saved_at": time.time()})),
+            force=force)
+        self._prune_data_states()
+        return saved
+
+    def _prune_data_states(self) -> None:
+        if jax.process_index() != 0:
+            return
+        root = os.path.join(self.workdir, "data_state")
+        if not os.path.isdir(root):
+            return
+        keep = set(self.manager.all_steps())
+        latest_kept = max(keep, default=-1)
+        for name in os.listdir(root):
+            # states newer than every kept step belong to saves still in flight
+            if name.isdigit() and int(name) not in keep and int(name) < latest_kept:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+    def restore(self, step: Optional[int], abstract_state: Any) -> tuple[Any, Optional[bytes]]:
+        """(state placed as `abstract_state`'s shardings, this process's data state)."""
+        step = self.latest_step() if step is None else step
+        if step is None or step not in self.manager.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {self.workdir}/checkpoints; available: "
+                f"{self.all_steps()}")
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        data_state = None
+        if restored["meta"].get("has_data_state"):
+            path = self._data_state_path(step, jax.process_index())
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"checkpoint {step} has no input-iterator state at {path}; "
+                                        "the run cannot resume exactly")
+            with open(path, "rb") as f:
+                data_state = f.read()
+        logging.info("restored step %d from %s", step, self.workdir)
+        return restored["state"], data_state
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(state: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying the target shardings, for `Checkpointer.restore`."""
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def check_run_config(workdir: str, config_json: str, fresh: bool) -> None:
+    """Refuse to resume a workdir whose saved model/objective config differs from this run's.
+
+    With `fresh`, the old checkpoints are moved aside (never deleted or overwritten).
+    """
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        current = json.loads(config_json)
+        differing = sorted(section for section in ("model", "objective")
+                           if saved.get(section) != current.get(section))
+        has_checkpoints = os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(
+            os.path.join(workdir, "checkpoints"))
+        if differing and has_checkpoints:
+            if not fresh:
+                details = "; ".join(
+                    f"{section}.{key}: saved {saved.get(section, {}).get(key)!r} vs "
+                    f"{current.get(section, {}).get(key)!r}"
+                    for section in differing
+                    for key in sorted(set(saved.get(section, {})) | set(current.get(section, {})))
+                    if saved.get(section, {}).get(key) != current.get(section, {}).get(key))
+                raise ValueError(
+                    f"{workdir} holds a run with a different config ({details}); use another "
+                    "--workdir, or pass --fresh to move its checkpoints aside and start over")
+            if jax.process_index() == 0:
+                aside = os.path.join(workdir, f"checkpoints.replaced-{int(time.time())}")
+                os.replace(os.path.join(workdir, "checkpoints"), aside)
+                if os.path.isdir(os.path.join(workdir, "data_state")):
+                    os.replace(os.path.join(workdir, "data_state"), aside + "-data_state")
+                logging.warning("--fresh: moved the previous checkpoints to %s", aside)
+    if jax.process_index() == 0:
+        _write_atomic(path, config_json.encode("utf-8"))

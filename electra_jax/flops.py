@@ -1,0 +1,50 @@
+"""Model FLOPs of an ELECTRA training step and device peaks, for MFU reporting."""
+from __future__ import annotations
+
+from electra_jax import model
+
+# Dense peak FLOP/s per chip from vendor datasheets, matched by device_kind prefix (first
+# match wins, so more specific prefixes come first). Override with --peak_flops.
+PEAK_FLOPS = {
+    ("NVIDIA H100", "bfloat16"): 989e12,
+    ("NVIDIA H200", "bfloat16"): 989e12,
+    ("NVIDIA A100", "bfloat16"): 312e12,
+    ("TPU v4", "bfloat16"): 275e12,
+    ("TPU v5 lite", "bfloat16"): 197e12,
+    ("TPU v5", "bfloat16"): 459e12,
+    ("NVIDIA H100", "float32"): 67e12,
+    ("NVIDIA H200", "float32"): 67e12,
+}
+
+
+def peak_flops(device_kind: str, dtype: str, override: float | None = None) -> float | None:
+    if override:
+        return override
+    for (kind, kind_dtype), value in PEAK_FLOPS.items():
+        if device_kind.startswith(kind) and dtype == kind_dtype:
+            return value
+    return None
+
+
+def _encoder_forward_flops(cfg: model.ElectraConfig, seq_len: int) -> float:
+    """Matmul FLOPs of one network's embedding projection + encoder, per sequence."""
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    per_token_per_layer = 2 * (4 * h * h + 2 * h * f) + 2 * 2 * seq_len * h  # dense + QK^T, PV
+    projection = 2 * cfg.embedding_size * h if cfg.embedding_size != h else 0
+    return seq_len * (cfg.num_layers * per_token_per_layer + projection)
+
+
+def train_flops_per_sequence(gen: model.ElectraConfig, disc: model.ElectraConfig,
+                             seq_len: int, max_predictions: int) -> float:
+    """Analytic model FLOPs (forward + backward = 3x forward) of one ELECTRA training sequence.
+
+    Generator: encoder over all tokens, MLM head (dense -> tied vocab projection) at the
+    `max_predictions` gathered positions only. Discriminator: encoder + dense head at every
+    token. Embedding lookups, LayerNorms, softmaxes and the optimizer are not counted.
+    """
+    gen_head = max_predictions * (2 * gen.hidden_size * gen.embedding_size
+                                  + 2 * gen.embedding_size * gen.vocab_size)
+    disc_head = seq_len * (2 * disc.hidden_size * disc.hidden_size + 2 * disc.hidden_size)
+    forward = (_encoder_forward_flops(gen, seq_len) + gen_head
+               + _encoder_forward_flops(disc, seq_len) + disc_head)
+    return 3.0 * forward

@@ -1,0 +1,77 @@
+"""Mesh construction and shardings, declared from config (never hand-placed).
+
+Mesh axes are ('data', 'fsdp', 'tensor'). The batch is split over data x fsdp; parameters
+carry logical axis names (model.py) that `config.sharding.logical_axis_rules` maps onto
+mesh axes; optimizer state follows the parameters it belongs to.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+
+def mesh_shape(mesh_config: Any, num_devices: int) -> tuple[int, ...]:
+    """Sizes for ('data', 'fsdp', 'tensor'); one axis may be -1 and takes what remains."""
+    sizes = [int(mesh_config[name]) for name in MESH_AXES]
+    free = [name for name, size in zip(MESH_AXES, sizes) if size == -1]
+    if len(free) > 1 or any(size == 0 or size < -1 for size in sizes):
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: each axis must be a positive "
+                         "size, and at most one may be -1 (the remaining devices)")
+    fixed = math.prod(size for size in sizes if size != -1)
+    if free:
+        if num_devices % fixed:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: {num_devices} devices do not "
+                             f"divide by the fixed axes' product {fixed}")
+        sizes[MESH_AXES.index(free[0])] = num_devices // fixed
+    if math.prod(sizes) != num_devices:
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
+                         f"but {num_devices} are available; set one axis to -1")
+    return tuple(sizes)
+
+
+def make_mesh(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    devices = list(devices if devices is not None else jax.devices())
+    shape = mesh_shape(mesh_config, len(devices))
+    try:  # topology-aware placement on TPU/GPU; falls back for CPU and odd device counts
+        device_array = mesh_utils.create_device_mesh(shape, devices)
+    except (AssertionError, NotImplementedError, ValueError):
+        device_array = np.asarray(devices).reshape(shape)
+    return Mesh(device_array, MESH_AXES)
+
+
+def logical_axis_rules(config: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
+                 for name, axes in config.sharding.logical_axis_rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """[batch, seq] arrays: batch split over data x fsdp, sequence unsplit."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def param_shardings(boxed_params: Any, mesh: Mesh, rules) -> Any:
+    """NamedShardings for (abstract) parameters that carry logical-axis boxes."""
+    specs = nn.get_partition_spec(boxed_params)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,
+                        params_sharding: Any, mesh: Mesh) -> Any:
+    """Optimizer moments share their parameter's sharding; counters are replicated."""
+    return optax.tree_map_params(
+        tx, lambda _, sharding: sharding, abstract_opt_state, params_sharding,
+        transform_non_params=lambda _: replicated(mesh))
