@@ -1,0 +1,224 @@
+"""Pretraining input: the tf.data reader of TFRecord shards, a synthetic source, global batches.
+
+    it = make_pretraining_iterator("shards/train-*.tfrecord", batch_size=128, seq_length=128, seed=0)
+    batch = next(it)                   # dict of int32 numpy [batch, seq]: input_ids,
+                                       # attention_mask, token_type_ids (this host's part)
+    global_batch = to_global_batch(batch, batch_sharding)   # dict of global jax.Arrays
+
+`batch_size` is per host. Each host reads its own files (`process_index` of
+`process_count`, default from jax), or its own records when there are fewer files than
+hosts, so hosts never see the same example.
+
+Iterator state, for exact resume with checkpoints: every process calls
+`it.save(directory)` with the same directory (e.g. next to the model checkpoint of that
+step); each writes only its own files `data_iterator.process_<i>-of-<n>.*`. To resume,
+build the iterator again with the same arguments and call `it.restore(directory)`: the
+following batches are the ones an uninterrupted iterator would have produced. The
+tf.data state includes the shuffle buffer, so its size on disk grows with
+`shuffle_buffer * seq_length`.
+
+TensorFlow is imported only inside the functions that read shards: `make_synthetic_iterator`
+works on machines without it.
+"""
+import json
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# Shard features use ELECTRA's names; batches use the model's.
+_FEATURE_TO_BATCH_KEY = {"input_ids": "input_ids", "input_mask": "attention_mask",
+                         "segment_ids": "token_type_ids"}
+STATE_PREFIX = "data_iterator"
+
+
+def _process_topology(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # only when the caller did not say; keeps tests and tools jax-free
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
+    return process_index, process_count
+
+
+def state_prefix(directory: str, process_index: int, process_count: int) -> str:
+    """Where process `process_index` keeps its iterator state inside `directory`."""
+    return os.path.join(directory, f"{STATE_PREFIX}.process_{process_index:05d}-of-{process_count:05d}")
+
+
+def list_shards(file_pattern: str) -> list[str]:
+    """Sorted files matching a glob or a comma-separated list of globs (local or gs://)."""
+    import tensorflow as tf
+
+    files = sorted({f for pattern in file_pattern.split(",") if pattern.strip()
+                    for f in tf.io.gfile.glob(pattern.strip())})
+    if not files:
+        raise FileNotFoundError(f"no shard matches {file_pattern!r}; build them with "
+                                "`python -m data_pipelines.build_shards` or fix the pattern")
+    return files
+
+
+def shard_seq_length(path: str) -> int:
+    """Length of `input_ids` in the first record of a shard."""
+    import tensorflow as tf
+
+    for record in tf.data.TFRecordDataset(path).take(1):
+        features = tf.train.Example.FromString(record.numpy()).features.feature
+        missing = [name for name in _FEATURE_TO_BATCH_KEY if name not in features]
+        if missing:
+            raise ValueError(f"shard {path} lacks features {missing}; it was not written by build_shards")
+        return len(features["input_ids"].int64_list.value)
+    raise ValueError(f"shard {path} is empty; rebuild it")
+
+
+class PretrainingIterator:
+    """Batches from TFRecord shards, with save/restore of the exact tf.data position."""
+
+    def __init__(self, dataset: Any, process_index: int, process_count: int):
+        self._iterator = iter(dataset)
+        self.process_index, self.process_count = process_index, process_count
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return {key: value.numpy() for key, value in next(self._iterator).items()}
+
+    def _checkpoint(self):
+        import tensorflow as tf
+        return tf.train.Checkpoint(iterator=self._iterator)
+
+    def save(self, directory: str) -> str:
+        """Writes this process's iterator state into `directory`; returns its path prefix."""
+        prefix = state_prefix(directory, self.process_index, self.process_count)
+        os.makedirs(directory, exist_ok=True)
+        return self._checkpoint().write(prefix)
+
+    def restore(self, directory: str) -> None:
+        """Continues from the state that `save(directory)` wrote for this process."""
+        prefix = state_prefix(directory, self.process_index, self.process_count)
+        if not os.path.exists(prefix + ".index"):
+            raise FileNotFoundError(f"no iterator state for process {self.process_index} of "
+                                    f"{self.process_count} at {prefix}.index; was it saved with this "
+                                    "process count?")
+        self._checkpoint().read(prefix).assert_consumed()
+
+
+def make_pretraining_iterator(file_pattern: str, *, batch_size: int, seq_length: int, seed: int,
+                              shuffle_buffer: int = 10_000, repeat: bool = True,
+                              process_index: int | None = None, process_count: int | None = None,
+                              cycle_length: int = 8, drop_remainder: bool = True,
+                              prefetch: int = 2) -> PretrainingIterator:
+    """The per-host tf.data pipeline: list, shard by host, interleave, shuffle, repeat, batch.
+
+    `shuffle_buffer=0` reads in file order (for evaluation). With `repeat=True` every
+    epoch is reshuffled (deterministically for `seed`). `drop_remainder=False` keeps a
+    last partial batch (only sensible with repeat=False on one host).
+    """
+    import tensorflow as tf
+
+    process_index, process_count = _process_topology(process_index, process_count)
+    files = list_shards(file_pattern)
+    shard_length = shard_seq_length(files[0])
+    if shard_length != seq_length:
+        raise ValueError(f"seq_length={seq_length} was requested but the shards {file_pattern} hold examples "
+                         f"of length {shard_length}; set the sequence length to {shard_length} or rebuild "
+                         f"the shards with --max_seq_length={seq_length}")
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    # With enough files each host reads whole files (cheap); otherwise every host reads all
+    # files and keeps every process_count-th record.
+    shard_by_file = len(files) >= process_count
+    if shard_by_file:
+        dataset = dataset.shard(process_count, process_index)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not shard_by_file:
+        dataset = dataset.shard(process_count, process_index)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed + 1 + process_index, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    feature_spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in _FEATURE_TO_BATCH_KEY}
+
+    def parse(serialized):  # [batch] strings -> dict of [batch, seq] int32
+        features = tf.io.parse_example(serialized, feature_spec)
+        return {_FEATURE_TO_BATCH_KEY[name]: tf.cast(value, tf.int32) for name, value in features.items()}
+
+    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.prefetch(prefetch)
+    return PretrainingIterator(dataset, process_index, process_count)
+
+
+class SyntheticIterator:
+    """Random token batches in the pretraining format; numpy only (benchmarks, no-TF machines).
+
+    Batch k of process p is a pure function of (seed, p, k), so save/restore is just the
+    step counter. Each row is `[CLS] A [SEP] B [SEP]` of full length with ids drawn
+    uniformly from the non-special range [first_regular_id, vocab_size).
+    """
+
+    def __init__(self, *, batch_size: int, seq_length: int, vocab_size: int, seed: int,
+                 process_index: int, process_count: int, cls_id: int = 2, sep_id: int = 3,
+                 first_regular_id: int = 5):
+        if seq_length < 3 or vocab_size <= first_regular_id:
+            raise ValueError(f"seq_length={seq_length} (need >= 3) / vocab_size={vocab_size} "
+                             f"(need > {first_regular_id}) too small for synthetic batches")
+        self.batch_size, self.seq_length, self.vocab_size, self.seed = batch_size, seq_length, vocab_size, seed
+        self.process_index, self.process_count = process_index, process_count
+        self._cls_id, self._sep_id, self._first_regular_id = cls_id, sep_id, first_regular_id
+        self.step = 0
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.process_index, self.step])
+        self.step += 1
+        shape = (self.batch_size, self.seq_length)
+        input_ids = rng.integers(self._first_regular_id, self.vocab_size, shape, dtype=np.int32)  # [batch, seq]
+        middle = self.seq_length // 2
+        input_ids[:, 0] = self._cls_id
+        input_ids[:, middle] = self._sep_id
+        input_ids[:, -1] = self._sep_id
+        token_type_ids = np.zeros(shape, np.int32)
+        token_type_ids[:, middle + 1:] = 1
+        return {"input_ids": input_ids, "attention_mask": np.ones(shape, np.int32),
+                "token_type_ids": token_type_ids}
+
+    def save(self, directory: str) -> str:
+        path = state_prefix(directory, self.process_index, self.process_count) + ".json"
+        os.makedirs(directory, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"step": self.step, "seed": self.seed}, f)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def restore(self, directory: str) -> None:
+        path = state_prefix(directory, self.process_index, self.process_count) + ".json"
+        with open(path) as f:
+            state = json.load(f)
+        if state["seed"] != self.seed:
+            raise ValueError(f"iterator state at {path} was saved with seed={state['seed']}, "
+                             f"this iterator has seed={self.seed}; use the same seed to resume")
+        self.step = state["step"]
+
+
+def make_synthetic_iterator(*, batch_size: int, seq_length: int, vocab_size: int, seed: int,
+                            process_index: int | None = None, process_count: int | None = None,
+                            **kwargs) -> SyntheticIterator:
+    """A `SyntheticIterator` (same interface as the shard reader, no tensorflow)."""
+    process_index, process_count = _process_topology(process_index, process_count)
+    return SyntheticIterator(batch_size=batch_size, seq_length=seq_length, vocab_size=vocab_size, seed=seed,
+                             process_index=process_index, process_count=process_count, **kwargs)
+
+
+def to_global_batch(batch: dict[str, np.ndarray], sharding: Any) -> dict[str, Any]:
+    """This host's batch -> global jax.Arrays laid out by `sharding` (batch on data axes)."""
+    import jax
+
+    return {key: jax.make_array_from_process_local_data(sharding, value) for key, value in batch.items()}
