@@ -26,6 +26,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from data_pipelines.tokenizer import check_vocab_size  # noqa: F401  (re-exported for the trainer)
+
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # Shard features use ELECTRA's names; batches use the model's.
 _FEATURE_TO_BATCH_KEY = {"input_ids": "input_ids", "input_mask": "attention_mask",

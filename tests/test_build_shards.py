@@ -191,3 +191,22 @@ def test_invalid_utf8_lines_are_skipped_and_counted(tmp_path, corpus_and_tokeniz
     assert summary["documents"] == 3  # the bad line's paragraph is gone, CRLF is handled
     decoded = [tokenizer.decode(e["input_ids"]) for e in read_records(f"{tmp_path}/out/*.tfrecord")]
     assert decoded == ["Good line.", "Another line.", "Last one."]
+
+
+def test_prepare_data_default_corpus_end_to_end(tmp_path):
+    """The one command: embedded corpus -> tokenizer -> shards the reader accepts; reruns resume."""
+    from data_pipelines import pretraining
+    from data_pipelines import prepare_data
+    result = prepare_data.prepare_data(str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2,
+                                       show_progress=False)
+    assert result["vocab_size"] == 2000 and result["shards"]["documents"] > 1000
+    assert "--config.model.vocab_size=2000" in result["config_flags"]
+    tokenizer = tokenizer_lib.load_tokenizer(result["tokenizer"])
+    pretraining.check_vocab_size(2000, tokenizer)
+    batch = next(pretraining.make_pretraining_iterator(result["eval_files"], batch_size=4, seq_length=MAX_LEN,
+                                                       seed=0, process_index=0, process_count=1))
+    assert batch["input_ids"].max() < 2000
+    assert all(len(tokenizer.decode(row).split()) >= 2 for row in batch["input_ids"])  # real text back
+    again = prepare_data.prepare_data(str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2,
+                                      show_progress=False)
+    assert again["shards"]["shards_built"] == 0 and again["shards"]["examples"] == result["shards"]["examples"]

@@ -1,0 +1,98 @@
+"""One command from text to training data: corpus -> sentencepiece tokenizer -> shards.
+
+    python -m data_pipelines.prepare_data --output_dir=data/default          # embedded corpus
+    python -m data_pipelines.prepare_data --output_dir=data/books \\
+        --input='/work/shared/data/gutenberg_nltk/*.txt,/work/shared/data/wikitext-2/*.txt' \\
+        --document_boundary=file --vocab_size=16000
+
+Without --input it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
+`output_dir/corpus.txt`. It writes `output_dir/spm.model` and
+`output_dir/shards/{train,eval}-*.tfrecord`, then prints the config overrides to train on
+them. Rerunning resumes: an existing spm.model is reused and finished shards are skipped.
+"""
+import argparse
+import json
+import os
+import time
+from typing import Sequence
+
+from absl import logging
+
+from data_pipelines import build_shards as build_lib
+from data_pipelines import default_corpus
+from data_pipelines import text_files
+from data_pipelines import tokenizer as tokenizer_lib
+
+
+def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, vocab_size: int = 8192,
+                 max_seq_length: int = 128, num_shards: int = 8, num_eval_shards: int = 1,
+                 num_processes: int = 1, seed: int = 0, model_type: str = "unigram",
+                 document_boundary: str = "blank_line", on_invalid_utf8: str = "skip",
+                 show_progress: bool = True) -> dict:
+    """Builds tokenizer + shards; returns paths, timings, the shard summary and config flags."""
+    timings = {}
+    start = time.perf_counter()
+    if inputs is None:
+        inputs = os.path.join(output_dir, "corpus.txt")
+        if not os.path.exists(inputs):
+            default_corpus.write_default_corpus(inputs)
+    timings["corpus_seconds"] = round(time.perf_counter() - start, 2)
+    text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
+
+    tokenizer_path = os.path.join(output_dir, "spm.model")
+    start = time.perf_counter()
+    if os.path.exists(tokenizer_path):
+        logging.info("reusing the tokenizer at %s", tokenizer_path)
+        tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path)
+    else:
+        tokenizer = tokenizer_lib.train_sentencepiece(inputs, tokenizer_path, vocab_size=vocab_size,
+                                                      model_type=model_type, seed=seed,
+                                                      on_invalid_utf8=on_invalid_utf8, num_threads=num_processes)
+    timings["tokenizer_seconds"] = round(time.perf_counter() - start, 2)
+
+    shard_dir = os.path.join(output_dir, "shards")
+    start = time.perf_counter()
+    summary = build_lib.build_shards(inputs, shard_dir, tokenizer_path=tokenizer_path,
+                                     max_seq_length=max_seq_length, num_shards=num_shards,
+                                     num_eval_shards=num_eval_shards, seed=seed, num_processes=num_processes,
+                                     document_boundary=document_boundary, on_invalid_utf8=on_invalid_utf8,
+                                     show_progress=show_progress)
+    timings["shards_seconds"] = round(time.perf_counter() - start, 2)
+    train_files = os.path.join(shard_dir, "train-*.tfrecord")
+    eval_files = os.path.join(shard_dir, "eval-*.tfrecord") if num_eval_shards else ""
+    flags = [f"--config.data.train_files={train_files}", f"--config.data.tokenizer={tokenizer_path}",
+             f"--config.model.vocab_size={tokenizer.vocab_size}", f"--config.train.max_seq_length={max_seq_length}"]
+    if eval_files:
+        flags.insert(1, f"--config.data.eval_files={eval_files}")
+    return {"tokenizer": tokenizer_path, "vocab_size": tokenizer.vocab_size, "train_files": train_files,
+            "eval_files": eval_files, "timings": timings, "shards": summary, "config_flags": flags}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--input", default=None,
+                        help="comma-separated text files or globs; default: the embedded corpus")
+    parser.add_argument("--vocab_size", type=int, default=8192, help="must equal config.model.vocab_size")
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--num_shards", type=int, default=8)
+    parser.add_argument("--num_eval_shards", type=int, default=1)
+    parser.add_argument("--num_processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model_type", default="unigram", choices=tokenizer_lib.MODEL_TYPES)
+    parser.add_argument("--document_boundary", default="blank_line", choices=text_files.DOCUMENT_BOUNDARIES,
+                        help="'file' for hard-wrapped books where blank lines only separate paragraphs")
+    parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    result = prepare_data(args.output_dir, inputs=args.input, vocab_size=args.vocab_size,
+                          max_seq_length=args.max_seq_length, num_shards=args.num_shards,
+                          num_eval_shards=args.num_eval_shards, num_processes=args.num_processes,
+                          seed=args.seed, model_type=args.model_type, document_boundary=args.document_boundary,
+                          on_invalid_utf8=args.on_invalid_utf8)
+    print(json.dumps({k: v for k, v in result.items() if k != "config_flags"}, indent=2))
+    print("train with:\n  " + " \\\n  ".join(result["config_flags"]))
+
+
+if __name__ == "__main__":
+    main()
