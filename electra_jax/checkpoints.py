@@ -4,10 +4,11 @@ Layout of a workdir:
   config.json                     the resolved config of the run (checked on resume)
   checkpoints/<step>/state/       TrainState (orbax; a step directory appears only once complete)
   checkpoints/<step>/meta/        JSON: step, the input pipeline's position
-  data_state/<step>/process_<k>   each process's input-iterator state for that step
+  data_state/<step>/              every process's input-iterator state for that step
 
-The data-iterator state is written (atomically, by every process) before the orbax save of
-the same step starts, so a complete orbax step always has its iterator state beside it.
+Each process writes its data-iterator state before the orbax save of the same step starts,
+so a complete orbax step always has its iterator state beside it (a crash in between
+leaves an orphan iterator state, never a checkpoint without one).
 """
 from __future__ import annotations
 
@@ -48,23 +49,22 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def _data_state_path(self, step: int, process: int) -> str:
-        return os.path.join(self.workdir, "data_state", str(step), f"process_{process}")
+    def _data_state_dir(self, step: int) -> str:
+        return os.path.join(self.workdir, "data_state", str(step))
 
-    def save(self, step: int, state: Any, data_state: Optional[bytes] = None,
-             force: bool = False) -> bool:
+    def save(self, step: int, state: Any, data_iterator: Any = None, force: bool = False) -> bool:
         """Start saving `state` at `step` (returns at once; the write finishes in the
         background). `force` saves off the regular interval (end of run, preemption)."""
         if not (force or self.manager.should_save(step)):
             return False
         if step in self.manager.all_steps():  # never overwrite a checkpoint in place
             return False
-        if data_state is not None:
-            _write_atomic(self._data_state_path(step, jax.process_index()), data_state)
+        if data_iterator is not None:
+            data_iterator.save(self._data_state_dir(step))
         saved = self.manager.save(
             step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave({"step": int(step), "has_data_state": data_state is not None,
+                meta=ocp.args.JsonSave({"step": int(step), "has_data_state": data_iterator is not None,
                                         "saved_at": time.time()})),
             force=force)
         self._prune_data_states()
@@ -83,8 +83,9 @@ class Checkpointer:
             if name.isdigit() and int(name) not in keep and int(name) < latest_kept:
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
-    def restore(self, step: Optional[int], abstract_state: Any) -> tuple[Any, Optional[bytes]]:
-        """(state placed as `abstract_state`'s shardings, this process's data state)."""
+    def restore(self, step: Optional[int], abstract_state: Any, data_iterator: Any = None) -> Any:
+        """The state at `step` (latest if None), placed as `abstract_state`'s shardings;
+        `data_iterator`, if given, is moved to where it was when that step was saved."""
         step = self.latest_step() if step is None else step
         if step is None or step not in self.manager.all_steps():
             raise FileNotFoundError(
@@ -92,16 +93,13 @@ class Checkpointer:
                 f"{self.all_steps()}")
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        data_state = None
-        if restored["meta"].get("has_data_state"):
-            path = self._data_state_path(step, jax.process_index())
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"checkpoint {step} has no input-iterator state at {path}; "
-                                        "the run cannot resume exactly")
-            with open(path, "rb") as f:
-                data_state = f.read()
+        if data_iterator is not None:
+            if not restored["meta"].get("has_data_state"):
+                raise FileNotFoundError(f"checkpoint {step} in {self.workdir} was saved without an "
+                                        "input-iterator state; the run cannot resume exactly")
+            data_iterator.restore(self._data_state_dir(step))
         logging.info("restored step %d from %s", step, self.workdir)
-        return restored["state"], data_state
+        return restored["state"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -109,12 +107,6 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def abstract_like(state: Any, shardings: Any) -> Any:
-    """ShapeDtypeStructs carrying the target shardings, for `Checkpointer.restore`."""
-    return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
 def check_run_config(workdir: str, config_json: str, fresh: bool) -> None:

@@ -109,9 +109,12 @@ def pretraining_config(size: str) -> ml_collections.ConfigDict:
     t.eval_steps = 20  # batches per evaluation
     t.checkpoint_every = 1000  # steps between checkpoints
     t.keep_checkpoints = 3  # how many recent checkpoints to keep
+    t.tensorboard = True  # TensorBoard summaries (needs tensorflow) beside metrics.jsonl
 
     c.data = d = ml_collections.ConfigDict()
-    d.source = "tfrecord"  # tfrecord | synthetic (random tokens; benchmarks, no tensorflow)
+    # tfrecord | synthetic (random tokens; benchmarks, no tensorflow) | default (the embedded
+    # corpus, tokenized and sharded into WORKDIR/default_data on first use)
+    d.source = "default" if size == "tiny" else "tfrecord"
     d.train_files = ""  # glob of training TFRecord shards
     d.eval_files = ""  # glob of held-out TFRecord shards
     d.tokenizer = ""  # sentencepiece .model or WordPiece vocab.txt the shards were built with

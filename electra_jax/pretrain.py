@@ -8,6 +8,10 @@ Its randomness is derived from (seed, step), so a resumed run replays bit-exactl
 from __future__ import annotations
 
 import functools
+import json
+import os
+import signal
+import time
 from typing import Any, Callable
 
 import flax
@@ -15,8 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+import tqdm
+from absl import logging
 
-from electra_jax import model, objective, optim, sharding
+from data_pipelines import pretraining as data
+from data_pipelines import tokenizer as tokenizer_lib
+from electra_jax import checkpoints, flops, model, objective, optim, sharding
 
 Batch = dict[str, jax.Array]  # input_ids, attention_mask, token_type_ids: [batch, seq] int32
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -84,17 +92,29 @@ def _check_batch(config, mesh) -> None:
                 f"train.grad_accum_steps) does not divide over {shards} data x fsdp shards")
 
 
-def init_train_state(trainer: Pretrainer) -> TrainState:
-    """Fresh parameters and optimizer state, created directly in their shardings."""
+def _init_fn(trainer: Pretrainer):
     config, net, tx = trainer.config, trainer.net, trainer.tx
 
     def init(rng):
         params = nn.meta.unbox(net.init(rng, *_dummy_inputs(config))["params"])
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
+    return init
+
+
+def init_train_state(trainer: Pretrainer) -> TrainState:
+    """Fresh parameters and optimizer state, created directly in their shardings."""
     with trainer.mesh:
-        return jax.jit(init, out_shardings=trainer.state_sharding)(
-            jax.random.PRNGKey(config.train.seed))
+        return jax.jit(_init_fn(trainer), out_shardings=trainer.state_sharding)(
+            jax.random.PRNGKey(trainer.config.train.seed))
+
+
+def abstract_train_state(trainer: Pretrainer) -> TrainState:
+    """Shapes, dtypes and shardings of the train state (the target of a restore)."""
+    shapes = jax.eval_shape(_init_fn(trainer), jax.random.PRNGKey(0))
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        shapes, trainer.state_sharding)
 
 
 def step_rngs(seed: int, step: jax.Array) -> dict[str, jax.Array]:
@@ -260,3 +280,218 @@ def evaluate(trainer: Pretrainer, state: TrainState, eval_batches, eval_seed: in
     if totals is None:
         raise ValueError("the evaluation data produced no batches; check data.eval_files")
     return metrics_to_host(objective.metrics_from_sums(totals))
+
+
+class MetricWriter:
+    """Scalars to `metrics.jsonl` (always) and TensorBoard (config.train.tensorboard);
+    only process 0 writes."""
+
+    def __init__(self, workdir: str, tensorboard: bool):
+        self.enabled = jax.process_index() == 0
+        self.tb = None
+        if not self.enabled:
+            return
+        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from flax.metrics import tensorboard as flax_tb  # needs tensorflow
+            except ImportError as e:
+                raise ImportError("TensorBoard summaries need tensorflow; install it or set "
+                                  "--config.train.tensorboard=False") from e
+            self.tb = flax_tb.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for name, value in scalars.items():
+                self.tb.scalar(f"{split}/{name}", value, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _host_batch_size(config) -> int:
+    if config.train.batch_size % jax.process_count():
+        raise ValueError(f"train.batch_size={config.train.batch_size} does not divide over "
+                         f"{jax.process_count()} processes")
+    return config.train.batch_size // jax.process_count()
+
+
+def make_train_iterator(config):
+    """This process's slice of the training stream (dicts of numpy [host_batch, seq])."""
+    d, t = config.data, config.train
+    if d.source == "synthetic":
+        return data.make_synthetic_iterator(
+            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+            vocab_size=config.model.vocab_size, seed=t.seed)
+    if d.source != "tfrecord":
+        raise ValueError(f"data.source={d.source!r}; choose 'tfrecord' or 'synthetic'")
+    if not d.train_files:
+        raise ValueError("data.train_files is empty; point it at TFRecord shards "
+                         "(python -m data_pipelines.build_shards) or set data.source=synthetic")
+    return data.make_pretraining_iterator(
+        d.train_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+        seed=t.seed, shuffle_buffer=d.shuffle_buffer, repeat=True)
+
+
+def eval_batches(config, batch_sharding):
+    """The fixed held-out batches (`train.eval_steps` of them, same every evaluation)."""
+    d, t = config.data, config.train
+    if d.source == "synthetic":
+        it = data.make_synthetic_iterator(
+            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+            vocab_size=config.model.vocab_size, seed=t.seed + 10_000)
+    else:
+        it = data.make_pretraining_iterator(
+            d.eval_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+            seed=0, shuffle_buffer=0, repeat=False)
+    for _, batch in zip(range(t.eval_steps), it):
+        yield data.to_global_batch(batch, batch_sharding)
+
+
+def use_default_corpus(config, workdir: str):
+    """Build (once) the tokenizer and shards of the embedded default corpus in the workdir
+    and point a copy of `config` at them."""
+    if jax.process_count() > 1:
+        raise ValueError("data.source='default' is a single-process demo; build shards with "
+                         "python -m data_pipelines.prepare_data and set data.train_files")
+    from data_pipelines import prepare_data
+    prepared = prepare_data.prepare_data(
+        os.path.join(workdir, "default_data"), vocab_size=config.model.vocab_size,
+        max_seq_length=config.train.max_seq_length, seed=config.train.seed, show_progress=False)
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.data.source = "tfrecord"
+        config.data.train_files = prepared["train_files"]
+        config.data.eval_files = prepared["eval_files"]
+        config.data.tokenizer = prepared["tokenizer"]
+    return config
+
+
+def check_tokenizer(config) -> None:
+    """The config's vocabulary and special ids must be the tokenizer's."""
+    if not config.data.tokenizer:
+        return
+    tok = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+    data.check_vocab_size(config.model.vocab_size, tok)
+    if config.objective.mask_token_id != tok.mask_id:
+        raise ValueError(f"objective.mask_token_id={config.objective.mask_token_id} but the "
+                         f"tokenizer's [MASK] is {tok.mask_id}; set "
+                         f"--config.objective.mask_token_id={tok.mask_id}")
+    missing = sorted(set(tok.special_ids) - set(config.objective.special_token_ids))
+    if missing:
+        raise ValueError(f"objective.special_token_ids={tuple(config.objective.special_token_ids)} "
+                         f"misses the tokenizer's special ids {missing}; set "
+                         f"--config.objective.special_token_ids='{tuple(tok.special_ids)}'")
+
+
+class _Preemption:
+    """SIGTERM (cloud preemption, scancel, docker stop) asks for a save and a clean exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
+                       stop_at_step: int | None = None) -> dict[str, Any]:
+    """Pretrain from scratch or resume the latest checkpoint in `workdir`.
+
+    Returns the last logged train metrics and the last evaluation metrics.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    if config.data.source == "default":
+        config = use_default_corpus(config, workdir)
+    check_tokenizer(config)
+    checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh)
+    trainer = make_pretrainer(config)
+    ckpt = checkpoints.Checkpointer(workdir, save_every=config.train.checkpoint_every,
+                                    keep=config.train.keep_checkpoints)
+    train_iter = make_train_iterator(config)
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(None, abstract_train_state(trainer), train_iter)
+    else:
+        state = init_train_state(trainer)
+    start_step = int(state.step)
+    end_step = min(config.train.num_steps, stop_at_step or config.train.num_steps)
+    batch_sharding = sharding.batch_sharding(trainer.mesh)
+    step_fn = jit_train_step(trainer)
+    eval_fn = jit_eval_step(trainer, eval_seed=config.train.seed + 1)
+    writer = MetricWriter(workdir, config.train.tensorboard)
+    gen_cfg, disc_cfg = model.configs_from_dict(config.model)
+    flops_per_step = config.train.batch_size * flops.train_flops_per_sequence(
+        gen_cfg, disc_cfg, config.train.max_seq_length, config.objective.max_predictions_per_seq)
+    peak = flops.peak_flops(jax.devices()[0].device_kind, config.model.dtype)
+    preemption = _Preemption()
+    result: dict[str, Any] = {"train": {}, "eval": {}}
+    progress = tqdm.tqdm(total=end_step, initial=start_step, disable=jax.process_index() != 0,
+                         desc="pretraining", unit="step", dynamic_ncols=True)
+    # Metrics of a log step are fetched one step later, so the host never waits on them.
+    pending, window_start, window_steps = None, time.perf_counter(), 0
+    try:
+        for step in range(start_step, end_step):
+            batch = data.to_global_batch(next(train_iter), batch_sharding)
+            state, metrics = step_fn(state, batch)
+            window_steps += 1
+            progress.update(1)
+            if pending is not None:
+                result["train"] = _log_train(writer, progress, *pending)
+                pending = None
+            done = step + 1
+            if done % config.train.log_every == 0 or done == end_step:
+                seconds = (time.perf_counter() - window_start) / window_steps
+                pending = (done, metrics, seconds, config, flops_per_step, peak)
+                window_start, window_steps = time.perf_counter(), 0
+            if config.train.eval_every and (done % config.train.eval_every == 0 or done == end_step):
+                result["eval"] = evaluate(trainer, state, eval_batches(config, batch_sharding),
+                                          config.train.seed + 1, eval_fn)
+                writer.write(done, "eval", result["eval"])
+                logging.info("eval step %d: %s", done, _summary(result["eval"]))
+            if preemption.requested or ckpt.manager.reached_preemption(done):
+                ckpt.save(done, state, train_iter, force=True)
+                logging.warning("stopped at step %d after a preemption signal", done)
+                break
+            if done % config.train.checkpoint_every == 0 or done == end_step:
+                ckpt.save(done, state, train_iter, force=done == end_step)
+        if pending is not None:
+            result["train"] = _log_train(writer, progress, *pending)
+    finally:
+        progress.close()
+        preemption.restore()
+        ckpt.close()
+        writer.close()
+    result["step"] = int(state.step)
+    return result
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    keys = ("loss", "mlm_loss", "mlm_accuracy", "disc_loss", "disc_accuracy", "disc_precision",
+            "disc_recall")
+    return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def _log_train(writer, progress, step, metrics, seconds_per_step, config, flops_per_step, peak):
+    scalars = metrics_to_host(metrics)
+    scalars.update(
+        step_time_s=seconds_per_step,
+        tokens_per_s=config.train.batch_size * config.train.max_seq_length / seconds_per_step)
+    if peak:
+        scalars["mfu"] = flops_per_step / seconds_per_step / peak / jax.device_count()
+    writer.write(step, "train", scalars)
+    progress.set_postfix(loss=f"{scalars['loss']:.3f}", mlm_acc=f"{scalars.get('mlm_accuracy', 0):.3f}")
+    logging.info("step %d: %s tokens/s=%.0f", step, _summary(scalars), scalars["tokens_per_s"])
+    return scalars

@@ -1,0 +1,54 @@
+"""ELECTRA pretraining CLI.
+
+    python -m electra_jax.train --config=configs/electra_small.py --workdir=DIR \\
+        --config.data.train_files='shards/train-*.tfrecord' --config.train.batch_size=256
+
+Resumes from the latest checkpoint in --workdir by default. Multi-process (TPU pods, SLURM,
+or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set by hand) is detected
+and `jax.distributed.initialize()` is called before anything touches a device.
+"""
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/electra_*.py file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and TensorBoard go here.")
+_FRESH = flags.DEFINE_bool("fresh", False, "Start over in a workdir whose run has a different "
+                           "config (its checkpoints are moved aside, never deleted).")
+_STOP_AT_STEP = flags.DEFINE_integer("stop_at_step", None, "Stop (with a checkpoint) at this "
+                                     "step; the schedule still spans config.train.num_steps.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def maybe_initialize_distributed() -> None:
+    """jax.distributed for multi-process runs; a no-op for one process."""
+    import jax
+    multi_process = (os.environ.get("JAX_COORDINATOR_ADDRESS")
+                     or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+                     or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""))
+    if multi_process:
+        jax.distributed.initialize()
+        logging.info("process %d of %d", jax.process_index(), jax.process_count())
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    maybe_initialize_distributed()
+    from electra_jax import pretrain  # after distributed init: nothing may touch devices before
+    result = pretrain.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value,
+                                         stop_at_step=_STOP_AT_STEP.value)
+    workdir = os.path.abspath(_WORKDIR.value)
+    print(json.dumps({"step": result["step"], "train": result["train"], "eval": result["eval"]}))
+    print(f"checkpoints: {workdir}/checkpoints\ntensorboard: tensorboard --logdir {workdir}/tensorboard")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
