@@ -1,0 +1,191 @@
+"""The ELECTRA pretraining objective as pure functions (static shapes; jit-friendly).
+
+Follows google-research/electra `pretrain_helpers.py` / `run_pretraining.py`:
+1. `mask_tokens`: choose up to `max_predictions` positions per sequence among real,
+   non-special tokens; the number is max(1, min(cap, round(n_tokens * mask_prob))) with
+   n_tokens counting every attended token (as the original). Of the chosen positions,
+   `mask_token_frac` (paper: 85%) become [MASK], `random_token_frac` (paper: 0%) a random
+   token, the rest stay unchanged (the MLM must still predict them).
+2. `sample_replacements`: Gumbel-max sampling from the generator's softmax at those
+   positions, under stop_gradient (the discriminator's loss never trains the generator).
+3. `corrupt_inputs`: the sampled tokens go into the ORIGINAL sequence; a position counts
+   as replaced only if the sampled token differs from the original.
+4. Losses: MLM cross-entropy (weighted mean over the chosen positions) and the
+   discriminator's sigmoid cross-entropy (mean over real tokens); total = mlm + lambda * disc.
+
+Metrics are produced as (numerator, denominator) sums by `metric_sums`, so microbatches and
+devices can be added before `metrics_from_sums` turns them into ratios.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class MaskedInputs(NamedTuple):
+    masked_input_ids: Array  # [B, S] the generator's input
+    masked_positions: Array  # [B, P] int32; padding slots point at 0 with weight 0
+    masked_ids: Array  # [B, P] int32 original tokens at those positions
+    masked_weights: Array  # [B, P] float32 1 for a real prediction, 0 for a padding slot
+
+
+def _is_candidate(input_ids: Array, attention_mask: Array, special_token_ids: Sequence[int]) -> Array:
+    special = jnp.isin(input_ids, jnp.asarray(tuple(special_token_ids), input_ids.dtype))
+    return (attention_mask > 0) & ~special
+
+
+def mask_tokens(rng: Array, input_ids: Array, attention_mask: Array, *, mask_prob: float,
+                max_predictions: int, mask_token_id: int, special_token_ids: Sequence[int],
+                mask_token_frac: float = 0.85, random_token_frac: float = 0.0,
+                vocab_size: Optional[int] = None) -> MaskedInputs:
+    """Choose the positions the generator must predict and build its input.
+
+    Per sequence, num_to_predict = max(1, min(max_predictions, round(n_tokens * mask_prob)))
+    positions (n_tokens = sum(attention_mask), [CLS]/[SEP] included, as the original counts
+    them) are drawn uniformly without replacement among the candidates: attended tokens
+    not in `special_token_ids`. A sequence with fewer candidates gets all of them. Of the
+    chosen positions, a `mask_token_frac` fraction (paper: 0.85) become `mask_token_id`, a
+    `random_token_frac` fraction (paper: 0.0) become a uniformly random non-special token
+    below `vocab_size`, and the rest (paper: 0.15) keep their token. The P =
+    `max_predictions` slots beyond num_to_predict are padding: position 0, weight 0, and
+    they never change the sequence.
+
+    input_ids, attention_mask: [B, S]. Returns MaskedInputs (see its fields).
+    """
+    _check_masking_args(input_ids.shape[-1], mask_prob, max_predictions, mask_token_frac,
+                        random_token_frac, vocab_size)
+    choose_rng, policy_rng, random_rng = jax.random.split(rng, 3)
+    candidates = _is_candidate(input_ids, attention_mask, special_token_ids)  # [B, S]
+    n_tokens = attention_mask.sum(-1).astype(jnp.float32)
+    num_to_predict = jnp.clip(jnp.round(n_tokens * mask_prob).astype(jnp.int32), 1, max_predictions)
+    num_to_predict = jnp.minimum(num_to_predict, candidates.sum(-1))  # [B]
+    # A uniformly random order of the candidates: sort random keys, non-candidates last.
+    keys = jnp.where(candidates, jax.random.uniform(choose_rng, input_ids.shape), 2.0)
+    order = jnp.argsort(keys, axis=-1)[:, :max_predictions].astype(jnp.int32)  # [B, P]
+    weights = (jnp.arange(max_predictions)[None, :] < num_to_predict[:, None]).astype(jnp.float32)
+    positions = jnp.where(weights > 0, order, 0)
+    original = jnp.take_along_axis(input_ids, positions, axis=-1)
+
+    draw = jax.random.uniform(policy_rng, positions.shape)
+    replacement = original
+    if random_token_frac > 0:
+        random_ids = _random_regular_tokens(random_rng, positions.shape, vocab_size, special_token_ids)
+        replacement = jnp.where(draw < mask_token_frac + random_token_frac, random_ids, replacement)
+    replacement = jnp.where(draw < mask_token_frac, mask_token_id, replacement).astype(input_ids.dtype)
+    masked_input_ids = _scatter(input_ids, positions, weights, replacement)
+    return MaskedInputs(masked_input_ids, positions, original.astype(jnp.int32), weights)
+
+
+def _random_regular_tokens(rng, shape, vocab_size: int, special_token_ids: Sequence[int]) -> Array:
+    logits = jnp.zeros((vocab_size,)).at[jnp.asarray(tuple(special_token_ids))].set(-jnp.inf)
+    return jax.random.categorical(rng, logits, shape=shape).astype(jnp.int32)
+
+
+def _check_masking_args(seq_len: int, mask_prob: float, max_predictions: int,
+                        mask_token_frac: float, random_token_frac: float,
+                        vocab_size: Optional[int]) -> None:
+    if not 0.0 < mask_prob <= 1.0:
+        raise ValueError(f"mask_prob={mask_prob} must lie in (0, 1]; the paper uses 0.15")
+    if not 1 <= max_predictions <= seq_len:
+        raise ValueError(f"max_predictions={max_predictions} must lie in [1, seq_len={seq_len}]; "
+                         "the original uses int((mask_prob + 0.005) * seq_len)")
+    fracs_ok = 0.0 <= mask_token_frac and 0.0 <= random_token_frac
+    if not (fracs_ok and mask_token_frac + random_token_frac <= 1.0):
+        raise ValueError(f"mask_token_frac={mask_token_frac} and random_token_frac="
+                         f"{random_token_frac} must be >= 0 with a sum <= 1 (paper: 0.85, 0.0)")
+    if random_token_frac > 0 and vocab_size is None:
+        raise ValueError(f"random_token_frac={random_token_frac} > 0 needs vocab_size to draw "
+                         "random tokens from; pass vocab_size=config.model.vocab_size")
+
+
+def _scatter(sequence: Array, positions: Array, weights: Array, values: Array) -> Array:
+    """sequence[b, positions[b, p]] = values[b, p] where weights > 0.
+
+    Padding slots are sent out of bounds and dropped, so they can never race with a real
+    write at position 0 (scatter order of duplicate indices is undefined)."""
+    rows = jnp.arange(sequence.shape[0])[:, None]
+    targets = jnp.where(weights > 0, positions, sequence.shape[-1])  # [B, P]
+    return sequence.at[rows, targets].set(values.astype(sequence.dtype), mode="drop")
+
+
+def sample_replacements(rng: Array, gen_logits: Array, *, temperature: float = 1.0,
+                        disallow_ids: Optional[Array] = None) -> Array:
+    """[B, P] tokens drawn from softmax(gen_logits / temperature) by the Gumbel-max trick.
+
+    `disallow_ids` ([B, P]) are never drawn (the original's `disallow_correct` ablation).
+    """
+    logits = jax.lax.stop_gradient(gen_logits).astype(jnp.float32) / temperature
+    if disallow_ids is not None:
+        logits = jnp.where(jax.nn.one_hot(disallow_ids, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    gumbel = jax.random.gumbel(rng, logits.shape, jnp.float32)
+    return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+
+
+def corrupt_inputs(input_ids: Array, masked_positions: Array, masked_weights: Array,
+                   sampled_ids: Array) -> tuple[Array, Array]:
+    """(the discriminator's input [B, S], is_replaced [B, S] bool)."""
+    corrupted = _scatter(input_ids, masked_positions, masked_weights, sampled_ids)
+    return corrupted, corrupted != input_ids
+
+
+def _mlm_terms(gen_logits, masked_ids, masked_weights):
+    log_probs = jax.nn.log_softmax(gen_logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(log_probs, masked_ids[..., None], axis=-1)[..., 0]  # [B, P]
+    return nll * masked_weights
+
+
+def _disc_terms(disc_logits, is_replaced, attention_mask):
+    logits = disc_logits.astype(jnp.float32)
+    labels = is_replaced.astype(jnp.float32)
+    # log(1 + exp(-|x|)) form: stable for large logits in either direction
+    losses = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return losses * attention_mask.astype(jnp.float32)
+
+
+def mlm_loss(gen_logits: Array, masked_ids: Array, masked_weights: Array) -> Array:
+    """Weighted mean cross-entropy at the chosen positions ([B, P, V] logits)."""
+    return _mlm_terms(gen_logits, masked_ids, masked_weights).sum() / jnp.maximum(masked_weights.sum(), 1.0)
+
+
+def disc_loss(disc_logits: Array, is_replaced: Array, attention_mask: Array) -> Array:
+    """Sigmoid cross-entropy averaged over real (non-pad) tokens ([B, S] logits)."""
+    mask = attention_mask.astype(jnp.float32)
+    return _disc_terms(disc_logits, is_replaced, attention_mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def metric_sums(gen_logits: Array, masked_ids: Array, masked_weights: Array, disc_logits: Array,
+                is_replaced: Array, attention_mask: Array) -> dict[str, tuple[Array, Array]]:
+    """name -> (numerator, denominator) sums over one (micro)batch; add them across
+    microbatches/devices, then `metrics_from_sums`."""
+    real = attention_mask.astype(jnp.float32)
+    replaced = is_replaced.astype(jnp.float32) * real
+    predicted = (disc_logits > 0).astype(jnp.float32) * real
+    mlm_correct = (jnp.argmax(gen_logits, -1) == masked_ids).astype(jnp.float32) * masked_weights
+    disc_correct = (predicted == replaced).astype(jnp.float32) * real
+    true_positive = predicted * replaced
+    n_masked, n_real = masked_weights.sum(), real.sum()
+    return {
+        "mlm_loss": (_mlm_terms(gen_logits, masked_ids, masked_weights).sum(), n_masked),
+        "mlm_accuracy": (mlm_correct.sum(), n_masked),
+        "disc_loss": (_disc_terms(disc_logits, is_replaced, attention_mask).sum(), n_real),
+        "disc_accuracy": (disc_correct.sum(), n_real),
+        "disc_precision": (true_positive.sum(), predicted.sum()),
+        "disc_recall": (true_positive.sum(), replaced.sum()),
+        "replaced_fraction": (replaced.sum(), n_real),
+        "masked_fraction": (n_masked, n_real),
+    }
+
+
+def metrics_from_sums(sums: dict[str, tuple[Array, Array]], disc_weight: Optional[float] = None
+                      ) -> dict[str, Array]:
+    """Ratios from summed (numerator, denominator) pairs; 0 where the denominator is 0.
+    With `disc_weight`, also the total loss mlm + disc_weight * disc."""
+    metrics = {name: jnp.where(den > 0, num / jnp.maximum(den, 1e-12), 0.0)
+               for name, (num, den) in sums.items()}
+    if disc_weight is not None:
+        metrics["total_loss"] = metrics["mlm_loss"] + disc_weight * metrics["disc_loss"]
+    return metrics
