@@ -279,7 +279,7 @@ def evaluate(trainer: Pretrainer, state: TrainState, eval_batches, eval_seed: in
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError("the evaluation data produced no batches; check data.eval_files")
-    return metrics_to_host(objective.metrics_from_sums(totals))
+    return metrics_to_host(objective.metrics_from_sums(totals, trainer.config.objective.disc_weight))
 
 
 class MetricWriter:

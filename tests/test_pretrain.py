@@ -2,6 +2,7 @@
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from electra_jax import pretrain, presets
 from data_pipelines import pretraining as data
@@ -64,10 +65,10 @@ def test_meshes_give_the_same_training(mesh_runs, name):
 def test_params_are_sharded_as_the_rules_say(mesh_runs):
     _, state, _ = mesh_runs["dp2_fsdp2_tp2"]
     layer = state.params["discriminator"]["electra"]["encoder"]["layer_0"]
-    assert layer["attention_self"]["query"]["kernel"].sharding.spec == ("fsdp", "tensor")
-    assert layer["output_dense"]["kernel"].sharding.spec == ("tensor", "fsdp")
+    assert layer["attention_self"]["query"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert layer["output_dense"]["kernel"].sharding.spec == P("tensor", "fsdp")
     word = state.params["embeddings"]["word_embeddings"]["embedding"]
-    assert word.sharding.spec == ("tensor", "fsdp")
+    assert word.sharding.spec == P("tensor", "fsdp")
     assert word.addressable_shards[0].data.shape == (word.shape[0] // 2, word.shape[1] // 2)
     _, fsdp_state, _ = mesh_runs["fsdp8"]
     kernel = fsdp_state.params["discriminator"]["electra"]["encoder"]["layer_0"]["intermediate_dense"]["kernel"]
