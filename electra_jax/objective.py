@@ -107,6 +107,7 @@ def _scatter(sequence: Array, positions: Array, weights: Array, values: Array) -
 
     Padding slots are sent out of bounds and dropped, so they can never race with a real
     write at position 0 (scatter order of duplicate indices is undefined)."""
+    sequence = jnp.asarray(sequence)
     rows = jnp.arange(sequence.shape[0])[:, None]
     targets = jnp.where(weights > 0, positions, sequence.shape[-1])  # [B, P]
     return sequence.at[rows, targets].set(values.astype(sequence.dtype), mode="drop")
