@@ -37,8 +37,10 @@ def make_learning_rate_schedule(peak_lr: float, warmup_steps: int, total_steps: 
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
-        progress = jnp.minimum(step, total_steps) / total_steps
-        lr = (peak_lr - end_lr) * (1.0 - progress) ** power + end_lr
+        # (total - step) / total, not 1 - step / total: XLA turns the division into a
+        # reciprocal multiply and 1 - 1000 * (1 / 1000) is -6e-8, a negative learning rate.
+        remaining = (total_steps - jnp.minimum(step, total_steps)) / total_steps
+        lr = (peak_lr - end_lr) * remaining ** power + end_lr
         if warmup_steps:
             lr = lr * jnp.minimum(1.0, step / warmup_steps)
         return lr
