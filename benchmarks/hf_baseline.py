@@ -223,6 +223,18 @@ def generator_mlm_gathered(generator: ElectraForMaskedLM, batch: dict, masked: d
     return (nll * weights).sum() / weights.sum().clamp(min=1.0), logits
 
 
+def discriminator_loss(disc_logits: torch.Tensor, is_replaced: torch.Tensor,
+                       attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sigmoid cross-entropy averaged over real tokens ([B, S] each).
+
+    Our own masked mean instead of HF's `labels=` path: HF selects real tokens by boolean
+    indexing, a data-dependent shape that breaks torch.compile graphs."""
+    token_weights = attention_mask.float()
+    rtd_terms = F.binary_cross_entropy_with_logits(disc_logits.float(), is_replaced.float(),
+                                                   reduction="none")
+    return (rtd_terms * token_weights).sum() / token_weights.sum().clamp(min=1.0)
+
+
 def electra_loss(generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining, batch: dict,
                  max_predictions: int, gather_masked: bool) -> dict:
     """Total loss mlm + 50 * rtd for one batch, with its parts (detached) for logging."""
@@ -235,11 +247,7 @@ def electra_loss(generator: ElectraForMaskedLM, discriminator: ElectraForPreTrai
     is_replaced = (corrupted_ids != batch["input_ids"]).float()  # [B, S]
     disc_logits = discriminator(input_ids=corrupted_ids, attention_mask=batch["attention_mask"],
                                 token_type_ids=batch["token_type_ids"]).logits  # [B, S]
-    # Our own masked mean instead of HF's `labels=` path: HF selects real tokens by boolean
-    # indexing, a data-dependent shape that breaks torch.compile graphs.
-    token_weights = batch["attention_mask"].float()
-    rtd_terms = F.binary_cross_entropy_with_logits(disc_logits.float(), is_replaced, reduction="none")
-    disc_loss = (rtd_terms * token_weights).sum() / token_weights.sum().clamp(min=1.0)
+    disc_loss = discriminator_loss(disc_logits, is_replaced, batch["attention_mask"])
     total = mlm_loss + DISC_WEIGHT * disc_loss
     return {"loss": total, "mlm_loss": mlm_loss.detach(), "disc_loss": disc_loss.detach()}
 
