@@ -2,7 +2,9 @@
 
 A HF ELECTRA directory holds `config.json` and `model.safetensors` (or `pytorch_model.bin`,
 read with `torch.load(weights_only=True)`, never a plain pickle). Two kinds are supported:
-`discriminator` (`ElectraForPreTraining`) and `generator` (`ElectraForMaskedLM`).
+`discriminator` (`ElectraForPreTraining`), `generator` (`ElectraForMaskedLM`) and
+`sequence_classification` (`ElectraForSequenceClassification`, a fine-tuned GLUE model;
+its config.json also carries num_labels / id2label / problem_type, see `save_pretrained`).
 Nothing here needs torch except reading a `.bin` file.
 """
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 from electra_jax import model
 
-KINDS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+KINDS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM",
+         "sequence_classification": "ElectraForSequenceClassification"}
 # Buffers some HF checkpoints carry that are not parameters.
 _IGNORED_HF_KEYS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
 # The tied MLM output matrix: the word-embedding table itself, never a separate parameter.
@@ -48,6 +51,10 @@ _HEAD_MODULES = {
         ("generator_predictions/dense", "generator_predictions.dense", "dense"),
         ("generator_predictions/LayerNorm", "generator_predictions.LayerNorm", "layer_norm"),
         ("generator_lm_head", "generator_lm_head", "bias"),
+    ],
+    "sequence_classification": [
+        ("classifier/dense", "classifier.dense", "dense"),
+        ("classifier/out_proj", "classifier.out_proj", "dense"),
     ],
 }
 # parameter kind -> [(flax leaf, HF leaf, transpose)]
@@ -249,6 +256,8 @@ def detect_kind(hf_config: dict[str, Any], state_keys) -> str:
         return "discriminator"
     if any(k.startswith("generator_predictions.") for k in state_keys):
         return "generator"
+    if any(k.startswith("classifier.") for k in state_keys):
+        return "sequence_classification"
     raise ValueError("cannot tell whether this checkpoint is an ElectraForPreTraining or an "
                      f"ElectraForMaskedLM (architectures={hf_config.get('architectures')}); "
                      "pass kind='discriminator' or kind='generator'")
@@ -272,8 +281,12 @@ def load_pretrained(hf_dir: str, kind: str | None = None, **config_overrides):
 
 
 def save_pretrained(cfg: model.ElectraConfig, params: dict, out_dir: str,
-                    kind: str = "discriminator") -> None:
+                    kind: str = "discriminator", extra_config: dict[str, Any] | None = None) -> None:
     """Write `params` as a transformers ELECTRA directory that `from_pretrained` loads.
+
+    `extra_config` entries are added to config.json; a `sequence_classification` model
+    needs `id2label` (its length is transformers' num_labels) and `problem_type`
+    ('single_label_classification' or 'regression').
 
     Files are written under temporary names and renamed, so an interrupted export never
     leaves a half-written model behind a final name.
@@ -287,6 +300,6 @@ def save_pretrained(cfg: model.ElectraConfig, params: dict, out_dir: str,
     os.replace(weights_path + ".tmp", weights_path)
     config_path = os.path.join(out_dir, "config.json")
     with open(config_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(config_to_hf(cfg, kind), f, indent=2, sort_keys=True)
+        json.dump({**config_to_hf(cfg, kind), **(extra_config or {})}, f, indent=2, sort_keys=True)
     os.replace(config_path + ".tmp", config_path)
 

@@ -404,3 +404,44 @@ def split_pretraining_params(params: dict) -> tuple[dict, dict]:
         tree["electra"] = {"embeddings": params["embeddings"], **tree["electra"]}
         return tree
     return standalone("generator"), standalone("discriminator")
+
+
+class ClassificationHead(nn.Module):
+    """HF's `ElectraClassificationHead`: [CLS] -> dropout -> dense(hidden) -> gelu -> dropout
+    -> out_proj(num_labels).
+
+    The original TF fine-tuning code (google-research/electra `classification_tasks.py`)
+    instead takes BERT's pooler output (dense(hidden) + tanh on [CLS], never trained during
+    ELECTRA pretraining) -> dropout -> dense(num_labels). We keep HF's layout so a fine-tuned
+    model exports to `ElectraForSequenceClassification` and predicts the same there.
+    """
+
+    config: ElectraConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        dropout = nn.Dropout(cfg.hidden_dropout)
+        cls_vector = dropout(hidden[:, 0], deterministic=deterministic)  # [B, H]
+        cls_vector = _gelu(_dense(cfg.hidden_size, ("hidden", None), cfg, "dense")(cls_vector))
+        cls_vector = dropout(cls_vector, deterministic=deterministic)
+        return _dense(self.num_labels, (None, None), cfg, "out_proj")(cls_vector)  # [B, num_labels]
+
+
+class SequenceClassifier(nn.Module):
+    """HF `ElectraForSequenceClassification`: the discriminator encoder + a [CLS] head.
+
+    Returns [B, num_labels] logits (num_labels=1: a regression score, as STS-B).
+    """
+
+    config: ElectraConfig
+    num_labels: int
+
+    def setup(self):
+        self.electra = ElectraModel(self.config)
+        self.classifier = ClassificationHead(self.config, self.num_labels)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)
+        return self.classifier(hidden, deterministic)
