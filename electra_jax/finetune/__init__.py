@@ -1,0 +1,1 @@
+"""Fine-tuning ELECTRA: task heads, metrics and training loops (GLUE in `glue.py`)."""

@@ -1,0 +1,357 @@
+"""GLUE fine-tuning: HF export parity, layer-wise learning rates, the loop on fixture TSVs,
+TSV vs TFDS inputs, evaluation-only mode, and refusals of bad inputs."""
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import scipy.stats
+import sklearn.metrics
+
+from data_pipelines import glue as glue_data
+from data_pipelines import tokenizer as tokenizer_lib
+from electra_jax import hf, model
+from electra_jax.finetune import glue
+
+WORDS = ("the cat sat on a mat dog ran far away it rained was dry he left early a man is playing "
+         "flute plane taking off air large said hi to me").split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+            max_position_embeddings=64, initializer_range=0.2)
+
+# (text_a, text_b) pairs the fixture tasks draw their rows from
+PAIRS = [("the cat sat on a mat", "a cat sat"), ("the dog ran far away", "it rained"),
+         ("he left early", "he left"), ("a man is playing a flute", "a man is playing"),
+         ("the plane is taking off", "an air plane is taking off"), ("it was dry", "it rained")]
+
+
+def write_vocab(path, extra_tokens=0):
+    tokens = SPECIALS + sorted(set(WORDS)) + [f"unused{i}" for i in range(extra_tokens)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(tokens) + "\n")
+    return len(tokens)
+
+
+def write_tsv(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("".join("\t".join(row) + "\n" for row in rows))
+
+
+def mrpc_rows(n, seed):
+    rng = np.random.default_rng(seed)
+    header = ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")
+    return [header] + [(str(rng.integers(2)), str(i), str(i + 1000), *PAIRS[i % len(PAIRS)]) for i in range(n)]
+
+
+def stsb_rows(n, seed, with_score=True):
+    rng = np.random.default_rng(seed)
+    header = ("index", "genre", "filename", "year", "old_index", "source1", "source2",
+              "sentence1", "sentence2") + (("score",) if with_score else ())
+    return [header] + [(str(i), "main-captions", "MSRvid", "2012test", "0001", "none", "none",
+                        *PAIRS[i % len(PAIRS)]) + ((f"{rng.uniform(0, 5):.3f}",) if with_score else ())
+                       for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("glue"))
+    write_tsv(f"{root}/MRPC/train.tsv", mrpc_rows(24, 0))
+    write_tsv(f"{root}/MRPC/dev.tsv", mrpc_rows(10, 1))
+    write_tsv(f"{root}/MRPC/test.tsv", [("index", "#1 ID", "#2 ID", "#1 String", "#2 String")] +
+              [(str(i), str(i), str(i + 1000), *PAIRS[i]) for i in range(6)])
+    write_tsv(f"{root}/STS-B/train.tsv", stsb_rows(24, 3))
+    write_tsv(f"{root}/STS-B/dev.tsv", stsb_rows(10, 4))
+    write_tsv(f"{root}/STS-B/test.tsv", stsb_rows(5, 5, with_score=False))
+    return root
+
+
+def tiny_config(vocab_size, **overrides):
+    return model.ElectraConfig(vocab_size=vocab_size, **{**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def hf_init(tmp_path_factory):
+    """A transformers ElectraForPreTraining dir (random tiny weights) with its vocab.txt."""
+    out = str(tmp_path_factory.mktemp("hf_init"))
+    vocab_size = write_vocab(os.path.join(out, "vocab.txt"))
+    cfg = tiny_config(vocab_size)
+    params = model.init_params(model.Discriminator(cfg), jax.random.PRNGKey(1))
+    hf.save_pretrained(cfg, params, out, kind="discriminator")
+    return out
+
+
+def small_run_config(glue_dir, init, **overrides):
+    config = glue.glue_config()
+    config.update(dict(init=init, data_dir=glue_dir, source="tsv", batch_size=8, eval_batch_size=4,
+                       max_seq_length=16, num_epochs=2.0, learning_rate=1e-3, layerwise_lr_decay=0.8,
+                       log_every=2))
+    config.update(overrides)
+    return config
+
+
+# ---------------------------------------------------------------------------- export parity
+
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_export_predicts_the_same_in_transformers(tmp_path, num_labels):
+    import torch
+    import transformers
+
+    cfg = tiny_config(40)
+    net = model.SequenceClassifier(cfg, num_labels)
+    params = model.init_params(net, jax.random.PRNGKey(0))
+    labels = ["a", "b", "c"][:num_labels]
+    hf.save_pretrained(cfg, params, str(tmp_path), kind="sequence_classification",
+                       extra_config={"id2label": {str(i): n for i, n in enumerate(labels)},
+                                     "problem_type": "regression" if num_labels == 1 else
+                                     "single_label_classification"})
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 40, size=(3, 12)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0  # a padded row
+    types = np.zeros_like(ids)
+    types[:, 6:] = 1
+    ours = np.asarray(net.apply({"params": params}, ids, mask, types, deterministic=True))
+    torch_model = transformers.ElectraForSequenceClassification.from_pretrained(str(tmp_path)).eval()
+    assert torch_model.config.num_labels == num_labels
+    with torch.no_grad():
+        theirs = torch_model(input_ids=torch.tensor(ids, dtype=torch.long),
+                             attention_mask=torch.tensor(mask, dtype=torch.long),
+                             token_type_ids=torch.tensor(types, dtype=torch.long)).logits.numpy()
+    assert ours.shape == (3, num_labels)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    # and the directory loads back into the same tree
+    _, loaded = hf.load_pretrained(str(tmp_path))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, jax.device_get(params))
+
+
+# ---------------------------------------------------------------------------- layer-wise LR
+
+def hand_depth(path: str, num_layers: int) -> int:
+    """ELECTRA's _get_layer_lrs, written out: embeddings 0, layer i -> i + 1, head n + 2."""
+    if "/embeddings" in path or "embeddings_project" in path:
+        return 0
+    for i in range(num_layers):
+        if f"/layer_{i}/" in path:
+            return i + 1
+    assert path.startswith("classifier/"), path
+    return num_layers + 2
+
+
+def test_each_layer_gets_the_learning_rate_of_the_formula():
+    cfg = tiny_config(40, embedding_size=24, num_layers=3)
+    params = model.init_params(model.SequenceClassifier(cfg, 2), jax.random.PRNGKey(0))
+    config = glue.glue_config()
+    config.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0))
+    lr, decay = 1e-3, 0.8
+    tx, _ = glue.make_optimizer(config, {"learning_rate": lr, "layerwise_lr_decay": decay},
+                                cfg.num_layers, total_steps=10)
+    grads = jax.tree_util.tree_map(
+        lambda p: np.random.default_rng(p.size).normal(size=p.shape).astype(np.float32), params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    flat_updates = hf._flatten(jax.device_get(updates))
+    flat_grads = hf._flatten(grads)
+    depths = set()
+    for path, update in flat_updates.items():
+        depth = hand_depth(path, cfg.num_layers)
+        depths.add(depth)
+        g = flat_grads[path]
+        # Adam's first bias-corrected step is g / (|g| + eps); schedule(0) = lr (no warmup).
+        expected = -lr * decay ** (cfg.num_layers + 2 - depth) * g / (np.abs(g) + config.adam_eps)
+        np.testing.assert_allclose(update, expected, rtol=1e-5, atol=1e-12, err_msg=path)
+    assert depths == {0, 1, 2, 3, 5}  # embeddings, three layers, the head
+
+
+def test_paper_hyperparameters_per_size_and_task():
+    config = glue.glue_config()
+    small = model.ElectraConfig(vocab_size=30522, hidden_size=256, num_layers=12, num_heads=4)
+    large = model.ElectraConfig(vocab_size=30522, embedding_size=1024, hidden_size=1024,
+                                num_layers=24, num_heads=16, intermediate_size=4096)
+    assert glue.resolved_hyperparameters(config, "mrpc", small) == {
+        "learning_rate": 3e-4, "layerwise_lr_decay": 0.8, "num_epochs": 3.0}
+    assert glue.resolved_hyperparameters(config, "rte", large) == {
+        "learning_rate": 5e-5, "layerwise_lr_decay": 0.9, "num_epochs": 10.0}
+    assert glue.resolved_hyperparameters(config, "stsb", small)["num_epochs"] == 10.0
+    with pytest.raises(ValueError, match="learning_rate"):
+        glue.resolved_hyperparameters(config, "mrpc", tiny_config(40))
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def test_mrpc_three_seeds_median_exports_and_submission(tmp_path, glue_dir, hf_init):
+    workdir = str(tmp_path / "out")
+    results = glue.run(small_run_config(glue_dir, hf_init, seeds=3), workdir)
+    mrpc = results["tasks"]["mrpc"]
+    assert [run["seed"] for run in mrpc["runs"]] == [0, 1, 2]
+    assert mrpc["hyperparameters"]["num_train_steps"] == 24 * 2 // 8
+    for name in ("f1", "accuracy"):
+        per_seed = [run["dev"]["mrpc"][name] for run in mrpc["runs"]]
+        assert mrpc["median"]["mrpc"][name] == pytest.approx(np.median(per_seed))
+    assert results["glue_score"] == pytest.approx(np.mean(list(mrpc["median"]["mrpc"].values())))
+    on_disk = json.load(open(os.path.join(workdir, "results.json")))
+    assert on_disk["tasks"]["mrpc"]["median"] == mrpc["median"]
+    assert "| mrpc | f1 |" in open(os.path.join(workdir, "results.md")).read()
+
+    # An exported run predicts in transformers what our loop scored (sklearn metrics).
+    dev = glue_data.load_glue("mrpc", "dev", data_dir=glue_dir, source="tsv")
+    tok = tokenizer_lib.load_tokenizer(os.path.join(workdir, "mrpc", "seed_1"))
+    features = glue.encode_examples(tok, dev, 16, regression=False)
+    logits = torch_logits(os.path.join(workdir, "mrpc", "seed_1"), features)
+    labels, predictions = [e.label for e in dev], logits.argmax(-1)
+    seed_1 = mrpc["runs"][1]["dev"]["mrpc"]
+    assert seed_1["accuracy"] == pytest.approx(100 * sklearn.metrics.accuracy_score(labels, predictions))
+    assert seed_1["f1"] == pytest.approx(100 * sklearn.metrics.f1_score(labels, predictions, zero_division=0))
+
+    # The leaderboard file: header, every test index once, label names.
+    with open(os.path.join(workdir, "submission", "MRPC.tsv"), newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    assert rows[0] == ["index", "prediction"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(6))
+    assert {r[1] for r in rows[1:]} <= {"0", "1"}
+
+    # Evaluation-only mode restores the exported median-seed model and reproduces its dev score.
+    seed = mrpc["median_seed"]
+    eval_config = small_run_config(glue_dir, os.path.join(workdir, "mrpc", f"seed_{seed}"),
+                                   eval_only=True, eval_split="dev")
+    evaluated = glue.evaluate_finetuned(eval_config, str(tmp_path / "eval"))
+    assert evaluated["metrics"] == pytest.approx(mrpc["runs"][seed]["dev"]["mrpc"])
+    test_eval = glue.evaluate_finetuned(
+        small_run_config(glue_dir, eval_config.init, eval_only=True, eval_split="test"),
+        str(tmp_path / "eval"))
+    with open(test_eval["submission_file"]) as f:
+        assert f.read() == open(os.path.join(workdir, "submission", "MRPC.tsv")).read()
+
+
+def torch_logits(model_dir, features):
+    import torch
+    import transformers
+
+    torch_model = transformers.ElectraForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return torch_model(**{k: torch.tensor(features[k], dtype=torch.long)
+                              for k in glue.FEATURE_KEYS}).logits.numpy()
+
+
+def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init):
+    config = small_run_config(glue_dir, hf_init, task="stsb", num_epochs=6.0)
+    stsb = glue.run(config, str(tmp_path))["tasks"]["stsb"]
+    losses = [entry["loss"] for entry in stsb["runs"][0]["log"]]
+    assert losses[-1] < 0.5 * losses[0]  # the regression head fits the training scores
+    # Dev metrics equal scipy's on the exported model's predictions, which transformers
+    # reproduces. (Duplicate dev rows make near-tied scores, so scipy ranks our own floats.)
+    run_dir = os.path.join(tmp_path, "stsb", "seed_0")
+    restored = glue.load_pretrained(run_dir)
+    dev = glue.load_split(config, "stsb", "dev", restored.tokenizer)
+    net = model.SequenceClassifier(restored.model_config, 1)
+    params = {"electra": restored.encoder_params, "classifier": restored.classifier_params}
+    scores = glue.predict_logits(glue.make_predict_fn(net), params, dev, config.eval_batch_size)[:, 0]
+    np.testing.assert_allclose(torch_logits(run_dir, dev)[:, 0], scores, atol=1e-5)
+    assert stsb["median"]["stsb"]["pearson"] == pytest.approx(
+        100 * scipy.stats.pearsonr(dev["labels"], scores).statistic, abs=1e-3)
+    assert stsb["median"]["stsb"]["spearman"] == pytest.approx(
+        100 * scipy.stats.spearmanr(dev["labels"], scores).statistic, abs=1e-3)
+    with open(os.path.join(tmp_path, "submission", "STS-B.tsv"), newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))[1:]
+    submitted = np.array([float(r[1]) for r in rows])
+    assert [r[0] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert np.all((submitted >= 0) & (submitted <= 5))
+
+
+# ---------------------------------------------------------------------------- data sources
+
+class FakeTfdsBuilder:
+    """Stands in for a prepared tfds glue/mrpc builder (TFDS feature names, int labels)."""
+
+    def __init__(self, examples):
+        self.examples = examples
+
+    def is_prepared(self):
+        return True
+
+    def as_dataset(self, split):
+        import tensorflow as tf
+        rows = self.examples[split.replace("validation", "dev")][::-1]  # TFDS may reorder
+        return tf.data.Dataset.from_tensor_slices({
+            "idx": np.array([e.idx for e in rows]), "sentence1": np.array([e.text_a for e in rows]),
+            "sentence2": np.array([e.text_b for e in rows]), "label": np.array([e.label for e in rows])})
+
+
+def test_tsv_and_tfds_sources_give_the_same_features(glue_dir, hf_init, monkeypatch):
+    tok = tokenizer_lib.load_tokenizer(hf_init)
+    config = small_run_config(glue_dir, hf_init)
+    from_tsv = {split: glue.load_split(config, "mrpc", split, tok) for split in ("train", "dev")}
+    examples = {split: glue_data.load_glue("mrpc", split, data_dir=glue_dir, source="tsv")
+                for split in ("train", "dev")}
+    monkeypatch.setattr(glue_data, "_tfds_builder", lambda task, data_dir: FakeTfdsBuilder(examples))
+    config.source = "tfds"
+    for split in ("train", "dev"):
+        from_tfds = glue.load_split(config, "mrpc", split, tok)
+        for key in (*glue.FEATURE_KEYS, "labels", "idx"):
+            np.testing.assert_array_equal(from_tfds[key], from_tsv[split][key], err_msg=key)
+    # and the features are [CLS] a [SEP] b [SEP] with the WordPiece ids of the vocab
+    first = examples["train"][0]
+    expected = [tok.cls_id, *tok.encode(first.text_a), tok.sep_id, *tok.encode(first.text_b), tok.sep_id]
+    assert from_tsv["train"]["input_ids"][0][:len(expected)].tolist() == expected
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+@pytest.mark.parametrize("bad_row, message", [
+    (("1", "7", "8", "only four columns"), "expected 5 tab-separated columns, found 4"),
+    (("yes", "7", "8", "a", "b"), "label 'yes' is not one of"),
+])
+def test_malformed_rows_name_file_and_line(tmp_path, hf_init, bad_row, message):
+    root = str(tmp_path / "glue")
+    rows = mrpc_rows(10, 0)
+    rows.insert(4, bad_row)  # data line 5 of the file
+    write_tsv(f"{root}/MRPC/train.tsv", rows)
+    write_tsv(f"{root}/MRPC/dev.tsv", mrpc_rows(4, 1))
+    with pytest.raises(ValueError, match=rf"MRPC/train\.tsv:5: {message}"):
+        glue.run(small_run_config(root, hf_init), str(tmp_path / "out"))
+
+
+def test_init_whose_vocab_differs_from_the_tokenizer_is_refused(tmp_path, hf_init):
+    bigger_vocab = str(tmp_path / "vocab.txt")
+    size = write_vocab(bigger_vocab, extra_tokens=3)
+    with pytest.raises(ValueError, match=rf"vocab_size={size - 3} .* has {size} tokens"):
+        glue.load_pretrained(hf_init, tokenizer_path=bigger_vocab)
+
+
+def test_data_dir_is_required(hf_init, tmp_path):
+    config = small_run_config("", hf_init)
+    with pytest.raises(ValueError, match="no data_dir was given"):
+        glue.run(config, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- pretraining workdir
+
+def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path):
+    from electra_jax import checkpoints, presets, pretrain
+
+    vocab_path = str(tmp_path / "vocab.txt")
+    vocab_size = write_vocab(vocab_path)
+    config = presets.pretraining_config("tiny")
+    config.model.update(dict(vocab_size=vocab_size, hidden_size=32, embedding_size=16,
+                             intermediate_size=64, num_heads=2, max_position_embeddings=64))
+    config.train.update(dict(max_seq_length=16, batch_size=8, num_steps=10))
+    config.objective.max_predictions_per_seq = 3
+    config.data.tokenizer = vocab_path
+    workdir = str(tmp_path / "pretrain")
+    checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh=False)
+    trainer = pretrain.make_pretrainer(config)
+    state = pretrain.init_train_state(trainer)
+    ckpt = checkpoints.Checkpointer(workdir, save_every=1, keep=2)
+    ckpt.save(3, state, force=True)
+    ckpt.close()
+
+    pretrained = glue.load_pretrained(workdir)
+    params = jax.device_get(state.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained.encoder_params,
+                           {"embeddings": params["embeddings"], **params["discriminator"]["electra"]})
+    assert pretrained.model_config.hidden_size == 32  # the discriminator, not the generator (8)
+    assert pretrained.tokenizer.vocab_size == vocab_size
+    with pytest.raises(ValueError, match=f"vocab_size={vocab_size} .* has {vocab_size + 2} tokens"):
+        write_vocab(str(tmp_path / "other.txt"), extra_tokens=2)
+        glue.load_pretrained(workdir, tokenizer_path=str(tmp_path / "other.txt"))
