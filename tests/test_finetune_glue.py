@@ -327,10 +327,14 @@ def test_data_dir_is_required(hf_init, tmp_path):
 
 # ---------------------------------------------------------------------------- pretraining workdir
 
-def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path):
+@pytest.fixture(scope="module")
+def pretrain_workdir(tmp_path_factory):
+    """A pretraining workdir as train.py leaves it: config.json (with data.tokenizer) and an
+    orbax checkpoint of a tiny ElectraPretrainingModel at step 3."""
     from electra_jax import checkpoints, presets, pretrain
 
-    vocab_path = str(tmp_path / "vocab.txt")
+    root = tmp_path_factory.mktemp("pretrain")
+    vocab_path = str(root / "vocab.txt")
     vocab_size = write_vocab(vocab_path)
     config = presets.pretraining_config("tiny")
     config.model.update(dict(vocab_size=vocab_size, hidden_size=32, embedding_size=16,
@@ -338,20 +342,57 @@ def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path):
     config.train.update(dict(max_seq_length=16, batch_size=8, num_steps=10))
     config.objective.max_predictions_per_seq = 3
     config.data.tokenizer = vocab_path
-    workdir = str(tmp_path / "pretrain")
+    workdir = str(root / "workdir")
     checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh=False)
-    trainer = pretrain.make_pretrainer(config)
-    state = pretrain.init_train_state(trainer)
+    state = pretrain.init_train_state(pretrain.make_pretrainer(config))
     ckpt = checkpoints.Checkpointer(workdir, save_every=1, keep=2)
     ckpt.save(3, state, force=True)
     ckpt.close()
+    return workdir, jax.device_get(state.params), vocab_size
 
+
+def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path, pretrain_workdir):
+    workdir, params, vocab_size = pretrain_workdir
     pretrained = glue.load_pretrained(workdir)
-    params = jax.device_get(state.params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained.encoder_params,
                            {"embeddings": params["embeddings"], **params["discriminator"]["electra"]})
     assert pretrained.model_config.hidden_size == 32  # the discriminator, not the generator (8)
     assert pretrained.tokenizer.vocab_size == vocab_size
+    write_vocab(str(tmp_path / "other.txt"), extra_tokens=2)
     with pytest.raises(ValueError, match=f"vocab_size={vocab_size} .* has {vocab_size + 2} tokens"):
-        write_vocab(str(tmp_path / "other.txt"), extra_tokens=2)
         glue.load_pretrained(workdir, tokenizer_path=str(tmp_path / "other.txt"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint for step 7"):
+        glue.load_pretrained(workdir, init_step=7)
+
+
+def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_workdir):
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "out")
+    command = [sys.executable, "-m", "electra_jax.finetune_glue", "--config=configs/glue.py",
+               "--config.task=mrpc", f"--config.init={pretrain_workdir[0]}", "--config.init_step=3",
+               f"--config.data_dir={glue_dir}", "--config.source=tsv", "--config.batch_size=8",
+               "--config.max_seq_length=16", "--config.num_epochs=1", "--config.learning_rate=1e-3",
+               "--config.layerwise_lr_decay=0.8", "--config.save_models=False", f"--workdir={out}"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "| mrpc | f1 |" in finished.stdout
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["tasks"]["mrpc"]["hyperparameters"]["num_train_steps"] == 24 // 8
+    assert os.path.exists(os.path.join(out, "submission", "MRPC.tsv"))
+
+
+def test_from_scratch_baseline_has_the_same_head_and_shapes_but_random_encoder(hf_init):
+    pretrained = glue.load_pretrained(hf_init)
+    net = model.SequenceClassifier(pretrained.model_config, 2)
+    rng = jax.random.PRNGKey(7)
+    from_init = glue.init_classifier_params(net, pretrained.encoder_params, rng, 16)
+    from_scratch = glue.init_classifier_params(net, None, rng, 16)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, from_init["classifier"], from_scratch["classifier"])
+    assert from_init["electra"] is pretrained.encoder_params
+    word = ("embeddings", "word_embeddings", "embedding")
+    init_table = from_init["electra"][word[0]][word[1]][word[2]]
+    scratch_table = from_scratch["electra"][word[0]][word[1]][word[2]]
+    assert scratch_table.shape == init_table.shape and not np.allclose(scratch_table, init_table)

@@ -24,7 +24,6 @@ import shutil
 from typing import Any, Iterator, Optional
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -89,6 +88,7 @@ def glue_config() -> ml_collections.ConfigDict:
     c.log_every = 50  # steps between logged training losses
     c.predict_test = True  # write leaderboard files for the test split when it is available
     c.save_models = True  # export each run as a transformers ElectraForSequenceClassification
+    c.from_scratch = False  # baseline: `init`'s architecture and tokenizer, random weights
     c.eval_only = False  # score the fine-tuned `init` on `eval_split` instead of training
     c.eval_split = "dev"  # eval_only: dev | test (MNLI: dev_matched, test_mismatched, ...)
     return c
@@ -143,12 +143,33 @@ def _load_from_hf_dir(init: str, tokenizer_path: str) -> Pretrained:
     return Pretrained(cfg, params["electra"], tokenizer, params.get("classifier"), hf_config)
 
 
-def _load_from_workdir(init: str, init_step: Optional[int], tokenizer_path: str) -> Pretrained:
-    from electra_jax import evaluate  # restoring pulls in the pretraining stack
+def _restore_pretraining_params(init: str, init_step: Optional[int]):
+    """(run config, params of the pretraining state) at `init_step` (latest if None).
 
-    run_config = evaluate.load_run_config(init)
-    _, state = evaluate.restore_state(run_config, init, init_step)
-    _, disc_params = model.split_pretraining_params(jax.device_get(state.params))
+    Mirrors `evaluate.load_run_config` + `evaluate.restore_state`; importing evaluate.py is
+    not possible from a CLI because it registers its own absl `--config` flag at import.
+    """
+    from electra_jax import checkpoints, pretrain  # restoring pulls in the pretraining stack
+
+    with open(os.path.join(init, "config.json"), encoding="utf-8") as f:
+        run_config = ml_collections.ConfigDict(json.load(f))
+    # JSON turned the tuples of these fields into lists; the pretrainer hashes them.
+    run_config.sharding.logical_axis_rules = tuple(
+        (name, tuple(axes) if isinstance(axes, list) else axes)
+        for name, axes in run_config.sharding.logical_axis_rules)
+    run_config.objective.special_token_ids = tuple(run_config.objective.special_token_ids)
+    trainer = pretrain.make_pretrainer(run_config)
+    ckpt = checkpoints.Checkpointer(init, save_every=1, keep=None)
+    try:
+        state = ckpt.restore(init_step, pretrain.abstract_train_state(trainer))
+    finally:
+        ckpt.close()
+    return run_config, state.params
+
+
+def _load_from_workdir(init: str, init_step: Optional[int], tokenizer_path: str) -> Pretrained:
+    run_config, pretraining_params = _restore_pretraining_params(init, init_step)
+    _, disc_params = model.split_pretraining_params(jax.device_get(pretraining_params))
     _, cfg = model.configs_from_dict(run_config.model)
     tokenizer_path = tokenizer_path or run_config.data.tokenizer
     if not tokenizer_path:
@@ -266,11 +287,11 @@ def make_optimizer(config, hyper: dict[str, float], num_layers: int,
 
 def init_classifier_params(net: model.SequenceClassifier, encoder_params: Any, rng: jax.Array,
                            seq_len: int) -> dict:
-    """A fresh head (its init from `rng`) on top of the pretrained encoder."""
-    ids = jnp.zeros((1, seq_len), jnp.int32)
-    shapes_and_init = jax.jit(lambda r: net.init(r, ids, ids, ids)["params"])(rng)
-    params = nn.meta.unbox(shapes_and_init)
-    return {"electra": encoder_params, "classifier": params["classifier"]}
+    """A fresh head (its init from `rng`) on top of the pretrained encoder; with
+    `encoder_params=None` the encoder is random too (the from-scratch baseline)."""
+    params = model.init_params(net, rng, seq_len)
+    return {"electra": params["electra"] if encoder_params is None else encoder_params,
+            "classifier": params["classifier"]}
 
 
 def task_loss(logits: jax.Array, labels: jax.Array, regression: bool) -> jax.Array:
@@ -363,7 +384,8 @@ def finetune_seed(config, pretrained: Pretrained, task: str, seed: int, train: d
     total_steps = num_train_steps(len(train["labels"]), hyper["num_epochs"], config.batch_size)
     tx, schedule = make_optimizer(config, hyper, cfg.num_layers, total_steps)
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = init_classifier_params(net, pretrained.encoder_params, init_rng, config.max_seq_length)
+    encoder_params = None if config.from_scratch else pretrained.encoder_params
+    params = init_classifier_params(net, encoder_params, init_rng, config.max_seq_length)
     state = FinetuneState(jnp.zeros((), jnp.int32), params, tx.init(params))
     train_step = make_train_step(net, tx, schedule, regression)
     predict_batch = make_predict_fn(net)
