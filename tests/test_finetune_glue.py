@@ -365,6 +365,7 @@ def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path, pretr
         glue.load_pretrained(workdir, init_step=7)
 
 
+@pytest.mark.slow
 def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_workdir):
     import subprocess
     import sys

@@ -374,31 +374,47 @@ def score_splits(task: str, logits_by_key: dict[str, np.ndarray],
             for key, logits in logits_by_key.items()}
 
 
-def finetune_seed(config, pretrained: Pretrained, task: str, seed: int, train: dict, dev: dict,
-                  hyper: dict[str, float]) -> tuple[dict, list[dict]]:
-    """Fine-tunes one run; returns (params, log of {step, loss, dev metrics...})."""
+@dataclasses.dataclass(frozen=True)
+class TaskProgram:
+    """The compiled pieces of one task, shared by all its seeds (compiled once)."""
+
+    net: model.SequenceClassifier
+    tx: optax.GradientTransformation
+    train_step: Any  # jitted (state, batch, dropout_rng) -> (state, metrics)
+    predict_batch: Any  # jitted (params, batch) -> logits
+    total_steps: int
+
+
+def build_task_program(config, pretrained: Pretrained, task: str, hyper: dict[str, float],
+                       num_train_examples: int) -> TaskProgram:
     cfg = dataclasses.replace(pretrained.model_config, hidden_dropout=config.dropout,
                               attention_dropout=config.dropout)
     net = model.SequenceClassifier(cfg, glue_data.num_labels(task))
-    regression = is_regression(task)
-    total_steps = num_train_steps(len(train["labels"]), hyper["num_epochs"], config.batch_size)
+    total_steps = num_train_steps(num_train_examples, hyper["num_epochs"], config.batch_size)
     tx, schedule = make_optimizer(config, hyper, cfg.num_layers, total_steps)
+    return TaskProgram(net, tx, make_train_step(net, tx, schedule, is_regression(task)),
+                       make_predict_fn(net), total_steps)
+
+
+def finetune_seed(config, pretrained: Pretrained, program: TaskProgram, task: str, seed: int,
+                  train: dict, dev: dict) -> tuple[dict, list[dict]]:
+    """Fine-tunes one run; returns (params, log of {step, loss, dev metrics...})."""
+    net, total_steps, predict_batch = program.net, program.total_steps, program.predict_batch
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     encoder_params = None if config.from_scratch else pretrained.encoder_params
     params = init_classifier_params(net, encoder_params, init_rng, config.max_seq_length)
-    state = FinetuneState(jnp.zeros((), jnp.int32), params, tx.init(params))
-    train_step = make_train_step(net, tx, schedule, regression)
-    predict_batch = make_predict_fn(net)
+    state = FinetuneState(jnp.zeros((), jnp.int32), params, program.tx.init(params))
     batches = train_batches(train, config.batch_size, np.random.default_rng(seed))
     log = []
     progress = tqdm.tqdm(range(total_steps), desc=f"{task} seed {seed}", unit="step",
                          dynamic_ncols=True, disable=None)
     for step in progress:
-        state, step_metrics = train_step(state, next(batches), dropout_rng)
+        state, step_metrics = program.train_step(state, next(batches), dropout_rng)
         done = step + 1
-        if done % config.log_every == 0 or done == total_steps:
+        should_eval = done == total_steps or (config.eval_every and done % config.eval_every == 0)
+        if should_eval or done % config.log_every == 0:
             entry = {"step": done, **{k: float(v) for k, v in step_metrics.items()}}
-            if done == total_steps or (config.eval_every and done % config.eval_every == 0):
+            if should_eval:
                 logits = {key: predict_logits(predict_batch, state.params, dev[key], config.eval_batch_size)
                           for key in dev}
                 entry["dev"] = score_splits(task, logits, {k: dev[k]["labels"] for k in dev})
@@ -455,18 +471,14 @@ def finetune_task(config, pretrained: Pretrained, task: str, workdir: str) -> di
     test = _load_test_splits(config, task, tokenizer)
     hyper = resolved_hyperparameters(config, task, pretrained.model_config)
     logging.info("%s: %d train examples, %s", task, len(train["labels"]), hyper)
+    program = build_task_program(config, pretrained, task, hyper, len(train["labels"]))
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
-        params, log = finetune_seed(config, pretrained, task, seed, train, dev, hyper)
-        run_dir = os.path.join(workdir, task, f"seed_{seed}")
+        params, log = finetune_seed(config, pretrained, program, task, seed, train, dev)
         if config.save_models:
-            export_classifier(pretrained, params, task, run_dir)
-        test_logits = {}
-        if test:
-            predict_batch = make_predict_fn(model.SequenceClassifier(
-                pretrained.model_config, glue_data.num_labels(task)))
-            test_logits = {key: predict_logits(predict_batch, params, test[key], config.eval_batch_size)
-                           for key in test}
+            export_classifier(pretrained, params, task, os.path.join(workdir, task, f"seed_{seed}"))
+        test_logits = {key: predict_logits(program.predict_batch, params, test[key], config.eval_batch_size)
+                       for key in test}
         runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, "test_logits": test_logits})
     dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
     chosen = runs[_median_run(dev_scores)]
