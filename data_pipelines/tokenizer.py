@@ -56,6 +56,15 @@ class Tokenizer(abc.ABC):
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; special tokens other than [UNK] are dropped."""
 
+    @abc.abstractmethod
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode(text)` and, per token, the (start, end) character span of `text` it covers,
+        surrounding whitespace excluded (a whitespace-only token gets an empty span).
+
+        Span extraction (SQuAD) maps answers through these: text[start:end] of a token is
+        the original, un-normalized characters (case and accents kept).
+        """
+
     def encode_pair(self, text_a: str, text_b: str | None = None,
                     max_length: int = 128) -> dict[str, np.ndarray]:
         """BERT-style features: [CLS] a [SEP] (b [SEP]), longest-first truncation, padding.
@@ -117,6 +126,20 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return self._processor.encode(text)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        pieces = self._processor.encode(text, out_type="proto").pieces
+        # sentencepiece reports UTF-8 byte offsets; map them to character offsets.
+        char_of_byte = np.zeros(len(text.encode("utf-8")) + 1, np.int64)
+        byte = 0
+        for index, char in enumerate(text):
+            width = len(char.encode("utf-8"))
+            char_of_byte[byte:byte + width] = index
+            byte += width
+        char_of_byte[byte] = len(text)
+        offsets = [_strip_whitespace(text, int(char_of_byte[p.begin]), int(char_of_byte[p.end]))
+                   for p in pieces]
+        return [p.id for p in pieces], offsets
 
     def decode(self, ids: Iterable[int]) -> str:
         # Control pieces ([PAD], [CLS], [SEP], [MASK]) decode to nothing in sentencepiece.
@@ -181,6 +204,66 @@ def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
     return tokens
 
 
+def _strip_whitespace(text: str, start: int, end: int) -> tuple[int, int]:
+    """(start, end) narrowed to exclude whitespace at either side; (end, end) if all blank."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else (end, end)
+
+
+def _normalize_word(chars: str, do_lower_case: bool) -> str:
+    """basic_tokenize's per-word normalization: NFC, then lowercase + strip accents."""
+    word = unicodedata.normalize("NFC", chars)
+    if do_lower_case:
+        word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
+                       if unicodedata.category(c) != "Mn")
+    return word
+
+
+def basic_tokenize_with_offsets(text: str, do_lower_case: bool) -> list[tuple[str, list[tuple[int, int]]]]:
+    """`basic_tokenize(text)` with, for every character of every token, the (start, end)
+    span of `text` it came from.
+
+    Normalization works per character so each output character keeps its source; when
+    that differs from normalizing the whole word (NFC composing a separately written
+    accent in a cased vocabulary), every character of the word gets the word's span.
+    """
+    words: list[list[tuple[str, int]]] = [[]]  # (char, index in text) of whitespace-split words
+    for index, char in enumerate(text):
+        code = ord(char)
+        if code == 0 or code == 0xFFFD or _is_control(char):
+            continue
+        blank = _is_whitespace(char) or char.isspace()  # basic_tokenize's str.split() too
+        if blank or _is_cjk(code):
+            words.append([])
+        if not blank:
+            words[-1].append((char, index))
+        if _is_cjk(code):
+            words.append([])
+    tokens = []
+    for word in filter(None, words):
+        normalized = _normalize_word("".join(c for c, _ in word), do_lower_case)
+        per_char = [(_normalize_word(c, do_lower_case), (i, i + 1)) for c, i in word]
+        spans = [span for piece, span in per_char for _ in piece]
+        if "".join(piece for piece, _ in per_char) != normalized:
+            spans = [(word[0][1], word[-1][1] + 1)] * len(normalized)
+        current, current_spans = "", []
+        for char, span in zip(normalized, spans):
+            if _is_punctuation(char):
+                if current:
+                    tokens.append((current, current_spans))
+                tokens.append((char, [span]))
+                current, current_spans = "", []
+            else:
+                current += char
+                current_spans.append(span)
+        if current:
+            tokens.append((current, current_spans))
+    return tokens
+
+
 class WordPieceTokenizer(Tokenizer):
     """A BERT/ELECTRA `vocab.txt`: basic tokenization + greedy longest-match-first WordPiece.
 
@@ -236,6 +319,28 @@ class WordPieceTokenizer(Tokenizer):
                 for word in basic_tokenize(part, self.do_lower_case):
                     ids.extend(self._wordpiece(word))
         return ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids, offsets, part_start = [], [], 0
+        for part in self._special_split.split(text):
+            if part in SPECIAL_TOKENS:
+                ids.append(self._ids[part])
+                offsets.append((part_start, part_start + len(part)))
+            else:
+                for word, spans in basic_tokenize_with_offsets(part, self.do_lower_case):
+                    pieces = self._wordpiece(word)
+                    if pieces == [self.unk_id]:  # the whole word, however long
+                        piece_lengths = [len(word)]
+                    else:  # "##" continuation pieces cover two characters fewer than they spell
+                        piece_lengths = [len(self._tokens[p]) - (2 if k else 0) for k, p in enumerate(pieces)]
+                    start = 0
+                    for piece, length in zip(pieces, piece_lengths):
+                        ids.append(piece)
+                        offsets.append((part_start + spans[start][0],
+                                        part_start + spans[start + length - 1][1]))
+                        start += length
+            part_start += len(part)
+        return ids, offsets
 
     def decode(self, ids: Iterable[int]) -> str:
         dropped = {self.pad_id, self.cls_id, self.sep_id, self.mask_id}
