@@ -4,7 +4,8 @@ A HF ELECTRA directory holds `config.json` and `model.safetensors` (or `pytorch_
 read with `torch.load(weights_only=True)`, never a plain pickle). Two kinds are supported:
 `discriminator` (`ElectraForPreTraining`), `generator` (`ElectraForMaskedLM`) and
 `sequence_classification` (`ElectraForSequenceClassification`, a fine-tuned GLUE model;
-its config.json also carries num_labels / id2label / problem_type, see `save_pretrained`).
+its config.json also carries num_labels / id2label / problem_type, see `save_pretrained`),
+`question_answering` (`ElectraForQuestionAnswering`, a SQuAD span head).
 Nothing here needs torch except reading a `.bin` file.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from electra_jax import model
 
 KINDS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM",
-         "sequence_classification": "ElectraForSequenceClassification"}
+         "sequence_classification": "ElectraForSequenceClassification",
+         "question_answering": "ElectraForQuestionAnswering"}
 # Buffers some HF checkpoints carry that are not parameters.
 _IGNORED_HF_KEYS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
 # The tied MLM output matrix: the word-embedding table itself, never a separate parameter.
@@ -56,6 +58,8 @@ _HEAD_MODULES = {
         ("classifier/dense", "classifier.dense", "dense"),
         ("classifier/out_proj", "classifier.out_proj", "dense"),
     ],
+    # span start/end logits; our SQuAD 2.0 answerability head has no HF counterpart
+    "question_answering": [("qa_outputs", "qa_outputs", "dense")],
 }
 # parameter kind -> [(flax leaf, HF leaf, transpose)]
 _LEAVES = {
@@ -258,6 +262,8 @@ def detect_kind(hf_config: dict[str, Any], state_keys) -> str:
         return "generator"
     if any(k.startswith("classifier.") for k in state_keys):
         return "sequence_classification"
+    if any(k.startswith("qa_outputs.") for k in state_keys):
+        return "question_answering"
     raise ValueError("cannot tell whether this checkpoint is an ElectraForPreTraining or an "
                      f"ElectraForMaskedLM (architectures={hf_config.get('architectures')}); "
                      "pass kind='discriminator' or kind='generator'")

@@ -445,3 +445,64 @@ class SequenceClassifier(nn.Module):
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
         hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)
         return self.classifier(hidden, deterministic)
+
+
+def span_candidates(attention_mask: Array, token_type_ids: Array) -> Array:
+    """[B, S] bool: where an answer span may start or end in `[CLS] question [SEP] context
+    [SEP]` inputs: the context (segment 1, real tokens) and [CLS], which stands for "no
+    answer" (google-research/electra `qa_tasks.py`'s `answer_mask`)."""
+    context = (attention_mask * token_type_ids).astype(bool)
+    return context.at[:, 0].set(True)
+
+
+class AnswerabilityHead(nn.Module):
+    """ELECTRA's SQuAD 2.0 answerable classifier (google-research/electra
+    `finetune/qa/qa_tasks.py`, `answerable_uses_start_logits=True`): the [CLS] vector
+    concatenated with the start-probability-weighted average of the hidden states ->
+    dense(512) -> gelu -> dense(1). Trained on `is_impossible`, so its logit scores "no
+    answer". transformers' `ElectraForQuestionAnswering` has no such head."""
+
+    config: ElectraConfig
+    hidden_size: int = 512  # the original's width
+
+    @nn.compact
+    def __call__(self, hidden: Array, start_logits: Array, candidates: Array) -> Array:
+        cfg = self.config
+        masked = jnp.where(candidates, start_logits.astype(jnp.float32), -1e9)
+        start_probs = jax.nn.softmax(masked, axis=-1).astype(hidden.dtype)  # [B, S]
+        start_feature = jnp.einsum("bs,bsh->bh", start_probs, hidden)
+        features = jnp.concatenate([hidden[:, 0], start_feature], axis=-1)  # [B, 2H]
+        features = _gelu(_dense(self.hidden_size, (None, None), cfg, "dense")(features))
+        return _dense(1, (None, None), cfg, "out_proj")(features)[:, 0]  # [B]
+
+
+class QuestionAnswerer(nn.Module):
+    """HF `ElectraForQuestionAnswering`: the discriminator encoder + `qa_outputs` dense(2)
+    giving start and end logits per token; with `answerable_head`, also ELECTRA's SQuAD 2.0
+    `AnswerabilityHead` (not part of the HF model).
+
+    Returns {"start_logits": [B, S], "end_logits": [B, S] (+ "no_answer_logits": [B])},
+    unmasked as in HF; losses and decoding restrict spans with `span_candidates`.
+    """
+
+    config: ElectraConfig
+    answerable_head: bool = False
+
+    def setup(self):
+        self.electra = ElectraModel(self.config)
+        self.qa_outputs = _dense(2, ("hidden", None), self.config, "qa_outputs")
+        if self.answerable_head:
+            self.answerable_classifier = AnswerabilityHead(self.config)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)
+        span_logits = self.qa_outputs(hidden)  # [B, S, 2]
+        outputs = {"start_logits": span_logits[..., 0], "end_logits": span_logits[..., 1]}
+        if self.answerable_head:
+            outputs["no_answer_logits"] = self.answerable_classifier(
+                hidden, outputs["start_logits"], span_candidates(attention_mask, token_type_ids))
+        return outputs
