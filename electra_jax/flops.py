@@ -1,6 +1,9 @@
 """Model FLOPs of an ELECTRA training step and device peaks, for MFU reporting."""
 from __future__ import annotations
 
+import math
+import re
+
 from electra_jax import model
 
 # Dense peak FLOP/s per chip from vendor datasheets, matched by device_kind prefix (first
@@ -48,3 +51,33 @@ def train_flops_per_sequence(gen: model.ElectraConfig, disc: model.ElectraConfig
     forward = (_encoder_forward_flops(gen, seq_len) + gen_head
                + _encoder_forward_flops(disc, seq_len) + disc_head)
     return 3.0 * forward
+
+
+_HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]")
+
+
+def hlo_dot_flops(hlo_text: str) -> float:
+    """2 * M * N * K summed over the `dot` instructions of an HLO module's text.
+
+    The matmul part of what XLA's cost analysis counts, to cross-check
+    `train_flops_per_sequence` term by term. A dot inside a while loop (nn.scan, gradient
+    accumulation) is counted once, as XLA's cost analysis does, so compare unrolled steps.
+    """
+    shapes = {}
+    for line in hlo_text.splitlines():
+        found = _HLO_INSTRUCTION.match(line)
+        if found:
+            shapes[found.group(1)] = [int(d) for d in found.group(2).split(",") if d]
+    total = 0.0
+    for line in hlo_text.splitlines():
+        operands = re.search(r" dot\(([^)]*)\)", line)
+        if not operands:
+            continue
+        output_shape = shapes[_HLO_INSTRUCTION.match(line).group(1)]
+        # Operands print as `name` or, in some versions, `f32[8,128]{1,0} %name`.
+        untyped = re.sub(r"\w+\[[\d,]*\](\{[\d,]*\})?\s*", "", operands.group(1))
+        lhs_name = untyped.split(",")[0].strip().lstrip("%")
+        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line).group(1)
+        contracted = math.prod(shapes[lhs_name][int(d)] for d in contracting.split(",") if d)
+        total += 2.0 * math.prod(output_shape) * contracted
+    return total
