@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "tensorflow-cpu>=2.16; sys_platform == 'linux'",
     "tensorflow>=2.16; sys_platform != 'linux'",
     "tensorflow-datasets>=4.9.4",
+    "tensorboard>=2.16",  # the summary writer (flax.metrics.tensorboard) and `tensorboard --logdir`
 ]
 
 TEST_REQUIRES = [

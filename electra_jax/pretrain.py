@@ -296,7 +296,8 @@ class MetricWriter:
             try:
                 from flax.metrics import tensorboard as flax_tb  # needs tensorflow
             except ImportError as e:
-                raise ImportError("TensorBoard summaries need tensorflow; install it or set "
+                raise ImportError(f"TensorBoard summaries need tensorflow and tensorboard ({e}); "
+                                  "pip install tensorboard, or set "
                                   "--config.train.tensorboard=False") from e
             self.tb = flax_tb.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
