@@ -25,6 +25,7 @@ TEST_REQUIRES = [
     "transformers>=4.40",
     "scikit-learn>=1.4",
     "scipy>=1.12",
+    "seqeval>=1.2",  # reference entity F1 for the NER metric tests
 ]
 
 setuptools.setup(

@@ -5,7 +5,8 @@ read with `torch.load(weights_only=True)`, never a plain pickle). Two kinds are 
 `discriminator` (`ElectraForPreTraining`), `generator` (`ElectraForMaskedLM`) and
 `sequence_classification` (`ElectraForSequenceClassification`, a fine-tuned GLUE model;
 its config.json also carries num_labels / id2label / problem_type, see `save_pretrained`),
-`question_answering` (`ElectraForQuestionAnswering`, a SQuAD span head).
+`question_answering` (`ElectraForQuestionAnswering`, a SQuAD span head),
+`token_classification` (`ElectraForTokenClassification`, an NER tagger; id2label as above).
 Nothing here needs torch except reading a `.bin` file.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from electra_jax import model
 
 KINDS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM",
          "sequence_classification": "ElectraForSequenceClassification",
-         "question_answering": "ElectraForQuestionAnswering"}
+         "question_answering": "ElectraForQuestionAnswering",
+         "token_classification": "ElectraForTokenClassification"}
 # Buffers some HF checkpoints carry that are not parameters.
 _IGNORED_HF_KEYS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
 # The tied MLM output matrix: the word-embedding table itself, never a separate parameter.
@@ -60,6 +62,7 @@ _HEAD_MODULES = {
     ],
     # span start/end logits; our SQuAD 2.0 answerability head has no HF counterpart
     "question_answering": [("qa_outputs", "qa_outputs", "dense")],
+    "token_classification": [("classifier", "classifier", "dense")],  # one dense on every token
 }
 # parameter kind -> [(flax leaf, HF leaf, transpose)]
 _LEAVES = {
@@ -260,6 +263,8 @@ def detect_kind(hf_config: dict[str, Any], state_keys) -> str:
         return "discriminator"
     if any(k.startswith("generator_predictions.") for k in state_keys):
         return "generator"
+    if "classifier.weight" in state_keys:
+        return "token_classification"
     if any(k.startswith("classifier.") for k in state_keys):
         return "sequence_classification"
     if any(k.startswith("qa_outputs.") for k in state_keys):

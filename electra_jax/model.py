@@ -447,6 +447,23 @@ class SequenceClassifier(nn.Module):
         return self.classifier(hidden, deterministic)
 
 
+class TokenClassifier(nn.Module):
+    """HF `ElectraForTokenClassification`: the discriminator encoder -> dropout ->
+    `classifier` dense(num_labels) on every token. Returns [B, S, num_labels] logits."""
+
+    config: ElectraConfig
+    num_labels: int
+
+    def setup(self):
+        self.electra = ElectraModel(self.config)
+        self.dropout = nn.Dropout(self.config.hidden_dropout)
+        self.classifier = _dense(self.num_labels, ("hidden", None), self.config, "classifier")
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
+        hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)
+        return self.classifier(self.dropout(hidden, deterministic=deterministic))
+
+
 def span_candidates(attention_mask: Array, token_type_ids: Array) -> Array:
     """[B, S] bool: where an answer span may start or end in `[CLS] question [SEP] context
     [SEP]` inputs: the context (segment 1, real tokens) and [CLS], which stands for "no
