@@ -39,5 +39,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["electra_jax", "electra_jax.*", "data_pipelines", "data_pipelines.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "electra-jax-train=electra_jax.train:run",
+        "electra-jax-evaluate=electra_jax.evaluate:run",
+        "electra-jax-export=electra_jax.export:run",
+        "electra-jax-finetune-glue=electra_jax.finetune_glue:run",
+    ]},
 )

@@ -5,6 +5,7 @@ Layout of a workdir:
   checkpoints/<step>/state/       TrainState (orbax; a step directory appears only once complete)
   checkpoints/<step>/meta/        JSON: step, the input pipeline's position
   data_state/<step>/              every process's input-iterator state for that step
+  replaced-<time>/                a previous run moved aside by --fresh (same layout)
 
 Each process writes its data-iterator state before the orbax save of the same step starts,
 so a complete orbax step always has its iterator state beside it (a crash in between
@@ -19,6 +20,7 @@ import time
 from typing import Any, Optional
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -33,12 +35,16 @@ def _write_atomic(path: str, data: bytes) -> None:
 class Checkpointer:
     """Saves every `save_every` steps (asynchronously), keeps the last `keep`."""
 
-    def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True):
+    def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True,
+                 read_only: bool = False):
         self.workdir = os.path.abspath(workdir)
         self.save_every = save_every
+        # Readers (evaluate, export, fine-tuning) may open a workdir that a live run is
+        # writing: they must neither create it nor clean up that run's in-flight save.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=save_every, create=True,
-            enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+            max_to_keep=keep, save_interval_steps=save_every, create=not read_only,
+            read_only=read_only, enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=not read_only)
         self.manager = ocp.CheckpointManager(
             os.path.join(self.workdir, "checkpoints"), options=options,
             item_names=("state", "meta"))
@@ -135,10 +141,37 @@ def check_run_config(workdir: str, config_json: str, fresh: bool) -> None:
                     f"{workdir} holds a run with a different config ({details}); use another "
                     "--workdir, or pass --fresh to move its checkpoints aside and start over")
             if jax.process_index() == 0:
-                aside = os.path.join(workdir, f"checkpoints.replaced-{int(time.time())}")
-                os.replace(os.path.join(workdir, "checkpoints"), aside)
-                if os.path.isdir(os.path.join(workdir, "data_state")):
-                    os.replace(os.path.join(workdir, "data_state"), aside + "-data_state")
-                logging.warning("--fresh: moved the previous checkpoints to %s", aside)
+                _move_run_aside(workdir)
     if jax.process_index() == 0:
         _write_atomic(path, config_json.encode("utf-8"))
+
+
+# Everything a run writes at the top of its workdir (default_data is reusable input, kept).
+RUN_OUTPUTS = ("config.json", "checkpoints", "data_state", "metrics.jsonl", "tensorboard")
+
+
+def _move_run_aside(workdir: str) -> str:
+    """Moves the previous run's outputs into WORKDIR/replaced-<time>/, itself a complete
+    workdir (evaluate.py and export.py still read it); nothing is deleted or overwritten."""
+    aside = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
+    os.makedirs(aside)  # exists already: fail rather than mix two previous runs
+    for name in RUN_OUTPUTS:
+        if os.path.exists(os.path.join(workdir, name)):
+            os.replace(os.path.join(workdir, name), os.path.join(aside, name))
+    logging.warning("--fresh: moved the previous run's checkpoints and logs to %s", aside)
+    return aside
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a pretraining run saved in WORKDIR/config.json."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config.json in {workdir}; is it a pretraining workdir?")
+    with open(path, encoding="utf-8") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    # JSON turned these tuples into lists; the pretrainer hashes them.
+    rules = config.sharding.logical_axis_rules
+    config.sharding.logical_axis_rules = tuple(
+        (name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+    config.objective.special_token_ids = tuple(config.objective.special_token_ids)
+    return config

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import time
 from typing import Any, Callable
@@ -115,6 +116,44 @@ def abstract_train_state(trainer: Pretrainer) -> TrainState:
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         shapes, trainer.state_sharding)
+
+
+def restore_train_state(config, workdir: str, step: int | None = None):
+    """(trainer, state) at `step` (latest if None) of a pretraining workdir, read-only:
+    safe while a run is still writing to it (evaluate, export, fine-tuning)."""
+    trainer = make_pretrainer(config)
+    ckpt = checkpoints.Checkpointer(workdir, save_every=1, keep=None, read_only=True)
+    try:
+        state = ckpt.restore(step, abstract_train_state(trainer))
+    finally:
+        ckpt.close()
+    return trainer, state
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[str, float]:
+    """Held-out metrics of a saved step: what training logged at that step (same eval
+    data, masking seed, dropout off)."""
+    trainer, state = restore_train_state(config, workdir, step)
+    batches = eval_batches(config, sharding.batch_sharding(trainer.mesh))
+    return {"step": int(state.step), **evaluate(trainer, state, batches, config.train.seed + 1)}
+
+
+def export_checkpoint(workdir: str, out_dir: str, step: int | None = None) -> int:
+    """Writes OUT/discriminator (ElectraForPreTraining) and OUT/generator
+    (ElectraForMaskedLM) of a saved step in transformers' format, with the run's tokenizer;
+    returns the step."""
+    from electra_jax import hf  # conversion tables: only needed here
+    config = checkpoints.load_run_config(workdir)
+    _, state = restore_train_state(config, workdir, step)
+    gen_cfg, disc_cfg = model.configs_from_dict(config.model)
+    gen_params, disc_params = model.split_pretraining_params(jax.device_get(state.params))
+    for kind, cfg, params in (("discriminator", disc_cfg, disc_params),
+                              ("generator", gen_cfg, gen_params)):
+        hf.save_pretrained(cfg, params, os.path.join(out_dir, kind), kind)
+        if config.data.tokenizer:
+            shutil.copy(config.data.tokenizer, os.path.join(out_dir, kind))
+    logging.info("exported step %d of %s to %s", int(state.step), workdir, out_dir)
+    return int(state.step)
 
 
 def step_rngs(seed: int, step: jax.Array) -> dict[str, jax.Array]:
