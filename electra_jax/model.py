@@ -468,8 +468,8 @@ def span_candidates(attention_mask: Array, token_type_ids: Array) -> Array:
     """[B, S] bool: where an answer span may start or end in `[CLS] question [SEP] context
     [SEP]` inputs: the context (segment 1, real tokens) and [CLS], which stands for "no
     answer" (google-research/electra `qa_tasks.py`'s `answer_mask`)."""
-    context = (attention_mask * token_type_ids).astype(bool)
-    return context.at[:, 0].set(True)
+    is_cls = jnp.arange(attention_mask.shape[-1]) == 0
+    return (attention_mask * token_type_ids).astype(bool) | is_cls
 
 
 class AnswerabilityHead(nn.Module):
