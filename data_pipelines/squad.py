@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Iterable
 
 VERSIONS = ("1.1", "2.0")
 SPLITS = ("train", "dev")
@@ -83,13 +83,12 @@ def _decode(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def dataset_from_tfds(builder, split: str) -> dict[str, Any]:
-    """TFDS squad rows regrouped into the official JSON structure."""
-    import tensorflow_datasets as tfds
-
+def dataset_from_rows(rows: Iterable[dict], version: str) -> dict[str, Any]:
+    """TFDS squad rows (one per question, as `tfds.as_numpy` yields them) regrouped into
+    the official JSON structure: consecutive rows of one title form an article, of one
+    context a paragraph."""
     articles: list[dict] = []
-    tfds_split = "validation" if split == "dev" else split
-    for row in tfds.as_numpy(builder.as_dataset(split=tfds_split)):
+    for row in rows:
         title, context = _decode(row["title"]), _decode(row["context"])
         if not articles or articles[-1]["title"] != title:
             articles.append({"title": title, "paragraphs": []})
@@ -103,7 +102,14 @@ def dataset_from_tfds(builder, split: str) -> dict[str, Any]:
         if "is_impossible" in row:
             qa["is_impossible"] = bool(row["is_impossible"])
         paragraphs[-1]["qas"].append(qa)
-    return {"version": builder.info.config_name.lstrip("v"), "data": articles}
+    return {"version": version, "data": articles}
+
+
+def dataset_from_tfds(builder, split: str) -> dict[str, Any]:
+    import tensorflow_datasets as tfds
+
+    rows = tfds.as_numpy(builder.as_dataset(split="validation" if split == "dev" else split))
+    return dataset_from_rows(rows, builder.info.config_name.lstrip("v"))
 
 
 def load_squad(version: str, split: str, *, data_file: str = "", data_dir: str = "",

@@ -807,3 +807,21 @@ def test_bad_configs_are_clear_errors(qa_init, tmp_path):
         squad.load_examples(tiny_run_config(qa_init, data_file, "3.0"), "train")
     with pytest.raises(ValueError, match="leaves no room for context"):
         squad.run(tiny_run_config(qa_init, data_file, "2.0", max_seq_length=8), str(tmp_path / "w"))
+
+
+def test_tfds_rows_regroup_into_the_official_structure():
+    context_a, context_b = "Paris is in France.", "Rome is in Italy."
+    rows = [{"id": b"q1", "title": b"Cities", "context": context_a.encode(), "question": b"where is Paris?",
+             "answers": {"text": np.array([b"France", b"in France"]), "answer_start": np.array([12, 9])},
+             "is_impossible": False},
+            {"id": b"q2", "title": b"Cities", "context": context_a.encode(), "question": b"what is in France?",
+             "answers": {"text": np.array([], object), "answer_start": np.array([], np.int32)},
+             "is_impossible": True},
+            {"id": b"q3", "title": b"Cities", "context": context_b.encode(), "question": b"where is Rome?",
+             "answers": {"text": np.array([b"Italy"]), "answer_start": np.array([11])},
+             "is_impossible": False}]
+    dataset = squad_data.dataset_from_rows(rows, "2.0")
+    assert [len(p["qas"]) for p in dataset["data"][0]["paragraphs"]] == [2, 1]
+    examples = squad_data.parse_examples(dataset, "tfds")
+    assert [(e.qid, e.answers, e.is_impossible) for e in examples] == [
+        ("q1", (("France", 12), ("in France", 9)), False), ("q2", (), True), ("q3", (("Italy", 11),), False)]
