@@ -248,6 +248,19 @@ def _window_candidates(start_logits, end_logits, char_spans, max_context, contex
     return candidates
 
 
+def _nbest(candidates: list[tuple[float, str]], n_best_size: int) -> list[dict]:
+    """The `n_best_size` best-scoring distinct texts, with softmax probabilities over them."""
+    kept, seen = [], set()
+    for score, text in sorted(candidates, key=lambda c: -c[0]):
+        if text not in seen and len(kept) < n_best_size:
+            seen.add(text)
+            kept.append((score, text))
+    scores = np.array([s for s, _ in kept])
+    probabilities = np.exp(scores - (scores.max() if kept else 0.0))
+    probabilities /= probabilities.sum()
+    return [{"text": t, "score": s, "probability": float(p)} for (s, t), p in zip(kept, probabilities)]
+
+
 def decode(examples: Sequence[squad_data.SquadExample], windows: Windows, outputs: dict[str, np.ndarray],
            version: str, n_best_size: int, max_answer_length: int,
            threshold: float = 0.0) -> Decoded:
@@ -267,26 +280,14 @@ def decode(examples: Sequence[squad_data.SquadExample], windows: Windows, output
                                              example.context, n_best_size, max_answer_length)
             null_scores.append(float(outputs["no_answer_logits"][w]) if "no_answer_logits" in outputs
                                else float(outputs["start_logits"][w, 0] + outputs["end_logits"][w, 0]))
-        candidates.sort(key=lambda c: -c[0])
-        kept, seen = [], set()
-        for score, text in candidates:
-            if text not in seen and len(kept) < n_best_size:
-                seen.add(text)
-                kept.append((score, text))
-        scores = np.array([s for s, _ in kept])
-        probabilities = np.exp(scores - (scores.max() if kept else 0.0))
-        probabilities /= probabilities.sum()
-        nbest[example.qid] = [{"text": t, "score": s, "probability": float(p)}
-                              for (s, t), p in zip(kept, probabilities)]
-        best_text = next((t for _, t in kept if t.strip()), "")
-        best_score = next((s for s, t in kept if t.strip()), None)
-        num_without_span += best_score is None
-        best_spans[example.qid] = best_text
-        predictions[example.qid] = best_text
+        nbest[example.qid] = _nbest(candidates, n_best_size)
+        best = next((entry for entry in nbest[example.qid] if entry["text"].strip()), None)
+        num_without_span += best is None
+        best_spans[example.qid] = predictions[example.qid] = best["text"] if best else ""
         if version == "2.0":
             score_null = min(null_scores)
-            if "no_answer_logits" not in outputs and best_score is not None:
-                score_null -= best_score  # HF's null score difference
+            if "no_answer_logits" not in outputs and best is not None:
+                score_null -= best["score"]  # HF's null score difference
             na_scores[example.qid] = score_null
             if score_null > threshold:
                 predictions[example.qid] = ""
