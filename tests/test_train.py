@@ -1,0 +1,450 @@
+"""The pretraining loop end to end: exact resume, SIGTERM and SIGKILL mid-save, evaluate,
+export to transformers, refused workdirs, TensorBoard, the CLI's config overrides.
+
+Every run trains the same tiny model on real TFRecord shards that data_pipelines builds
+here, so the tf.data iterator state (shuffle buffer, epoch position) is part of each resume.
+The runs share one persistent XLA compilation cache with the `python -m electra_jax.train`
+subprocesses (same device count and matmul precision), so the module pays for compiling
+the train and eval steps once; every later run, in-process or not, pays only for its steps.
+"""
+import ast
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from data_pipelines import build_shards as build_lib
+from data_pipelines import default_corpus
+from data_pipelines import tokenizer as tokenizer_lib
+from electra_jax import checkpoints, model, pretrain, presets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEQ, BATCH = 32, 8
+SCHEDULE_STEPS = 100  # the LR schedule's length; runs end earlier with stop_at_step
+REFERENCE_STEPS = 10
+TIMING_KEYS = {"step_time_s", "tokens_per_s", "mfu"}  # wall-clock numbers, differ run to run
+SUBPROCESS_TIMEOUT_S = 300  # a cold compile on a loaded 2-core machine; normally ~30 s
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    cache_dir = str(tmp_path_factory.mktemp("xla_cache"))
+    previous = (jax.config.jax_compilation_cache_dir,
+                jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    compilation_cache.reset_cache()  # the cache is looked up once per process; look again
+    yield cache_dir
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    corpus = str(root / "corpus.txt")
+    default_corpus.write_default_corpus(corpus, max_documents=12)
+    tokenizer = tokenizer_lib.train_sentencepiece(corpus, str(root / "spm.model"), vocab_size=256)
+    build_lib.build_shards(corpus, str(root / "shards"), tokenizer_path=tokenizer.path,
+                           max_seq_length=SEQ, num_shards=2, num_eval_shards=1, show_progress=False)
+    return {"train_files": str(root / "shards" / "train-*.tfrecord"),
+            "eval_files": str(root / "shards" / "eval-*.tfrecord"),
+            "tokenizer": tokenizer.path, "vocab_size": tokenizer.vocab_size}
+
+
+@pytest.fixture(scope="module")
+def settings(shards):
+    """The run's overrides of configs/electra_tiny.py, as the CLI and in-process runs take them."""
+    return {
+        "model.num_layers": 1,  # compiles in half the time of 2; the loop does not care
+        "model.vocab_size": shards["vocab_size"],
+        "objective.max_predictions_per_seq": presets.max_predictions_per_seq(0.15, SEQ),
+        "optim.warmup_steps": 3,
+        "train.max_seq_length": SEQ,
+        "train.batch_size": BATCH,
+        "train.num_steps": SCHEDULE_STEPS,
+        "train.log_every": 1,
+        "train.eval_every": 4,
+        "train.eval_steps": 2,
+        "train.checkpoint_every": 2,
+        "train.keep_checkpoints": 3,
+        "data.source": "tfrecord",
+        "data.train_files": shards["train_files"],
+        "data.eval_files": shards["eval_files"],
+        "data.tokenizer": shards["tokenizer"],
+        "data.shuffle_buffer": 32,  # 70 training examples: the buffer and epochs both matter
+    }
+
+
+def make_config(settings, **changes):
+    config = presets.pretraining_config("tiny")
+    for key, value in {**settings, **changes}.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    config.lock()
+    return config
+
+
+def cli_args(settings, workdir):
+    return ([f"--config={REPO}/configs/electra_tiny.py", f"--workdir={workdir}"]
+            + [f"--config.{key}={value}" for key, value in settings.items()])
+
+
+def subprocess_env(cache_dir, **extra):
+    """The test process's jax set-up (8 CPU devices, highest matmul precision) and its
+    compilation cache, so a subprocess compiles the same programs, or loads them."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache_dir,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_DEFAULT_MATMUL_PRECISION": str(jax.config.jax_default_matmul_precision), **extra}
+
+
+def start(args, log_path, cache_dir, **extra_env):
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=subprocess_env(cache_dir, **extra_env),
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log.name
+    return proc
+
+
+def output(proc) -> str:
+    with open(proc.log_path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def wait_for(condition, proc, what: str, timeout: float = SUBPROCESS_TIMEOUT_S) -> None:
+    """Polls `condition` until it holds; fails with the subprocess's log otherwise."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the run exited ({proc.returncode}) before {what}:\n{output(proc)[-5000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {what} after {timeout} s:\n{output(proc)[-5000:]}")
+        time.sleep(0.05)
+
+
+def logged_rows(workdir, split) -> dict[int, list[dict]]:
+    """step -> every row metrics.jsonl holds for it (a restart logs replayed steps again)."""
+    rows = {}
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["split"] == split:
+                rows.setdefault(row["step"], []).append(
+                    {k: v for k, v in row.items() if k not in TIMING_KEYS})
+    return rows
+
+
+def saved_steps(workdir) -> list[int]:
+    ckpt = checkpoints.Checkpointer(workdir, save_every=1, keep=None, read_only=True)
+    try:
+        return ckpt.all_steps()
+    finally:
+        ckpt.close()
+
+
+def saved_params(config, workdir, step):
+    _, state = pretrain.restore_train_state(config, workdir, step)
+    assert int(state.step) == step
+    return jax.device_get(state.params)
+
+
+def assert_bitwise_equal(params, expected) -> None:
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(expected)
+    for got, want in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_array_equal(got, want)
+
+
+def assert_replays_reference(workdir, reference_rows, steps) -> None:
+    """Every train row logged for `steps` equals the uninterrupted run's row, bit for bit."""
+    rows = logged_rows(workdir, "train")
+    for step in steps:
+        assert rows.get(step), f"step {step} was never logged in {workdir}"
+        for row in rows[step]:
+            assert row == reference_rows[step][0], f"step {step} differs from the uninterrupted run"
+
+
+def file_digests(root) -> dict[str, str]:
+    digests = {}
+    for path in sorted(glob.glob(os.path.join(root, "**"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, settings):
+    """The uninterrupted run: REFERENCE_STEPS steps in one go."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    config = make_config(settings)
+    result = pretrain.train_and_evaluate(config, workdir, stop_at_step=REFERENCE_STEPS)
+    return {"workdir": workdir, "config": config, "result": result,
+            "train_rows": logged_rows(workdir, "train"), "eval_rows": logged_rows(workdir, "eval"),
+            "params": saved_params(config, workdir, REFERENCE_STEPS)}
+
+
+def test_reference_run_logs_and_keeps_the_last_checkpoints(reference):
+    assert reference["result"]["step"] == REFERENCE_STEPS
+    assert sorted(reference["train_rows"]) == list(range(1, REFERENCE_STEPS + 1))
+    assert all(len(rows) == 1 for rows in reference["train_rows"].values())
+    assert sorted(reference["eval_rows"]) == [4, 8, REFERENCE_STEPS]  # every 4 steps, and the end
+    assert saved_steps(reference["workdir"]) == [6, 8, 10]  # every 2 steps, keep 3
+    # the data-iterator states of deleted checkpoints go with them
+    assert sorted(os.listdir(os.path.join(reference["workdir"], "data_state"))) == ["10", "6", "8"]
+    losses = [reference["train_rows"][step][0]["loss"] for step in range(1, REFERENCE_STEPS + 1)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    with open(os.path.join(reference["workdir"], "config.json")) as f:
+        assert json.load(f) == json.loads(reference["config"].to_json_best_effort(sort_keys=True))
+
+
+def test_stop_and_resume_replays_the_uninterrupted_run_bitwise(tmp_path, reference, settings):
+    workdir = str(tmp_path)
+    config = make_config(settings)
+    first = pretrain.train_and_evaluate(config, workdir, stop_at_step=3)
+    assert first["step"] == 3 and saved_steps(workdir) == [2, 3]  # the stop saved off-interval
+    second = pretrain.train_and_evaluate(config, workdir, stop_at_step=REFERENCE_STEPS)
+    assert second["step"] == REFERENCE_STEPS
+    assert_bitwise_equal(saved_params(config, workdir, REFERENCE_STEPS), reference["params"])
+    rows = logged_rows(workdir, "train")
+    assert sorted(rows) == list(range(1, REFERENCE_STEPS + 1))  # each step once: nothing replayed
+    assert_replays_reference(workdir, reference["train_rows"], range(1, REFERENCE_STEPS + 1))
+    eval_rows = logged_rows(workdir, "eval")
+    assert sorted(eval_rows) == [3, 4, 8, REFERENCE_STEPS]  # the stop evaluates too
+    for step in (4, 8, REFERENCE_STEPS):
+        assert eval_rows[step] == reference["eval_rows"][step]
+    assert second["train"]["loss"] == reference["result"]["train"]["loss"]
+
+
+def test_sigterm_saves_exits_zero_and_the_run_resumes(tmp_path, reference, settings, compile_cache):
+    workdir = str(tmp_path / "run")
+    # No --stop_at_step: left alone it would train all SCHEDULE_STEPS steps.
+    proc = start(["-m", "electra_jax.train", *cli_args(settings, workdir)], tmp_path / "log",
+                 compile_cache)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    wait_for(lambda: os.path.exists(metrics) and os.path.getsize(metrics) > 0, proc,
+             "a logged training step")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        returncode = proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the run did not stop after SIGTERM:\n{output(proc)[-5000:]}")
+    log = output(proc)
+    assert returncode == 0, log[-5000:]
+    assert "SIGTERM received" in log
+    stopped = max(saved_steps(workdir))
+    assert 1 <= stopped < SCHEDULE_STEPS
+    assert json.loads([line for line in log.splitlines() if line.startswith("{")][-1])["step"] == stopped
+    assert max(logged_rows(workdir, "train")) == stopped  # nothing trained past the save
+    assert f"step {stopped}: loss=" in log  # the one-line summary
+    assert "tensorboard --logdir" in log
+    with open(os.path.join(workdir, "config.json")) as f, \
+            open(os.path.join(reference["workdir"], "config.json")) as g:
+        assert json.load(f) == json.load(g)  # the CLI's overrides built the reference's config
+
+    assert stopped + 2 <= REFERENCE_STEPS, f"SIGTERM was handled only at step {stopped}"
+    resumed = pretrain.train_and_evaluate(make_config(settings), workdir, stop_at_step=stopped + 2)
+    assert resumed["step"] == stopped + 2
+    assert_replays_reference(workdir, reference["train_rows"], range(1, stopped + 3))
+
+
+# Runs the train CLI with orbax's commit of one step's checkpoint (the rename of its
+# temporary directory) blocked: the step is fully written but not complete when the test
+# SIGKILLs the process. Deterministic, and no sleeps.
+_HANG_IN_SAVE = """
+import asyncio, os
+from orbax.checkpoint._src.path import atomicity
+from electra_jax import train
+
+commit = atomicity.AtomicRenameTemporaryPath.finalize
+
+async def finalize(self):
+    if self.get_final().name == os.environ["HANG_AT_STEP"]:
+        with open(os.environ["HANG_MARKER"], "w") as f:
+            f.write(str(self.get()))
+        await asyncio.Event().wait()  # forever: the test kills the process here
+    await commit(self)
+
+atomicity.AtomicRenameTemporaryPath.finalize = finalize
+train.run()
+"""
+
+
+def test_sigkill_during_a_save_restarts_from_the_last_complete_checkpoint(
+        tmp_path, reference, settings, compile_cache):
+    workdir = str(tmp_path / "run")
+    script = tmp_path / "hang_in_save.py"
+    script.write_text(_HANG_IN_SAVE)
+    marker = str(tmp_path / "saving")
+    proc = start([str(script), *cli_args(settings, workdir)], tmp_path / "log", compile_cache,
+                 HANG_AT_STEP="4", HANG_MARKER=marker)
+    wait_for(lambda: os.path.exists(marker) and os.path.getsize(marker) > 0, proc,
+             "the save of step 4")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    with open(marker) as f:
+        half_saved = f.read()
+    assert os.path.isdir(half_saved) and os.path.basename(half_saved).startswith("4.")
+    assert os.path.isdir(os.path.join(workdir, "data_state", "4"))  # written before the orbax save
+    assert saved_steps(workdir) == [2]  # the reader ignores (and keeps) the unfinished step
+    assert os.path.isdir(half_saved)
+
+    result = pretrain.train_and_evaluate(make_config(settings), workdir, stop_at_step=REFERENCE_STEPS)
+    assert result["step"] == REFERENCE_STEPS
+    assert not os.path.exists(half_saved)  # the trainer cleans up its unfinished save
+    assert_bitwise_equal(saved_params(make_config(settings), workdir, REFERENCE_STEPS),
+                         reference["params"])
+    rows = logged_rows(workdir, "train")
+    assert len(rows[3]) == 2  # logged by the killed run, then replayed after the restart
+    assert_replays_reference(workdir, reference["train_rows"], range(1, REFERENCE_STEPS + 1))
+
+
+def test_evaluate_reproduces_the_eval_metrics_logged_in_training(reference):
+    config = checkpoints.load_run_config(reference["workdir"])  # as evaluate.py does
+    result = pretrain.evaluate_checkpoint(config, reference["workdir"], 8)
+    logged = dict(reference["eval_rows"][8][0])
+    assert logged.pop("split") == "eval"
+    assert result == logged  # same state, data, masking seed and program: exactly equal
+    latest = pretrain.evaluate_checkpoint(config, reference["workdir"])
+    assert latest["step"] == REFERENCE_STEPS
+
+
+def _eval_batch(shards):
+    from data_pipelines import pretraining as data
+    it = data.make_pretraining_iterator(shards["eval_files"], batch_size=4, seq_length=SEQ, seed=0,
+                                        shuffle_buffer=0, repeat=False, process_index=0,
+                                        process_count=1)
+    batch = next(it)
+    batch["attention_mask"][1, SEQ // 2:] = 0  # padding, so the mask is exercised
+    batch["input_ids"][1, SEQ // 2:] = 0
+    return batch
+
+
+def test_export_loads_in_transformers_with_the_same_logits(tmp_path, reference, shards):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    out = str(tmp_path / "hf")
+    assert pretrain.export_checkpoint(reference["workdir"], out) == REFERENCE_STEPS
+    gen_cfg, disc_cfg = model.configs_from_dict(reference["config"].model)
+    gen_params, disc_params = model.split_pretraining_params(reference["params"])
+    batch = _eval_batch(shards)
+    torch_inputs = {k: torch.from_numpy(v).long() for k, v in batch.items()}
+    for kind, cfg, params, hf_class in (
+            ("discriminator", disc_cfg, disc_params, transformers.ElectraForPreTraining),
+            ("generator", gen_cfg, gen_params, transformers.ElectraForMaskedLM)):
+        assert os.path.exists(os.path.join(out, kind, "spm.model"))  # the run's tokenizer
+        net = model.Discriminator(cfg) if kind == "discriminator" else model.Generator(cfg)
+        ours = np.asarray(net.apply({"params": params}, batch["input_ids"],
+                                    attention_mask=batch["attention_mask"],
+                                    token_type_ids=batch["token_type_ids"], deterministic=True))
+        hf_net = hf_class.from_pretrained(os.path.join(out, kind)).eval()
+        with torch.no_grad():
+            theirs = hf_net(**torch_inputs).logits.numpy()
+        assert theirs.shape == ours.shape
+        np.testing.assert_allclose(theirs, ours, atol=1e-4, err_msg=kind)
+
+
+def test_a_workdir_of_another_model_is_refused_unless_fresh(tmp_path, reference, settings):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    before = file_digests(workdir)
+    other = make_config(settings, **{"model.initializer_range": 0.03})
+    with pytest.raises(ValueError, match=r"model\.initializer_range: saved 0\.02 vs 0\.03.*--fresh"):
+        pretrain.train_and_evaluate(other, workdir, stop_at_step=2)
+    assert file_digests(workdir) == before  # refused before touching anything
+
+    result = pretrain.train_and_evaluate(other, workdir, fresh=True, stop_at_step=2)
+    assert result["step"] == 2
+    (aside,) = glob.glob(os.path.join(workdir, "replaced-*"))
+    # The previous run, byte for byte, and still a workdir evaluate/export can read.
+    assert file_digests(aside) == before
+    assert checkpoints.load_run_config(aside).model.initializer_range == 0.02
+    assert saved_steps(aside) == [6, 8, 10]
+    # The new run starts from scratch with its own logs.
+    assert saved_steps(workdir) == [2]
+    assert sorted(logged_rows(workdir, "train")) == [1, 2]
+    assert checkpoints.load_run_config(workdir).model.initializer_range == 0.03
+
+
+def test_a_finished_run_resumed_again_changes_no_checkpoint(tmp_path, reference, settings):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    before = file_digests(os.path.join(workdir, "checkpoints"))
+    result = pretrain.train_and_evaluate(make_config(settings), workdir, stop_at_step=REFERENCE_STEPS)
+    assert result["step"] == REFERENCE_STEPS
+    assert file_digests(os.path.join(workdir, "checkpoints")) == before
+
+
+def test_a_saved_step_is_never_overwritten(tmp_path):
+    ckpt = checkpoints.Checkpointer(str(tmp_path), save_every=1, keep=None)
+    try:
+        assert ckpt.save(1, {"w": np.ones(3, np.float32)}, force=True)
+        ckpt.wait()
+        before = file_digests(str(tmp_path / "checkpoints"))
+        assert not ckpt.save(1, {"w": np.zeros(3, np.float32)}, force=True)
+        ckpt.wait()
+        assert file_digests(str(tmp_path / "checkpoints")) == before
+        restored = ckpt.restore(1, {"w": jax.ShapeDtypeStruct((3,), np.float32)})
+        np.testing.assert_array_equal(restored["w"], np.ones(3, np.float32))
+    finally:
+        ckpt.close()
+
+
+def test_tensorboard_holds_the_logged_scalars(reference):
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.core.util import event_pb2
+    scalars = {}
+    for path in glob.glob(os.path.join(reference["workdir"], "tensorboard", "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            for value in event_pb2.Event.FromString(record).summary.value:
+                scalars[(value.tag, event_pb2.Event.FromString(record).step)] = float(
+                    tf.make_ndarray(value.tensor))
+    logged = reference["train_rows"][REFERENCE_STEPS][0]
+    for name in ("loss", "mlm_loss", "disc_loss", "mlm_accuracy", "learning_rate", "grad_norm"):
+        assert scalars[(f"train/{name}", REFERENCE_STEPS)] == np.float32(logged[name]), name
+    for name in ("step_time_s", "tokens_per_s"):
+        assert (f"train/{name}", REFERENCE_STEPS) in scalars
+    assert scalars[("eval/mlm_loss", 8)] == np.float32(reference["eval_rows"][8][0]["mlm_loss"])
+
+
+def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = subprocess.run(
+        [sys.executable, "-m", "electra_jax.train", f"--config={REPO}/configs/electra_tiny.py",
+         f"--workdir={workdir}", "--config.train.typo_key=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    assert proc.returncode != 0
+    assert "typo_key" in proc.stderr
+    assert not os.path.exists(workdir)  # refused before anything was written
+
+
+def test_console_scripts_point_at_cli_run_functions():
+    with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as f:
+        setup_source = f.read()
+    scripts = {}
+    for node in ast.walk(ast.parse(setup_source)):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            for spec in ast.literal_eval(node.value)["console_scripts"]:
+                name, target = (part.strip() for part in spec.split("="))
+                scripts[name] = target
+    assert {"electra-jax-train", "electra-jax-evaluate", "electra-jax-export",
+            "electra-jax-finetune-glue"} <= set(scripts)
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        path = os.path.join(REPO, *module.split(".")) + ".py"
+        with open(path, encoding="utf-8") as f:
+            functions = {node.name for node in ast.parse(f.read()).body
+                         if isinstance(node, ast.FunctionDef)}
+        assert function in functions, f"{name}: {path} has no {function}()"
