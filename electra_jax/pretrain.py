@@ -467,7 +467,9 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
     else:
         state = init_train_state(trainer)
     start_step = int(state.step)
-    end_step = min(config.train.num_steps, stop_at_step or config.train.num_steps)
+    end_step = config.train.num_steps
+    if stop_at_step is not None:  # 0 is a step to stop at, not "no limit"
+        end_step = min(end_step, stop_at_step)
     batch_sharding = sharding.batch_sharding(trainer.mesh)
     step_fn = jit_train_step(trainer)
     eval_fn = jit_eval_step(trainer, eval_seed=config.train.seed + 1)

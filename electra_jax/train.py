@@ -13,6 +13,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from electra_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/electra_*.py file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and TensorBoard go here.")
@@ -47,7 +49,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
