@@ -79,9 +79,44 @@ def test_params_are_sharded_as_the_rules_say(mesh_runs):
     assert mu_leaves and all(leaf.sharding.spec == kernel.sharding.spec for leaf in mu_leaves)
 
 
-def test_losses_decrease_and_metrics_are_sane(mesh_runs):
+def test_losses_are_finite(mesh_runs):
     _, _, losses = mesh_runs["single"]
     assert np.all(np.isfinite(losses))
+
+
+def repeated_token_batches(config, num, seed, period=64):
+    """A corpus with learnable structure: every real token of a row is the same id (one of
+    `period`), so a masked token follows from any other token and a replacement stands out."""
+    rng = np.random.default_rng(seed)
+    first_regular = max(config.objective.special_token_ids) + 1
+    half = SEQ_LEN // 2
+    for _ in range(num):
+        row_ids = first_regular + rng.integers(0, period, (config.train.batch_size, 1))
+        ids = np.repeat(row_ids, SEQ_LEN, axis=1)
+        ids[:, 0], ids[:, half], ids[:, -1] = 2, 3, 3  # [CLS] A [SEP] B [SEP]
+        types = np.zeros_like(ids)
+        types[:, half + 1:] = 1
+        yield {"input_ids": ids.astype(np.int32), "attention_mask": np.ones_like(ids, np.int32),
+               "token_type_ids": types.astype(np.int32)}
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_a_structured_corpus():
+    config = tiny_config()
+    config.train.num_steps = 300
+    config.optim.warmup_steps = 30
+    trainer = pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = pretrain.init_train_state(trainer)
+    step = pretrain.jit_train_step(trainer)
+    for batch in repeated_token_batches(config, config.train.num_steps, seed=0):
+        state, _ = step(state, batch)
+    held_out = list(repeated_token_batches(config, 4, seed=1))
+    metrics = pretrain.evaluate(trainer, state, held_out, eval_seed=7)
+    print("after 300 steps:", metrics)
+    # Chance for the generator is 1/64 (one of 64 ids); the all-"original" discriminator
+    # scores 1 - replaced_fraction. Seen on a CPU: mlm 0.30, disc 0.938 vs baseline 0.879.
+    assert metrics["mlm_accuracy"] > 10 / 64
+    assert metrics["disc_accuracy"] > 1 - metrics["replaced_fraction"] + 0.03
 
 
 def test_gradient_accumulation_matches_full_batch():
