@@ -805,6 +805,8 @@ def test_bad_configs_are_clear_errors(qa_init, tmp_path):
         squad.load_examples(tiny_run_config(qa_init, data_file, "2.0", train_articles="7:"), "train")
     with pytest.raises(ValueError, match="SQuAD version '3.0'"):
         squad.load_examples(tiny_run_config(qa_init, data_file, "3.0"), "train")
+    with pytest.raises(ValueError, match="max_answer_length=0; it must be at least 1"):
+        squad.run(tiny_run_config(qa_init, data_file, "2.0", max_answer_length=0), str(tmp_path / "w"))
     with pytest.raises(ValueError, match="leaves no room for context"):
         squad.run(tiny_run_config(qa_init, data_file, "2.0", max_seq_length=8), str(tmp_path / "w"))
 

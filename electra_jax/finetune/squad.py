@@ -84,6 +84,13 @@ def squad_config() -> ml_collections.ConfigDict:
     return c
 
 
+def check_config(config) -> None:
+    squad_data.check_version(config.version)
+    for key in ("max_query_length", "doc_stride", "n_best_size", "max_answer_length"):
+        if config[key] < 1:
+            raise ValueError(f"{key}={config[key]}; it must be at least 1 (set --config.{key})")
+
+
 def uses_answerable_head(config) -> bool:
     return config.version == "2.0" and config.answerable_head
 
@@ -343,7 +350,7 @@ def featurize_config(config, examples, tokenizer, with_labels: bool) -> Windows:
 def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs and scores each on the evaluation set; writes
     predictions, models and results.json into `workdir` (see the module docstring)."""
-    squad_data.check_version(config.version)
+    check_config(config)
     os.makedirs(workdir, exist_ok=True)
     pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
     tokenizer = pretrained.tokenizer
