@@ -25,15 +25,38 @@ _STOP_AT_STEP = flags.DEFINE_integer("stop_at_step", None, "Stop (with a checkpo
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _on_cloud_tpu_vm() -> bool:
+    # Set by `import jax` (cloud_tpu_init) on TPU VMs with libtpu; JAX's own cluster
+    # detection keys on the same flag. Single-host TPU VMs initialize as 1 process.
+    from jax._src import cloud_tpu_init
+    return bool(cloud_tpu_init.running_in_cloud_tpu_vm)
+
+
 def maybe_initialize_distributed() -> None:
-    """jax.distributed for multi-process runs; a no-op for one process."""
+    """jax.distributed for multi-process runs; a no-op for one process.
+
+    Cloud TPU VMs, SLURM (one task per host or per GPU) and Open MPI are detected by JAX
+    itself. Anywhere else set JAX_COORDINATOR_ADDRESS=host:port (process 0's address),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID in every process's environment.
+    """
     import jax
-    multi_process = (os.environ.get("JAX_COORDINATOR_ADDRESS")
-                     or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-                     or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""))
-    if multi_process:
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS") and "SLURM_NTASKS" not in env:
+        missing = [name for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not env.get(name)]
+        if missing:
+            raise ValueError(f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']} is set but "
+                             f"{' and '.join(missing)} not; set both in every process (process "
+                             "ids 0 .. JAX_NUM_PROCESSES-1, the coordinator is process 0)")
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"],
+                                   num_processes=int(env["JAX_NUM_PROCESSES"]),
+                                   process_id=int(env["JAX_PROCESS_ID"]))
+    elif (int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+          or _on_cloud_tpu_vm()):
         jax.distributed.initialize()
-        logging.info("process %d of %d", jax.process_index(), jax.process_count())
+    else:
+        return
+    logging.info("process %d of %d, %d local devices of %d", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def main(argv):

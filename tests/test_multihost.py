@@ -1,0 +1,245 @@
+"""Two JAX processes on this CPU (jax.distributed, gloo collectives) train like one.
+
+Each process runs the real CLI (`python -m electra_jax.train`) with 2 local CPU devices
+and JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, reads its own half of
+the shards, and the pair must reproduce, step for step, a single process fed the same
+global batches (process 0's rows first, then process 1's). The reference builds those
+batches with the same reader told `process_index=p, process_count=2`, so if the two
+processes read the same slice, or a global batch were assembled in another order, the
+losses would differ.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from data_pipelines import build_shards
+from data_pipelines import pretraining as data
+from electra_jax import checkpoints, presets, pretrain, sharding
+from electra_jax import train as train_cli
+
+PROCESSES, LOCAL_DEVICES = 2, 2
+SEQ, GLOBAL_BATCH = 32, 8
+# LLVM without optimisation compiles the train step 2-4x faster on this CPU; same math.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_shards(directory, num_files=4, examples_per_file=24, seed=0):
+    """Random-token shards in build_shards' format: [CLS] A [SEP] B [SEP] plus padding."""
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    for index in range(num_files):
+        path = os.path.join(directory, f"train-{index:05d}-of-{num_files:05d}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for _ in range(examples_per_file):
+                length = int(rng.integers(SEQ // 2, SEQ + 1))
+                ids = [2, *rng.integers(5, 300, length - 3).tolist(), 3, 3]
+                ids[length // 2] = 3
+                segments = [0] * (length // 2 + 1) + [1] * (length - length // 2 - 1)
+                pad = SEQ - length
+                writer.write(build_shards._serialize({
+                    "input_ids": ids + [0] * pad, "input_mask": [1] * length + [0] * pad,
+                    "segment_ids": segments + [0] * pad}))
+    return os.path.join(directory, "train-*.tfrecord")
+
+
+def overrides(train_files, num_steps):
+    return {
+        "data.source": "tfrecord", "data.train_files": train_files, "data.shuffle_buffer": 16,
+        "train.max_seq_length": SEQ, "train.batch_size": GLOBAL_BATCH,
+        "objective.max_predictions_per_seq": presets.max_predictions_per_seq(0.15, SEQ),
+        "train.num_steps": num_steps, "train.log_every": 1, "train.eval_every": 0,
+        "train.checkpoint_every": 3, "train.tensorboard": False, "optim.warmup_steps": 2,
+        # fsdp over all 4 devices: every process holds different parameter shards, so a
+        # checkpoint is complete only if every process wrote its part.
+        "mesh.data": 1, "mesh.fsdp": -1,
+        # one layer and a small vocabulary: compiling is most of this test's time
+        "model.num_layers": 1, "model.vocab_size": 512,
+    }
+
+
+def reference_config(train_files, num_steps):
+    config = presets.pretraining_config("tiny")
+    for key, value in overrides(train_files, num_steps).items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_processes(workdir, train_files, num_steps, extra_args=()):
+    """The same `python -m electra_jax.train` command in 2 processes; logs to files."""
+    address = f"127.0.0.1:{free_port()}"
+    flags = [f"--config.{key}={value}" for key, value in overrides(train_files, num_steps).items()]
+    procs = []
+    for process_id in range(PROCESSES):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
+                            f"--xla_backend_optimization_level={FAST_COMPILE['xla_backend_optimization_level']}",
+               "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": str(PROCESSES),
+               "JAX_PROCESS_ID": str(process_id)}
+        log = open(os.path.join(workdir, f"process_{process_id}.log"), "ab")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "electra_jax.train", f"--config={REPO}/configs/electra_tiny.py",
+             f"--workdir={workdir}", *flags, *extra_args],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
+        log.close()
+    return procs
+
+
+def wait_all(procs, workdir, timeout):
+    """Waits for every process; kills all of them on a failure or timeout."""
+    deadline = time.monotonic() + timeout
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    codes = [proc.returncode for proc in procs]
+    if any(codes):
+        logs = "\n".join(f"--- process {i} (exit {code}):\n{read_tail(workdir, i)}"
+                         for i, code in enumerate(codes))
+        raise AssertionError(f"multi-process run failed or timed out after {timeout}s:\n{logs}")
+
+
+def read_tail(workdir, process_id, chars=3000):
+    with open(os.path.join(workdir, f"process_{process_id}.log"), errors="replace") as f:
+        return f.read()[-chars:]
+
+
+def logged_train_steps(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [row for row in rows if row["split"] == "train"]
+
+
+def reference_run(config, num_steps):
+    """One process on one device, fed the concatenation of the two hosts' batches.
+    Returns the trainer, the losses and the host parameters after every step."""
+    trainer = pretrain.make_pretrainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = pretrain.init_train_state(trainer)
+    hosts = [data.make_pretraining_iterator(
+        config.data.train_files, batch_size=GLOBAL_BATCH // PROCESSES, seq_length=SEQ,
+        seed=config.train.seed, shuffle_buffer=config.data.shuffle_buffer,
+        process_index=p, process_count=PROCESSES) for p in range(PROCESSES)]
+    step_fn, losses, params = None, [], {}
+    for _ in range(num_steps):
+        host_batches = [next(host) for host in hosts]
+        batch = {key: np.concatenate([b[key] for b in host_batches]) for key in host_batches[0]}
+        batch = data.to_global_batch(batch, sharding.batch_sharding(trainer.mesh))
+        step_fn = step_fn or pretrain.jit_train_step(trainer).lower(state, batch).compile(FAST_COMPILE)
+        state, metrics = step_fn(state, batch)
+        losses.append(float(metrics["loss"]))
+        params[int(state.step)] = jax.device_get(state.params)
+    return trainer, np.array(losses), params
+
+
+NUM_STEPS, FIRST_STOP = 6, 3
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """Two processes train steps 1-3 of a 6-step run and stop with a checkpoint; the
+    single-process reference (all 6 steps) is computed while they run."""
+    root = tmp_path_factory.mktemp("multihost")
+    train_files = write_shards(str(root))
+    workdir = str(root / "run")
+    os.makedirs(workdir)
+    procs = start_processes(workdir, train_files, NUM_STEPS, [f"--stop_at_step={FIRST_STOP}"])
+    try:
+        reference = reference_run(reference_config(train_files, NUM_STEPS), NUM_STEPS)
+    finally:
+        wait_all(procs, workdir, timeout=300)
+    return workdir, train_files, reference
+
+
+def restore_single_process(workdir, trainer, step):
+    ckpt = checkpoints.Checkpointer(workdir, save_every=FIRST_STOP, keep=3)
+    try:
+        return ckpt.all_steps(), ckpt.restore(step, pretrain.abstract_train_state(trainer))
+    finally:
+        ckpt.close()
+
+
+def assert_params_close(state, ref_params):
+    for got, want in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(ref_params)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+def test_two_processes_train_and_save_like_one(first_run):
+    workdir, _, (trainer, ref_losses, ref_params) = first_run
+    logged = logged_train_steps(workdir)
+    # Only process 0 writes metrics: one row per step, not two.
+    assert [row["step"] for row in logged] == list(range(1, FIRST_STOP + 1))
+    # 4 fsdp shards over 2 processes sum in another order than one device: round-off only.
+    np.testing.assert_allclose([row["loss"] for row in logged], ref_losses[:FIRST_STOP], rtol=1e-5)
+    # Every process saved its own input-pipeline position beside the checkpoint.
+    assert sorted(os.listdir(os.path.join(workdir, "data_state", str(FIRST_STOP)))) == [
+        f"{data.STATE_PREFIX}.process_{p:05d}-of-00002.{suffix}"
+        for p in range(PROCESSES) for suffix in ("data-00000-of-00001", "index")]
+    # The parameters are fsdp-sharded across both processes, so this restore (one process,
+    # another device layout) succeeds only if each process wrote its own shards.
+    steps, restored = restore_single_process(workdir, trainer, FIRST_STOP)
+    assert steps == [FIRST_STOP] and int(restored.step) == FIRST_STOP
+    assert_params_close(restored, ref_params[FIRST_STOP])
+
+
+@pytest.mark.slow
+def test_two_processes_resume_like_one(first_run):
+    workdir, train_files, (trainer, ref_losses, ref_params) = first_run
+    # A fresh pair of processes restores step 3 (each its shards and its data position).
+    wait_all(start_processes(workdir, train_files, NUM_STEPS), workdir, timeout=300)
+    assert all("restored step 3" in read_tail(workdir, p, chars=10**6) for p in range(PROCESSES))
+    logged = logged_train_steps(workdir)
+    assert [row["step"] for row in logged] == list(range(1, NUM_STEPS + 1))
+    np.testing.assert_allclose([row["loss"] for row in logged], ref_losses, rtol=1e-5)
+    steps, restored = restore_single_process(workdir, trainer, NUM_STEPS)
+    assert steps == [FIRST_STOP, NUM_STEPS]
+    assert_params_close(restored, ref_params[NUM_STEPS])
+
+
+def test_coordinator_without_process_count_is_refused(monkeypatch):
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    monkeypatch.delenv("JAX_NUM_PROCESSES", raising=False)
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES not; set both"):
+        train_cli.maybe_initialize_distributed()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"},
+     (("10.0.0.1:1234",), {"num_processes": 4, "process_id": 3})),
+    ({"SLURM_NTASKS": "16"}, ((), {})),  # JAX reads the SLURM variables itself
+    ({"OMPI_COMM_WORLD_SIZE": "2"}, ((), {})),
+    ({"SLURM_NTASKS": "1"}, None),  # one process: no distributed runtime at all
+    ({}, None),
+])
+def test_distributed_initialization_is_chosen_from_the_environment(monkeypatch, env, expected):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
+                 "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    train_cli.maybe_initialize_distributed()
+    assert calls == ([] if expected is None else [expected])
