@@ -13,6 +13,7 @@ leaves an orphan iterator state, never a checkpoint without one).
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -146,8 +147,10 @@ def check_run_config(workdir: str, config_json: str, fresh: bool) -> None:
         _write_atomic(path, config_json.encode("utf-8"))
 
 
-# Everything a run writes at the top of its workdir (default_data is reusable input, kept).
-RUN_OUTPUTS = ("config.json", "checkpoints", "data_state", "metrics.jsonl", "tensorboard")
+# Everything a run (and evaluate.py on it) writes at the top of its workdir; default_data
+# is reusable input and stays.
+RUN_OUTPUTS = ("config.json", "checkpoints", "data_state", "metrics.jsonl", "tensorboard",
+               "eval_step_*.json")
 
 
 def _move_run_aside(workdir: str) -> str:
@@ -155,9 +158,9 @@ def _move_run_aside(workdir: str) -> str:
     workdir (evaluate.py and export.py still read it); nothing is deleted or overwritten."""
     aside = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
     os.makedirs(aside)  # exists already: fail rather than mix two previous runs
-    for name in RUN_OUTPUTS:
-        if os.path.exists(os.path.join(workdir, name)):
-            os.replace(os.path.join(workdir, name), os.path.join(aside, name))
+    for pattern in RUN_OUTPUTS:
+        for path in glob.glob(os.path.join(workdir, pattern)):
+            os.replace(path, os.path.join(aside, os.path.basename(path)))
     logging.warning("--fresh: moved the previous run's checkpoints and logs to %s", aside)
     return aside
 

@@ -24,7 +24,6 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import checkpoints, model, pretrain, presets
 
@@ -50,17 +49,46 @@ def compile_cache(tmp_path_factory):
     compilation_cache.reset_cache()
 
 
+WORDS = ("time year people way day man thing woman life child world school state family student "
+         "group country problem hand part place case week company system program question work "
+         "government number night point home water room mother area money story fact month lot "
+         "right study book eye job word business issue side kind head house service friend father "
+         "power hour game line end member law car city community name president team minute idea "
+         "kid body information back parent face others level office door health person art war "
+         "history party result change morning reason research girl guy moment air teacher").split()
+
+
+def write_corpus(path, num_documents=12, sentences_per_document=20):
+    """Random sentences over a fixed vocabulary: ELECTRA's text format (a sentence a line,
+    a blank line between documents), instant to write, unlike the embedded corpus."""
+    rng = np.random.default_rng(0)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(num_documents):
+            for _ in range(sentences_per_document):
+                f.write(" ".join(rng.choice(WORDS, rng.integers(6, 16))).capitalize() + ".\n")
+            f.write("\n")
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     corpus = str(root / "corpus.txt")
-    default_corpus.write_default_corpus(corpus, max_documents=12)
-    tokenizer = tokenizer_lib.train_sentencepiece(corpus, str(root / "spm.model"), vocab_size=256)
+    write_corpus(corpus)
+    tokenizer = tokenizer_lib.train_sentencepiece(corpus, str(root / "spm.model"), vocab_size=200)
     build_lib.build_shards(corpus, str(root / "shards"), tokenizer_path=tokenizer.path,
                            max_seq_length=SEQ, num_shards=2, num_eval_shards=1, show_progress=False)
-    return {"train_files": str(root / "shards" / "train-*.tfrecord"),
-            "eval_files": str(root / "shards" / "eval-*.tfrecord"),
-            "tokenizer": tokenizer.path, "vocab_size": tokenizer.vocab_size}
+    files = {"train_files": str(root / "shards" / "train-*.tfrecord"),
+             "eval_files": str(root / "shards" / "eval-*.tfrecord")}
+    # The runs read more than one epoch (so a resume must restore the reshuffle), and the
+    # evaluation's 2 batches fit in the held-out shard.
+    assert count_records(files["train_files"]) < REFERENCE_STEPS * BATCH
+    assert count_records(files["eval_files"]) >= 2 * BATCH
+    return {**files, "tokenizer": tokenizer.path, "vocab_size": tokenizer.vocab_size}
+
+
+def count_records(pattern) -> int:
+    import tensorflow as tf
+    return sum(1 for _ in tf.data.TFRecordDataset(sorted(glob.glob(pattern))))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +111,7 @@ def settings(shards):
         "data.train_files": shards["train_files"],
         "data.eval_files": shards["eval_files"],
         "data.tokenizer": shards["tokenizer"],
-        "data.shuffle_buffer": 32,  # 70 training examples: the buffer and epochs both matter
+        "data.shuffle_buffer": 32,  # ~64 training examples: the buffer and epochs both matter
     }
 
 
@@ -282,6 +310,7 @@ train.run()
 """
 
 
+@pytest.mark.slow  # a second subprocess; the default suite has the SIGTERM one
 def test_sigkill_during_a_save_restarts_from_the_last_complete_checkpoint(
         tmp_path, reference, settings, compile_cache):
     workdir = str(tmp_path / "run")
@@ -319,6 +348,32 @@ def test_evaluate_reproduces_the_eval_metrics_logged_in_training(reference):
     assert result == logged  # same state, data, masking seed and program: exactly equal
     latest = pretrain.evaluate_checkpoint(config, reference["workdir"])
     assert latest["step"] == REFERENCE_STEPS
+
+
+@pytest.mark.slow  # two more subprocesses; the functions behind them are tested above
+def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
+    proc = subprocess.run(
+        [sys.executable, "-m", "electra_jax.evaluate", f"--workdir={reference['workdir']}", "--step=8"],
+        cwd=REPO, env=subprocess_env(compile_cache), capture_output=True, text=True,
+        timeout=SUBPROCESS_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    with open(os.path.join(reference["workdir"], "eval_step_8.json")) as f:
+        assert json.load(f) == printed
+    logged = dict(reference["eval_rows"][8][0])
+    logged.pop("split")
+    assert printed == logged
+
+    out = str(tmp_path / "hf")
+    proc = subprocess.run(
+        [sys.executable, "-m", "electra_jax.export", f"--workdir={reference['workdir']}", f"--out={out}"],
+        cwd=REPO, env=subprocess_env(compile_cache), capture_output=True, text=True,
+        timeout=SUBPROCESS_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert f"exported step {REFERENCE_STEPS}" in proc.stdout
+    for kind in ("discriminator", "generator"):
+        assert sorted(os.listdir(os.path.join(out, kind))) == ["config.json", "model.safetensors",
+                                                                "spm.model"]
 
 
 def _eval_batch(shards):
@@ -365,17 +420,17 @@ def test_a_workdir_of_another_model_is_refused_unless_fresh(tmp_path, reference,
         pretrain.train_and_evaluate(other, workdir, stop_at_step=2)
     assert file_digests(workdir) == before  # refused before touching anything
 
-    result = pretrain.train_and_evaluate(other, workdir, fresh=True, stop_at_step=2)
-    assert result["step"] == 2
+    result = pretrain.train_and_evaluate(other, workdir, fresh=True, stop_at_step=0)
+    assert result["step"] == 0  # a new run: it did not resume the old one's step 10
     (aside,) = glob.glob(os.path.join(workdir, "replaced-*"))
     # The previous run, byte for byte, and still a workdir evaluate/export can read.
     assert file_digests(aside) == before
     assert checkpoints.load_run_config(aside).model.initializer_range == 0.02
     assert saved_steps(aside) == [6, 8, 10]
-    # The new run starts from scratch with its own logs.
-    assert saved_steps(workdir) == [2]
-    assert sorted(logged_rows(workdir, "train")) == [1, 2]
+    # The new run has its own config, no checkpoints and no logs of the old one.
     assert checkpoints.load_run_config(workdir).model.initializer_range == 0.03
+    assert saved_steps(workdir) == []
+    assert logged_rows(workdir, "train") == {}
 
 
 def test_a_finished_run_resumed_again_changes_no_checkpoint(tmp_path, reference, settings):
