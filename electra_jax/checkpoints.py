@@ -43,8 +43,8 @@ class Checkpointer:
         # Readers (evaluate, export, fine-tuning) may open a workdir that a live run is
         # writing: they must neither create it nor clean up that run's in-flight save.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=save_every, create=not read_only,
-            read_only=read_only, enable_async_checkpointing=async_save,
+            max_to_keep=keep, save_interval_steps=0 if read_only else save_every,
+            create=not read_only, read_only=read_only, enable_async_checkpointing=async_save,
             cleanup_tmp_directories=not read_only)
         self.manager = ocp.CheckpointManager(
             os.path.join(self.workdir, "checkpoints"), options=options,
