@@ -132,9 +132,11 @@ def cli_args(settings, workdir):
 def subprocess_env(cache_dir, **extra):
     """The test process's jax set-up (8 CPU devices, highest matmul precision) and its
     compilation cache, so a subprocess compiles the same programs, or loads them."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache_dir,
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_DEFAULT_MATMUL_PRECISION": str(jax.config.jax_default_matmul_precision), **extra}
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache_dir,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **extra}
+    if jax.config.jax_default_matmul_precision is not None:
+        env["JAX_DEFAULT_MATMUL_PRECISION"] = str(jax.config.jax_default_matmul_precision)
+    return env
 
 
 def start(args, log_path, cache_dir, **extra_env):
