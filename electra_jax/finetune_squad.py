@@ -15,6 +15,8 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from electra_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/squad.py", "configs/squad.py",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Results, predictions and fine-tuned models.")
@@ -31,7 +33,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
