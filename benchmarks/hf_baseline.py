@@ -287,24 +287,30 @@ def make_train_step(generator: ElectraForMaskedLM, discriminator: ElectraForPreT
     return step
 
 
-def _synchronize(device: str) -> None:
+def synchronize(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
 
-def run_hf_baseline(size: str, batch_size: int, seq_length: int, *, steps: int = 10, warmup: int = 3,
-                    variant: str = "eager", device: Optional[str] = None, dtype: Optional[str] = None,
-                    seed: int = 0) -> dict:
-    """Time the transformers ELECTRA pretraining step on one synthetic batch.
+@dataclasses.dataclass
+class HFBenchmark:
+    """A ready-to-time transformers step: `step(batch)` on one fixed synthetic batch."""
+    step: Callable[[dict], dict]
+    batch: dict
+    device: str
+    dtype: str
+    num_params: int
+
+
+def make_hf_benchmark(size: str, batch_size: int, seq_length: int, *, variant: str = "eager",
+                      device: Optional[str] = None, dtype: Optional[str] = None, seed: int = 0
+                      ) -> HFBenchmark:
+    """Models, optimizer, step and batch, untimed (the harness interleaves several of these).
 
     device defaults to cuda when available; dtype to bfloat16 (autocast) on CUDA, float32
-    elsewhere. Step time is the median over `steps` timed steps after `warmup` untimed ones
-    (which include torch.compile's compilation, reported as warmup_s).
-    """
+    elsewhere."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32")
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0")
     generator, discriminator = build_models(size, device, seed, max_positions=max(512, seq_length))
     params = unique_parameters(generator, discriminator)
     optimizer = make_optimizer(params, SIZES[size].learning_rate)
@@ -314,30 +320,46 @@ def run_hf_baseline(size: str, batch_size: int, seq_length: int, *, steps: int =
     batch = {k: v.to(device) for k, v in
              synthetic_batch(batch_size, seq_length, SIZES[size].vocab, seed).items()}
     torch.manual_seed(seed)
+    return HFBenchmark(step, batch, device, dtype, sum(p.numel() for p in params))
+
+
+def run_hf_baseline(size: str, batch_size: int, seq_length: int, *, steps: int = 10, warmup: int = 3,
+                    variant: str = "eager", device: Optional[str] = None, dtype: Optional[str] = None,
+                    seed: int = 0) -> dict:
+    """Time the transformers ELECTRA pretraining step on one synthetic batch.
+
+    Step time is the median over `steps` timed steps after `warmup` untimed ones (which
+    include torch.compile's compilation, reported as warmup_s).
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0")
+    bench = make_hf_benchmark(size, batch_size, seq_length, variant=variant, device=device,
+                              dtype=dtype, seed=seed)
+    device = bench.device
     is_cuda = torch.device(device).type == "cuda"
     if is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
     start = time.perf_counter()
     for _ in range(warmup):
-        step(batch)
-    _synchronize(device)
+        bench.step(bench.batch)
+    synchronize(device)
     warmup_s = time.perf_counter() - start
     step_times = []
     for _ in range(steps):
         start = time.perf_counter()
-        metrics = step(batch)
-        _synchronize(device)
+        metrics = bench.step(bench.batch)
+        synchronize(device)
         step_times.append(time.perf_counter() - start)
 
     step_s = statistics.median(step_times)
     return {
         "impl": f"transformers-{variant}", "size": size, "batch": batch_size, "seq_len": seq_length,
-        "variant": variant, "device": device, "dtype": dtype, "steps": steps, "warmup": warmup,
+        "variant": variant, "device": device, "dtype": bench.dtype, "steps": steps, "warmup": warmup,
         "step_s": step_s, "warmup_s": warmup_s,
         "sequences_per_s": batch_size / step_s, "tokens_per_s": batch_size * seq_length / step_s,
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if is_cuda else None,
-        "num_params": sum(p.numel() for p in params),
+        "num_params": bench.num_params,
         "loss": float(metrics["loss"]), "mlm_loss": float(metrics["mlm_loss"]),
         "disc_loss": float(metrics["disc_loss"]),
         "device_name": torch.cuda.get_device_name(device) if is_cuda else platform.processor(),
