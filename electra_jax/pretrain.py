@@ -433,18 +433,27 @@ def check_tokenizer(config) -> None:
 
 
 class _Preemption:
-    """SIGTERM (cloud preemption, scancel, docker stop) asks for a save and a clean exit."""
+    """SIGTERM (cloud preemption, scancel, docker stop) asks for a save and a clean exit.
+
+    Only in a single-process run: with several processes, JAX's preemption sync manager
+    (started by jax.distributed) owns SIGTERM and `reached_preemption` stops every process
+    at one agreed step; a process stopping on its own would leave the others blocked in
+    the next step's collectives.
+    """
 
     def __init__(self):
         self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._installed = jax.process_count() == 1
+        if self._installed:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         logging.warning("SIGTERM received: saving a checkpoint and stopping")
         self.requested = True
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def train_and_evaluate(config, workdir: str, *, fresh: bool = False,

@@ -51,7 +51,7 @@ def write_shards(directory, num_files=4, examples_per_file=24, seed=0):
     return os.path.join(directory, "train-*.tfrecord")
 
 
-def overrides(train_files, num_steps):
+def overrides(train_files, num_steps, **changes):
     return {
         "data.source": "tfrecord", "data.train_files": train_files, "data.shuffle_buffer": 16,
         "train.max_seq_length": SEQ, "train.batch_size": GLOBAL_BATCH,
@@ -63,6 +63,7 @@ def overrides(train_files, num_steps):
         "mesh.data": 1, "mesh.fsdp": -1,
         # one layer and a small vocabulary: compiling is most of this test's time
         "model.num_layers": 1, "model.vocab_size": 512,
+        **changes,
     }
 
 
@@ -80,10 +81,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_processes(workdir, train_files, num_steps, extra_args=()):
+def start_processes(workdir, train_files, num_steps, extra_args=(), **changes):
     """The same `python -m electra_jax.train` command in 2 processes; logs to files."""
     address = f"127.0.0.1:{free_port()}"
-    flags = [f"--config.{key}={value}" for key, value in overrides(train_files, num_steps).items()]
+    flags = [f"--config.{key}={value}"
+             for key, value in overrides(train_files, num_steps, **changes).items()]
     procs = []
     for process_id in range(PROCESSES):
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
@@ -156,12 +158,15 @@ NUM_STEPS, FIRST_STOP = 6, 3
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def train_files(tmp_path_factory):
+    return write_shards(str(tmp_path_factory.mktemp("shards")))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, train_files):
     """Two processes train steps 1-3 of a 6-step run and stop with a checkpoint; the
     single-process reference (all 6 steps) is computed while they run."""
-    root = tmp_path_factory.mktemp("multihost")
-    train_files = write_shards(str(root))
-    workdir = str(root / "run")
+    workdir = str(tmp_path_factory.mktemp("multihost") / "run")
     os.makedirs(workdir)
     procs = start_processes(workdir, train_files, NUM_STEPS, [f"--stop_at_step={FIRST_STOP}"])
     try:
@@ -214,6 +219,33 @@ def test_two_processes_resume_like_one(first_run):
     steps, restored = restore_single_process(workdir, trainer, NUM_STEPS)
     assert steps == [FIRST_STOP, NUM_STEPS]
     assert_params_close(restored, ref_params[NUM_STEPS])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_all_at_one_checkpoint(tmp_path, train_files):
+    # A preempted TPU VM or a SLURM requeue may signal the processes at different steps.
+    # JAX's preemption sync manager agrees on one step for all; a process that stopped on
+    # its own would leave the others blocked in the next step's collectives.
+    workdir = str(tmp_path)
+    procs = start_processes(workdir, train_files, 10_000, **{"train.checkpoint_every": 1000})
+    deadline = time.monotonic() + 300
+    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+               and len(logged_train_steps(workdir)) >= 2):
+        if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
+            wait_all(procs, workdir, timeout=1)
+            raise AssertionError("the run ended or stalled before step 2")
+        time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    wait_all(procs, workdir, timeout=180)
+    ckpt = checkpoints.Checkpointer(workdir, save_every=1000, keep=3)
+    try:
+        steps = ckpt.all_steps()
+    finally:
+        ckpt.close()
+    assert len(steps) == 1 and 2 <= steps[0] < 10_000, steps
+    for p in range(PROCESSES):
+        assert f"stopped at step {steps[0]} after a preemption signal" in read_tail(workdir, p, 10**6)
+    assert len(os.listdir(os.path.join(workdir, "data_state", str(steps[0])))) == 2 * PROCESSES
 
 
 def test_coordinator_without_process_count_is_refused(monkeypatch):
