@@ -273,6 +273,31 @@ def num_train_steps(num_examples: int, num_epochs: float, batch_size: int) -> in
 
 # ---------------------------------------------------------------------------- batching
 
+def pack_features(tokenizer: tokenizer_lib.Tokenizer, ids_a: Sequence[int],
+                  ids_b: Optional[Sequence[int]], max_length: int) -> dict[str, np.ndarray]:
+    """[CLS] a [SEP] (b [SEP]) + padding, for ids already cut to fit (as `Tokenizer.encode_pair`
+    lays them out). int32 [max_length] input_ids, attention_mask, token_type_ids."""
+    input_ids = [tokenizer.cls_id, *ids_a, tokenizer.sep_id]
+    token_type_ids = [0] * len(input_ids)
+    if ids_b is not None:
+        input_ids += [*ids_b, tokenizer.sep_id]
+        token_type_ids += [1] * (len(ids_b) + 1)
+    if len(input_ids) > max_length:
+        raise ValueError(f"{len(input_ids)} tokens do not fit max_length={max_length}; cut the "
+                         "ids first")
+    num_padding = max_length - len(input_ids)
+    return {"input_ids": np.array(input_ids + [tokenizer.pad_id] * num_padding, np.int32),
+            "attention_mask": np.array([1] * len(input_ids) + [0] * num_padding, np.int32),
+            "token_type_ids": np.array(token_type_ids + [0] * num_padding, np.int32)}
+
+
+def stack_features(rows: list[dict[str, np.ndarray]], max_length: int) -> dict[str, np.ndarray]:
+    """[N, ...] arrays from per-example dicts (an empty list gives [0, max_length] inputs)."""
+    if not rows:
+        return {key: np.zeros((0, max_length), np.int32) for key in FEATURE_KEYS}
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
 def num_rows(features: dict[str, np.ndarray]) -> int:
     return len(features["input_ids"])
 
@@ -423,6 +448,19 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Ar
 
 
 # ---------------------------------------------------------------------------- seeds and files
+
+def finetune_seeds(config, pretrained: Pretrained, program: TaskProgram, train: dict[str, np.ndarray],
+                   evaluate: Callable[[Any], Any], desc: str,
+                   after_run: Callable[[int, dict], dict] = lambda seed, params: {}) -> list[dict]:
+    """`config.seeds` runs from `config.seed` on; each gives {seed, dev (the final
+    evaluation), log, **after_run(seed, params)} (export, test predictions, ...)."""
+    runs = []
+    for seed in range(config.seed, config.seed + config.seeds):
+        params, log = finetune_seed(config, pretrained, program, seed, train, evaluate,
+                                    f"{desc} seed {seed}")
+        runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, **after_run(seed, params)})
+    return runs
+
 
 def median_run(dev_scores: list[float]) -> int:
     """Index of the run whose dev score is the (lower) median."""

@@ -77,8 +77,7 @@ def encode_examples(tokenizer: tokenizer_lib.Tokenizer, examples: list, max_seq_
                     regression: bool) -> dict[str, np.ndarray]:
     """Model inputs [N, max_seq_length], `labels` [N] (0 / NaN on test splits) and `idx` [N]."""
     encoded = [tokenizer.encode_pair(e.text_a, e.text_b, max_seq_length) for e in examples]
-    features = {key: np.stack([f[key] for f in encoded]) if encoded
-                else np.zeros((0, max_seq_length), np.int32) for key in FEATURE_KEYS}
+    features = common.stack_features(encoded, max_seq_length)
     missing = np.nan if regression else 0
     features["labels"] = np.array([missing if e.label is None else e.label for e in examples],
                                   np.float32 if regression else np.int32)
@@ -161,14 +160,12 @@ def build_task_program(config, pretrained: Pretrained, task: str, hyper: dict[st
                                 hyper, num_train_examples)
 
 
-def finetune_seed(config, pretrained: Pretrained, program: common.TaskProgram, task: str, seed: int,
-                  train: dict, dev: dict) -> tuple[dict, list[dict]]:
-    """Fine-tunes one run; returns (params, log of {step, loss, dev metrics...})."""
+def _dev_evaluator(config, program: common.TaskProgram, task: str, dev: dict):
     def evaluate(params):
         logits = {key: predict_logits(program.predict_batch, params, dev[key], config.eval_batch_size)
                   for key in dev}
         return score_splits(task, logits, {k: dev[k]["labels"] for k in dev})
-    return common.finetune_seed(config, pretrained, program, seed, train, evaluate, f"{task} seed {seed}")
+    return evaluate
 
 
 def write_submission(task_key: str, idx: np.ndarray, predictions: np.ndarray, task: str,
@@ -207,14 +204,15 @@ def finetune_task(config, pretrained: Pretrained, task: str, workdir: str) -> di
     hyper = resolved_hyperparameters(config, task, pretrained.model_config)
     logging.info("%s: %d train examples, %s", task, len(train["labels"]), hyper)
     program = build_task_program(config, pretrained, task, hyper, len(train["labels"]))
-    runs = []
-    for seed in range(config.seed, config.seed + config.seeds):
-        params, log = finetune_seed(config, pretrained, program, task, seed, train, dev)
+
+    def after_run(seed: int, params: dict) -> dict:
         if config.save_models:
             export_classifier(pretrained, params, task, os.path.join(workdir, task, f"seed_{seed}"))
-        test_logits = {key: predict_logits(program.predict_batch, params, test[key], config.eval_batch_size)
-                       for key in test}
-        runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, "test_logits": test_logits})
+        return {"test_logits": {key: predict_logits(program.predict_batch, params, test[key],
+                                                    config.eval_batch_size) for key in test}}
+
+    runs = common.finetune_seeds(config, pretrained, program, train, _dev_evaluator(config, program, task, dev),
+                                 task, after_run)
     dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
     chosen = runs[common.median_run(dev_scores)]
     submission = [write_submission(key, test[key]["idx"],

@@ -1,0 +1,328 @@
+"""Token classification (NER) on CoNLL-2003-format files with an ELECTRA discriminator.
+
+    config = tagging_config(); config.init = PRETRAIN_WORKDIR_OR_HF_DIR
+    config.train_file, config.dev_file = "train.txt", "dev.txt"
+    results = run(config, workdir)
+
+Input: one word per line, whitespace-separated columns with the tag in `label_column`
+(CoNLL-2003: `word POS chunk NER`, the last), a blank line between sentences;
+`-DOCSTART-` lines separate documents and are not words. Tags are IOB1/IOB2/IOBES
+(`B-PER`, `I-LOC`, `O`, ...).
+
+Each word is split into sub-word pieces; only its FIRST piece carries the label (and the
+prediction), the others are ignored by the loss (BERT's NER recipe). A sentence longer
+than `max_seq_length` pieces is split into consecutive chunks of whole words, so every
+word is predicted. Scored by entity-level precision / recall / F1 exactly as `seqeval`
+(conlleval) counts entities, plus word accuracy. Each run exports a transformers
+`ElectraForTokenClassification` (`WORKDIR/seed_<k>/`); `label_map.json` holds the tags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from data_pipelines import tokenizer as tokenizer_lib
+from electra_jax import model
+from electra_jax.finetune import common
+
+DEFAULT_NUM_EPOCHS = 3.0
+DOCUMENT_SEPARATOR = "-DOCSTART-"
+OUTSIDE = "O"
+ENTITY_PREFIXES = "BIES"  # begin, inside, end, single (IOB1, IOB2 and IOBES tags)
+
+
+def tagging_config() -> ml_collections.ConfigDict:
+    """`common.base_config()` plus the files and columns of a NER data set."""
+    c = common.base_config()
+    c.train_file = ""  # CoNLL-format training file
+    c.dev_file = ""  # CoNLL-format dev file (scored; picks the median run)
+    c.test_file = ""  # optional CoNLL-format file to predict with the median run ("" = none)
+    c.label_column = -1  # column of the tag on each line (python index; -1 = last)
+    c.labels = ""  # comma-separated tag set; "" = the tags of train_file ("O" first, then sorted)
+    return c
+
+
+# ---------------------------------------------------------------------------- data
+
+@dataclasses.dataclass(frozen=True)
+class Sentence:
+    words: tuple[str, ...]
+    tags: tuple[str, ...]
+    lines: tuple[int, ...]  # 1-based line of each word in its file (for error messages)
+
+
+def read_conll(path: str, label_column: int) -> list[Sentence]:
+    """Sentences of a CoNLL file; a malformed line is an error naming file and line."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; set the file in the config")
+    sentences, words, tags, lines = [], [], [], []
+
+    def close_sentence():
+        if words:
+            sentences.append(Sentence(tuple(words), tuple(tags), tuple(lines)))
+            words.clear(), tags.clear(), lines.clear()
+
+    needed = label_column + 1 if label_column >= 0 else max(2, -label_column)
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            columns = line.split()
+            if not columns:
+                close_sentence()
+                continue
+            if columns[0] == DOCUMENT_SEPARATOR:
+                close_sentence()
+                continue
+            if len(columns) < needed:
+                raise ValueError(
+                    f"{path}:{line_number}: expected `word ... tag` with at least {needed} "
+                    f"whitespace-separated columns, found {len(columns)} ({line.strip()!r}); "
+                    "every word needs its tag (set --config.label_column if the tag is elsewhere)")
+            words.append(columns[0])
+            tags.append(columns[label_column])
+            lines.append(line_number)
+    close_sentence()
+    if not sentences:
+        raise ValueError(f"{path} holds no sentences; expected CoNLL lines `word ... tag` with "
+                         "blank lines between sentences")
+    return sentences
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    """(prefix, entity type) of a tag, as seqeval reads it: `B-PER` -> (B, PER), `O` -> (O, _)."""
+    return tag[0], tag[1:].split("-", maxsplit=1)[-1] or "_"
+
+
+def check_tag(tag: str) -> None:
+    if tag != OUTSIDE and not (len(tag) > 2 and tag[0] in ENTITY_PREFIXES and tag[1] == "-"):
+        raise ValueError(f"tag {tag!r} is neither {OUTSIDE!r} nor <B|I|E|S>-<TYPE>; entity F1 "
+                         "needs IOB1/IOB2/IOBES tags")
+
+
+def label_list(config, train: list[Sentence]) -> list[str]:
+    """The tag set: config.labels, else "O" and then the training tags sorted."""
+    if config.labels:
+        labels = [label.strip() for label in config.labels.split(",")]
+    else:
+        seen = {tag for sentence in train for tag in sentence.tags}
+        labels = sorted(seen, key=lambda tag: (tag != OUTSIDE, tag))
+    for tag in labels:
+        check_tag(tag)
+    return labels
+
+
+def word_pieces(tokenizer: tokenizer_lib.Tokenizer, word: str) -> list[int]:
+    """The word's sub-word ids; a word the tokenizer drops entirely (control characters)
+    becomes [UNK], so every word keeps a position that carries its label."""
+    return tokenizer.encode(word) or [tokenizer.unk_id]
+
+
+def _word_chunks(pieces: list[list[int]], budget: int, where: str) -> list[tuple[int, int]]:
+    """[start, end) word ranges, greedily as many whole words per chunk as `budget` pieces hold."""
+    chunks, start, used = [], 0, 0
+    for index, word in enumerate(pieces):
+        if len(word) > budget:
+            raise ValueError(f"{where}: a word of {len(word)} sub-word pieces cannot fit "
+                             f"max_seq_length - 2 = {budget}; raise --config.max_seq_length")
+        if used + len(word) > budget:
+            chunks.append((start, index))
+            start, used = index, 0
+        used += len(word)
+    chunks.append((start, len(pieces)))
+    return chunks
+
+
+def encode_sentences(tokenizer: tokenizer_lib.Tokenizer, sentences: list[Sentence],
+                     label_ids: dict[str, int], max_seq_length: int, path: str) -> dict[str, np.ndarray]:
+    """Model inputs [N, S]; `labels` [N, S] (the word's tag id at its first piece, else 0),
+    `label_mask` [N, S] (1 at first pieces) and `sentence` [N] (which sentence a row
+    continues; rows of a sentence follow each other in word order)."""
+    rows = []
+    for index, sentence in enumerate(sentences):
+        for tag, line in zip(sentence.tags, sentence.lines):
+            if tag not in label_ids:
+                raise ValueError(f"{path}:{line}: tag {tag!r} is not one of the labels "
+                                 f"{list(label_ids)} (taken from the training file); add it to "
+                                 "--config.labels or fix the tag")
+        pieces = [word_pieces(tokenizer, word) for word in sentence.words]
+        for start, end in _word_chunks(pieces, max_seq_length - 2, f"{path}:{sentence.lines[0]}"):
+            ids, labels, label_mask = [], [0], [0]  # [CLS]
+            for word, tag in zip(pieces[start:end], sentence.tags[start:end]):
+                ids += word
+                labels += [label_ids[tag]] + [0] * (len(word) - 1)
+                label_mask += [1] + [0] * (len(word) - 1)
+            padding = [0] * (max_seq_length - len(labels))
+            rows.append({**common.pack_features(tokenizer, ids, None, max_seq_length),
+                         "labels": np.array(labels + padding, np.int32),
+                         "label_mask": np.array(label_mask + padding, np.int32),
+                         "sentence": np.array(index, np.int32)})
+    return common.stack_features(rows, max_seq_length)
+
+
+def word_predictions(logits: np.ndarray, features: dict[str, np.ndarray],
+                     num_sentences: int) -> list[list[int]]:
+    """Per sentence, the predicted tag id of each word (argmax at its first piece)."""
+    predicted = np.argmax(logits, axis=-1)  # [N, S]
+    per_sentence: list[list[int]] = [[] for _ in range(num_sentences)]
+    for row, sentence in enumerate(features["sentence"]):
+        per_sentence[sentence] += predicted[row][features["label_mask"][row] == 1].tolist()
+    return per_sentence
+
+
+# ---------------------------------------------------------------------------- metrics
+
+def _ends_entity(prev_prefix: str, prefix: str, prev_type: str, entity_type: str) -> bool:
+    """conlleval's rule: does an entity end just before this tag?"""
+    return (prev_prefix in "ES" or (prev_prefix in "BI" and prefix in "BSO")
+            or (prev_prefix not in "O." and prev_type != entity_type))
+
+
+def _starts_entity(prev_prefix: str, prefix: str, prev_type: str, entity_type: str) -> bool:
+    """conlleval's rule: does an entity start at this tag?"""
+    return (prefix in "BS" or (prev_prefix in "ESO" and prefix in "EI")
+            or (prefix not in "O." and prev_type != entity_type))
+
+
+def entities(tags: list[str]) -> set[tuple[str, int, int]]:
+    """{(type, first word, last word)} of one sentence, read as conlleval / seqeval's default
+    mode do (an `I-X` after `O` or after another type starts an entity)."""
+    found, prev_prefix, prev_type, begin = set(), OUTSIDE, "", 0
+    for index, tag in enumerate([*tags, OUTSIDE]):
+        prefix, entity_type = _split_tag(tag)
+        if _ends_entity(prev_prefix, prefix, prev_type, entity_type):
+            found.add((prev_type, begin, index - 1))
+        if _starts_entity(prev_prefix, prefix, prev_type, entity_type):
+            begin = index
+        prev_prefix, prev_type = prefix, entity_type
+    return found
+
+
+def _precision_recall_f1(correct: int, predicted: int, gold: int) -> dict[str, float]:
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": 100 * precision, "recall": 100 * recall, "f1": 100 * f1}
+
+
+def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, Any]:
+    """Micro entity precision / recall / F1 (x100) over all sentences, the same per entity
+    type (`per_type`), and word accuracy."""
+    if [len(s) for s in gold] != [len(s) for s in predicted]:
+        raise ValueError("gold and predicted tag sequences differ in length")
+    gold_entities = [entities(tags) for tags in gold]
+    predicted_entities = [entities(tags) for tags in predicted]
+    types = sorted({t for sentence in gold_entities + predicted_entities for t, _, _ in sentence})
+
+    def counts(entity_type: Optional[str]) -> tuple[int, int, int]:
+        def of(sentence):
+            return {e for e in sentence if entity_type is None or e[0] == entity_type}
+        return (sum(len(of(g) & of(p)) for g, p in zip(gold_entities, predicted_entities)),
+                sum(len(of(p)) for p in predicted_entities), sum(len(of(g)) for g in gold_entities))
+
+    num_words = sum(len(s) for s in gold)
+    num_right = sum(g == p for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps))
+    return {**_precision_recall_f1(*counts(None)),
+            "accuracy": 100 * num_right / num_words if num_words else 0.0,
+            "per_type": {t: _precision_recall_f1(*counts(t)) for t in types}}
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+
+@dataclasses.dataclass(frozen=True)
+class TaggingData:
+    sentences: list[Sentence]
+    features: dict[str, np.ndarray]
+    path: str
+
+
+def load_file(config, path: str, tokenizer, label_ids: dict[str, int]) -> TaggingData:
+    sentences = read_conll(path, config.label_column)
+    return TaggingData(sentences, encode_sentences(tokenizer, sentences, label_ids,
+                                                   config.max_seq_length, path), path)
+
+
+def tag_sentences(predict_batch, params, data: TaggingData, labels: list[str],
+                  batch_size: int) -> list[list[str]]:
+    logits = common.predict_outputs(predict_batch, params, data.features, batch_size)
+    return [[labels[i] for i in sentence]
+            for sentence in word_predictions(logits, data.features, len(data.sentences))]
+
+
+def tagging_loss(logits, batch):
+    """Cross-entropy at the first piece of every word only."""
+    return common.cross_entropy(logits, batch["labels"], batch["label_mask"])
+
+
+def write_conll_predictions(path: str, data: TaggingData, predicted: list[list[str]]) -> None:
+    """`word gold predicted` lines, blank line between sentences (conlleval's input)."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for sentence, tags in zip(data.sentences, predicted):
+            f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(sentence.words, sentence.tags, tags))
+            f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
+    models and (with a test file) test_predictions.txt of the median run into `workdir`."""
+    for key in ("train_file", "dev_file"):
+        if not config[key]:
+            raise ValueError(f"config.{key} is empty; set --config.{key}=<CoNLL file>")
+    os.makedirs(workdir, exist_ok=True)
+    pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
+    tokenizer = pretrained.tokenizer
+    labels = label_list(config, read_conll(config.train_file, config.label_column))
+    label_ids = {label: i for i, label in enumerate(labels)}
+    common.write_json(os.path.join(workdir, "label_map.json"), label_ids)
+    train, dev = (load_file(config, config[key], tokenizer, label_ids) for key in ("train_file", "dev_file"))
+    if config.max_train_examples:
+        train_features = {k: v[:config.max_train_examples] for k, v in train.features.items()}
+    else:
+        train_features = train.features
+    test = load_file(config, config.test_file, tokenizer, label_ids) if config.test_file else None
+
+    hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
+    net = model.TokenClassifier(common.finetuning_model_config(config, pretrained), len(labels))
+    program = common.build_program(config, net, tagging_loss, hyper, common.num_rows(train_features),
+                                   batch_keys=(*common.FEATURE_KEYS, "labels", "label_mask"))
+    logging.info("tagging: %d training rows, labels %s, %s", common.num_rows(train_features), labels, hyper)
+    gold_dev = [list(s.tags) for s in dev.sentences]
+
+    def evaluate(params):
+        return entity_metrics(gold_dev, tag_sentences(program.predict_batch, params, dev, labels,
+                                                      config.eval_batch_size))
+
+    def after_run(seed: int, params: dict) -> dict:
+        if config.save_models:
+            export_tagger(pretrained, params, labels, os.path.join(workdir, f"seed_{seed}"))
+        if not test:
+            return {}
+        return {"test_tags": tag_sentences(program.predict_batch, params, test, labels,
+                                           config.eval_batch_size)}
+
+    runs = common.finetune_seeds(config, pretrained, program, train_features, evaluate, "tagging",
+                                 after_run)
+    chosen = runs[common.median_run([run["dev"]["f1"] for run in runs])]
+    results = {"init": config.init, "config": config.to_dict(), "labels": labels,
+               "hyperparameters": {**hyper, "num_train_rows": common.num_rows(train_features),
+                                   "num_train_steps": program.total_steps},
+               "median": common.median_metrics([run["dev"] for run in runs]),
+               "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
+               "median_seed": chosen["seed"]}
+    if test:
+        results["test"] = entity_metrics([list(s.tags) for s in test.sentences], chosen["test_tags"])
+        write_conll_predictions(os.path.join(workdir, "test_predictions.txt"), test, chosen["test_tags"])
+    common.write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def export_tagger(pretrained: common.Pretrained, params: dict, labels: list[str], out_dir: str) -> None:
+    """A transformers ElectraForTokenClassification dir (tokenizer included)."""
+    common.export_model(pretrained, jax.device_get(params), out_dir, "token_classification",
+                        {"id2label": {str(i): label for i, label in enumerate(labels)},
+                         "label2id": {label: i for i, label in enumerate(labels)}})
