@@ -1,0 +1,274 @@
+"""Text classification on your own CSV / TSV / JSONL files with an ELECTRA discriminator.
+
+    config = classify_config(); config.init = PRETRAIN_WORKDIR_OR_HF_DIR
+    config.train_file, config.dev_file = "train.csv", "dev.csv"
+    results = run(config, workdir)
+
+CSV and TSV files need a header row naming the columns; JSONL files hold one JSON object
+per line. The columns are `text_column`, optionally `text_pair_column` (sentence pairs) and
+`label_column`; labels are strings (or JSON numbers / bools, read as their text).
+
+Long texts (reviews) are cut to `max_seq_length` by `truncation`: `head` keeps the
+beginning, `tail` the end, `head_tail` the first quarter and the last three quarters of
+the budget (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification", found
+head+tail best on IMDb). Pairs lose tokens from the longer text first.
+
+Scored by accuracy and macro-F1 (x100) on the dev file; each run is exported as a
+transformers `ElectraForSequenceClassification` with id2label (`WORKDIR/seed_<k>/`), and
+`label_map.json` holds label -> id.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from typing import Any, Iterator, Optional
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from data_pipelines import tokenizer as tokenizer_lib
+from electra_jax import model
+from electra_jax.finetune import common
+
+DEFAULT_NUM_EPOCHS = 3.0
+TRUNCATIONS = ("head", "tail", "head_tail")
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def classify_config() -> ml_collections.ConfigDict:
+    """`common.base_config()` plus the files, columns and truncation of a classification set."""
+    c = common.base_config()
+    c.train_file = ""  # .csv / .tsv (header row) or .jsonl training file
+    c.dev_file = ""  # the same format; scored, picks the median run
+    c.test_file = ""  # optional file to predict with the median run ("" = none; labels optional)
+    c.text_column = "text"  # the text to classify
+    c.text_pair_column = ""  # second text of a pair task ("" = single texts)
+    c.label_column = "label"  # the class
+    c.labels = ""  # comma-separated label set, in id order; "" = the training labels sorted
+    c.truncation = "head"  # head | tail | head_tail: which tokens of a long text are kept
+    return c
+
+
+# ---------------------------------------------------------------------------- reading files
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    text: str
+    text_pair: Optional[str]
+    label: Optional[str]  # None in an unlabelled test file
+    line: int  # 1-based line of the row in its file
+
+
+def _file_format(path: str) -> str:
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in FORMATS:
+        raise ValueError(f"{path}: unknown extension {extension!r}; use one of {sorted(FORMATS)}")
+    return FORMATS[extension]
+
+
+def _rows(path: str) -> Iterator[tuple[int, dict]]:
+    """(line, {column: value}) of every data row of a CSV / TSV (header) / JSONL file."""
+    form = _file_format(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        if form == "jsonl":
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{line_number}: not valid JSON ({e}); a .jsonl file "
+                                     "holds one JSON object per line") from e
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{line_number}: a JSON {type(row).__name__}, not an "
+                                     "object with named columns")
+                yield line_number, row
+            return
+        # TSV: fields are literal (no quoting), as GLUE's files; CSV: standard quoting.
+        reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if form == "tsv"
+                  else csv.reader(f))
+        header = next(reader, None)
+        if header is None:
+            return
+        line_number = reader.line_num
+        for fields in reader:
+            start, line_number = line_number + 1, reader.line_num
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise ValueError(f"{path}:{start}: {len(fields)} fields but the header names "
+                                 f"{len(header)} ({header}); quote fields that contain the "
+                                 "delimiter")
+            yield start, dict(zip(header, fields))
+
+
+def _value(row: dict, column: str, path: str, line: int) -> str:
+    value = row.get(column)
+    if value is None:
+        raise ValueError(f"{path}:{line}: the row has no {column!r} value (columns: "
+                         f"{sorted(k for k in row if k is not None)}); fill it in, or name the "
+                         "right column with --config.text_column / text_pair_column / label_column")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
+    """Every row of `path`; a missing file, an empty one or a row without a needed column
+    is an error naming the file and line."""
+    _file_format(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; check --config.train_file/dev_file/test_file")
+    examples = []
+    for line, row in _rows(path):
+        text = _value(row, config.text_column, path, line)
+        text_pair = _value(row, config.text_pair_column, path, line) if config.text_pair_column else None
+        unlabelled = not labelled and config.label_column not in row
+        label = None if unlabelled else _value(row, config.label_column, path, line)
+        examples.append(Example(text, text_pair, label, line))
+    if not examples:
+        raise ValueError(f"{path} holds no examples; it needs a header row and at least one row "
+                         f"with a {config.text_column!r} column (.jsonl: one JSON object per line)")
+    return examples
+
+
+def label_list(config, train: list[Example]) -> list[str]:
+    if config.labels:
+        return [label.strip() for label in config.labels.split(",")]
+    return sorted({e.label for e in train})
+
+
+# ---------------------------------------------------------------------------- features
+
+def cut(ids: list[int], keep: int, truncation: str) -> list[int]:
+    """`keep` of `ids` by the truncation policy (all of them if they fit)."""
+    if len(ids) <= keep:
+        return list(ids)
+    if truncation == "head":
+        return list(ids[:keep])
+    if truncation == "tail":
+        return list(ids[len(ids) - keep:])
+    head = keep // 4
+    return list(ids[:head]) + list(ids[len(ids) - (keep - head):])
+
+
+def encode_example(tokenizer: tokenizer_lib.Tokenizer, text: str, text_pair: Optional[str],
+                   max_seq_length: int, truncation: str) -> dict[str, np.ndarray]:
+    ids_a = tokenizer.encode(text)
+    ids_b = tokenizer.encode(text_pair) if text_pair is not None else None
+    budget = max_seq_length - (3 if ids_b is not None else 2)
+    # How many tokens of each text stay: longest-first, the rule of `Tokenizer.encode_pair`.
+    kept_a, kept_b = tokenizer_lib.truncate_longest_first(ids_a, ids_b or [], budget)
+    return common.pack_features(
+        tokenizer, cut(ids_a, len(kept_a), truncation),
+        None if ids_b is None else cut(ids_b, len(kept_b), truncation), max_seq_length)
+
+
+def encode_examples(tokenizer, examples: list[Example], label_ids: dict[str, int],
+                    config, path: str) -> dict[str, np.ndarray]:
+    """Model inputs [N, max_seq_length] and `labels` [N] (-1 for unlabelled rows)."""
+    for e in examples:
+        if e.label is not None and e.label not in label_ids:
+            raise ValueError(f"{path}:{e.line}: label {e.label!r} is not one of {list(label_ids)} "
+                             "(the training labels); add it to --config.labels or fix the row")
+    if config.truncation not in TRUNCATIONS:
+        raise ValueError(f"config.truncation={config.truncation!r}; use one of {TRUNCATIONS}")
+    features = common.stack_features(
+        [encode_example(tokenizer, e.text, e.text_pair, config.max_seq_length, config.truncation)
+         for e in examples], config.max_seq_length)
+    features["labels"] = np.array([-1 if e.label is None else label_ids[e.label] for e in examples],
+                                  np.int32)
+    return features
+
+
+# ---------------------------------------------------------------------------- metrics
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
+                           num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (the unweighted mean over classes of per-class F1; a class
+    never gold nor predicted counts 0, as sklearn's zero_division=0), both x100."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    f1s = []
+    for c in range(num_labels):
+        true_positives = np.sum((predictions == c) & (labels == c))
+        denominator = np.sum(predictions == c) + np.sum(labels == c)
+        f1s.append(2 * true_positives / denominator if denominator else 0.0)
+    return {"accuracy": 100 * float(np.mean(labels == predictions)),
+            "macro_f1": 100 * float(np.mean(f1s))}
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+
+def classification_loss(logits, batch):
+    return common.cross_entropy(logits, batch["labels"])
+
+
+def export_classifier(pretrained: common.Pretrained, params: dict, labels: list[str], out_dir: str) -> None:
+    common.export_model(pretrained, params, out_dir, "sequence_classification",
+                        {"id2label": {str(i): label for i, label in enumerate(labels)},
+                         "label2id": {label: i for i, label in enumerate(labels)},
+                         "problem_type": "single_label_classification"})
+
+
+def write_predictions(path: str, examples: list[Example], predicted: list[str]) -> None:
+    """One JSON object per line: the row's line in its file and the predicted label."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"line": e.line, "label": label}) + "\n"
+                     for e, label in zip(examples, predicted))
+    os.replace(path + ".tmp", path)
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
+    models and (with a test file) test_predictions.jsonl of the median run into `workdir`."""
+    for key in ("train_file", "dev_file"):
+        if not config[key]:
+            raise ValueError(f"config.{key} is empty; set --config.{key}=<.csv/.tsv/.jsonl file>")
+    os.makedirs(workdir, exist_ok=True)
+    pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
+    tokenizer = pretrained.tokenizer
+    train_examples = read_examples(config.train_file, config)
+    if config.max_train_examples:
+        train_examples = train_examples[:config.max_train_examples]
+    dev_examples = read_examples(config.dev_file, config)
+    labels = label_list(config, train_examples)
+    label_ids = {label: i for i, label in enumerate(labels)}
+    common.write_json(os.path.join(workdir, "label_map.json"), label_ids)
+    train = encode_examples(tokenizer, train_examples, label_ids, config, config.train_file)
+    dev = encode_examples(tokenizer, dev_examples, label_ids, config, config.dev_file)
+    test_examples = read_examples(config.test_file, config, labelled=False) if config.test_file else []
+    test = encode_examples(tokenizer, test_examples, label_ids, config, config.test_file) if test_examples else None
+
+    hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
+    net = model.SequenceClassifier(common.finetuning_model_config(config, pretrained), len(labels))
+    program = common.build_program(config, net, classification_loss, hyper, len(train_examples))
+    logging.info("classify: %d training examples, labels %s, %s", len(train_examples), labels, hyper)
+
+    def predict(params, features):
+        return np.argmax(common.predict_outputs(program.predict_batch, params, features,
+                                                config.eval_batch_size), axis=-1)
+
+    def after_run(seed: int, params: dict) -> dict:
+        if config.save_models:
+            export_classifier(pretrained, params, labels, os.path.join(workdir, f"seed_{seed}"))
+        return {"test_predictions": predict(params, test)} if test else {}
+
+    runs = common.finetune_seeds(
+        config, pretrained, program, train,
+        lambda params: classification_metrics(dev["labels"], predict(params, dev), len(labels)),
+        "classify", after_run)
+    chosen = runs[common.median_run([run["dev"]["accuracy"] for run in runs])]
+    results = {"init": config.init, "config": config.to_dict(), "labels": labels,
+               "hyperparameters": {**hyper, "num_train_examples": len(train_examples),
+                                   "num_train_steps": program.total_steps},
+               "median": common.median_metrics([run["dev"] for run in runs]),
+               "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
+               "median_seed": chosen["seed"]}
+    if test:
+        predicted = [labels[i] for i in chosen["test_predictions"]]
+        write_predictions(os.path.join(workdir, "test_predictions.jsonl"), test_examples, predicted)
+        if np.all(test["labels"] >= 0):
+            results["test"] = classification_metrics(test["labels"], chosen["test_predictions"], len(labels))
+    common.write_json(os.path.join(workdir, "results.json"), results)
+    return results

@@ -1,0 +1,154 @@
+"""Classification on user CSV / TSV / JSONL: truncation policies, metrics vs sklearn, the
+loop end to end with export and label map, and clear errors on bad files."""
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import sklearn.metrics
+
+from data_pipelines import tokenizer as tokenizer_lib
+from electra_jax import hf, model
+from electra_jax.finetune import classify
+
+WORDS = "great film loved it awful plot boring dull fun acting superb bad the a was".split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+            max_position_embeddings=64, initializer_range=0.2)
+REVIEWS = [("great film loved it", "pos"), ("awful plot boring", "neg"), ("fun acting superb", "pos"),
+           ("dull bad the plot was", "neg")]
+
+
+@pytest.fixture(scope="module")
+def hf_init(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("hf_init"))
+    with open(os.path.join(out, "vocab.txt"), "w") as f:
+        f.write("\n".join(SPECIALS + sorted(set(WORDS))) + "\n")
+    cfg = model.ElectraConfig(vocab_size=len(SPECIALS) + len(set(WORDS)), **TINY)
+    hf.save_pretrained(cfg, model.init_params(model.Discriminator(cfg), jax.random.PRNGKey(2)), out)
+    return out
+
+
+def write_csv(path, header, rows, delimiter=","):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+# ---------------------------------------------------------------------------- truncation
+
+def test_truncation_policies_keep_head_tail_or_both(hf_init):
+    ids = list(range(10, 30))
+    assert classify.cut(ids, 8, "head") == ids[:8]
+    assert classify.cut(ids, 8, "tail") == ids[-8:]
+    assert classify.cut(ids, 8, "head_tail") == ids[:2] + ids[-6:]
+    assert classify.cut(ids, 30, "tail") == ids
+    tok = tokenizer_lib.load_tokenizer(hf_init)
+    text = "great film loved it awful plot boring dull"  # 8 tokens
+    vocab = open(os.path.join(hf_init, "vocab.txt")).read().split()
+
+    def words(features):
+        return [vocab[i] for i in features["input_ids"] if i]
+
+    assert words(classify.encode_example(tok, text, None, 6, "tail")) == [
+        "[CLS]", "awful", "plot", "boring", "dull", "[SEP]"]
+    assert words(classify.encode_example(tok, text, None, 6, "head")) == [
+        "[CLS]", "great", "film", "loved", "it", "[SEP]"]
+    assert words(classify.encode_example(tok, text, None, 6, "head_tail")) == [
+        "[CLS]", "great", "plot", "boring", "dull", "[SEP]"]
+    # a pair: the longer text loses tokens first (longest-first), here from its start ("tail")
+    pair = classify.encode_example(tok, text, "fun acting", 9, "tail")
+    assert words(pair) == ["[CLS]", "awful", "plot", "boring", "dull", "[SEP]", "fun", "acting", "[SEP]"]
+    assert pair["token_type_ids"].tolist() == [0] * 6 + [1] * 3
+    with pytest.raises(ValueError, match="truncation='middle'"):
+        config = classify.classify_config()
+        config.truncation = "middle"
+        classify.encode_examples(tok, [], {}, config, "f")
+
+
+def test_macro_f1_and_accuracy_equal_sklearn():
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(4, size=200), rng.integers(4, size=200)
+    predictions[predictions == 3] = 0  # class 3 is never predicted
+    metrics = classify.classification_metrics(labels, predictions, 5)  # class 4 never appears
+    assert metrics["accuracy"] == pytest.approx(100 * sklearn.metrics.accuracy_score(labels, predictions))
+    assert metrics["macro_f1"] == pytest.approx(100 * sklearn.metrics.f1_score(
+        labels, predictions, average="macro", labels=range(5), zero_division=0))
+
+
+# ---------------------------------------------------------------------------- end to end
+
+def run_config(tmp_path, init, **overrides):
+    config = classify.classify_config()
+    config.update(dict(init=init, batch_size=4, eval_batch_size=4, max_seq_length=12, num_epochs=10.0,
+                       learning_rate=1e-2, layerwise_lr_decay=0.8, dropout=0.0, warmup_fraction=0.0,
+                       log_every=5, train_file=str(tmp_path / "train.csv"), dev_file=str(tmp_path / "dev.jsonl")))
+    write_csv(config.train_file, ["id", "review", "sentiment"],
+              [(i, text, label) for i, (text, label) in enumerate(REVIEWS * 3)])
+    write_jsonl(config.dev_file, [{"review": t, "sentiment": label} for t, label in REVIEWS])
+    config.update(overrides)
+    return config
+
+
+def test_classify_end_to_end_csv_train_jsonl_dev_tsv_test(tmp_path, hf_init):
+    import torch
+    import transformers
+
+    test_file = str(tmp_path / "test.tsv")
+    write_csv(test_file, ["review"], [(t,) for t, _ in REVIEWS], delimiter="\t")  # unlabelled
+    config = run_config(tmp_path, hf_init, text_column="review", label_column="sentiment",
+                        truncation="head_tail", test_file=test_file)
+    out = tmp_path / "out"
+    results = classify.run(config, str(out))
+    assert results["labels"] == ["neg", "pos"]
+    assert json.load(open(out / "label_map.json")) == {"neg": 0, "pos": 1}
+    log = results["runs"][0]["log"]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert results["median"]["accuracy"] == 100.0  # memorised
+    predictions = [json.loads(line) for line in open(out / "test_predictions.jsonl")]
+    assert [p["line"] for p in predictions] == [2, 3, 4, 5]
+    assert [p["label"] for p in predictions] == [label for _, label in REVIEWS]
+    # the export predicts the same in transformers and names its labels
+    torch_model = transformers.ElectraForSequenceClassification.from_pretrained(str(out / "seed_0")).eval()
+    assert torch_model.config.id2label == {0: "neg", 1: "pos"}
+    tok = tokenizer_lib.load_tokenizer(str(out / "seed_0"))
+    features = classify.encode_examples(tok, classify.read_examples(config.dev_file, config),
+                                        {"neg": 0, "pos": 1}, config, config.dev_file)
+    with torch.no_grad():
+        logits = torch_model(**{k: torch.tensor(features[k], dtype=torch.long)
+                                for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+    assert logits.argmax(-1).tolist() == features["labels"].tolist()
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):
+    config = run_config(tmp_path, hf_init)  # default columns text / label: not in these files
+    with pytest.raises(ValueError, match=r"train\.csv:2: the row has no 'text' value .*"
+                                         r"--config\.text_column"):
+        classify.run(config, str(tmp_path / "out"))
+    config = run_config(tmp_path, hf_init, text_column="review", label_column="sentiment")
+    write_jsonl(config.dev_file, [{"review": "fun", "sentiment": "pos"}, {"sentiment": "neg"}])
+    with pytest.raises(ValueError, match=r"dev\.jsonl:2: the row has no 'review' value"):
+        classify.run(config, str(tmp_path / "out"))
+    write_jsonl(config.dev_file, [{"review": "fun", "sentiment": "neutral"}])
+    with pytest.raises(ValueError, match=r"dev\.jsonl:1: label 'neutral' is not one of \['neg', 'pos'\]"):
+        classify.run(config, str(tmp_path / "out"))
+    open(config.dev_file, "w").close()
+    with pytest.raises(ValueError, match=r"dev\.jsonl holds no examples"):
+        classify.run(config, str(tmp_path / "out"))
+    with open(config.train_file, "a") as f:
+        f.write("99,only two fields\n")
+    with pytest.raises(ValueError, match=r"train\.csv:14: 2 fields but the header names 3"):
+        classify.run(config, str(tmp_path / "out"))
+    config.train_file = str(tmp_path / "train.xlsx")
+    with pytest.raises(ValueError, match=r"unknown extension '\.xlsx'"):
+        classify.run(config, str(tmp_path / "out"))
