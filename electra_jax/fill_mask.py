@@ -1,0 +1,102 @@
+"""Fill-mask with the ELECTRA generator: the top-k tokens for every [MASK] in a text.
+
+    python -m electra_jax.fill_mask --init=DIR "The capital of France is [MASK]."
+    python -m electra_jax.fill_mask --init=PRETRAIN_WORKDIR --init_step=1000 --top_k=10 "..."
+
+`DIR` is a pretraining workdir of `electra_jax.train` (its generator) or a transformers
+`ElectraForMaskedLM` directory (with its vocab.txt / sentencepiece model). In Python:
+
+    generator = load_generator(init)
+    fill_mask(generator, "The capital of France is [MASK].", top_k=5)
+    # -> [[{"token": "paris", "id": 3000, "probability": 0.41}, ...]]  (one list per [MASK])
+"""
+import functools
+import json
+from typing import Optional
+
+from absl import app, flags
+
+MASK_TEXT = "[MASK]"
+
+_INIT = flags.DEFINE_string("init", None, "Pretraining workdir or transformers ElectraForMaskedLM dir.")
+_INIT_STEP = flags.DEFINE_integer("init_step", None, "Pretraining checkpoint step (default: latest).")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer override (default: the one of --init).")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Completions per [MASK].")
+
+
+def load_generator(init: str, init_step: Optional[int] = None, tokenizer_path: str = ""):
+    """The generator network (config, params, tokenizer) of a workdir or HF directory."""
+    from electra_jax.finetune import common
+    return common.load_network(init, init_step, tokenizer_path, network="generator")
+
+
+def encode_masked_text(tokenizer, text: str, max_length: int) -> list[int]:
+    """[CLS] ids [SEP] of `text` with every literal "[MASK]" as the mask id (a tokenizer
+    would split the bracketed word into pieces)."""
+    parts = text.split(MASK_TEXT)
+    if len(parts) == 1:
+        raise ValueError(f"no {MASK_TEXT} in {text!r}; write {MASK_TEXT} where a word should be "
+                         "predicted")
+    ids = tokenizer.encode(parts[0])
+    for part in parts[1:]:
+        ids += [tokenizer.mask_id, *tokenizer.encode(part)]
+    ids = [tokenizer.cls_id, *ids, tokenizer.sep_id]
+    if len(ids) > max_length:
+        raise ValueError(f"the text is {len(ids)} tokens but the generator takes at most "
+                         f"{max_length} (max_position_embeddings); shorten it")
+    return ids
+
+
+@functools.lru_cache(maxsize=4)
+def _generator_forward(cfg):
+    """jitted (params, ids [S]) -> [S, V] logits, built once per config."""
+    import jax
+    import jax.numpy as jnp
+
+    from electra_jax import model
+
+    @jax.jit
+    def forward(params, ids):
+        ids = ids[None]
+        return model.Generator(cfg).apply({"params": params}, ids, jnp.ones_like(ids),
+                                          jnp.zeros_like(ids), deterministic=True)[0]
+    return forward
+
+
+def fill_mask(generator, text: str, top_k: int = 5) -> list[list[dict]]:
+    """Per [MASK] of `text` (left to right), the `top_k` most probable tokens:
+    {"token", "id", "probability"}, most probable first. Each mask is predicted with all
+    masks in place (one forward pass), as transformers' fill-mask pipeline does."""
+    import numpy as np
+
+    tokenizer, cfg = generator.tokenizer, generator.model_config
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k}; ask for at least one completion")
+    input_ids = encode_masked_text(tokenizer, text, cfg.max_position_embeddings)
+    logits = np.asarray(_generator_forward(cfg)(generator.params, np.array(input_ids, np.int32)),
+                        np.float64)
+    completions = []
+    for position in np.flatnonzero(np.array(input_ids) == tokenizer.mask_id):
+        scores = logits[position]
+        probabilities = np.exp(scores - scores.max())
+        probabilities /= probabilities.sum()
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        completions.append([{"token": tokenizer.decode([int(i)]) or tokenizer.id_to_piece(int(i)),
+                             "id": int(i), "probability": float(probabilities[i])} for i in best])
+    return completions
+
+
+def main(argv):
+    texts = argv[1:]
+    if not texts:
+        raise app.UsageError('give the text(s) to complete, e.g. "The capital of France is [MASK]."')
+    if not _INIT.value:
+        raise app.UsageError("--init is required: a pretraining workdir or an ElectraForMaskedLM dir")
+    generator = load_generator(_INIT.value, _INIT_STEP.value, _TOKENIZER.value)
+    for text in texts:
+        print(json.dumps({"text": text, "masks": fill_mask(generator, text, _TOP_K.value)},
+                         ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    app.run(main)
