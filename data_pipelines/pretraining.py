@@ -25,6 +25,7 @@ import os
 from typing import Any, Iterator
 
 import numpy as np
+from etils import epath
 
 from data_pipelines.tokenizer import check_vocab_size  # noqa: F401  (re-exported for the trainer)
 
@@ -94,14 +95,16 @@ class PretrainingIterator:
 
     def save(self, directory: str) -> str:
         """Writes this process's iterator state into `directory`; returns its path prefix."""
+        import tensorflow as tf
         prefix = state_prefix(directory, self.process_index, self.process_count)
-        os.makedirs(directory, exist_ok=True)
+        tf.io.gfile.makedirs(directory)  # local or gs://
         return self._checkpoint().write(prefix)
 
     def restore(self, directory: str) -> None:
         """Continues from the state that `save(directory)` wrote for this process."""
+        import tensorflow as tf
         prefix = state_prefix(directory, self.process_index, self.process_count)
-        if not os.path.exists(prefix + ".index"):
+        if not tf.io.gfile.exists(prefix + ".index"):
             raise FileNotFoundError(f"no iterator state for process {self.process_index} of "
                                     f"{self.process_count} at {prefix}.index; was it saved with this "
                                     "process count?")
@@ -193,17 +196,16 @@ class SyntheticIterator:
                 "token_type_ids": token_type_ids}
 
     def save(self, directory: str) -> str:
-        path = state_prefix(directory, self.process_index, self.process_count) + ".json"
-        os.makedirs(directory, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"step": self.step, "seed": self.seed}, f)
-        os.replace(path + ".tmp", path)
-        return path
+        path = epath.Path(state_prefix(directory, self.process_index, self.process_count) + ".json")
+        path.parent.mkdir(parents=True, exist_ok=True)  # local or gs://, no tensorflow needed
+        temp = path.parent / (path.name + ".tmp")
+        temp.write_text(json.dumps({"step": self.step, "seed": self.seed}))
+        temp.replace(path)
+        return os.fspath(path)
 
     def restore(self, directory: str) -> None:
         path = state_prefix(directory, self.process_index, self.process_count) + ".json"
-        with open(path) as f:
-            state = json.load(f)
+        state = json.loads(epath.Path(path).read_text())
         if state["seed"] != self.seed:
             raise ValueError(f"iterator state at {path} was saved with seed={state['seed']}, "
                              f"this iterator has seed={self.seed}; use the same seed to resume")

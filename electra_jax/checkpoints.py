@@ -13,10 +13,8 @@ leaves an orphan iterator state, never a checkpoint without one).
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import time
 from typing import Any, Optional
 
@@ -24,13 +22,20 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath  # workdirs may be gs:// (or any filesystem epath knows), not only local
+
+
+def absolute_workdir(workdir: str) -> str:
+    """Local paths made absolute; gs:// and other URIs unchanged."""
+    return workdir if "://" in workdir else os.path.abspath(workdir)
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / (path.name + ".tmp")
+    temp.write_bytes(data)
+    temp.replace(path)
 
 
 class Checkpointer:
@@ -38,7 +43,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True,
                  read_only: bool = False):
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = absolute_workdir(workdir)
         self.save_every = save_every
         # Readers (evaluate, export, fine-tuning) may open a workdir that a live run is
         # writing: they must neither create it nor clean up that run's in-flight save.
@@ -80,15 +85,16 @@ class Checkpointer:
     def _prune_data_states(self) -> None:
         if jax.process_index() != 0:
             return
-        root = os.path.join(self.workdir, "data_state")
-        if not os.path.isdir(root):
+        root = epath.Path(self.workdir) / "data_state"
+        if not root.is_dir():
             return
         keep = set(self.manager.all_steps())
         latest_kept = max(keep, default=-1)
-        for name in os.listdir(root):
+        for state_dir in root.iterdir():
             # states newer than every kept step belong to saves still in flight
+            name = state_dir.name
             if name.isdigit() and int(name) not in keep and int(name) < latest_kept:
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                state_dir.rmtree(missing_ok=True)
 
     def restore(self, step: Optional[int], abstract_state: Any, data_iterator: Any = None) -> Any:
         """The state at `step` (latest if None), placed as `abstract_state`'s shardings;
@@ -121,15 +127,14 @@ def check_run_config(workdir: str, config_json: str, fresh: bool) -> None:
 
     With `fresh`, the old checkpoints are moved aside (never deleted or overwritten).
     """
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
+    path = epath.Path(workdir) / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
         current = json.loads(config_json)
         differing = sorted(section for section in ("model", "objective")
                            if saved.get(section) != current.get(section))
-        has_checkpoints = os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(
-            os.path.join(workdir, "checkpoints"))
+        checkpoints_dir = epath.Path(workdir) / "checkpoints"
+        has_checkpoints = checkpoints_dir.is_dir() and any(checkpoints_dir.iterdir())
         if differing and has_checkpoints:
             if not fresh:
                 details = "; ".join(
@@ -144,7 +149,7 @@ def check_run_config(workdir: str, config_json: str, fresh: bool) -> None:
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
     if jax.process_index() == 0:
-        _write_atomic(path, config_json.encode("utf-8"))
+        _write_atomic(os.fspath(path), config_json.encode("utf-8"))
 
 
 # Everything a run (and evaluate.py on it) writes at the top of its workdir; default_data
@@ -156,22 +161,21 @@ RUN_OUTPUTS = ("config.json", "checkpoints", "data_state", "metrics.jsonl", "ten
 def _move_run_aside(workdir: str) -> str:
     """Moves the previous run's outputs into WORKDIR/replaced-<time>/, itself a complete
     workdir (evaluate.py and export.py still read it); nothing is deleted or overwritten."""
-    aside = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
-    os.makedirs(aside)  # exists already: fail rather than mix two previous runs
+    aside = epath.Path(workdir) / time.strftime("replaced-%Y%m%d-%H%M%S")
+    aside.mkdir(parents=True)  # exists already: fail rather than mix two previous runs
     for pattern in RUN_OUTPUTS:
-        for path in glob.glob(os.path.join(workdir, pattern)):
-            os.replace(path, os.path.join(aside, os.path.basename(path)))
+        for path in epath.Path(workdir).glob(pattern):
+            path.rename(aside / path.name)
     logging.warning("--fresh: moved the previous run's checkpoints and logs to %s", aside)
-    return aside
+    return os.fspath(aside)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config a pretraining run saved in WORKDIR/config.json."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "config.json"
+    if not path.exists():
         raise FileNotFoundError(f"no config.json in {workdir}; is it a pretraining workdir?")
-    with open(path, encoding="utf-8") as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.loads(path.read_text(encoding="utf-8")))
     # JSON turned these tuples into lists; the pretrainer hashes them.
     rules = config.sharding.logical_axis_rules
     config.sharding.logical_axis_rules = tuple(

@@ -10,6 +10,7 @@ import json
 import os
 
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
 from electra_jax import cli
@@ -28,8 +29,7 @@ def main(argv):
     config = _CONFIG.value or checkpoints.load_run_config(_WORKDIR.value)
     result = pretrain.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
     path = os.path.join(_WORKDIR.value, f"eval_step_{result['step']}.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    epath.Path(path).write_text(json.dumps(result, indent=2), encoding="utf-8")  # local or gs://
     logging.info("eval at step %d: %s (written to %s)", result["step"], result, path)
     print(json.dumps(result))
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 import tqdm
 from absl import logging
+from etils import epath
 
 from data_pipelines import pretraining as data
 from data_pipelines import tokenizer as tokenizer_lib
@@ -330,7 +331,8 @@ class MetricWriter:
         self.tb = None
         if not self.enabled:
             return
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        # epath: local or gs:// (TensorFlow's GCS filesystem re-uploads the object on flush)
+        self.jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a", encoding="utf-8")
         if tensorboard:
             try:
                 from flax.metrics import tensorboard as flax_tb  # needs tensorflow
@@ -462,7 +464,7 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
 
     Returns the last logged train metrics and the last evaluation metrics.
     """
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     if config.data.source == "default":
         config = use_default_corpus(config, workdir)
     check_tokenizer(config)

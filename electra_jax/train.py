@@ -63,10 +63,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     maybe_initialize_distributed()
-    from electra_jax import pretrain  # after distributed init: nothing may touch devices before
+    # after distributed init: nothing may touch devices before
+    from electra_jax import checkpoints, pretrain
     result = pretrain.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value,
                                          stop_at_step=_STOP_AT_STEP.value)
-    workdir = os.path.abspath(_WORKDIR.value)
+    workdir = checkpoints.absolute_workdir(_WORKDIR.value)
     print(json.dumps({"step": result["step"], "train": result["train"], "eval": result["eval"]}))
     print(f"checkpoints: {workdir}/checkpoints\ntensorboard: tensorboard --logdir {workdir}/tensorboard")
 
