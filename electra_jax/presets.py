@@ -128,3 +128,45 @@ def pretraining_config(size: str) -> ml_collections.ConfigDict:
     c.sharding = sh = ml_collections.ConfigDict()
     sh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
     return c
+
+
+# ------------------------------------------------------------------ TPU pod layouts
+# pod -> (chips, HBM GiB per chip). JAX sees one device per chip (v4: megacore).
+TPU_PODS = {"v4-8": (4, 32), "v4-32": (16, 32), "v5e-256": (256, 16)}
+
+# (size, pod) -> (global batch, grad_accum_steps, mesh.fsdp, remat_policy), bfloat16 compute,
+# float32 parameters and Adam moments. Batches are the paper's except where a pod has more
+# chips than sequences; then the batch grows (tune the learning rate: not validated here).
+# Per-chip microbatch and memory (GiB: params+Adam+grads / activations / total) are
+# `python benchmarks/memory_estimate.py` estimates; mesh.data takes the remaining chips.
+POD_LAYOUTS = {
+    # small: 14M + 4M generator; data parallel is plenty
+    ("small", "v4-8"): (128, 1, 1, "none"),  # 32 seq/chip; 0.2 / 0.9 / 1.1 GiB
+    ("small", "v4-32"): (128, 1, 1, "none"),  # 8 seq/chip; 0.2 / 0.2 / 0.4 GiB
+    ("small", "v5e-256"): (1024, 1, 1, "none"),  # 4 seq/chip; 0.2 / 0.1 / 0.3 GiB
+    # base: 110M + 34M generator at 512 tokens; activations dominate
+    ("base", "v4-8"): (256, 1, 1, "full"),  # 64 seq/chip; 1.8 / 4.8 / 6.6 GiB
+    ("base", "v4-32"): (256, 1, 1, "none"),  # 16 seq/chip; 1.8 / 7.4 / 9.1 GiB
+    ("base", "v5e-256"): (256, 1, 1, "none"),  # 1 seq/chip; 1.8 / 0.5 / 2.2 GiB
+    # large: 335M + 51M generator at 512 tokens, batch 2048: fsdp shards the 6 GiB of
+    # parameters and moments, microbatches bound the activations
+    ("large", "v4-8"): (2048, 16, 4, "full"),  # 32 seq/chip x 16 microbatches; 1.3 / 3.8 / 5.1 GiB
+    ("large", "v4-32"): (2048, 4, 16, "full"),  # 32 seq/chip x 4; 0.3 / 3.8 / 4.1 GiB
+    ("large", "v5e-256"): (2048, 1, 256, "full"),  # 8 seq/chip; 0.02 / 1.0 / 1.0 GiB
+}
+
+
+def pod_config(size: str, pod: str) -> ml_collections.ConfigDict:
+    """The pretraining config of `size` laid out for a TPU pod slice (see POD_LAYOUTS)."""
+    if (size, pod) not in POD_LAYOUTS:
+        raise ValueError(f"no layout for size={size!r} on pod={pod!r}; choose a pod of "
+                         f"{sorted(TPU_PODS)} for a size of {sorted({s for s, _ in POD_LAYOUTS})}")
+    batch, grad_accum, fsdp, remat = POD_LAYOUTS[(size, pod)]
+    c = pretraining_config(size)
+    c.train.batch_size = batch
+    c.train.grad_accum_steps = grad_accum
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, fsdp, 1
+    c.model.dtype = "bfloat16"
+    c.model.remat_policy = remat
+    c.model.scan_layers = size != "small"  # one compiled layer: minutes less compile for 12-24 layers
+    return c
