@@ -189,6 +189,7 @@ def assert_params_close(state, ref_params):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
+@pytest.mark.slow  # ~80 CPU-s (3 compiles): 140-170 s wall on the shared 2-core machine
 def test_two_processes_train_and_save_like_one(first_run):
     workdir, _, (trainer, ref_losses, ref_params) = first_run
     logged = logged_train_steps(workdir)
