@@ -113,26 +113,12 @@ def _check_vocab(cfg: model.ElectraConfig, tokenizer: tokenizer_lib.Tokenizer, i
 
 
 def _restore_pretraining_params(init: str, init_step: Optional[int]):
-    """(run config, params of the pretraining state) at `init_step` (latest if None).
-
-    Mirrors `evaluate.load_run_config` + `evaluate.restore_state`; importing evaluate.py is
-    not possible from a CLI because it registers its own absl `--config` flag at import.
-    """
+    """(run config, params of the pretraining state) at `init_step` (latest if None), opened
+    read-only so a run still training in `init` never loses an in-flight save."""
     from electra_jax import checkpoints, pretrain  # restoring pulls in the pretraining stack
 
-    with open(os.path.join(init, "config.json"), encoding="utf-8") as f:
-        run_config = ml_collections.ConfigDict(json.load(f))
-    # JSON turned the tuples of these fields into lists; the pretrainer hashes them.
-    run_config.sharding.logical_axis_rules = tuple(
-        (name, tuple(axes) if isinstance(axes, list) else axes)
-        for name, axes in run_config.sharding.logical_axis_rules)
-    run_config.objective.special_token_ids = tuple(run_config.objective.special_token_ids)
-    trainer = pretrain.make_pretrainer(run_config)
-    ckpt = checkpoints.Checkpointer(init, save_every=1, keep=None)
-    try:
-        state = ckpt.restore(init_step, pretrain.abstract_train_state(trainer))
-    finally:
-        ckpt.close()
+    run_config = checkpoints.load_run_config(init)
+    _, state = pretrain.restore_train_state(run_config, init, init_step)
     return run_config, state.params
 
 
