@@ -5,7 +5,7 @@ import scipy.stats
 import sklearn.metrics
 
 from data_pipelines import glue as glue_data
-from electra_jax.finetune import glue, metrics
+from electra_jax.finetune import common, glue, metrics
 
 
 def reference_metrics(task_key, labels, predictions):
@@ -84,5 +84,5 @@ def test_mismatched_lengths_are_an_error():
 def test_median_seed_and_median_metrics():
     runs = [{"rte": {"accuracy": a}} for a in (60.0, 70.0, 50.0, 65.0, 55.0)]
     assert glue.median_metrics(runs) == {"rte": {"accuracy": 60.0}}
-    assert glue._median_run([60.0, 70.0, 50.0, 65.0, 55.0]) == 0
-    assert glue._median_run([60.0, 70.0, 50.0, 65.0]) == 0  # the lower of the two middle runs
+    assert common.median_run([60.0, 70.0, 50.0, 65.0, 55.0]) == 0
+    assert common.median_run([60.0, 70.0, 50.0, 65.0]) == 0  # the lower of the two middle runs
