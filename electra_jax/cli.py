@@ -2,9 +2,13 @@
 
     app.run(main, flags_parser=cli.parse_flags)
 """
+import importlib
+import json
 import sys
+from typing import Callable
 
-from absl import app
+from absl import app, flags
+from ml_collections import config_flags
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -24,3 +28,22 @@ def parse_flags(argv: list[str]) -> list[str]:
                    f"config does not have. {hint}")
         sys.stderr.write(f"FATAL Flags parsing error: {message.strip()}\n")
         sys.exit(1)
+
+
+def finetune_main(task: str, workdir_help: str, summarize: Callable[[dict], dict]) -> Callable[[], None]:
+    """The `run()` of a fine-tuning CLI: `--config=configs/<task>.py` (locked, mistyped
+    overrides named), a required `--workdir`, then `electra_jax.finetune.<task>.run` and
+    `summarize(results)` printed as JSON. Call it at import time: it defines the flags."""
+    config_file = f"configs/{task}.py"
+    config = config_flags.DEFINE_config_file("config", config_file, config_file, lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, workdir_help)
+    flags.mark_flags_as_required(["workdir"])
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        # imported after flag parsing: importing jax is slow
+        module = importlib.import_module(f"electra_jax.finetune.{task}")
+        print(json.dumps(summarize(module.run(config.value, workdir.value)), indent=2))
+
+    return lambda: app.run(main, flags_parser=parse_flags)
