@@ -75,7 +75,7 @@ def activation_bytes_per_chip(config, num_chips: int) -> int:
             total += layers * per_layer
     # generator logits at the gathered positions: float32 logits, softmax and their gradient
     predictions = config.objective.max_predictions_per_seq
-    total += 3 * b * predictions * config.model.vocab_size * 4
+    total += 3 * b * predictions * gen_cfg.padded_vocab_size * 4
     return int(total)
 
 

@@ -16,6 +16,8 @@ temporaries - donated aliases; torch: peak allocated on CUDA), compile time, and
 Small at 128 / Base at 512 the projected hours of the paper's full run.
 
 `--ablations` times fast paths one at a time against the paper recipe (see ABLATIONS).
+`--compile_only` reports compile time and XLA's memory analysis without running a step
+(e.g. remat policies at base/large on a machine that could not run them).
 With several sizes/lengths on an accelerator each runs in its own process (`--isolate`), so
 one OOM is one failed row and JAX and torch never hold each other's memory.
 Writes JSON lines (`--out`) and Markdown rows; `--summarize FILE` re-prints a table.
@@ -63,8 +65,9 @@ ABLATIONS = {
     "remat_full": ({"model.remat_policy": "full"}, "train"),
     "remat_dots": ({"model.remat_policy": "dots"}, "train"),
     "remat_dots_saveable": ({"model.remat_policy": "dots_saveable"}, "train"),
-    # Not implemented as padding: the same shapes a padded 30522 -> 30592 table would have.
-    "vocab_30592": ({"model.vocab_size": 30592}, "train"),
+    # Word embeddings / MLM logits padded to a multiple of 128 (30522 -> 30592), the
+    # padding columns masked; the generator-only pair isolates the vocabulary projection.
+    "pad_vocab_128": ({"model.vocab_pad_multiple": 128}, "train"),
     # Fetch the metrics to the host after every step (a sync per step) instead of once
     # per window, as a loop without asynchronous metrics would.
     "host_metrics": ({}, "train_host_sync"),
@@ -72,6 +75,7 @@ ABLATIONS = {
     # all S positions then gathered (what computing full [B, S, V] logits costs).
     "gen_gathered": ({}, "generator_gathered"),
     "gen_full": ({}, "generator_full"),
+    "gen_gathered_pad_vocab_128": ({"model.vocab_pad_multiple": 128}, "generator_gathered"),
 }
 
 # The paper's full runs, for projected hours: (size, seq) -> (steps, batch).
@@ -267,6 +271,15 @@ def versions() -> dict:
     return found
 
 
+def describe(runner: Runner, size, seq_len, batch, dtype) -> dict:
+    """What every row holds: the run, the machine, the versions and the runner's info."""
+    return {"impl": runner.label, "size": size, "seq_len": seq_len, "batch": batch, "dtype": dtype,
+            "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
+            "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
+            "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
+            **versions(), **runner.info}
+
+
 def summarize(timed, size, seq_len, batch, dtype, peak_override) -> list[dict]:
     """One result dict per runner; ratios against the first runner, per round."""
     device = jax.devices()[0]
@@ -275,16 +288,12 @@ def summarize(timed, size, seq_len, batch, dtype, peak_override) -> list[dict]:
     for runner, times in timed:
         step_s = statistics.median(times)
         per_round = [t / ref for ref, t in zip(reference_times, times)]  # first's speed / this one's
-        row = {"impl": runner.label, "size": size, "seq_len": seq_len, "batch": batch, "dtype": dtype,
+        row = {**describe(runner, size, seq_len, batch, dtype),
                "rounds": len(times), "step_s": step_s, "step_s_min": min(times),
                "step_s_max": max(times), "step_s_all": times,
                "sequences_per_s": batch / step_s, "tokens_per_s": batch * seq_len / step_s,
                "first_over_this": statistics.median(per_round) if runner is not timed[0][0] else 1.0,
-               "first_over_this_min": min(per_round), "first_over_this_max": max(per_round),
-               "device": device.device_kind, "platform": jax.default_backend(),
-               "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
-               "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
-               **versions(), **runner.info}
+               "first_over_this_min": min(per_round), "first_over_this_max": max(per_round)}
         peak = peak_flops(device.device_kind, dtype, peak_override)
         if row.get("model_flops") and peak:
             row["mfu"] = row["model_flops"] / step_s / peak / jax.device_count()
@@ -294,6 +303,13 @@ def summarize(timed, size, seq_len, batch, dtype, peak_override) -> list[dict]:
             row["projected_hours_full_run"] = full_steps * full_batch * seq_len / row["tokens_per_s"] / 3600
         rows.append(row)
     return rows
+
+
+def compile_only_row(factory: Callable[[], Runner], size, seq_len, batch, dtype) -> dict:
+    runner = factory()
+    row = describe(runner, size, seq_len, batch, dtype)
+    runner.close()
+    return row
 
 
 MARKDOWN_HEADER = (
@@ -308,6 +324,10 @@ def markdown_row(r: dict) -> str:
                 f"| failed: {r['error']} | | | | | | |")
     def fmt(key, spec, scale=1.0):
         return format(scale * r[key], spec) if r.get(key) is not None else "n/a"
+    if "step_s" not in r:  # --compile_only
+        return (f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
+                f"compile only | | | {fmt('step_memory_gib', '.2f')} (temp {fmt('temp_gib', '.2f')}) | "
+                f"{fmt('compile_s', '.1f')} | | |")
     ratio = (f"{r['first_over_this']:.2f}x [{r['first_over_this_min']:.2f}-{r['first_over_this_max']:.2f}]"
              if r.get("first_over_this") not in (None, 1.0) else "")
     return (f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
@@ -387,12 +407,17 @@ def main(argv=None):
                         help="alternate runners round by round (default on CPU, off on accelerators)")
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="one process per (size, seq) (default on accelerators)")
+    parser.add_argument("--compile_only", action="store_true",
+                        help="compile each JAX runner and report its compile time and XLA's memory "
+                             "analysis without timing steps (memory planning, compile-time studies)")
     parser.add_argument("--peak_flops", type=float, default=None, help="override the device peak")
     parser.add_argument("--set", action="append", default=[],
                         help="config override section.key=json_value, e.g. model.remat_policy='\"full\"'")
     parser.add_argument("--out", default="", help="append JSON lines here")
     parser.add_argument("--summarize", default="", help="print the Markdown table of a JSONL file and exit")
     args = parser.parse_args(argv)
+    if args.compile_only and args.hf:
+        parser.error("--compile_only times nothing; drop --hf (transformers has no compile step to report)")
 
     if args.summarize:
         print(MARKDOWN_HEADER)
@@ -412,9 +437,12 @@ def main(argv=None):
             new_rows = run_isolated(args, argv, size, seq_len)
         else:
             batch = args.batch or default_batch(size, seq_len)
-            timed = time_runners(_factories(args, size, seq_len, batch, dtype, overrides),
-                                 args.rounds, args.steps, args.warmup, interleave)
-            new_rows = summarize(timed, size, seq_len, batch, dtype, args.peak_flops)
+            factories = _factories(args, size, seq_len, batch, dtype, overrides)
+            if args.compile_only:
+                new_rows = [compile_only_row(factory, size, seq_len, batch, dtype) for factory in factories]
+            else:
+                timed = time_runners(factories, args.rounds, args.steps, args.warmup, interleave)
+                new_rows = summarize(timed, size, seq_len, batch, dtype, args.peak_flops)
             for row in new_rows:
                 row.update(interleaved=interleave, overrides=overrides)
                 if interleave and row["impl"].startswith("transformers"):

@@ -11,12 +11,10 @@ import os
 
 from absl import app, flags, logging
 from etils import epath
-from ml_collections import config_flags
 
 from electra_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Defaults to WORKDIR/config.json.",
-                                          lock_config=True)
+_CONFIG = cli.define_config_file(None, "Defaults to WORKDIR/config.json.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A pretraining workdir.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.mark_flags_as_required(["workdir"])

@@ -58,8 +58,9 @@ def _generator_forward(cfg):
     @jax.jit
     def forward(params, ids):
         ids = ids[None]
-        return model.Generator(cfg).apply({"params": params}, ids, jnp.ones_like(ids),
-                                          jnp.zeros_like(ids), deterministic=True)[0]
+        logits = model.Generator(cfg).apply({"params": params}, ids, jnp.ones_like(ids),
+                                            jnp.zeros_like(ids), deterministic=True)[0]
+        return logits[:, :cfg.vocab_size]  # without a padded vocabulary's masked columns
     return forward
 
 

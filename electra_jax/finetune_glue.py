@@ -13,10 +13,10 @@ ElectraForSequenceClassification + tokenizer) and OUT/submission/<Task>.tsv.
 import json
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/glue.py", "configs/glue.py",
-                                          lock_config=True)
+from electra_jax import cli
+
+_CONFIG = cli.define_config_file("configs/glue.py", "configs/glue.py")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Results, fine-tuned models and submission files.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -36,7 +36,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ KINDS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaske
 _IGNORED_HF_KEYS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
 # The tied MLM output matrix: the word-embedding table itself, never a separate parameter.
 _TIED_HF_KEY = "generator_lm_head.weight"
+# Parameters with one row per vocabulary entry: padded past vocab_size in electra_jax when
+# `vocab_pad_multiple` > 1 (zero rows), exactly vocab_size rows in HF.
+_VOCAB_ROW_HF_KEYS = ("electra.embeddings.word_embeddings.weight", "generator_lm_head.bias")
 
 # (flax module path, HF module path, parameter kind)
 _EMBEDDING_MODULES = [
@@ -207,6 +210,8 @@ def params_to_hf(cfg: model.ElectraConfig, params: dict, kind: str) -> dict[str,
     state = {}
     for flax_path, hf_key, transpose in table:
         value = np.asarray(flat[flax_path], dtype=np.float32)
+        if hf_key in _VOCAB_ROW_HF_KEYS:
+            value = value[:cfg.vocab_size]  # drop the padding rows
         state[hf_key] = np.ascontiguousarray(value.T if transpose else value)
     return state
 
@@ -225,10 +230,20 @@ def params_from_hf(cfg: model.ElectraConfig, state: dict[str, np.ndarray], kind:
     flat = {}
     for flax_path, hf_key, transpose in table:
         value = np.asarray(state[hf_key], dtype=np.float32)
+        if hf_key in _VOCAB_ROW_HF_KEYS:
+            value = _pad_vocab_rows(value, cfg, hf_key)
         flat[flax_path] = value.T if transpose else value
     if cfg.scan_layers:
         flat = _scan(flat, cfg.num_layers)
     return _unflatten(flat)
+
+
+def _pad_vocab_rows(value: np.ndarray, cfg: model.ElectraConfig, hf_key: str) -> np.ndarray:
+    if value.shape[0] != cfg.vocab_size:
+        raise ValueError(f"{hf_key} has {value.shape[0]} rows but vocab_size={cfg.vocab_size}; "
+                         "config.json and the weights disagree")
+    padding = [(0, cfg.padded_vocab_size - cfg.vocab_size)] + [(0, 0)] * (value.ndim - 1)
+    return np.pad(value, padding)
 
 
 def _check_keys(found: set[str], expected: set[str], what: str) -> None:

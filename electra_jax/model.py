@@ -50,6 +50,10 @@ class ElectraConfig:
     scan_layers: bool = False  # nn.scan over layers: one compiled layer, faster compiles
     remat_policy: str = "none"  # none | full | dots | dots_saveable
     attention_impl: Optional[str] = None  # jax.nn.dot_product_attention implementation: None/'xla'/'cudnn'
+    # Word-embedding rows (= MLM logit columns) rounded up to a multiple of this, for
+    # tile-aligned matmuls on accelerators; rows past vocab_size are never looked up and
+    # their logits are masked, so outputs equal the unpadded model's.
+    vocab_pad_multiple: int = 1
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -61,10 +65,18 @@ class ElectraConfig:
                              f"{['none', *_REMAT_POLICIES]}")
         if self.attention_impl not in (None, "xla", "cudnn"):
             raise ValueError(f"attention_impl={self.attention_impl!r}; choose None, 'xla' or 'cudnn'")
+        if self.vocab_pad_multiple < 1:
+            raise ValueError(f"vocab_pad_multiple={self.vocab_pad_multiple}; use 1 (no padding) "
+                             "or a positive multiple such as 128")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the word-embedding table: vocab_size rounded up to vocab_pad_multiple."""
+        return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
 
 
 def generator_config(disc: ElectraConfig, hidden_fraction: float) -> ElectraConfig:
@@ -123,7 +135,7 @@ class Embeddings(nn.Module):
             return nn.Embed(num, cfg.embedding_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                             embedding_init=nn.with_logical_partitioning(init, axes), name=name)
 
-        self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")
+        self.word_embeddings = embed(cfg.padded_vocab_size, ("vocab", "embed"), "word_embeddings")
         self.position_embeddings = embed(
             cfg.max_position_embeddings, (None, "embed"), "position_embeddings")
         self.token_type_embeddings = embed(
@@ -292,7 +304,8 @@ class GeneratorHead(nn.Module):
 
 
 class LMOutputBias(nn.Module):
-    """The output bias of the tied MLM layer (HF `generator_lm_head.bias`)."""
+    """The output bias of the tied MLM layer (HF `generator_lm_head.bias`); logits of the
+    padding columns past vocab_size are set to the dtype's minimum (probability 0)."""
 
     config: ElectraConfig
 
@@ -300,8 +313,12 @@ class LMOutputBias(nn.Module):
     def __call__(self, logits: Array) -> Array:
         cfg = self.config
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
-                          (cfg.vocab_size,), cfg.param_dtype)
-        return logits + bias.astype(logits.dtype)
+                          (cfg.padded_vocab_size,), cfg.param_dtype)
+        logits = logits + bias.astype(logits.dtype)
+        if cfg.padded_vocab_size == cfg.vocab_size:
+            return logits
+        is_token = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
+        return jnp.where(is_token, logits, jnp.finfo(logits.dtype).min)
 
 
 class Discriminator(nn.Module):
@@ -323,7 +340,8 @@ class Generator(nn.Module):
     """ELECTRA generator (HF `ElectraForMaskedLM`), output layer tied to the word embeddings.
 
     With `masked_positions` ([B, P] int) the logits are computed only there ([B, P, V]), as
-    pretraining needs; without, over the whole sequence ([B, S, V]).
+    pretraining needs; without, over the whole sequence ([B, S, V]). V is the padded
+    vocabulary (`config.padded_vocab_size`); columns past vocab_size hold the dtype's minimum.
     """
 
     config: ElectraConfig

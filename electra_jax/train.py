@@ -11,12 +11,10 @@ import json
 import os
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from electra_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/electra_*.py file.",
-                                          lock_config=True)
+_CONFIG = cli.define_config_file(None, "A configs/electra_*.py file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and TensorBoard go here.")
 _FRESH = flags.DEFINE_bool("fresh", False, "Start over in a workdir whose run has a different "
                            "config (its checkpoints are moved aside, never deleted).")

@@ -165,3 +165,42 @@ def test_parameter_counts_equal_transformers(size):
         assert ours == theirs, (size, kind, ours, theirs)
     print(f"{size}: discriminator {counts['discriminator']:,} params, generator "
           f"{counts['generator']:,} params")
+
+
+@pytest.mark.parametrize("kind", ["discriminator", "generator"])
+def test_padded_vocabulary_converts_both_ways_and_matches_hf(kind, tmp_path):
+    gen_cfg, disc_cfg = _configs("tiny")
+    cfg = dataclasses.replace(gen_cfg if kind == "generator" else disc_cfg, vocab_size=1000)
+    padded_cfg = dataclasses.replace(cfg, vocab_pad_multiple=128)
+    assert padded_cfg.padded_vocab_size == 1024
+    net = _hf_model(cfg, kind)
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    params = hf.params_from_hf(padded_cfg, state, kind)
+    word = params["electra"]["embeddings"]["word_embeddings"]["embedding"]
+    assert word.shape[0] == 1024 and not np.any(word[1000:])
+    inputs = _inputs(cfg.vocab_size)
+    got, expected = _jax_logits(padded_cfg, params, kind, inputs), _hf_logits(net, inputs)
+    if kind == "generator":
+        assert got.shape[-1] == 1024
+        assert np.all(got[..., 1000:] == np.finfo(np.float32).min)  # never predicted or sampled
+        got = got[..., :1000]
+    assert np.max(np.abs(got - expected)) <= TOLERANCE
+    # export drops the padding rows: transformers loads it with vocab_size=1000, same logits
+    hf.save_pretrained(padded_cfg, params, str(tmp_path), kind=kind)
+    cls = transformers.ElectraForPreTraining if kind == "discriminator" else transformers.ElectraForMaskedLM
+    exported = cls.from_pretrained(str(tmp_path)).eval()
+    assert exported.config.vocab_size == 1000
+    np.testing.assert_allclose(_hf_logits(exported, inputs), expected, atol=1e-6)
+
+
+def test_hf_weights_with_another_vocab_size_are_refused():
+    _, cfg = _configs("tiny")
+    state = {k: v.numpy() for k, v in _hf_model(cfg, "discriminator").state_dict().items()}
+    wrong = dataclasses.replace(cfg, vocab_size=cfg.vocab_size - 1, vocab_pad_multiple=128)
+    with pytest.raises(ValueError, match=r"word_embeddings.weight has 8192 rows but vocab_size=8191"):
+        hf.params_from_hf(wrong, state, "discriminator")
+
+
+def test_bad_vocab_pad_multiple_is_refused():
+    with pytest.raises(ValueError, match="vocab_pad_multiple=0"):
+        model.ElectraConfig(vocab_pad_multiple=0)

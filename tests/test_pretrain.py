@@ -151,3 +151,28 @@ def test_batch_that_does_not_split_over_the_mesh_is_refused():
     config.train.batch_size = 12
     with pytest.raises(ValueError, match="microbatch 12 .* does not divide over 8"):
         pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh))
+
+
+def test_padded_vocabulary_rows_are_never_used_in_training():
+    # 8000 tokens in a table of 8064 rows (vocab_pad_multiple=128), vocab sharded over
+    # tensor=2. No weight decay, so a row or bias entry with zero gradient stays exactly as
+    # initialised (Adam's update is 0 / (0 + eps)): a sampled padding id would be looked up
+    # by the discriminator and get a gradient, a padding logit with probability > 0 would
+    # give the bias one.
+    config = tiny_config(tensor=2)
+    config.model.vocab_size, config.model.vocab_pad_multiple = 8000, 128
+    config.optim.weight_decay = 0.0
+    trainer = pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh, jax.devices()[:2]))
+    state = pretrain.init_train_state(trainer)
+    before = jax.device_get(state.params)
+    step = pretrain.jit_train_step(trainer)
+    for batch in batches(config, 3):
+        state, metrics = step(state, batch)
+        assert np.isfinite(float(metrics["loss"]))
+    after = jax.device_get(state.params)
+    word_before, word_after = (p["embeddings"]["word_embeddings"]["embedding"] for p in (before, after))
+    bias_before, bias_after = (p["generator"]["generator_lm_head"]["bias"] for p in (before, after))
+    assert word_after.shape == (8064, config.model.embedding_size) and bias_after.shape == (8064,)
+    np.testing.assert_array_equal(word_after[8000:], word_before[8000:])
+    np.testing.assert_array_equal(bias_after[8000:], bias_before[8000:])
+    assert np.all(bias_after[:8000] != bias_before[:8000])  # every real column learned

@@ -489,6 +489,25 @@ def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
     assert not os.path.exists(workdir)  # refused before anything was written
 
 
+@pytest.mark.parametrize("module,override,hint", [
+    ("finetune_glue", "--config.tsk=mrpc", 'Did you mean "task" instead of "tsk"?'),
+    ("finetune_classify", "--config.text_colum=review", ""),
+    ("finetune_squad", "--config.train.lr=1", ""),
+])
+def test_a_typo_in_a_fine_tuning_override_is_an_error_naming_it(tmp_path, module, override, hint):
+    # These CLIs have a default --config file: ml_collections applies the overrides while
+    # defining the flag, before absl parses anything.
+    workdir = str(tmp_path / "out")
+    proc = subprocess.run([sys.executable, "-m", f"electra_jax.{module}", f"--workdir={workdir}", override],
+                          cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    key = override[len("--config."):].split("=")[0].split(".")[0]
+    assert proc.returncode == 1
+    assert (f"FATAL Flags parsing error: {override.split('=')[0]} names {key!r}, which the config "
+            f"does not have. {hint}").strip() in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(workdir)
+
+
 def test_console_scripts_point_at_cli_run_functions():
     with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as f:
         setup_source = f.read()
