@@ -18,7 +18,7 @@ MODEL_SIZES = {
 }
 # size -> (max_seq_length, batch_size, learning_rate, num_steps, warmup_steps, mask_prob)
 TRAIN_RECIPES = {
-    "tiny": (128, 32, 1e-3, 2000, 200, 0.15),
+    "tiny": (128, 32, 1e-3, 1000, 100, 0.15),
     "small": (128, 128, 5e-4, 1_000_000, 10_000, 0.15),
     "base": (512, 256, 2e-4, 766_000, 10_000, 0.15),
     "large": (512, 2048, 2e-4, 400_000, 10_000, 0.25),
