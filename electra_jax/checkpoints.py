@@ -122,15 +122,21 @@ class Checkpointer:
         self.manager.close()
 
 
-def check_run_config(workdir: str, config_json: str, fresh: bool) -> None:
+def check_run_config(workdir: str, config_json: str, fresh: bool,
+                     absent_means: Optional[dict[str, dict[str, Any]]] = None) -> None:
     """Refuse to resume a workdir whose saved model/objective config differs from this run's.
 
+    `absent_means` ({section: {key: value}}) gives the value a key the saved config lacks
+    stood for (a field added after the run was saved behaved as its default then).
     With `fresh`, the old checkpoints are moved aside (never deleted or overwritten).
     """
     path = epath.Path(workdir) / "config.json"
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         current = json.loads(config_json)
+        for section, defaults in (absent_means or {}).items():
+            saved[section] = {**{k: v for k, v in defaults.items() if k in current.get(section, {})},
+                              **saved.get(section, {})}
         differing = sorted(section for section in ("model", "objective")
                            if saved.get(section) != current.get(section))
         checkpoints_dir = epath.Path(workdir) / "checkpoints"

@@ -79,6 +79,11 @@ class ElectraConfig:
         return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
 
 
+def config_defaults() -> dict[str, Any]:
+    """ElectraConfig's field defaults: what a run saved before a field existed used."""
+    return {f.name: f.default for f in dataclasses.fields(ElectraConfig)}
+
+
 def generator_config(disc: ElectraConfig, hidden_fraction: float) -> ElectraConfig:
     """The generator the ELECTRA paper pairs with `disc`: same depth and embeddings,
     hidden and FFN sizes scaled by `hidden_fraction`, heads = max(1, hidden // 64)."""

@@ -468,7 +468,8 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
     if config.data.source == "default":
         config = use_default_corpus(config, workdir)
     check_tokenizer(config)
-    checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh)
+    checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh,
+                                 absent_means={"model": model.config_defaults()})
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(workdir, save_every=config.train.checkpoint_every,
                                     keep=config.train.keep_checkpoints)

@@ -16,7 +16,7 @@ from etils import epath
 from etils.epath import testing as epath_testing
 
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, presets
+from electra_jax import checkpoints, model, presets
 
 WORKDIR = "gs://my-bucket/runs/base"
 
@@ -112,3 +112,20 @@ def test_synthetic_iterator_state_round_trips_on_gcs(fake_gcs):
 def test_the_guard_catches_a_local_only_call(fake_gcs):
     with pytest.raises(AssertionError, match="local-only open"):
         open(f"{WORKDIR}/metrics.jsonl", "a")
+
+
+def test_a_model_field_added_since_the_run_was_saved_counts_as_its_default(tmp_path):
+    workdir = str(tmp_path / "run")
+    os.makedirs(os.path.join(workdir, "checkpoints", "3"))
+    saved = json.loads(config_json())
+    del saved["model"]["vocab_pad_multiple"]  # a run from before vocabulary padding existed
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(ValueError, match="model.vocab_pad_multiple: saved None vs 1"):
+        checkpoints.check_run_config(workdir, config_json(), fresh=False)
+    defaults = {"model": model.config_defaults()}
+    checkpoints.check_run_config(workdir, config_json(), fresh=False, absent_means=defaults)
+    padded = json.loads(config_json())
+    padded["model"]["vocab_pad_multiple"] = 128
+    with pytest.raises(ValueError, match="model.vocab_pad_multiple: saved 1 vs 128"):
+        checkpoints.check_run_config(workdir, json.dumps(padded), fresh=False, absent_means=defaults)
