@@ -73,6 +73,7 @@ def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer
     boxed_params = jax.eval_shape(
         lambda: net.init(jax.random.PRNGKey(0), *_dummy_inputs(config))["params"])
     params_sharding = sharding.param_shardings(boxed_params, mesh, rules)
+    sharding.check_divisible(nn.meta.unbox(boxed_params), params_sharding)
     abstract_opt_state = jax.eval_shape(tx.init, nn.meta.unbox(boxed_params))
     state_sharding = TrainState(
         step=sharding.replicated(mesh),

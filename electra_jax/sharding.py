@@ -69,6 +69,27 @@ def param_shardings(boxed_params: Any, mesh: Mesh, rules) -> Any:
     return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+def check_divisible(abstract_params: Any, shardings: Any) -> None:
+    """Every parameter dimension must split evenly over the mesh axes it is sharded on
+    (jax refuses uneven shardings deep inside init); fail first, naming the parameters."""
+    leaves = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+    named = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    uneven = []
+    for (path, leaf), sharding in zip(leaves, named):
+        for dim, axes in zip(leaf.shape, sharding.spec):
+            axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+            parts = math.prod(sharding.mesh.shape[axis] for axis in axes)
+            if dim % parts:
+                uneven.append(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)}: {dim} over "
+                              f"{'x'.join(axes)}={parts}")
+    if uneven:
+        raise ValueError(
+            f"{len(uneven)} parameter dimension(s) do not split evenly over the mesh: "
+            f"{'; '.join(uneven[:4])}{' ...' if len(uneven) > 4 else ''}. Choose mesh sizes that "
+            "divide them; for the vocabulary, set --config.model.vocab_pad_multiple to a "
+            "multiple of those sizes (e.g. 128)")
+
+
 def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,
                         params_sharding: Any, mesh: Mesh) -> Any:
     """Optimizer moments share their parameter's sharding; counters are replicated."""

@@ -176,3 +176,16 @@ def test_padded_vocabulary_rows_are_never_used_in_training():
     np.testing.assert_array_equal(word_after[8000:], word_before[8000:])
     np.testing.assert_array_equal(bias_after[8000:], bias_before[8000:])
     assert np.all(bias_after[:8000] != bias_before[:8000])  # every real column learned
+
+
+def test_a_vocabulary_that_does_not_split_over_tensor_is_refused_until_padded():
+    config = tiny_config(tensor=4)
+    config.model.vocab_size = 8190  # 8190 = 2 x 4095: not a multiple of 4
+    mesh = pretrain.sharding.make_mesh(config.mesh, jax.devices()[:4])
+    with pytest.raises(ValueError, match=r"\['embeddings'\]\['word_embeddings'\]\['embedding'\] "
+                                         r"\(8190, 128\): 8190 over tensor=4.*vocab_pad_multiple"):
+        pretrain.make_pretrainer(config, mesh)
+    config.model.vocab_pad_multiple = 128
+    trainer = pretrain.make_pretrainer(config, mesh)
+    word = trainer.state_sharding.params["embeddings"]["word_embeddings"]["embedding"]
+    assert word.shard_shape((8192, 128)) == (2048, 128)
