@@ -152,3 +152,6 @@ def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):
     config.train_file = str(tmp_path / "train.xlsx")
     with pytest.raises(ValueError, match=r"unknown extension '\.xlsx'"):
         classify.run(config, str(tmp_path / "out"))
+    config.dev_file = ""
+    with pytest.raises(ValueError, match=r"config\.dev_file is empty; set --config\.dev_file=<\.csv/\.tsv/\.jsonl file>"):
+        classify.run(config, str(tmp_path / "out"))

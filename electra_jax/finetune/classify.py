@@ -222,9 +222,7 @@ def write_predictions(path: str, examples: list[Example], predicted: list[str]) 
 def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.jsonl of the median run into `workdir`."""
-    for key in ("train_file", "dev_file"):
-        if not config[key]:
-            raise ValueError(f"config.{key} is empty; set --config.{key}=<.csv/.tsv/.jsonl file>")
+    common.require_files(config, ("train_file", "dev_file"), ".csv/.tsv/.jsonl file")
     os.makedirs(workdir, exist_ok=True)
     pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
     tokenizer = pretrained.tokenizer

@@ -177,6 +177,13 @@ def load_network(init: str, init_step: Optional[int] = None, tokenizer_path: str
                             "nor a transformers ELECTRA directory (config.json + model.safetensors)")
 
 
+def require_files(config, keys: Sequence[str], file_kind: str) -> None:
+    """Fails before any loading when a required data file is not set, naming the key."""
+    for key in keys:
+        if not config[key]:
+            raise ValueError(f"config.{key} is empty; set --config.{key}=<{file_kind}>")
+
+
 def load_pretrained(init: str, init_step: Optional[int] = None, tokenizer_path: str = "") -> Pretrained:
     """The encoder, config and tokenizer from a pretraining workdir or a transformers dir
     (and the head of a fine-tuned one)."""

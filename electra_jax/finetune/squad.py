@@ -368,27 +368,26 @@ def run(config, workdir: str) -> dict[str, Any]:
     program = common.build_program(config, net, loss_fn, hyper, common.num_rows(train.features),
                                    batch_keys=TRAIN_KEYS)
     threshold = na_threshold(config)
-    runs = []
-    for seed in range(config.seed, config.seed + config.seeds):
-        latest: dict[str, Decoded] = {}
+    latest: dict[str, Decoded] = {}  # the last evaluation's answers, written after each run
 
-        def evaluate(params):
-            outputs = common.predict_outputs(program.predict_batch, params, dev.features,
-                                             config.eval_batch_size)
-            latest["decoded"] = decode(dev_examples, dev, outputs, config.version, config.n_best_size,
-                                       config.max_answer_length, threshold)
-            return score(dev_examples, latest["decoded"], config.version, threshold)
+    def evaluate(params):
+        outputs = common.predict_outputs(program.predict_batch, params, dev.features,
+                                         config.eval_batch_size)
+        latest["decoded"] = decode(dev_examples, dev, outputs, config.version, config.n_best_size,
+                                   config.max_answer_length, threshold)
+        return score(dev_examples, latest["decoded"], config.version, threshold)
 
-        params, log = common.finetune_seed(config, pretrained, program, seed, train.features,
-                                           evaluate, desc=f"squad v{config.version} seed {seed}")
+    def after_run(seed, params):
         run_dir = os.path.join(workdir, f"seed_{seed}")
         write_predictions(latest["decoded"], run_dir)
         if config.save_models:
             span_params = {"electra": params["electra"], "qa_outputs": params["qa_outputs"]}
             common.export_model(pretrained, span_params, run_dir, "question_answering",
                                 {"finetuning_task": f"squad_v{config.version}"})
-        runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log,
-                     "num_without_span": latest["decoded"].num_without_span})
+        return {"num_without_span": latest["decoded"].num_without_span}
+
+    runs = common.finetune_seeds(config, pretrained, program, train.features, evaluate,
+                                 f"squad v{config.version}", after_run)
     results = {
         "init": config.init, "config": config.to_dict(), "version": config.version,
         "na_threshold": threshold if config.version == "2.0" else None,

@@ -270,9 +270,7 @@ def write_conll_predictions(path: str, data: TaggingData, predicted: list[list[s
 def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.txt of the median run into `workdir`."""
-    for key in ("train_file", "dev_file"):
-        if not config[key]:
-            raise ValueError(f"config.{key} is empty; set --config.{key}=<CoNLL file>")
+    common.require_files(config, ("train_file", "dev_file"), "CoNLL file")
     os.makedirs(workdir, exist_ok=True)
     pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
     tokenizer = pretrained.tokenizer
