@@ -103,8 +103,8 @@ def repeated_token_batches(config, num, seed, period=64):
 @pytest.mark.slow
 def test_tiny_model_learns_a_structured_corpus():
     config = tiny_config()
-    config.train.num_steps = 300
-    config.optim.warmup_steps = 30
+    config.train.num_steps = 600
+    config.optim.warmup_steps = 60
     trainer = pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh, jax.devices()[:1]))
     state = pretrain.init_train_state(trainer)
     step = pretrain.jit_train_step(trainer)
@@ -112,11 +112,14 @@ def test_tiny_model_learns_a_structured_corpus():
         state, _ = step(state, batch)
     held_out = list(repeated_token_batches(config, 4, seed=1))
     metrics = pretrain.evaluate(trainer, state, held_out, eval_seed=7)
-    print("after 300 steps:", metrics)
+    print(f"after {config.train.num_steps} steps:", metrics)
     # Chance for the generator is 1/64 (one of 64 ids); the all-"original" discriminator
-    # scores 1 - replaced_fraction. Seen on a CPU: mlm 0.30, disc 0.938 vs baseline 0.879.
-    assert metrics["mlm_accuracy"] > 10 / 64
-    assert metrics["disc_accuracy"] > 1 - metrics["replaced_fraction"] + 0.03
+    # scores 1 - replaced_fraction. Seen on a CPU over train seeds: at 300 steps the MLM
+    # accuracy still ranged 0.02-0.32 (the knee: the discriminator's gradient through the
+    # shared embeddings wins first); at 600 steps MLM 0.66-0.98, discriminator >= 0.99 vs
+    # a baseline of ~0.89.
+    assert metrics["mlm_accuracy"] > 0.4
+    assert metrics["disc_accuracy"] > 1 - metrics["replaced_fraction"] + 0.05
 
 
 def test_gradient_accumulation_matches_full_batch():
