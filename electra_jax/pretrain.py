@@ -177,7 +177,7 @@ def _mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
 
 def _sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array,
                         masked_ids: jax.Array) -> jax.Array:
-    """One sampling key per example, so samples do not depend on the microbatch split."""
+    """One Gumbel key per example, so samples do not depend on the microbatch split."""
     o = config.objective
 
     def sample_one(rng, logits, original):

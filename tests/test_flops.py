@@ -46,7 +46,7 @@ def test_analytic_flops_within_10_percent_of_xla_cost_analysis(tiny_128):
     lowered, analytic = tiny_128
     # XLA counts every op, the analytic formula only matmuls (the convention of MFU, as in
     # PaLM/MaxText). The rest is small and only ever adds: LayerNorm, GELU, softmax and
-    # mask arithmetic (a few flops per activation), the replacement sampling over [B, P, V],
+    # mask arithmetic (a few flops per activation), the Gumbel noise over [B, P, V],
     # the cross-entropy over the vocabulary and AdamW's ~15 flops per parameter: 6.4%
     # for tiny at 128 (measured). Dropout is off here (deterministic): its threefry bit
     # generation is integer work XLA also counts as flops (~+4% more), which no one
