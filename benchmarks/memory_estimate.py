@@ -33,8 +33,7 @@ def _shard_elements(shape, mesh_axes, mesh_sizes: dict) -> int:
     """Elements of one device's shard of an array of `shape` split as `mesh_axes`."""
     total = 1
     for dim, axes in zip(shape, tuple(mesh_axes) + (None,) * (len(shape) - len(mesh_axes))):
-        axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
-        total *= math.ceil(dim / math.prod(mesh_sizes[a] for a in axes))
+        total *= math.ceil(dim / sharding.num_shards(axes, mesh_sizes))
     return total
 
 

@@ -69,19 +69,26 @@ def param_shardings(boxed_params: Any, mesh: Mesh, rules) -> Any:
     return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+def num_shards(spec_entry: Any, mesh_sizes: dict[str, int]) -> int:
+    """How many pieces one PartitionSpec entry (None, an axis name or a tuple of names)
+    splits its dimension into."""
+    axes = () if spec_entry is None else (spec_entry,) if isinstance(spec_entry, str) else spec_entry
+    return math.prod(mesh_sizes[axis] for axis in axes)
+
+
 def check_divisible(abstract_params: Any, shardings: Any) -> None:
     """Every parameter dimension must split evenly over the mesh axes it is sharded on
     (jax refuses uneven shardings deep inside init); fail first, naming the parameters."""
-    leaves = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
-    named = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
     uneven = []
-    for (path, leaf), sharding in zip(leaves, named):
+
+    def check(path, leaf, sharding: NamedSharding):
         for dim, axes in zip(leaf.shape, sharding.spec):
-            axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-            parts = math.prod(sharding.mesh.shape[axis] for axis in axes)
+            parts = num_shards(axes, sharding.mesh.shape)
             if dim % parts:
-                uneven.append(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)}: {dim} over "
-                              f"{'x'.join(axes)}={parts}")
+                names = "x".join((axes,) if isinstance(axes, str) else axes)
+                uneven.append(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)}: {dim} over {names}={parts}")
+
+    jax.tree_util.tree_map_with_path(check, abstract_params, shardings)
     if uneven:
         raise ValueError(
             f"{len(uneven)} parameter dimension(s) do not split evenly over the mesh: "
