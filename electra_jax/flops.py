@@ -37,20 +37,21 @@ def _encoder_forward_flops(cfg: model.ElectraConfig, seq_len: int) -> float:
     return seq_len * (cfg.num_layers * per_token_per_layer + projection)
 
 
-def train_flops_per_sequence(gen: model.ElectraConfig, disc: model.ElectraConfig,
+def train_flops_per_sequence(gen: model.ElectraConfig, disc: model.ElectraConfig | None,
                              seq_len: int, max_predictions: int) -> float:
     """Analytic model FLOPs (forward + backward = 3x forward) of one ELECTRA training sequence.
 
     Generator: encoder over all tokens, MLM head (dense -> tied vocab projection) at the
     `max_predictions` gathered positions only. Discriminator: encoder + dense head at every
-    token. Embedding lookups, LayerNorms, softmaxes and the optimizer are not counted, nor
+    token (`disc=None`: an MLM-only model, no discriminator). Embedding lookups, LayerNorms, softmaxes and the optimizer are not counted, nor
     the padding columns of a padded vocabulary (model FLOPs count useful work only).
     """
     gen_head = max_predictions * (2 * gen.hidden_size * gen.embedding_size
                                   + 2 * gen.embedding_size * gen.vocab_size)
-    disc_head = seq_len * (2 * disc.hidden_size * disc.hidden_size + 2 * disc.hidden_size)
-    forward = (_encoder_forward_flops(gen, seq_len) + gen_head
-               + _encoder_forward_flops(disc, seq_len) + disc_head)
+    forward = _encoder_forward_flops(gen, seq_len) + gen_head
+    if disc is not None:
+        disc_head = seq_len * (2 * disc.hidden_size * disc.hidden_size + 2 * disc.hidden_size)
+        forward += _encoder_forward_flops(disc, seq_len) + disc_head
     return 3.0 * forward
 
 

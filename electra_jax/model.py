@@ -100,6 +100,26 @@ def configs_from_dict(model_config: Any) -> tuple[ElectraConfig, ElectraConfig]:
     return generator_config(disc, model_config.generator_hidden_fraction), disc
 
 
+OBJECTIVES = ("electra", "mlm")
+
+
+def pretraining_networks(config: Any) -> dict[str, ElectraConfig]:
+    """network name -> config of what a pretraining config trains: ELECTRA's generator and
+    discriminator, or for `objective.kind="mlm"` (BERT-style, the baseline ELECTRA is
+    measured against) one masked LM at the discriminator's size, named "generator" since
+    it is an ElectraForMaskedLM."""
+    kind = config.objective.get("kind", "electra")  # runs saved before the MLM-only objective
+    if kind not in OBJECTIVES:
+        raise ValueError(f"objective.kind={kind!r}; choose one of {OBJECTIVES}")
+    gen, disc = configs_from_dict(config.model)
+    return {"generator": disc} if kind == "mlm" else {"generator": gen, "discriminator": disc}
+
+
+def build_pretraining_model(config: Any) -> ElectraPretrainingModel:
+    networks = pretraining_networks(config)
+    return ElectraPretrainingModel(networks["generator"], networks.get("discriminator"))
+
+
 def _dense(features: int, axes: tuple, cfg: ElectraConfig, name: str) -> nn.Dense:
     return nn.Dense(
         features,
@@ -371,14 +391,19 @@ class ElectraPretrainingModel(nn.Module):
 
     Param tree: {embeddings, generator: {electra: {embeddings_project?, encoder},
     generator_predictions, generator_lm_head}, discriminator: {electra: {...},
-    discriminator_predictions}}.
+    discriminator_predictions}}. With `discriminator_config=None` (the MLM-only objective)
+    there is no `discriminator` subtree: a BERT-style masked LM.
     """
 
     generator_config: ElectraConfig
-    discriminator_config: ElectraConfig
+    discriminator_config: Optional[ElectraConfig]
 
     def setup(self):
         gen, disc = self.generator_config, self.discriminator_config
+        if disc is None:
+            self.embeddings = Embeddings(gen)
+            self.generator = Generator(gen, shared_embeddings=self.embeddings)
+            return
         shared = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size")
         mismatched = [f for f in shared if getattr(gen, f) != getattr(disc, f)]
         if mismatched:
@@ -390,10 +415,13 @@ class ElectraPretrainingModel(nn.Module):
 
     def __call__(self, input_ids, attention_mask, token_type_ids, masked_positions,
                  deterministic=True):
-        """Init helper: runs both networks once on the same inputs."""
-        return (self.generate(input_ids, attention_mask, token_type_ids, masked_positions,
-                              deterministic),
-                self.discriminate(input_ids, attention_mask, token_type_ids, deterministic))
+        """Init helper: runs every network once on the same inputs."""
+        gen_logits = self.generate(input_ids, attention_mask, token_type_ids, masked_positions,
+                                   deterministic)
+        if self.discriminator_config is None:
+            return gen_logits
+        return gen_logits, self.discriminate(input_ids, attention_mask, token_type_ids,
+                                             deterministic)
 
     def generate(self, input_ids, attention_mask, token_type_ids, masked_positions,
                  deterministic=True):
@@ -419,14 +447,13 @@ def init_params(module: nn.Module, rng: Array, seq_len: int = 8):
     return nn.meta.unbox(_init_params(module, rng, seq_len))
 
 
-def split_pretraining_params(params: dict) -> tuple[dict, dict]:
-    """(generator, discriminator) params of an ElectraPretrainingModel as standalone
-    Generator / Discriminator trees, each with its own reference to the shared embeddings."""
-    def standalone(network: str) -> dict:
-        tree = dict(params[network])
-        tree["electra"] = {"embeddings": params["embeddings"], **tree["electra"]}
-        return tree
-    return standalone("generator"), standalone("discriminator")
+def split_pretraining_params(params: dict) -> dict[str, dict]:
+    """The networks of an ElectraPretrainingModel's params ("generator", and "discriminator"
+    unless MLM-only) as standalone Generator / Discriminator trees, each with its own
+    reference to the shared embeddings."""
+    return {network: {**params[network], "electra": {"embeddings": params["embeddings"],
+                                                     **params[network]["electra"]}}
+            for network in ("generator", "discriminator") if network in params}
 
 
 class ClassificationHead(nn.Module):

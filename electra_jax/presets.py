@@ -75,12 +75,16 @@ def pretraining_config(size: str) -> ml_collections.ConfigDict:
     c.model = model_config(size)
 
     c.objective = o = ml_collections.ConfigDict()
+    # electra: generator MLM + discriminator RTD; mlm: BERT-style masked LM alone at the
+    # discriminator's size (the baseline ELECTRA is measured against; disc_* knobs unused)
+    o.kind = "electra"
     o.mask_prob = mask_prob  # fraction of real tokens the generator must predict
     o.max_predictions_per_seq = max_predictions_per_seq(mask_prob, seq_len)  # static cap per sequence
     o.mask_token_frac = 0.85  # of the chosen positions: replaced by [MASK]
     o.random_token_frac = 0.0  # ... replaced by a random token (the paper: none); the rest stay unchanged
     o.disc_weight = 50.0  # lambda: total = mlm_loss + disc_weight * disc_loss
     o.temperature = 1.0  # sampling temperature for the generator's replacements
+    o.sampler = "gumbel"  # gumbel (the original's) | inverse_cdf (same law, one uniform a position)
     o.disallow_correct = False  # if True, never sample the original token (an ablation in the paper)
     o.mask_token_id = 4  # [MASK]; checked against the tokenizer at start-up
     o.special_token_ids = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]: never masked

@@ -52,11 +52,6 @@ class Pretrainer:
     state_sharding: Any = flax.struct.field(pytree_node=False)
 
 
-def build_model(config) -> model.ElectraPretrainingModel:
-    gen_cfg, disc_cfg = model.configs_from_dict(config.model)
-    return model.ElectraPretrainingModel(gen_cfg, disc_cfg)
-
-
 def _dummy_inputs(config, batch_size: int = 1):
     ids = jnp.zeros((batch_size, config.train.max_seq_length), jnp.int32)
     positions = jnp.zeros((batch_size, config.objective.max_predictions_per_seq), jnp.int32)
@@ -68,7 +63,7 @@ def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer
     _check_batch(config, mesh)
     mesh = mesh or sharding.make_mesh(config.mesh)
     rules = sharding.logical_axis_rules(config)
-    net = build_model(config)
+    net = model.build_pretraining_model(config)
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
     boxed_params = jax.eval_shape(
         lambda: net.init(jax.random.PRNGKey(0), *_dummy_inputs(config))["params"])
@@ -141,17 +136,15 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[s
 
 
 def export_checkpoint(workdir: str, out_dir: str, step: int | None = None) -> int:
-    """Writes OUT/discriminator (ElectraForPreTraining) and OUT/generator
-    (ElectraForMaskedLM) of a saved step in transformers' format, with the run's tokenizer;
-    returns the step."""
+    """Writes OUT/discriminator (ElectraForPreTraining; not for an MLM-only run) and
+    OUT/generator (ElectraForMaskedLM) of a saved step in transformers' format, with the
+    run's tokenizer; returns the step."""
     from electra_jax import hf  # conversion tables: only needed here
     config = checkpoints.load_run_config(workdir)
     _, state = restore_train_state(config, workdir, step)
-    gen_cfg, disc_cfg = model.configs_from_dict(config.model)
-    gen_params, disc_params = model.split_pretraining_params(jax.device_get(state.params))
-    for kind, cfg, params in (("discriminator", disc_cfg, disc_params),
-                              ("generator", gen_cfg, gen_params)):
-        hf.save_pretrained(cfg, params, os.path.join(out_dir, kind), kind)
+    params = model.split_pretraining_params(jax.device_get(state.params))
+    for kind, cfg in model.pretraining_networks(config).items():
+        hf.save_pretrained(cfg, params[kind], os.path.join(out_dir, kind), kind)
         if config.data.tokenizer:
             shutil.copy(config.data.tokenizer, os.path.join(out_dir, kind))
     logging.info("exported step %d of %s to %s", int(state.step), workdir, out_dir)
@@ -177,13 +170,14 @@ def _mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
 
 def _sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array,
                         masked_ids: jax.Array) -> jax.Array:
-    """One Gumbel key per example, so samples do not depend on the microbatch split."""
+    """One sampling key per example, so samples do not depend on the microbatch split."""
     o = config.objective
 
     def sample_one(rng, logits, original):
         disallow = original[None] if o.disallow_correct else None
         return objective.sample_replacements(rng, logits[None], temperature=o.temperature,
-                                             disallow_ids=disallow)[0]
+                                             disallow_ids=disallow,
+                                             sampler=o.get("sampler", "gumbel"))[0]
 
     return jax.vmap(sample_one)(example_rngs, gen_logits, masked_ids)
 
@@ -191,13 +185,19 @@ def _sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array,
 def _forward(trainer: Pretrainer, params, micro: dict, rngs: dict, deterministic: bool,
              totals: dict):
     """Losses of one microbatch, normalised by whole-batch counts so microbatches add up
-    to exactly the full-batch loss. Returns (loss, per-microbatch metric sums)."""
+    to exactly the full-batch loss. Returns (loss, per-microbatch metric sums). An
+    MLM-only model (no discriminator) stops after the generator's loss."""
     config, net = trainer.config, trainer.net
     gen_rng, disc_rng = jax.random.split(rngs["dropout"])
     gen_logits = net.apply(
         {"params": params}, micro["masked_input_ids"], micro["attention_mask"],
         micro["token_type_ids"], micro["masked_positions"], deterministic,
         rngs={"dropout": gen_rng}, method=net.generate)  # [b, P, V]
+    sums = objective.mlm_metric_sums(gen_logits, micro["masked_ids"], micro["masked_weights"],
+                                     micro["attention_mask"])
+    loss = sums["mlm_loss"][0] / totals["masked"]
+    if net.discriminator_config is None:
+        return loss, sums
     sampled_ids = _sample_per_example(config, micro["example_rngs"], gen_logits,
                                       micro["masked_ids"])
     corrupted_ids, is_replaced = objective.corrupt_inputs(
@@ -205,11 +205,8 @@ def _forward(trainer: Pretrainer, params, micro: dict, rngs: dict, deterministic
     disc_logits = net.apply(
         {"params": params}, corrupted_ids, micro["attention_mask"], micro["token_type_ids"],
         deterministic, rngs={"dropout": disc_rng}, method=net.discriminate)  # [b, S]
-    sums = objective.metric_sums(gen_logits, micro["masked_ids"], micro["masked_weights"],
-                                 disc_logits, is_replaced, micro["attention_mask"])
-    loss = (sums["mlm_loss"][0] / totals["masked"]
-            + config.objective.disc_weight * sums["disc_loss"][0] / totals["tokens"])
-    return loss, sums
+    sums.update(objective.disc_metric_sums(disc_logits, is_replaced, micro["attention_mask"]))
+    return loss + config.objective.disc_weight * sums["disc_loss"][0] / totals["tokens"], sums
 
 
 def _microbatches(batch: dict, num: int) -> dict:
@@ -470,7 +467,8 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
         config = use_default_corpus(config, workdir)
     check_tokenizer(config)
     checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh,
-                                 absent_means={"model": model.config_defaults()})
+                                 absent_means={"model": model.config_defaults(),
+                                               "objective": {"kind": "electra"}})
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(workdir, save_every=config.train.checkpoint_every,
                                     keep=config.train.keep_checkpoints)
@@ -487,9 +485,10 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
     step_fn = jit_train_step(trainer)
     eval_fn = jit_eval_step(trainer, eval_seed=config.train.seed + 1)
     writer = MetricWriter(workdir, config.train.tensorboard)
-    gen_cfg, disc_cfg = model.configs_from_dict(config.model)
+    networks = model.pretraining_networks(config)
     flops_per_step = config.train.batch_size * flops.train_flops_per_sequence(
-        gen_cfg, disc_cfg, config.train.max_seq_length, config.objective.max_predictions_per_seq)
+        networks["generator"], networks.get("discriminator"), config.train.max_seq_length,
+        config.objective.max_predictions_per_seq)
     peak = flops.peak_flops(jax.devices()[0].device_kind, config.model.dtype)
     preemption = _Preemption()
     result: dict[str, Any] = {"train": {}, "eval": {}}
@@ -534,8 +533,8 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    keys = ("loss", "mlm_loss", "mlm_accuracy", "disc_loss", "disc_accuracy", "disc_precision",
-            "disc_recall")
+    keys = ("loss", "mlm_loss", "mlm_accuracy", "disc_loss", "disc_accuracy",
+            "disc_baseline_accuracy", "disc_auc", "disc_precision", "disc_recall")
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
@@ -547,6 +546,7 @@ def _log_train(writer, progress, step, metrics, seconds_per_step, config, flops_
     if peak:
         scalars["mfu"] = flops_per_step / seconds_per_step / peak / jax.device_count()
     writer.write(step, "train", scalars)
-    progress.set_postfix(loss=f"{scalars['loss']:.3f}", mlm_acc=f"{scalars.get('mlm_accuracy', 0):.3f}")
+    progress.set_postfix(loss=f"{scalars['loss']:.3f}", mlm_acc=f"{scalars['mlm_accuracy']:.3f}",
+                         **({"rtd_auc": f"{scalars['disc_auc']:.3f}"} if "disc_auc" in scalars else {}))
     logging.info("step %d: %s tokens/s=%.0f", step, _summary(scalars), scalars["tokens_per_s"])
     return scalars

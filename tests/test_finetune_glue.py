@@ -327,16 +327,15 @@ def test_data_dir_is_required(hf_init, tmp_path):
 
 # ---------------------------------------------------------------------------- pretraining workdir
 
-@pytest.fixture(scope="module")
-def pretrain_workdir(tmp_path_factory):
+def _pretrain_workdir(root, objective_kind):
     """A pretraining workdir as train.py leaves it: config.json (with data.tokenizer) and an
     orbax checkpoint of a tiny ElectraPretrainingModel at step 3."""
     from electra_jax import checkpoints, presets, pretrain
 
-    root = tmp_path_factory.mktemp("pretrain")
     vocab_path = str(root / "vocab.txt")
     vocab_size = write_vocab(vocab_path)
     config = presets.pretraining_config("tiny")
+    config.objective.kind = objective_kind
     config.model.update(dict(vocab_size=vocab_size, hidden_size=32, embedding_size=16,
                              intermediate_size=64, num_heads=2, max_position_embeddings=64))
     config.train.update(dict(max_seq_length=16, batch_size=8, num_steps=10))
@@ -349,6 +348,52 @@ def pretrain_workdir(tmp_path_factory):
     ckpt.save(3, state, force=True)
     ckpt.close()
     return workdir, jax.device_get(state.params), vocab_size
+
+
+@pytest.fixture(scope="module")
+def pretrain_workdir(tmp_path_factory):
+    return _pretrain_workdir(tmp_path_factory.mktemp("pretrain"), "electra")
+
+
+@pytest.fixture(scope="module")
+def mlm_workdir(tmp_path_factory):
+    return _pretrain_workdir(tmp_path_factory.mktemp("pretrain_mlm"), "mlm")
+
+
+def test_mlm_only_run_exports_a_masked_lm_and_fine_tunes(tmp_path, glue_dir, mlm_workdir):
+    """The MLM-only baseline goes through the same export and fine-tuning paths as ELECTRA:
+    its one network is an ElectraForMaskedLM (same logits in transformers), and fine-tuning
+    takes its encoder, from the workdir or from the exported directory."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from electra_jax import pretrain
+
+    workdir, params, _ = mlm_workdir
+    out = str(tmp_path / "hf")
+    assert pretrain.export_checkpoint(workdir, out) == 3
+    assert sorted(os.listdir(out)) == ["generator"]  # no discriminator to export
+    encoder = {"embeddings": params["embeddings"], **params["generator"]["electra"]}
+    pretrained = glue.load_pretrained(workdir)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained.encoder_params, encoder)
+    assert pretrained.model_config.hidden_size == 32 and pretrained.head_params is None
+    from_export = glue.load_pretrained(os.path.join(out, "generator"))
+    jax.tree_util.tree_map(np.testing.assert_allclose, from_export.encoder_params, encoder)
+
+    ids = np.array([[2, 7, 9, 11, 3, 0]], np.int64)
+    mask = (ids > 0).astype(np.int64)
+    ours = model.Generator(pretrained.model_config).apply(
+        {"params": model.split_pretraining_params(params)["generator"]}, ids, mask, np.zeros_like(ids))
+    hf_net = transformers.ElectraForMaskedLM.from_pretrained(os.path.join(out, "generator")).eval()
+    with torch.no_grad():
+        theirs = hf_net(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+    np.testing.assert_allclose(theirs.numpy(), np.asarray(ours), atol=1e-4)
+
+    results = glue.run(small_run_config(glue_dir, workdir, task="mrpc", save_models=False),
+                       str(tmp_path / "ft"))
+    assert np.isfinite(results["tasks"]["mrpc"]["median"]["mrpc"]["f1"])
+    with pytest.raises(ValueError, match="MLM-only run .* has no discriminator"):
+        from electra_jax.finetune import common
+        common.load_network(workdir, network="discriminator")
 
 
 def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path, pretrain_workdir):

@@ -47,7 +47,8 @@ def test_gradient_from_either_network_reaches_shared_embeddings(tiny_pretraining
 
 def test_split_params_run_standalone_networks(tiny_pretraining):
     net, params, (ids, mask, types, positions) = tiny_pretraining
-    gen_params, disc_params = model.split_pretraining_params(params)
+    split = model.split_pretraining_params(params)
+    gen_params, disc_params = split["generator"], split["discriminator"]
     joint = net.apply({"params": params}, ids, mask, types, method=net.discriminate)
     alone = model.Discriminator(net.discriminator_config).apply({"params": disc_params}, ids, mask, types)
     np.testing.assert_array_equal(joint, alone)

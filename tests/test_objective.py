@@ -180,12 +180,13 @@ def _spread_logits() -> np.ndarray:
     return logits
 
 
-def _sample_counts(temperature, disallow=None, draws=40000, seed=0, spread=False):
+def _sample_counts(temperature, disallow=None, draws=40000, seed=0, spread=False, sampler="gumbel"):
     row = _spread_logits() if spread else LOGITS
     logits = jnp.broadcast_to(jnp.asarray(row), (draws // 8, 8, row.size))  # [B, P, V]
     disallow_ids = None if disallow is None else jnp.full((draws // 8, 8), disallow, jnp.int32)
     sampled = objective.sample_replacements(jax.random.PRNGKey(seed), logits,
-                                            temperature=temperature, disallow_ids=disallow_ids)
+                                            temperature=temperature, disallow_ids=disallow_ids,
+                                            sampler=sampler)
     assert sampled.shape == (draws // 8, 8) and sampled.dtype == jnp.int32
     counts = np.bincount(np.asarray(sampled).ravel(), minlength=row.size)
     if spread:  # nothing outside the 8 tokens, then their counts in LOGITS order
@@ -194,10 +195,11 @@ def _sample_counts(temperature, disallow=None, draws=40000, seed=0, spread=False
     return counts
 
 
+@pytest.mark.parametrize("sampler", objective.SAMPLERS)
 @pytest.mark.parametrize("spread", [False, True], ids=["dense", "spread"])
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
-def test_samples_follow_tempered_softmax(temperature, spread):
-    counts = _sample_counts(temperature, spread=spread)
+def test_samples_follow_tempered_softmax(temperature, spread, sampler):
+    counts = _sample_counts(temperature, spread=spread, sampler=sampler)
     expected = scipy.special.softmax(LOGITS.astype(np.float64) / temperature) * counts.sum()
     assert scipy.stats.chisquare(counts, expected).pvalue > 1e-3
 
@@ -209,24 +211,45 @@ def test_chi_square_detects_a_wrong_temperature():
     assert scipy.stats.chisquare(counts, wrong).pvalue < 1e-6
 
 
+@pytest.mark.parametrize("sampler", objective.SAMPLERS)
 @pytest.mark.parametrize("spread", [False, True], ids=["dense", "spread"])
-def test_disallow_never_samples_the_token_and_renormalises(spread):
-    counts = _sample_counts(1.0, disallow=SPREAD_IDS[0] if spread else 0, spread=spread)
+def test_disallow_never_samples_the_token_and_renormalises(spread, sampler):
+    counts = _sample_counts(1.0, disallow=SPREAD_IDS[0] if spread else 0, spread=spread,
+                            sampler=sampler)
     assert counts[0] == 0
     expected = scipy.special.softmax(LOGITS[1:].astype(np.float64)) * counts.sum()
     assert scipy.stats.chisquare(counts[1:], expected).pvalue > 1e-3
 
 
-def test_no_gradient_through_sampling():
+def test_inverse_cdf_never_draws_zero_probability_tokens_when_rounding_misses_the_target():
+    """The two-level CDF's rounding cases: a target above every cdf value (u near 0 with a
+    cdf that rounds low) or at most zero (mass before the block rounding high) still lands
+    on a token of positive probability."""
+    mass = jnp.asarray([[0.0, 0.5, 0.0, 0.25, 0.0]])
+    cdf = jnp.cumsum(mass, axis=-1)
+    first_reaching = objective._first_reaching
+    assert int(first_reaching(cdf, mass, jnp.asarray([0.75 + 1e-6]))[0]) == 3
+    assert int(first_reaching(cdf, mass, jnp.asarray([-1e-6]))[0]) == 1
+    assert int(first_reaching(cdf, mass, jnp.asarray([0.5]))[0]) == 1
+    assert int(first_reaching(cdf, mass, jnp.asarray([0.5 + 1e-6]))[0]) == 3
+
+
+def test_unknown_sampler_is_named():
+    with pytest.raises(ValueError, match="sampler='topk'; choose one of"):
+        objective.sample_replacements(jax.random.PRNGKey(0), jnp.zeros((1, 2, 8)), sampler="topk")
+
+
+@pytest.mark.parametrize("sampler", objective.SAMPLERS)
+def test_no_gradient_through_sampling(sampler):
     logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 8)), jnp.float32)
 
     def uses_samples(gen_logits):
-        sampled = objective.sample_replacements(jax.random.PRNGKey(0), gen_logits)
+        sampled = objective.sample_replacements(jax.random.PRNGKey(0), gen_logits, sampler=sampler)
         # A straight-through or relaxed sampler would make this depend on the logits.
         return jnp.sum(sampled.astype(jnp.float32) * gen_logits.mean())
 
     grad = jax.grad(uses_samples)(logits)
-    sampled = objective.sample_replacements(jax.random.PRNGKey(0), logits)
+    sampled = objective.sample_replacements(jax.random.PRNGKey(0), logits, sampler=sampler)
     # d/dlogits of mean(logits) * const only: no contribution through the samples.
     np.testing.assert_allclose(grad, np.full(logits.shape, float(sampled.sum()) / logits.size),
                                rtol=1e-6)
@@ -326,6 +349,9 @@ def test_metrics_match_numpy_and_sklearn():
         "disc_accuracy": skm.accuracy_score(labels, predicted),
         "disc_precision": skm.precision_score(labels, predicted),
         "disc_recall": skm.recall_score(labels, predicted),
+        # logits here are in distinct bins (the clipped -60 and 45 keep their rank), so exact
+        "disc_auc": skm.roc_auc_score(labels, DISC_LOGITS[real]),
+        "disc_baseline_accuracy": 1.0 - labels.mean(),
         "replaced_fraction": labels.mean(),
         "masked_fraction": MASKED_WEIGHTS.sum() / ATTENTION.sum(),
         "total_loss": mlm + 50.0 * disc,
@@ -339,6 +365,33 @@ def test_precision_recall_safe_without_positives():
     _, m = _metrics(disc_logits=-np.abs(DISC_LOGITS) - 1, is_replaced=np.zeros_like(IS_REPLACED))
     assert m["disc_precision"] == 0.0 and m["disc_recall"] == 0.0
     assert m["disc_accuracy"] == 1.0
+    assert np.isnan(m["disc_auc"])  # undefined without replaced tokens, not a made-up 0.5
+
+
+@pytest.mark.parametrize("separation", [0.0, 0.3, 1.5])
+def test_binned_auc_matches_sklearn_on_many_scores(separation):
+    rng = np.random.default_rng(3)
+    labels = rng.random((64, 128)) < 0.15
+    logits = (rng.normal(size=labels.shape) * 2.0 - 2.0 + separation * labels).astype(np.float32)
+    attention = (rng.random(labels.shape) < 0.9).astype(np.int32)
+    sums = objective.disc_metric_sums(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(attention))
+    got = float(objective.metrics_from_sums(sums)["disc_auc"])
+    real = attention.astype(bool)
+    # bins 1/128 of a logit wide: ties between close scores move the AUC by far less than 1e-3
+    np.testing.assert_allclose(got, skm.roc_auc_score(labels[real], logits[real]), atol=1e-3)
+
+
+def test_binned_auc_separates_and_ranks_exactly():
+    labels = jnp.asarray([[1, 1, 0, 0, 0]], bool)
+    attention = jnp.ones((1, 5), jnp.int32)
+    def auc(logits):
+        sums = objective.disc_metric_sums(jnp.asarray([logits], jnp.float32), labels, attention)
+        return float(objective.metrics_from_sums(sums)["disc_auc"])
+    assert auc([0.5, 0.4, 0.1, 0.0, -1.0]) == 1.0
+    assert auc([-0.5, -0.4, 0.1, 0.0, 1.0]) == 0.0
+    assert auc([0.1, 0.1, 0.1, 0.1, 0.1]) == 0.5  # all tied
+    # 0.3 beats 0.0 and -1.0; 0.0 ties 0.0 (one half) and beats -1.0: 3.5 of 6 pairs
+    np.testing.assert_allclose(auc([0.3, 0.0, 0.0, -1.0, 1.0]), 3.5 / 6, rtol=1e-6)
 
 
 def test_metric_sums_add_over_microbatches():

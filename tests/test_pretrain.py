@@ -192,3 +192,41 @@ def test_a_vocabulary_that_does_not_split_over_tensor_is_refused_until_padded():
     trainer = pretrain.make_pretrainer(config, mesh)
     word = trainer.state_sharding.params["embeddings"]["word_embeddings"]["embedding"]
     assert word.shard_shape((8192, 128)) == (2048, 128)
+
+
+def test_mlm_only_step_trains_one_masked_lm_whose_loss_matches_numpy():
+    """objective.kind='mlm' (the BERT-style baseline): one masked LM at the discriminator's
+    size, no discriminator; its loss is the cross-entropy at the masked positions."""
+    import scipy.special
+    from electra_jax import model
+
+    config = tiny_config()
+    config.objective.kind = "mlm"
+    trainer = pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = pretrain.init_train_state(trainer)
+    assert sorted(state.params) == ["embeddings", "generator"]
+    params = jax.device_get(state.params)
+    layer = params["generator"]["electra"]["encoder"]["layer_0"]
+    assert layer["intermediate_dense"]["kernel"].shape == (128, 512)  # the discriminator's width
+    batch = batches(config, 1)[0]
+    _, metrics = pretrain.jit_train_step(trainer, deterministic=True)(state, batch)
+    assert "disc_loss" not in metrics and "disc_auc" not in metrics
+
+    masked = pretrain._mask_batch(config, batch, pretrain.step_rngs(config.train.seed, 0)["mask"])
+    standalone = model.split_pretraining_params(params)["generator"]
+    logits = np.asarray(model.Generator(trainer.net.generator_config).apply(
+        {"params": standalone}, masked.masked_input_ids, batch["attention_mask"],
+        batch["token_type_ids"], masked_positions=masked.masked_positions), np.float64)
+    log_probs = scipy.special.log_softmax(logits, -1)
+    nll = -np.take_along_axis(log_probs, np.asarray(masked.masked_ids)[..., None], -1)[..., 0]
+    weights = np.asarray(masked.masked_weights)
+    expected = (nll * weights).sum() / weights.sum()
+    np.testing.assert_allclose(float(metrics["mlm_loss"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)  # no disc term
+
+
+def test_unknown_objective_is_named():
+    config = tiny_config()
+    config.objective.kind = "bert"
+    with pytest.raises(ValueError, match="objective.kind='bert'; choose one of"):
+        pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh, jax.devices()[:1]))

@@ -395,7 +395,8 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, reference, 
     out = str(tmp_path / "hf")
     assert pretrain.export_checkpoint(reference["workdir"], out) == REFERENCE_STEPS
     gen_cfg, disc_cfg = model.configs_from_dict(reference["config"].model)
-    gen_params, disc_params = model.split_pretraining_params(reference["params"])
+    split = model.split_pretraining_params(reference["params"])
+    gen_params, disc_params = split["generator"], split["discriminator"]
     batch = _eval_batch(shards)
     torch_inputs = {k: torch.from_numpy(v).long() for k, v in batch.items()}
     for kind, cfg, params, hf_class in (

@@ -39,6 +39,8 @@ LEARNING_RATES = {"tiny": 3e-4, "small": 3e-4, "base": 1e-4, "large": 5e-5}
 LAYERWISE_LR_DECAY = {"tiny": 0.8, "small": 0.8, "base": 0.8, "large": 0.9}
 
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# Subtrees of a pretrained network that fine-tuning drops (only its `electra` encoder is kept).
+PRETRAINING_HEADS = ("discriminator_predictions", "generator_predictions", "generator_lm_head")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -144,8 +146,10 @@ class Network:
 
 def load_network(init: str, init_step: Optional[int] = None, tokenizer_path: str = "",
                  network: str = "discriminator") -> Network:
-    """The discriminator (or generator, `network="generator"`) of a pretraining workdir's
-    checkpoint, or the network a transformers ELECTRA directory holds, with its tokenizer."""
+    """The discriminator (or generator, `network="generator"`; or `network="encoder"`:
+    the discriminator where there is one, else the masked LM of an MLM-only run) of a
+    pretraining workdir's checkpoint, or the network a transformers ELECTRA directory
+    holds, with its tokenizer."""
     if not init:
         raise ValueError("config.init is empty; set --config.init to a pretraining workdir or "
                          "a transformers ELECTRA directory")
@@ -157,7 +161,7 @@ def load_network(init: str, init_step: Optional[int] = None, tokenizer_path: str
             hf_config = json.load(f)
         cfg, params = hf.load_pretrained(init)
         is_generator = "generator_predictions" in params
-        if is_generator != (network == "generator"):
+        if network != "encoder" and is_generator != (network == "generator"):
             held = "an ElectraForMaskedLM generator" if is_generator else "no generator (MLM) head"
             wanted = ("the generator (an ElectraForMaskedLM directory)" if network == "generator"
                       else "the discriminator (ElectraForPreTraining)")
@@ -167,9 +171,14 @@ def load_network(init: str, init_step: Optional[int] = None, tokenizer_path: str
         return Network(cfg, params, tokenizer, hf_config)
     if os.path.isdir(os.path.join(init, "checkpoints")):
         run_config, pretraining_params = _restore_pretraining_params(init, init_step)
-        gen_params, disc_params = model.split_pretraining_params(jax.device_get(pretraining_params))
-        gen_cfg, disc_cfg = model.configs_from_dict(run_config.model)
-        cfg, params = (gen_cfg, gen_params) if network == "generator" else (disc_cfg, disc_params)
+        networks = model.pretraining_networks(run_config)
+        if network == "encoder":
+            network = "discriminator" if "discriminator" in networks else "generator"
+        if network not in networks:
+            raise ValueError(f"{init} is an MLM-only run (objective.kind={run_config.objective.kind!r}): "
+                             f"it has no {network}; load its generator (network='generator')")
+        params = model.split_pretraining_params(jax.device_get(pretraining_params))[network]
+        cfg = networks[network]
         tokenizer = _workdir_tokenizer(init, run_config, tokenizer_path)
         _check_vocab(cfg, tokenizer, init)
         return Network(cfg, params, tokenizer)
@@ -186,10 +195,11 @@ def require_files(config, keys: Sequence[str], file_kind: str) -> None:
 
 def load_pretrained(init: str, init_step: Optional[int] = None, tokenizer_path: str = "") -> Pretrained:
     """The encoder, config and tokenizer from a pretraining workdir or a transformers dir
-    (and the head of a fine-tuned one)."""
-    net = load_network(init, init_step, tokenizer_path)
+    (and the head of a fine-tuned one): the discriminator's encoder, or the masked LM's
+    of an MLM-only run or an ElectraForMaskedLM directory."""
+    net = load_network(init, init_step, tokenizer_path, network="encoder")
     heads = {name: subtree for name, subtree in net.params.items()
-             if name not in ("electra", "discriminator_predictions")}
+             if name not in ("electra", *PRETRAINING_HEADS)}
     return Pretrained(net.model_config, net.params["electra"], net.tokenizer, heads or None,
                       net.hf_config)
 
