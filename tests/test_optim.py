@@ -98,7 +98,8 @@ def test_weight_decay_skips_layernorm_and_biases():
 
 
 def _numpy_electra_adamw(params, grads_per_step, lr_per_step, c, multipliers=None):
-    """clip -> Adam (bias-corrected, as optax) -> + wd * param (masked) -> * layer mult * lr."""
+    """clip -> Adam (bias-corrected as optax, or raw moments as the original with
+    c.bias_correction False) -> + wd * param (masked) -> * layer mult * lr."""
     names = list(params)
     p = {n: np.asarray(params[n], np.float64) for n in names}
     m = {n: np.zeros_like(p[n]) for n in names}
@@ -110,7 +111,10 @@ def _numpy_electra_adamw(params, grads_per_step, lr_per_step, c, multipliers=Non
             g = np.asarray(grads[n], np.float64) * scale
             m[n] = c.b1 * m[n] + (1 - c.b1) * g
             v[n] = c.b2 * v[n] + (1 - c.b2) * g * g
-            update = (m[n] / (1 - c.b1 ** t)) / (np.sqrt(v[n] / (1 - c.b2 ** t)) + c.eps)
+            if c.get("bias_correction", True):
+                update = (m[n] / (1 - c.b1 ** t)) / (np.sqrt(v[n] / (1 - c.b2 ** t)) + c.eps)
+            else:  # AdamWeightDecayOptimizer: next_m / (sqrt(next_v) + epsilon)
+                update = m[n] / (np.sqrt(v[n]) + c.eps)
             if not (n.endswith("bias") or "LayerNorm" in n):
                 update = update + c.weight_decay * p[n]
             mult = 1.0 if multipliers is None else multipliers[n]
@@ -134,9 +138,10 @@ def _random_grads(params, steps, scale, seed=1):
         for _ in range(steps)]
 
 
+@pytest.mark.parametrize("bias_correction", [True, False])
 @pytest.mark.parametrize("grad_scale", [5.0, 0.01])  # global norm ~30 (clipped) / ~0.06 (not)
-def test_three_steps_match_numpy_adamw_with_clipping(grad_scale):
-    c = _config(warmup_steps=2)
+def test_three_steps_match_numpy_adamw_with_clipping(grad_scale, bias_correction):
+    c = _config(warmup_steps=2, bias_correction=bias_correction)
     params = _param_tree()
     grads = _random_grads(params, 3, grad_scale)
     tx, schedule = optim.make_optimizer(c, total_steps=10)
