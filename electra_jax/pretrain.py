@@ -405,7 +405,8 @@ def use_default_corpus(config, workdir: str):
     from data_pipelines import prepare_data
     prepared = prepare_data.prepare_data(
         os.path.join(workdir, "default_data"), vocab_size=config.model.vocab_size,
-        max_seq_length=config.train.max_seq_length, seed=config.train.seed, show_progress=False)
+        max_seq_length=config.train.max_seq_length, seed=config.train.seed, show_progress=False,
+        num_processes=min(os.cpu_count() or 1, 8))
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.data.source = "tfrecord"

@@ -65,7 +65,8 @@ def test_analytic_flops_equal_the_matmuls_xla_sees(tiny_128):
 def test_training_step_with_dropout_has_exactly_the_analytic_matmuls():
     # Another length (the seq^2 attention term must scale), and dropout on, the paper's
     # recipe: dropout adds no matmuls, so the analytic count is the real step's model FLOPs.
-    lowered, analytic = lowered_tiny_step(64, deterministic=False)
+    lowered, analytic = lowered_tiny_step(64, deterministic=False, hidden_dropout=0.1,
+                                          attention_dropout=0.1)
     assert flops.hlo_dot_flops(lowered.as_text(dialect="hlo")) == pytest.approx(analytic, rel=1e-6)
 
 
