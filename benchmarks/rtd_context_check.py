@@ -1,0 +1,82 @@
+"""Does the discriminator use context, or only which token it sees?
+
+    python benchmarks/rtd_context_check.py --workdir=workdirs/tiny_default
+
+On the held-out batches, corrupted exactly as the run's evaluation corrupts them (same
+masking and sampling seed, dropout off), compares the discriminator's replaced-token
+ROC-AUC with that of a context-free detector that scores each token by the fraction of
+its occurrences that were replaced (smoothed towards the overall rate), fitted on one half
+of the batches and scored on the other, both ways. A discriminator whose AUC is not above
+it has learned which tokens get sampled, not language. Needs scikit-learn.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from electra_jax import checkpoints, objective, pretrain, sharding
+
+
+def corrupted_eval_tokens(config, workdir: str, step: int | None = None):
+    """(token ids, is_replaced, discriminator logits) of every real held-out token."""
+    trainer, state = pretrain.restore_train_state(config, workdir, step)
+    net, params = trainer.net, state.params
+    rngs = pretrain.step_rngs(config.train.seed + 1, jnp.zeros((), jnp.int32))  # evaluation's seed
+    tokens, labels, logits = [], [], []
+    for batch in pretrain.eval_batches(config, sharding.batch_sharding(trainer.mesh)):
+        masked = pretrain._mask_batch(config, batch, rngs["mask"])
+        gen_logits = net.apply({"params": params}, masked.masked_input_ids, batch["attention_mask"],
+                               batch["token_type_ids"], masked.masked_positions, True,
+                               method=net.generate)
+        example_rngs = jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(
+            jnp.arange(batch["input_ids"].shape[0]))
+        sampled = pretrain._sample_per_example(config, example_rngs, gen_logits, masked.masked_ids)
+        corrupted, is_replaced = objective.corrupt_inputs(
+            batch["input_ids"], masked.masked_positions, masked.masked_weights, sampled)
+        disc_logits = net.apply({"params": params}, corrupted, batch["attention_mask"],
+                                batch["token_type_ids"], True, method=net.discriminate)
+        real = np.asarray(batch["attention_mask"]) > 0
+        tokens.append(np.asarray(corrupted)[real])
+        labels.append(np.asarray(is_replaced)[real])
+        logits.append(np.asarray(disc_logits)[real])
+    return np.concatenate(tokens), np.concatenate(labels), np.concatenate(logits)
+
+
+def token_only_scores(tokens: np.ndarray, labels: np.ndarray, prior_weight: float = 5.0) -> np.ndarray:
+    """Each token's replaced fraction in the OTHER half of the data (2-fold cross-fitting;
+    in-sample, a token seen once would be classified perfectly), smoothed towards the
+    overall rate with `prior_weight` pseudo-counts."""
+    halves = np.arange(tokens.size) % 2
+    scores = np.empty(tokens.size)
+    for half in (0, 1):
+        fit, score = halves != half, halves == half
+        length = tokens.max() + 1
+        replaced = np.bincount(tokens[fit], weights=labels[fit].astype(np.float64), minlength=length)
+        seen = np.bincount(tokens[fit], minlength=length)
+        rate = labels[fit].mean()
+        scores[score] = ((replaced + prior_weight * rate) / (seen + prior_weight))[tokens[score]]
+    return scores
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--step", type=int, default=None)
+    args = parser.parse_args(argv)
+    from sklearn.metrics import roc_auc_score
+
+    config = checkpoints.load_run_config(args.workdir)
+    tokens, labels, logits = corrupted_eval_tokens(config, args.workdir, args.step)
+    result = {"tokens": int(tokens.size), "replaced_fraction": float(labels.mean()),
+              "disc_auc": float(roc_auc_score(labels, logits)),
+              "token_only_auc": float(roc_auc_score(labels, token_only_scores(tokens, labels)))}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
