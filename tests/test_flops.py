@@ -13,9 +13,11 @@ from electra_jax import flops, model, pretrain, presets
 BATCH = 8  # divides over the 8 host devices of conftest.py
 
 
-def lowered_tiny_step(seq_len: int, deterministic: bool, **model_overrides):
+def lowered_tiny_step(seq_len: int, deterministic: bool, objective_kind: str = "electra",
+                      **model_overrides):
     """(lowered train step, analytic FLOPs of the step) for the tiny config at seq_len."""
     config = presets.pretraining_config("tiny")
+    config.objective.kind = objective_kind
     config.train.batch_size = BATCH
     config.train.max_seq_length = seq_len
     config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(
@@ -26,9 +28,10 @@ def lowered_tiny_step(seq_len: int, deterministic: bool, **model_overrides):
     batch = {key: jax.ShapeDtypeStruct((BATCH, seq_len), jnp.int32) for key in pretrain.BATCH_KEYS}
     lowered = pretrain.jit_train_step(trainer, deterministic=deterministic).lower(
         pretrain.abstract_train_state(trainer), batch)
-    gen_cfg, disc_cfg = model.configs_from_dict(config.model)
+    networks = model.pretraining_networks(config)
     analytic = BATCH * flops.train_flops_per_sequence(
-        gen_cfg, disc_cfg, seq_len, config.objective.max_predictions_per_seq)
+        networks["generator"], networks.get("discriminator"), seq_len,
+        config.objective.max_predictions_per_seq)
     return lowered, analytic
 
 
@@ -88,3 +91,12 @@ def test_peak_flops_lookup_and_override():
     assert flops.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
     assert flops.peak_flops("cpu", "float32") is None
     assert flops.peak_flops("cpu", "float32", override=1e12) == 1e12
+
+
+def test_mlm_only_step_has_exactly_the_analytic_matmuls():
+    """The MLM-only baseline's FLOPs (what equal-compute comparisons with ELECTRA divide
+    by): one discriminator-sized masked LM, no discriminator."""
+    lowered, analytic = lowered_tiny_step(128, deterministic=True, objective_kind="mlm")
+    assert flops.hlo_dot_flops(lowered.as_text(dialect="hlo")) == pytest.approx(analytic, rel=1e-6)
+    _, electra = lowered_tiny_step(128, deterministic=True)
+    assert analytic < electra  # no discriminator, though the masked LM is 4x the generator's width
