@@ -1,0 +1,61 @@
+"""The helpers of the learning benchmarks: the context-free detector of rtd_context_check,
+the eval rows learning_curve draws, the seed study's commands."""
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from benchmarks import learning_curve, rtd_context_check, seed_study
+
+
+def test_token_only_detector_finds_token_statistics_and_nothing_else():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 500, 40_000)
+    # a token's identity sets its replacement rate: the detector must find it out of sample
+    rate = np.where(tokens < 50, 0.6, 0.1)
+    labels = rng.random(tokens.size) < rate
+    oracle = roc_auc_score(labels, rate)  # scoring by the true rates: 0.68 here
+    got = roc_auc_score(labels, rtd_context_check.token_only_scores(tokens, labels))
+    assert oracle - 0.01 < got <= oracle + 0.005
+    # labels unrelated to the token: fitted in-sample, rare tokens would look predictive;
+    # cross-fitted, the detector is at chance
+    noise = rng.random(tokens.size) < 0.15
+    auc = roc_auc_score(noise, rtd_context_check.token_only_scores(tokens, noise))
+    assert abs(auc - 0.5) < 0.02
+
+
+def _write_rows(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_eval_rows_keep_the_last_row_of_a_replayed_step(tmp_path):
+    _write_rows(tmp_path / "metrics.jsonl", [
+        {"step": 10, "split": "train", "mlm_accuracy": 0.1},
+        {"step": 10, "split": "eval", "mlm_accuracy": 0.2, "disc_auc": 0.6},
+        {"step": 20, "split": "eval", "mlm_accuracy": 0.3, "disc_auc": 0.7},
+        {"step": 20, "split": "eval", "mlm_accuracy": 0.35, "disc_auc": 0.75},  # after a resume
+    ])
+    rows = learning_curve.eval_rows(str(tmp_path))
+    assert [(r["step"], r["mlm_accuracy"]) for r in rows] == [(10, 0.2), (20, 0.35)]
+    table = learning_curve.markdown_table({"run": rows})
+    assert "| run | 20 | 0.350 | 0.750 | - | - |" in table
+    assert seed_study.last_eval(str(tmp_path))["mlm_accuracy"] == 0.35
+
+
+def test_runs_without_eval_rows_or_with_a_broken_line_are_named(tmp_path):
+    _write_rows(tmp_path / "metrics.jsonl", [{"step": 1, "split": "train"}])
+    with pytest.raises(ValueError, match="no eval rows; train with --config.train.eval_every"):
+        learning_curve.eval_rows(str(tmp_path))
+    (tmp_path / "bad.jsonl").write_text('{"step": 1, "split": "eval"}\n{"step": \n')
+    with pytest.raises(ValueError, match="bad.jsonl:2: not a JSON line"):
+        learning_curve.eval_rows(str(tmp_path / "bad.jsonl"))
+
+
+def test_seed_study_command_puts_the_seed_and_arm_after_the_shared_flags():
+    argv = seed_study.command("runs/a/seed_3", 3, ["objective.sampler=gumbel"],
+                              ["--config=configs/electra_tiny.py", "--config.train.seed=0"])
+    assert argv[1:3] == ["-m", "electra_jax.train"]
+    # absl takes the last value of a repeated flag: the study's seed wins over a shared one
+    assert argv.index("--config.train.seed=3") > argv.index("--config.train.seed=0")
+    assert argv[-1] == "--config.objective.sampler=gumbel"
