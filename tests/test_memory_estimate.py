@@ -23,6 +23,10 @@ def xla_memory(size, seq, batch, num_layers):
     config.train.max_seq_length, config.train.batch_size = seq, batch
     config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(0.15, seq)
     config.mesh.data = 1
+    # the estimate models the paper recipe (dropout masks kept for the backward pass, the
+    # original's sampler); the tiny quick-start recipe turns both off
+    config.model.hidden_dropout = config.model.attention_dropout = 0.1
+    config.objective.sampler = "gumbel"
     trainer = pretrain.make_pretrainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
     batch_spec = {key: jax.ShapeDtypeStruct((batch, seq), np.int32,
                                             sharding=sharding.batch_sharding(trainer.mesh))
