@@ -15,7 +15,9 @@ Follows google-research/electra `pretrain_helpers.py` / `run_pretraining.py`:
    discriminator's sigmoid cross-entropy (mean over real tokens); total = mlm + lambda * disc.
 
 Metrics are produced as (numerator, denominator) sums by `metric_sums`, so microbatches and
-devices can be added before `metrics_from_sums` turns them into ratios.
+devices can be added before `metrics_from_sums` turns them into ratios; the replaced-token
+ROC-AUC is carried the same way, as two logit histograms. The MLM-only baseline
+(`objective.kind="mlm"`, see `model.pretraining_networks`) uses steps 1 and 4's MLM term alone.
 """
 from __future__ import annotations
 
