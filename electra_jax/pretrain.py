@@ -457,6 +457,12 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def resume_defaults() -> dict[str, dict[str, Any]]:
+    """What a field added after a run was saved stood for in that run (so adding it does
+    not refuse the old workdir): the model's defaults, the ELECTRA objective, Gumbel-max."""
+    return {"model": model.config_defaults(), "objective": {"kind": "electra", "sampler": "gumbel"}}
+
+
 def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
                        stop_at_step: int | None = None) -> dict[str, Any]:
     """Pretrain from scratch or resume the latest checkpoint in `workdir`.
@@ -468,8 +474,7 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
         config = use_default_corpus(config, workdir)
     check_tokenizer(config)
     checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh,
-                                 absent_means={"model": model.config_defaults(),
-                                               "objective": {"kind": "electra"}})
+                                 absent_means=resume_defaults())
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(workdir, save_every=config.train.checkpoint_every,
                                     keep=config.train.keep_checkpoints)
