@@ -400,18 +400,15 @@ class ElectraPretrainingModel(nn.Module):
 
     def setup(self):
         gen, disc = self.generator_config, self.discriminator_config
-        if disc is None:
-            self.embeddings = Embeddings(gen)
-            self.generator = Generator(gen, shared_embeddings=self.embeddings)
-            return
         shared = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size")
-        mismatched = [f for f in shared if getattr(gen, f) != getattr(disc, f)]
+        mismatched = [f for f in shared if disc is not None and getattr(gen, f) != getattr(disc, f)]
         if mismatched:
             raise ValueError(f"generator and discriminator must agree on {mismatched} to share "
                              "embeddings")
-        self.embeddings = Embeddings(disc)
+        self.embeddings = Embeddings(disc or gen)
         self.generator = Generator(gen, shared_embeddings=self.embeddings)
-        self.discriminator = Discriminator(disc, shared_embeddings=self.embeddings)
+        if disc is not None:
+            self.discriminator = Discriminator(disc, shared_embeddings=self.embeddings)
 
     def __call__(self, input_ids, attention_mask, token_type_ids, masked_positions,
                  deterministic=True):
