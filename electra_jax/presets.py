@@ -37,6 +37,17 @@ RECIPE_OVERRIDES = {
              "train.eval_every": 500},
 }
 
+# (size, variant) -> {section.field: value} on top of the size's recipe: named recipes for
+# one job, selected as `--config=configs/electra_<size>.py:<variant>`.
+RECIPE_VARIANTS = {
+    # cpu_hours: about one CPU core-hour on real English text (the books, wiki and plays of
+    # ../shared/data, prepared by data_pipelines.prepare_data; pass its data flags), then GLUE
+    # (BENCHMARKS.md "GLUE after one CPU core-hour"). All checkpoints kept for the curve.
+    ("tiny", "cpu_hours"): {"data.source": "tfrecord", "train.num_steps": 7000, "optim.warmup_steps": 500,
+                            "train.eval_every": 1000, "train.checkpoint_every": 1000,
+                            "train.keep_checkpoints": 8},
+}
+
 DEFAULT_LOGICAL_AXIS_RULES = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -81,8 +92,12 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     return m
 
 
-def pretraining_config(size: str) -> ml_collections.ConfigDict:
-    """The full pretraining config for a paper size; lock it before handing it to users."""
+def pretraining_config(size: str, variant: str | None = None) -> ml_collections.ConfigDict:
+    """The full pretraining config for a paper size (and one of its RECIPE_VARIANTS); lock it
+    before handing it to users."""
+    if variant is not None and (size, variant) not in RECIPE_VARIANTS:
+        raise ValueError(f"no recipe variant {variant!r} for size {size!r}; choose one of "
+                         f"{sorted(v for s, v in RECIPE_VARIANTS if s == size)}")
     seq_len, batch, lr, steps, warmup, mask_prob = TRAIN_RECIPES[size]
     c = ml_collections.ConfigDict()
     c.model = model_config(size)
@@ -146,7 +161,8 @@ def pretraining_config(size: str) -> ml_collections.ConfigDict:
 
     c.sharding = sh = ml_collections.ConfigDict()
     sh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
-    for key, value in RECIPE_OVERRIDES.get(size, {}).items():
+    overrides = {**RECIPE_OVERRIDES.get(size, {}), **RECIPE_VARIANTS.get((size, variant), {})}
+    for key, value in overrides.items():
         section, name = key.split(".")
         c[section][name] = value
     return c

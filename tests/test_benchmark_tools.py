@@ -1,12 +1,12 @@
 """The helpers of the learning benchmarks: the context-free detector of rtd_context_check,
-the eval rows learning_curve draws, the seed study's commands."""
+the eval rows learning_curve draws, the seed study's commands, the GLUE table's numbers."""
 import json
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from benchmarks import learning_curve, rtd_context_check, seed_study
+from benchmarks import glue_rows, learning_curve, rtd_context_check, seed_study
 
 
 def test_token_only_detector_finds_token_statistics_and_nothing_else():
@@ -59,3 +59,25 @@ def test_seed_study_command_puts_the_seed_and_arm_after_the_shared_flags():
     # absl takes the last value of a repeated flag: the study's seed wins over a shared one
     assert argv.index("--config.train.seed=3") > argv.index("--config.train.seed=0")
     assert argv[-1] == "--config.objective.sampler=gumbel"
+
+
+def test_glue_rows_average_medians_and_give_the_spread_of_per_seed_averages():
+    summary = glue_rows.summarize({"electra": {"cola": [10.0, 30.0, 20.0], "stsb": [50.0, 40.0, 70.0]}})
+    row = summary["electra"]
+    assert row["tasks"]["cola"] == {"median": 20.0, "min": 10.0, "max": 30.0, "per_seed": [10.0, 30.0, 20.0]}
+    assert row["average"] == 35.0  # mean of the task medians 20 and 50
+    assert row["per_seed_average"] == [30.0, 35.0, 45.0]  # seed k averaged over tasks
+    assert "| electra | 20.0 [10.0-30.0] | 50.0 [40.0-70.0] | **35.0** [30.0-45.0] |" in glue_rows.table(
+        summary, ["cola", "stsb"])
+
+
+def test_glue_rows_reads_the_paper_metric_and_puts_row_overrides_last():
+    results = {"tasks": {"stsb": {"runs": [{"dev": {"stsb": {"pearson": 1.0, "spearman": 2.0}}},
+                                           {"dev": {"stsb": {"pearson": 3.0, "spearman": 4.0}}}]}}}
+    assert glue_rows.task_scores(results, "stsb") == [2.0, 4.0]
+    argv = glue_rows.command("runs/g/mlm/stsb", "stsb", ["--config.seeds=5"], ["init=w/mlm", "from_scratch=True"])
+    assert argv[1:3] == ["-m", "electra_jax.finetune_glue"]
+    assert argv.index("--config.seeds=5") < argv.index("--config.init=w/mlm")
+    assert argv[-1] == "--config.from_scratch=True"
+    with pytest.raises(ValueError, match="NAME=key=value"):
+        glue_rows.parse_overrides(["random"])

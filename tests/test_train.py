@@ -490,6 +490,17 @@ def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
     assert not os.path.exists(workdir)  # refused before anything was written
 
 
+def test_a_recipe_variant_layers_over_its_size_and_an_unknown_one_is_named():
+    from configs import electra_tiny
+
+    quick, cpu_hours = electra_tiny.get_config(), electra_tiny.get_config("cpu_hours")
+    assert (quick.data.source, cpu_hours.data.source) == ("default", "tfrecord")
+    assert (quick.train.num_steps, cpu_hours.train.num_steps) == (1500, 7000)
+    assert cpu_hours.objective.temperature == quick.objective.temperature == 2.0  # tiny's overrides kept
+    with pytest.raises(ValueError, match="no recipe variant 'v4-32' for size 'tiny'; choose one of"):
+        presets.pretraining_config("tiny", "v4-32")
+
+
 @pytest.mark.parametrize("module,override,hint", [
     ("finetune_glue", "--config.tsk=mrpc", 'Did you mean "task" instead of "tsk"?'),
     ("finetune_classify", "--config.text_colum=review", ""),
