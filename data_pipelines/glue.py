@@ -18,6 +18,7 @@ A row with the wrong number of columns or an unknown label is an error naming fi
 """
 import csv
 import dataclasses
+import math
 import os
 from typing import Iterator
 
@@ -174,9 +175,12 @@ def _read_tsv(path: str, layout: TsvLayout) -> Iterator[tuple[int, list[str]]]:
 def _parse_label(spec: TaskSpec, value: str, path: str, line: int) -> int | float:
     if spec.labels is None:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
             raise ValueError(f"{path}:{line}: score {value!r} is not a number") from None
+        if not math.isfinite(score):  # a NaN target makes every loss and weight NaN
+            raise ValueError(f"{path}:{line}: score {value!r} is not a finite number; fix or drop that line")
+        return score
     if value not in spec.labels:
         raise ValueError(f"{path}:{line}: label {value!r} is not one of {list(spec.labels)}")
     return spec.labels.index(value)
@@ -204,6 +208,9 @@ def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample
     else:
         raise FileNotFoundError(f"GLUE file {path} not found; download GLUE into {data_dir} "
                                 f"(layout {spec.folder}/{layout.file_name}) or prepare TFDS glue/{task}")
+    if not rows:  # found before training, not when the budget is spent and dev is scored
+        raise ValueError(f"{path if os.path.exists(path) else os.path.join(folder, 'msr_paraphrase_train.txt')} "
+                         f"holds no {split} examples (header or blank lines only); restore the GLUE file")
     examples = []
     for row_number, (source, line, row) in enumerate(rows):
         idx = int(row[layout.idx]) if layout.idx is not None else row_number

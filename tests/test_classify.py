@@ -130,6 +130,26 @@ def test_classify_end_to_end_csv_train_jsonl_dev_tsv_test(tmp_path, hf_init):
 
 # ---------------------------------------------------------------------------- bad inputs
 
+def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_path, caplog):
+    config = classify.classify_config()
+    config.text_column, config.label_column = "text", "label"
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("text,label\nfine,1\nbad,1 \nmeh, 0\n", encoding="utf-8-sig")  # with a BOM
+    jsonl_path = tmp_path / "train.jsonl"
+    write_jsonl(jsonl_path, [{"text": "fine", "label": 1}, {"text": "ok", "label": 1.0},
+                             {"text": "so-so", "label": 0.5}, {"text": "bad", "label": "neg "}])
+    with caplog.at_level("WARNING"):
+        from_csv = classify.read_examples(str(csv_path), config)
+        from_jsonl = classify.read_examples(str(jsonl_path), config)
+    assert [e.label for e in from_csv] == ["1", "1", "0"]
+    assert [e.label for e in from_jsonl] == ["1", "1", "0.5", "neg"]
+    merged = [r.getMessage() for r in caplog.records if "read as one class" in r.getMessage()]
+    assert merged == [f"{csv_path}: labels ['1', '1 '] are read as one class '1'",
+                      f"{jsonl_path}: labels ['1', '1.0'] are read as one class '1'"]
+    config.labels = "neg, 0.5,1.0"
+    assert classify.label_list(config, from_jsonl) == ["neg", "0.5", "1"]
+
+
 def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):
     config = run_config(tmp_path, hf_init)  # default columns text / label: not in these files
     with pytest.raises(ValueError, match=r"train\.csv:2: the row has no 'text' value .*"

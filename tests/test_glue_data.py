@@ -117,6 +117,18 @@ def test_malformed_rows_name_file_and_line(glue_dir):
         glue.load_glue("stsb", "dev", data_dir=glue_dir, source="tsv")
 
 
+def test_non_finite_scores_and_empty_splits_are_refused_naming_the_file(glue_dir):
+    sts = f"{glue_dir}/STS-B/dev.tsv"
+    with open(sts, "a") as f:
+        f.write("\t".join(["9", "g", "f", "y", "o", "s", "s", "a", "b", "nan"]) + "\n")
+    with pytest.raises(ValueError, match=r"STS-B/dev.tsv:4: score 'nan' is not a finite number"):
+        glue.load_glue("stsb", "dev", data_dir=glue_dir, source="tsv")
+    path = f"{glue_dir}/CoLA/dev.tsv"
+    write_tsv(path, [])
+    with pytest.raises(ValueError, match=r"CoLA/dev.tsv holds no dev examples \(header or blank lines only\)"):
+        glue.load_glue("cola", "dev", data_dir=glue_dir, source="tsv")
+
+
 def test_missing_data_and_bad_names(glue_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"RTE/train.tsv not found"):
         glue.load_glue("rte", "train", data_dir=glue_dir, source="tsv")

@@ -6,7 +6,8 @@
 
 CSV and TSV files need a header row naming the columns; JSONL files hold one JSON object
 per line. The columns are `text_column`, optionally `text_pair_column` (sentence pairs) and
-`label_column`; labels are strings (or JSON numbers / bools, read as their text).
+`label_column`; labels are strings (or JSON numbers / bools, read as their text), stripped
+of surrounding whitespace, with numbers spelled one way ("1", "1 " and 1.0 are one class).
 
 Long texts (reviews) are cut to `max_seq_length` by `truncation`: `head` keeps the
 beginning, `tail` the end, `head_tail` the first quarter and the last three quarters of
@@ -72,7 +73,7 @@ def _file_format(path: str) -> str:
 def _rows(path: str) -> Iterator[tuple[int, dict]]:
     """(line, {column: value}) of every data row of a CSV / TSV (header) / JSONL file."""
     form = _file_format(path)
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not a column name
         if form == "jsonl":
             for line_number, line in enumerate(f, start=1):
                 if not line.strip():
@@ -114,19 +115,38 @@ def _value(row: dict, column: str, path: str, line: int) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def normalize_label(value: str) -> str:
+    """A label as a class name: surrounding whitespace dropped and numbers spelled one way
+    ("1", "1 ", "1.0" -> "1"), so that how a file writes a label never splits a class."""
+    label = value.strip()
+    try:
+        number = float(label)
+    except ValueError:
+        return label
+    return str(int(number)) if number.is_integer() else str(number)
+
+
 def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
     """Every row of `path`; a missing file, an empty one or a row without a needed column
-    is an error naming the file and line."""
+    is an error naming the file and line. Labels are normalised (`normalize_label`), with a
+    warning where two spellings in the file became one class."""
     _file_format(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist; check --config.train_file/dev_file/test_file")
-    examples = []
+    examples, spellings = [], {}
     for line, row in _rows(path):
         text = _value(row, config.text_column, path, line)
         text_pair = _value(row, config.text_pair_column, path, line) if config.text_pair_column else None
         unlabelled = not labelled and config.label_column not in row
-        label = None if unlabelled else _value(row, config.label_column, path, line)
+        label = None
+        if not unlabelled:
+            raw = _value(row, config.label_column, path, line)
+            label = normalize_label(raw)
+            spellings.setdefault(label, set()).add(raw)
         examples.append(Example(text, text_pair, label, line))
+    for label, raw in sorted(spellings.items()):
+        if len(raw) > 1:
+            logging.warning("%s: labels %s are read as one class %r", path, sorted(raw), label)
     if not examples:
         raise ValueError(f"{path} holds no examples; it needs a header row and at least one row "
                          f"with a {config.text_column!r} column (.jsonl: one JSON object per line)")
@@ -135,7 +155,7 @@ def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
 
 def label_list(config, train: list[Example]) -> list[str]:
     if config.labels:
-        return [label.strip() for label in config.labels.split(",")]
+        return [normalize_label(label) for label in config.labels.split(",")]
     return sorted({e.label for e in train})
 
 
