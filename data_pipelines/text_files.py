@@ -13,7 +13,8 @@ same text. The input format is plain text files:
 * Invalid UTF-8 policy: ``on_invalid_utf8="skip"`` (default) drops the offending line
   and counts it in ``TextStats.invalid_utf8_lines``; ``"error"`` raises a ValueError
   naming the file and line. Latin-1 files therefore lose their non-ASCII lines under
-  "skip"; re-encode them to UTF-8 to keep those lines.
+  "skip"; re-encode them to UTF-8 to keep those lines. Under either policy a file with a
+  NUL byte (binary, UTF-16) or with over a quarter of its lines invalid is refused.
 """
 import dataclasses
 import glob
@@ -23,6 +24,7 @@ from typing import Iterator, Sequence
 
 DOCUMENT_BOUNDARIES = ("blank_line", "file")
 INVALID_UTF8_POLICIES = ("skip", "error")
+MAX_INVALID_UTF8_FRACTION = 0.25  # of a file's lines; above it the file is refused, not skimmed
 
 # A sentence ends at . ! or ? (optionally followed by a closing quote or bracket) and
 # whitespace. Crude next to a trained splitter, but packing only needs plausible cut
@@ -71,12 +73,20 @@ def split_sentences(paragraph: str) -> list[str]:
 
 
 def iter_lines(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[str]:
-    """Decoded lines of one file without line endings, applying the UTF-8 policy."""
+    """Decoded lines of one file without line endings, applying the UTF-8 policy. A file
+    that is not UTF-8 text (a NUL byte, or more than MAX_INVALID_UTF8_FRACTION of its
+    lines invalid) is an error under either policy: skipping would keep binary junk or
+    drop most of the file."""
     if on_invalid_utf8 not in INVALID_UTF8_POLICIES:
         raise ValueError(f"on_invalid_utf8={on_invalid_utf8!r}; use one of {INVALID_UTF8_POLICIES}")
+    num_lines = num_invalid = 0
     with open(path, "rb") as f:
         for line_number, raw_line in enumerate(f, start=1):
             stats.lines += 1
+            num_lines += 1
+            if b"\0" in raw_line:
+                raise ValueError(f"{path}:{line_number}: a NUL byte, so not UTF-8 text (a binary or "
+                                 "UTF-16 file?); pass text files only, re-encoded to UTF-8")
             try:
                 yield raw_line.rstrip(b"\r\n").decode("utf-8")
             except UnicodeDecodeError as e:
@@ -85,6 +95,11 @@ def iter_lines(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[st
                         f"{path}:{line_number}: invalid UTF-8 ({e.reason} at byte {e.start}); "
                         "re-encode the file to UTF-8 or use on_invalid_utf8='skip'") from None
                 stats.invalid_utf8_lines += 1
+                num_invalid += 1
+    if num_invalid > MAX_INVALID_UTF8_FRACTION * num_lines:
+        raise ValueError(f"{path}: {num_invalid} of {num_lines} lines are not valid UTF-8 (more than "
+                         f"{MAX_INVALID_UTF8_FRACTION:.0%}): a binary file or text in another encoding; "
+                         "re-encode it to UTF-8 (e.g. iconv -f latin1 -t utf-8) or leave it out")
 
 
 def iter_paragraphs(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[str]:

@@ -182,6 +182,19 @@ def test_bad_inputs_fail_before_writing(corpus_and_tokenizer, tmp_path):
     assert not output.exists()
 
 
+def test_files_that_are_not_utf8_text_are_refused_naming_them(tmp_path, corpus_and_tokenizer):
+    _, tokenizer = corpus_and_tokenizer
+    output = tmp_path / "out"
+    (tmp_path / "program.txt").write_bytes(b"ELF header\n\x7fELF\x02\x01\x00\x00 code\nmore\n")
+    with pytest.raises(ValueError, match=r"program.txt:2: a NUL byte, so not UTF-8 text"):
+        build(str(tmp_path / "program.txt"), tokenizer, output, num_shards=1)
+    latin1 = "".join(f"Caf\u00e9 number {i}.\n\n" for i in range(3)) + "Plain line.\n"
+    (tmp_path / "latin1.txt").write_bytes(latin1.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt: 3 of 7 lines are not valid UTF-8 \(more than 25%\)"):
+        build(str(tmp_path / "latin1.txt"), tokenizer, output, num_shards=1)
+    assert not list(output.glob("*.tfrecord"))
+
+
 def test_invalid_utf8_lines_are_skipped_and_counted(tmp_path, corpus_and_tokenizer):
     _, tokenizer = corpus_and_tokenizer
     text = "Good line.\n\nCaesar's caf\u00e9 is Latin-1.\n\nAnother line.\r\n\r\nLast one.\n"
