@@ -23,19 +23,8 @@ import os
 import statistics
 import sys
 
-from benchmarks.seed_study import run_all
+from benchmarks.seed_study import parse_overrides, run_all, split_argv
 from electra_jax.finetune.metrics import ELECTRA_PAPER_METRIC
-
-
-def parse_overrides(specs: list[str]) -> dict[str, list[str]]:
-    """["name=k=v,k=v", ...] -> {name: ["k=v", ...]}, in the order given."""
-    parsed = {}
-    for spec in specs:
-        name, sep, overrides = spec.partition("=")
-        if not sep or not name:
-            raise ValueError(f"{spec!r}: expected NAME=key=value[,key=value]")
-        parsed[name] = [o for o in overrides.split(",") if o]
-    return parsed
 
 
 def command(workdir: str, task: str, shared: list[str], overrides: list[str]) -> list[str]:
@@ -77,9 +66,7 @@ def table(summary: dict, tasks: list[str]) -> str:
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    shared = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, shared = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True)
     parser.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")

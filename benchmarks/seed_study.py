@@ -40,6 +40,24 @@ def command(workdir: str, seed: int, overrides: list[str], shared: list[str]) ->
              f"--config.train.seed={seed}"] + [f"--config.{o}" for o in overrides])
 
 
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the script's own flags, the shared flags after `--`)."""
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
+def parse_overrides(specs: list[str]) -> dict[str, list[str]]:
+    """["name=k=v,k=v", ...] -> {name: ["k=v", ...]}, in the order given."""
+    parsed = {}
+    for spec in specs:
+        name, sep, overrides = spec.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{spec!r}: expected NAME=key=value[,key=value]")
+        parsed[name] = [o for o in overrides.split(",") if o]
+    return parsed
+
+
 def run_all(jobs: list[tuple[str, list[str]]], cores: list[str]) -> dict[str, float]:
     """Runs (workdir, argv) jobs, len(cores) at a time; returns workdir -> wall seconds."""
     pending, running, walls = list(jobs), {}, {}
@@ -63,9 +81,7 @@ def run_all(jobs: list[tuple[str, list[str]]], cores: list[str]) -> dict[str, fl
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    shared = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, shared = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True)
     parser.add_argument("--seeds", default="0,1,2")
@@ -73,10 +89,7 @@ def main(argv=None) -> None:
                         help="NAME=key=value[,key=value]; default one arm 'recipe' with no overrides")
     parser.add_argument("--cores", default="", help="e.g. 0,1: parallel runs, one core each")
     args = parser.parse_args(own)
-    arms = {}
-    for spec in args.arm or ["recipe="]:
-        name, _, overrides = spec.partition("=")
-        arms[name] = [o for o in overrides.split(",") if o]
+    arms = parse_overrides(args.arm or ["recipe="])
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(os.path.join(args.root, name, f"seed_{seed}"), command(
         os.path.join(args.root, name, f"seed_{seed}"), seed, overrides, shared))

@@ -80,4 +80,21 @@ def test_glue_rows_reads_the_paper_metric_and_puts_row_overrides_last():
     assert argv.index("--config.seeds=5") < argv.index("--config.init=w/mlm")
     assert argv[-1] == "--config.from_scratch=True"
     with pytest.raises(ValueError, match="NAME=key=value"):
-        glue_rows.parse_overrides(["random"])
+        seed_study.parse_overrides(["random"])
+    assert seed_study.split_argv(["--root=r", "--", "--config.seeds=5"]) == (["--root=r"], ["--config.seeds=5"])
+
+
+def test_glue_rows_tabulates_finished_runs_without_running_them_again(tmp_path, capsys):
+    for row, scores in (("random", [10.0, 12.0]), ("electra", [40.0, 44.0])):
+        (tmp_path / row / "stsb").mkdir(parents=True)
+        runs = [{"dev": {"stsb": {"pearson": 0.0, "spearman": s}}} for s in scores]
+        (tmp_path / row / "stsb" / "results.json").write_text(json.dumps({"tasks": {"stsb": {"runs": runs}}}))
+    glue_rows.main([f"--root={tmp_path}", "--tasks=stsb", "--row", "random=init=w,from_scratch=True",
+                    "--row", "electra=init=w", "--", "--config.seeds=2"])
+    table = (tmp_path / "table.md").read_text()
+    assert "| random | 11.0 [10.0-12.0] | **11.0** [10.0-12.0] |" in table
+    assert "| electra | 42.0 [40.0-44.0] | **42.0** [40.0-44.0] |" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["wall_s"] == {} and summary["rows"]["random"] == ["init=w", "from_scratch=True"]
+    with pytest.raises(ValueError, match=r"--tasks \['qqq'\]"):
+        glue_rows.main([f"--root={tmp_path}", "--tasks=qqq", "--row", "a=init=w"])
