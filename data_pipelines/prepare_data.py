@@ -9,10 +9,13 @@ Without --input it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
 `output_dir/corpus.txt`. It writes `output_dir/spm.model` and
 `output_dir/shards/{train,eval}-*.tfrecord`, then prints the config overrides to train on
 them. Rerunning resumes: an existing spm.model is reused and finished shards are skipped.
+A rerun with other settings, or after an input file changed (size or mtime), is refused
+with the changed names (`prepare_settings.json` records them); `--rebuild` starts anew.
 """
 import argparse
 import json
 import os
+import shutil
 import time
 from typing import Sequence
 
@@ -23,13 +26,50 @@ from data_pipelines import default_corpus
 from data_pipelines import text_files
 from data_pipelines import tokenizer as tokenizer_lib
 
+SETTINGS_FILE = "prepare_settings.json"
+
+
+def input_fingerprints(paths: Sequence[str], output_dir: str) -> list[dict]:
+    """Path (relative to output_dir, so that a workdir holding both can move), size and mtime
+    of each input: an edit in place, or a copy that did not keep the mtime, shows as a change."""
+    return [{"path": os.path.relpath(p, output_dir), "bytes": os.path.getsize(p),
+             "mtime_ns": os.stat(p).st_mtime_ns} for p in paths]
+
+
+def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
+    """Records `settings` in output_dir; refuses a rerun with other ones (or changed inputs),
+    which would reuse a tokenizer and shards they did not make, unless `rebuild` clears them."""
+    path = os.path.join(output_dir, SETTINGS_FILE)
+    if rebuild:
+        for name in ("spm.model", "spm.vocab", SETTINGS_FILE):
+            if os.path.exists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        shutil.rmtree(os.path.join(output_dir, "shards"), ignore_errors=True)
+    elif os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"{output_dir} was prepared with other settings or inputs ({', '.join(changed)} "
+                             "changed; see its prepare_settings.json); use a new --output_dir, or "
+                             "--rebuild to replace its tokenizer and shards")
+    elif os.path.exists(os.path.join(output_dir, "spm.model")):
+        logging.warning("%s has a tokenizer but no %s (prepared by an older version): reusing it "
+                        "unchecked; --rebuild makes it anew", output_dir, SETTINGS_FILE)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=1)
+    os.replace(path + ".tmp", path)
+
 
 def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, vocab_size: int = 8192,
                  max_seq_length: int = 128, num_shards: int = 8, num_eval_shards: int = 1,
                  num_processes: int = 1, seed: int = 0, model_type: str = "unigram",
                  document_boundary: str = "blank_line", on_invalid_utf8: str = "skip",
-                 show_progress: bool = True) -> dict:
-    """Builds tokenizer + shards; returns paths, timings, the shard summary and config flags."""
+                 show_progress: bool = True, rebuild: bool = False) -> dict:
+    """Builds tokenizer + shards; returns paths, timings, the shard summary and config flags.
+    A rerun into the same `output_dir` resumes; with other settings or changed inputs it is
+    refused unless `rebuild`."""
     timings = {}
     start = time.perf_counter()
     if inputs is None:
@@ -37,7 +77,12 @@ def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, 
         if not os.path.exists(inputs):
             default_corpus.write_default_corpus(inputs)
     timings["corpus_seconds"] = round(time.perf_counter() - start, 2)
-    text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
+    paths = text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
+    settings = {"inputs": input_fingerprints(paths, output_dir), "vocab_size": vocab_size, "model_type": model_type,
+                "seed": seed, "max_seq_length": max_seq_length, "num_shards": num_shards,
+                "num_eval_shards": num_eval_shards, "document_boundary": document_boundary,
+                "on_invalid_utf8": on_invalid_utf8}
+    check_settings(output_dir, settings, rebuild)
 
     tokenizer_path = os.path.join(output_dir, "spm.model")
     start = time.perf_counter()
@@ -83,13 +128,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--document_boundary", default="blank_line", choices=text_files.DOCUMENT_BOUNDARIES,
                         help="'file' for hard-wrapped books where blank lines only separate paragraphs")
     parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
+    parser.add_argument("--rebuild", action="store_true",
+                        help="replace the tokenizer and shards of an output_dir prepared with other settings")
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
     result = prepare_data(args.output_dir, inputs=args.input, vocab_size=args.vocab_size,
                           max_seq_length=args.max_seq_length, num_shards=args.num_shards,
                           num_eval_shards=args.num_eval_shards, num_processes=args.num_processes,
                           seed=args.seed, model_type=args.model_type, document_boundary=args.document_boundary,
-                          on_invalid_utf8=args.on_invalid_utf8)
+                          on_invalid_utf8=args.on_invalid_utf8, rebuild=args.rebuild)
     print(json.dumps({k: v for k, v in result.items() if k != "config_flags"}, indent=2))
     print("train with:\n  " + " \\\n  ".join(result["config_flags"]))
 

@@ -2,6 +2,7 @@
 import glob
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -223,3 +224,27 @@ def test_prepare_data_default_corpus_end_to_end(tmp_path):
     again = prepare_data.prepare_data(str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2,
                                       show_progress=False)
     assert again["shards"]["shards_built"] == 0 and again["shards"]["examples"] == result["shards"]["examples"]
+
+
+def test_prepare_data_refuses_other_settings_or_changed_inputs_unless_rebuilt(tmp_path, corpus_and_tokenizer):
+    from data_pipelines import prepare_data
+    corpus = tmp_path / "corpus.txt"
+    shutil.copyfile(corpus_and_tokenizer[0], corpus)
+    out = str(tmp_path / "prepared")
+
+    def prepare(**kwargs):
+        return prepare_data.prepare_data(out, inputs=str(corpus), max_seq_length=MAX_LEN, num_shards=2,
+                                         show_progress=False, **{"vocab_size": 100, **kwargs})
+
+    first = prepare()
+    assert prepare()["shards"]["shards_built"] == 0  # the same settings resume
+    with pytest.raises(ValueError, match=r"prepared with other settings or inputs \(model_type, vocab_size "
+                                         r"changed; .*--rebuild"):
+        prepare(vocab_size=120, model_type="bpe")
+    with open(corpus, "a") as f:
+        f.write("One more sentence at the end.\n")
+    with pytest.raises(ValueError, match=r"\(inputs changed"):
+        prepare()
+    rebuilt = prepare(vocab_size=120, rebuild=True)
+    assert rebuilt["vocab_size"] == 120 and rebuilt["shards"]["shards_built"] == 3
+    assert tokenizer_lib.load_tokenizer(rebuilt["tokenizer"]).vocab_size == 120 != first["vocab_size"]
