@@ -173,32 +173,37 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
                 stats["real_tokens"] += num_real
                 stats["content_tokens"] += num_real - num_specials
     os.replace(temp_path, job.output_path)
-    _write_json(job.output_path + ".stats.json", stats)
+    write_json(job.output_path + ".stats.json", stats)
     return stats
 
 
-def _write_json(path: str, value: dict) -> None:
+def write_json(path: str, value: dict) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
+
+
+def changed_keys(previous: dict, current: dict) -> list[str]:
+    """The keys whose values differ between two recorded settings (either side missing counts)."""
+    return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
 
 
 def _check_build_config(output_dir: str, build_config: dict) -> None:
     """Refuses to resume into a directory built with other settings (would mix shards)."""
     path = os.path.join(output_dir, BUILD_CONFIG_FILE)
     if os.path.exists(path):
-        previous = _read_json(path)
-        if previous != build_config:
-            changed = sorted(k for k in set(previous) | set(build_config) if previous.get(k) != build_config.get(k))
+        previous = read_json(path)
+        changed = changed_keys(previous, build_config)
+        if changed:
             raise ValueError(f"{output_dir} holds shards built with different settings ({', '.join(changed)} "
                              "changed); use a new --output_dir or delete the old one")
     else:
-        _write_json(path, build_config)
+        write_json(path, build_config)
 
 
 def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path: str,
@@ -249,7 +254,7 @@ def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path
     for slot, name in enumerate(shard_file_names(num_shards, num_eval_shards)):
         output_path = os.path.join(output_dir, name)
         if os.path.exists(output_path) and os.path.exists(output_path + ".stats.json"):
-            done_stats.append(_read_json(output_path + ".stats.json"))
+            done_stats.append(read_json(output_path + ".stats.json"))
         else:
             jobs.append(ShardJob(paths, tokenizer_path, packing, slot, num_slots, output_path))
 
@@ -261,7 +266,7 @@ def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path
     summary.update(invalid_utf8_lines=text_stats.invalid_utf8_lines, shards_built=len(jobs),
                    shards_skipped=len(done_stats), seconds=round(elapsed, 3),
                    examples_per_second=round(new_examples / elapsed, 1) if jobs and elapsed > 0 else None)
-    _write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
+    write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
     logging.info("shards in %s: %s", output_dir, summary)
     return summary
 

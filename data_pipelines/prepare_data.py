@@ -46,9 +46,7 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
                 os.remove(os.path.join(output_dir, name))
         shutil.rmtree(os.path.join(output_dir, "shards"), ignore_errors=True)
     elif os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        changed = build_lib.changed_keys(build_lib.read_json(path), settings)
         if changed:
             raise ValueError(f"{output_dir} was prepared with other settings or inputs ({', '.join(changed)} "
                              "changed; see its prepare_settings.json); use a new --output_dir, or "
@@ -57,9 +55,7 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
         logging.warning("%s has a tokenizer but no %s (prepared by an older version): reusing it "
                         "unchecked; --rebuild makes it anew", output_dir, SETTINGS_FILE)
     os.makedirs(output_dir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=1)
-    os.replace(path + ".tmp", path)
+    build_lib.write_json(path, settings)
 
 
 def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, vocab_size: int = 8192,
