@@ -24,7 +24,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from electra_jax import model, presets, pretrain, sharding  # noqa: E402
+from electra_jax import model, presets, sharding  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -40,8 +40,7 @@ def _shard_elements(shape, mesh_axes, mesh_sizes: dict) -> int:
 def state_bytes_per_chip(config, num_chips: int) -> dict[str, int]:
     """float32 parameters, Adam mu and nu, and gradients, as sharded on one chip."""
     mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, num_chips)))
-    net = model.build_pretraining_model(config)
-    boxed = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), *pretrain._dummy_inputs(config))["params"])
+    boxed = model.abstract_pretraining_params(config)
     specs = nn.get_partition_spec(boxed)
     rules = sharding.logical_axis_rules(config)
     shapes = jax.tree_util.tree_leaves(nn.meta.unbox(boxed))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import input_pipeline
 from electra_jax import checkpoints, objective, pretrain, sharding
 
 
@@ -28,7 +29,7 @@ def corrupted_eval_tokens(config, workdir: str, step: int | None = None):
     net, params = trainer.net, state.params
     rngs = pretrain.step_rngs(config.train.seed + 1, jnp.zeros((), jnp.int32))  # evaluation's seed
     tokens, labels, logits = [], [], []
-    for batch in pretrain.eval_batches(config, sharding.batch_sharding(trainer.mesh)):
+    for batch in input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh)):
         masked = pretrain._mask_batch(config, batch, rngs["mask"])
         gen_logits = net.apply({"params": params}, masked.masked_input_ids, batch["attention_mask"],
                                batch["token_type_ids"], masked.masked_positions, True,

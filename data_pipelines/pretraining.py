@@ -27,7 +27,6 @@ from typing import Any, Iterator
 import numpy as np
 from etils import epath
 
-from data_pipelines.tokenizer import check_vocab_size  # noqa: F401  (re-exported for the trainer)
 
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # Shard features use ELECTRA's names; batches use the model's.

@@ -96,14 +96,18 @@ class Checkpointer:
             if name.isdigit() and int(name) not in keep and int(name) < latest_kept:
                 state_dir.rmtree(missing_ok=True)
 
-    def restore(self, step: Optional[int], abstract_state: Any, data_iterator: Any = None) -> Any:
-        """The state at `step` (latest if None), placed as `abstract_state`'s shardings;
-        `data_iterator`, if given, is moved to where it was when that step was saved."""
+    def _existing_step(self, step: Optional[int]) -> int:
         step = self.latest_step() if step is None else step
         if step is None or step not in self.manager.all_steps():
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.workdir}/checkpoints; available: "
                 f"{self.all_steps()}")
+        return step
+
+    def restore(self, step: Optional[int], abstract_state: Any, data_iterator: Any = None) -> Any:
+        """The state at `step` (latest if None), placed as `abstract_state`'s shardings;
+        `data_iterator`, if given, is moved to where it was when that step was saved."""
+        step = self._existing_step(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         if data_iterator is not None:
@@ -113,6 +117,18 @@ class Checkpointer:
             data_iterator.restore(self._data_state_dir(step))
         logging.info("restored step %d from %s", step, self.workdir)
         return restored["state"]
+
+    def restore_params(self, step: Optional[int], abstract_params: Any) -> tuple[int, Any]:
+        """(step, the `params` of the TrainState saved at `step`, latest if None) placed as
+        `abstract_params`' shardings; the optimizer moments are never read."""
+        step = self._existing_step(step)
+        restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding),
+                                              abstract_params)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": abstract_params}, restore_args={"params": restore_args},
+            partial_restore=True)))
+        logging.info("restored the params of step %d from %s", step, self.workdir)
+        return step, restored["state"]["params"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -6,34 +6,48 @@ The config is the run's own (`DIR/config.json`) unless --config is given. Metric
 logged and written to `DIR/eval_step_<N>.json`; they equal what training logged at that
 step for the same eval data (same masking seed, dropout off).
 """
+import functools
 import json
 import os
+from typing import Optional
 
 from absl import app, flags, logging
 from etils import epath
 
 from electra_jax import cli
 
-_CONFIG = cli.define_config_file(None, "Defaults to WORKDIR/config.json.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "A pretraining workdir.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.mark_flags_as_required(["workdir"])
+def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dict[str, float]:
+    """Held-out metrics of a saved step: what training logged at that step (same eval
+    data, masking seed, dropout off)."""
+    # after flag parsing: importing jax is slow
+    from data_pipelines import input_pipeline
+    from electra_jax import pretrain, sharding
+    trainer, state = pretrain.restore_train_state(config, workdir, step)
+    batches = input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh))
+    return {"step": int(state.step),
+            **pretrain.evaluate(trainer, state, batches, config.train.seed + 1)}
 
 
-def main(argv):
+def main(argv, config_flag):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from electra_jax import checkpoints, pretrain  # after flag parsing: importing jax is slow
-    config = _CONFIG.value or checkpoints.load_run_config(_WORKDIR.value)
-    result = pretrain.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
-    path = os.path.join(_WORKDIR.value, f"eval_step_{result['step']}.json")
+    from electra_jax import checkpoints
+    workdir = flags.FLAGS.workdir
+    config = config_flag.value or checkpoints.load_run_config(workdir)
+    result = evaluate_checkpoint(config, workdir, flags.FLAGS.step)
+    path = os.path.join(workdir, f"eval_step_{result['step']}.json")
     epath.Path(path).write_text(json.dumps(result, indent=2), encoding="utf-8")  # local or gs://
     logging.info("eval at step %d: %s (written to %s)", result["step"], result, path)
     print(json.dumps(result))
 
 
 def run():
-    app.run(main, flags_parser=cli.parse_flags)
+    # Flags are defined here, not at import, so the library function above imports freely.
+    config_flag = cli.define_config_file(None, "Defaults to WORKDIR/config.json.")
+    flags.DEFINE_string("workdir", None, "A pretraining workdir.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    flags.mark_flags_as_required(["workdir"])
+    app.run(functools.partial(main, config_flag=config_flag), flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

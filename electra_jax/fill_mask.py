@@ -26,8 +26,8 @@ _TOP_K = flags.DEFINE_integer("top_k", 5, "Completions per [MASK].")
 
 def load_generator(init: str, init_step: Optional[int] = None, tokenizer_path: str = ""):
     """The generator network (config, params, tokenizer) of a workdir or HF directory."""
-    from electra_jax.finetune import common
-    return common.load_network(init, init_step, tokenizer_path, network="generator")
+    from electra_jax import loading
+    return loading.load_network(init, init_step, tokenizer_path, network="generator")
 
 
 def encode_masked_text(tokenizer, text: str, max_length: int) -> list[int]:

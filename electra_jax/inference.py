@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from electra_jax import model
+from electra_jax import loading, model
 
 INT8_MAX = 127
 QUANTIZED_KERNEL, KERNEL_SCALE = "kernel_int8", "kernel_scale"
@@ -97,12 +97,10 @@ def quantized_size_bytes(params: Any) -> int:
 def _jitted_apply(net: nn.Module):
     """jitted (params, batch) -> outputs, one per (hashable) module; int8 Dense layers are
     recognised by their params, so float and int8 trees share it (one compile each)."""
-    from electra_jax.finetune import common
-
     @jax.jit
     def predict(params, batch):
         with nn.intercept_methods(_int8_dense):
-            return common.apply_net(net, params, batch, deterministic=True)
+            return model.apply_network(net, params, batch, deterministic=True)
     return predict
 
 
@@ -119,9 +117,7 @@ def make_predictor(net: nn.Module, params: Any, int8: bool = False) -> Callable[
 def load_finetuned(model_dir: str):
     """(net, params, tokenizer) of an exported fine-tuned transformers directory
     (sequence classification, token classification or question answering)."""
-    from electra_jax.finetune import common
-
-    pretrained = common.load_pretrained(model_dir)
+    pretrained = loading.load_network(model_dir, network="encoder")
     hf_config = pretrained.hf_config or {}
     architectures = [a for a in hf_config.get("architectures", []) if a in _TASK_MODULES]
     if not architectures or not pretrained.head_params:
@@ -143,7 +139,7 @@ def compare_int8(net: nn.Module, params: Any, features: dict[str, np.ndarray], l
     logits = {}
     for name, int8 in (("float32", False), ("int8", True)):
         predict = make_predictor(net, params, int8)
-        batch = {key: features[key][:batch_size] for key in common.FEATURE_KEYS}
+        batch = {key: features[key][:batch_size] for key in model.FEATURE_KEYS}
         jax.block_until_ready(predict(batch))  # compile outside the timing
         start = time.perf_counter()
         logits[name] = common.predict_outputs(lambda _, b: predict(b), None, features, batch_size)

@@ -120,6 +120,22 @@ def build_pretraining_model(config: Any) -> ElectraPretrainingModel:
     return ElectraPretrainingModel(networks["generator"], networks.get("discriminator"))
 
 
+def pretraining_dummy_inputs(config: Any) -> tuple[Array, ...]:
+    """(input_ids, attention_mask, token_type_ids, masked_positions) of one zero example:
+    what `ElectraPretrainingModel.init` traces its shapes with."""
+    ids = jnp.zeros((1, config.train.max_seq_length), jnp.int32)
+    positions = jnp.zeros((1, config.objective.max_predictions_per_seq), jnp.int32)
+    return ids, ids, ids, positions
+
+
+def abstract_pretraining_params(config: Any):
+    """Shapes and dtypes of the ElectraPretrainingModel's params, still in their
+    logical-axis boxes (the sharding rules read them)."""
+    net = build_pretraining_model(config)
+    return jax.eval_shape(
+        lambda: net.init(jax.random.PRNGKey(0), *pretraining_dummy_inputs(config))["params"])
+
+
 def _dense(features: int, axes: tuple, cfg: ElectraConfig, name: str) -> nn.Dense:
     return nn.Dense(
         features,
@@ -439,9 +455,23 @@ def _init_params(module: nn.Module, rng: Array, seq_len: int):
     return module.init(rng, ids, ids, ids, deterministic=True)["params"]
 
 
+def abstract_params(module: nn.Module):
+    """Shapes and dtypes of a network's params in their logical-axis boxes (for shardings)."""
+    return jax.eval_shape(lambda: _init_params(module, jax.random.PRNGKey(0), 8))
+
+
 def init_params(module: nn.Module, rng: Array, seq_len: int = 8):
     """Random parameters (logical-axis boxes removed) for a Generator or Discriminator."""
     return nn.meta.unbox(_init_params(module, rng, seq_len))
+
+
+FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids")  # what every network reads
+
+
+def apply_network(net: nn.Module, params: Any, batch: dict, deterministic: bool, rngs=None) -> Any:
+    """`net` (a Discriminator, Generator or task model) on a batch holding FEATURE_KEYS."""
+    return net.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                     batch["token_type_ids"], deterministic=deterministic, rngs=rngs)
 
 
 def split_pretraining_params(params: dict) -> dict[str, dict]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -148,3 +149,21 @@ def make_optimizer(optim_config: Any, total_steps: int
         chain.append(scale_by_layerwise_lr_decay(c.layerwise_lr_decay, c.num_layers))
     chain.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*chain), schedule
+
+
+@flax.struct.dataclass
+class TrainState:
+    """What an optimizer step updates, in pretraining and fine-tuning alike."""
+
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    params: Any
+    opt_state: Any
+
+    @classmethod
+    def create(cls, params: Any, tx: optax.GradientTransformation) -> "TrainState":
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    def apply_gradients(self, grads: Any, tx: optax.GradientTransformation) -> "TrainState":
+        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+        return TrainState(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                          opt_state=opt_state)

@@ -8,20 +8,36 @@ from __future__ import annotations
 
 import ml_collections
 
-# size -> (vocab, embedding, hidden, layers, heads, ffn, generator fraction)
+# The paper sizes (Table 6), each a named entry. tiny is ours: CPU demos and tests; it
+# trains in minutes on the embedded default corpus.
 MODEL_SIZES = {
-    # tiny: CPU demos and tests; trains in minutes on the embedded default corpus.
-    "tiny": (8192, 128, 128, 2, 2, 512, 0.25),
-    "small": (30522, 128, 256, 12, 4, 1024, 0.25),
-    "base": (30522, 768, 768, 12, 12, 3072, 1 / 3),
-    "large": (30522, 1024, 1024, 24, 16, 4096, 0.25),
+    "tiny": dict(vocab_size=8192, embedding_size=128, hidden_size=128, num_layers=2, num_heads=2,
+                 intermediate_size=512, generator_hidden_fraction=0.25),
+    "small": dict(vocab_size=30522, embedding_size=128, hidden_size=256, num_layers=12, num_heads=4,
+                  intermediate_size=1024, generator_hidden_fraction=0.25),
+    "base": dict(vocab_size=30522, embedding_size=768, hidden_size=768, num_layers=12, num_heads=12,
+                 intermediate_size=3072, generator_hidden_fraction=1 / 3),
+    "large": dict(vocab_size=30522, embedding_size=1024, hidden_size=1024, num_layers=24,
+                  num_heads=16, intermediate_size=4096, generator_hidden_fraction=0.25),
 }
-# size -> (max_seq_length, batch_size, learning_rate, num_steps, warmup_steps, mask_prob)
-TRAIN_RECIPES = {
-    "tiny": (128, 32, 2e-3, 1500, 100, 0.15),
-    "small": (128, 128, 5e-4, 1_000_000, 10_000, 0.15),
-    "base": (512, 256, 2e-4, 766_000, 10_000, 0.15),
-    "large": (512, 2048, 2e-4, 400_000, 10_000, 0.25),
+# The pretraining recipe of each size (Table 6, configure_pretraining.py).
+PRETRAINING_RECIPES = {
+    "tiny": dict(max_seq_length=128, batch_size=32, learning_rate=2e-3, num_steps=1500,
+                 warmup_steps=100, mask_prob=0.15),
+    "small": dict(max_seq_length=128, batch_size=128, learning_rate=5e-4, num_steps=1_000_000,
+                  warmup_steps=10_000, mask_prob=0.15),
+    "base": dict(max_seq_length=512, batch_size=256, learning_rate=2e-4, num_steps=766_000,
+                 warmup_steps=10_000, mask_prob=0.15),
+    "large": dict(max_seq_length=512, batch_size=2048, learning_rate=2e-4, num_steps=400_000,
+                  warmup_steps=10_000, mask_prob=0.25),
+}
+# The fine-tuning recipe of each size (Table 7): peak learning rate and layer-wise decay.
+# tiny follows small.
+FINETUNING_RECIPES = {
+    "tiny": dict(learning_rate=3e-4, layerwise_lr_decay=0.8),
+    "small": dict(learning_rate=3e-4, layerwise_lr_decay=0.8),
+    "base": dict(learning_rate=1e-4, layerwise_lr_decay=0.8),
+    "large": dict(learning_rate=5e-5, layerwise_lr_decay=0.9),
 }
 
 # size -> {section.field: value}: where a size's recipe leaves the paper's. tiny is the README
@@ -60,23 +76,47 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 )
 
 
+def mesh_config() -> ml_collections.ConfigDict:
+    """The device mesh of a run (pretraining and fine-tuning): all devices, data-parallel."""
+    mh = ml_collections.ConfigDict()
+    mh.data = -1  # data-parallel axis; -1 takes the remaining devices
+    mh.fsdp = 1  # parameters and optimizer state sharded over this axis
+    mh.tensor = 1  # tensor (model) parallel axis
+    return mh
+
+
+def sharding_config() -> ml_collections.ConfigDict:
+    sh = ml_collections.ConfigDict()
+    sh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
+    return sh
+
+
 def max_predictions_per_seq(mask_prob: float, max_seq_length: int) -> int:
     """The original's cap on masked positions per sequence (19 at 15% and 128 tokens)."""
     return int((mask_prob + 0.005) * max_seq_length)
 
 
+def size_of(hidden_size: int, num_layers: int) -> str | None:
+    """The paper size ("small", ...) of that hidden size and depth, else None."""
+    for size, fields in MODEL_SIZES.items():
+        if (fields["hidden_size"], fields["num_layers"]) == (hidden_size, num_layers):
+            return size
+    return None
+
+
 def model_config(size: str) -> ml_collections.ConfigDict:
     if size not in MODEL_SIZES:
         raise ValueError(f"model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
-    vocab, embedding, hidden, layers, heads, ffn, gen_fraction = MODEL_SIZES[size]
+    size_fields = MODEL_SIZES[size]
     m = ml_collections.ConfigDict()
-    m.vocab_size = vocab  # must equal the tokenizer's vocabulary size
-    m.embedding_size = embedding  # E; projected to hidden_size when they differ
-    m.hidden_size = hidden  # discriminator hidden size H
-    m.num_layers = layers  # depth of both generator and discriminator
-    m.num_heads = heads  # discriminator attention heads
-    m.intermediate_size = ffn  # discriminator FFN size
-    m.generator_hidden_fraction = gen_fraction  # generator hidden/FFN/heads = this x discriminator's
+    m.vocab_size = size_fields["vocab_size"]  # must equal the tokenizer's vocabulary size
+    m.embedding_size = size_fields["embedding_size"]  # E; projected to hidden_size when they differ
+    m.hidden_size = size_fields["hidden_size"]  # discriminator hidden size H
+    m.num_layers = size_fields["num_layers"]  # depth of both generator and discriminator
+    m.num_heads = size_fields["num_heads"]  # discriminator attention heads
+    m.intermediate_size = size_fields["intermediate_size"]  # discriminator FFN size
+    # generator hidden/FFN/heads = this x discriminator's
+    m.generator_hidden_fraction = size_fields["generator_hidden_fraction"]
     m.max_position_embeddings = 512  # learned position table size
     m.type_vocab_size = 2  # segment A / B
     m.hidden_dropout = 0.1  # dropout after embeddings, attention output and FFN
@@ -98,7 +138,8 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     if variant is not None and (size, variant) not in RECIPE_VARIANTS:
         raise ValueError(f"no recipe variant {variant!r} for size {size!r}; choose one of "
                          f"{sorted(v for s, v in RECIPE_VARIANTS if s == size)}")
-    seq_len, batch, lr, steps, warmup, mask_prob = TRAIN_RECIPES[size]
+    recipe = PRETRAINING_RECIPES[size]
+    seq_len, mask_prob = recipe["max_seq_length"], recipe["mask_prob"]
     c = ml_collections.ConfigDict()
     c.model = model_config(size)
 
@@ -118,8 +159,8 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     o.special_token_ids = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]: never masked
 
     c.optim = p = ml_collections.ConfigDict()
-    p.learning_rate = lr  # peak learning rate
-    p.warmup_steps = warmup  # linear warmup, multiplied into the decay (as the original)
+    p.learning_rate = recipe["learning_rate"]  # peak learning rate
+    p.warmup_steps = recipe["warmup_steps"]  # linear warmup, multiplied into the decay (as the original)
     p.decay = "linear"  # linear | polynomial
     p.end_learning_rate = 0.0  # learning rate at the end of the decay
     p.power = 1.0  # polynomial decay power (1.0 = linear)
@@ -134,9 +175,9 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
 
     c.train = t = ml_collections.ConfigDict()
     t.seed = 0  # initialisation, masking and sampling all derive from it
-    t.batch_size = batch  # global batch (sequences per optimizer step)
+    t.batch_size = recipe["batch_size"]  # global batch (sequences per optimizer step)
     t.max_seq_length = seq_len  # tokens per sequence; must match the shards
-    t.num_steps = steps  # optimizer steps
+    t.num_steps = recipe["num_steps"]  # optimizer steps
     t.grad_accum_steps = 1  # microbatches per step (lax.scan); batch_size must divide by it
     t.log_every = 100  # steps between logged metrics
     t.eval_every = 1000  # steps between evaluations on held-out data (0 = never)
@@ -154,13 +195,8 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     d.tokenizer = ""  # sentencepiece .model or WordPiece vocab.txt the shards were built with
     d.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer
 
-    c.mesh = mh = ml_collections.ConfigDict()
-    mh.data = -1  # data-parallel axis; -1 takes the remaining devices
-    mh.fsdp = 1  # parameters and optimizer state sharded over this axis
-    mh.tensor = 1  # tensor (model) parallel axis
-
-    c.sharding = sh = ml_collections.ConfigDict()
-    sh.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
+    c.mesh = mesh_config()
+    c.sharding = sharding_config()
     overrides = {**RECIPE_OVERRIDES.get(size, {}), **RECIPE_VARIANTS.get((size, variant), {})}
     for key, value in overrides.items():
         section, name = key.split(".")

@@ -8,9 +8,6 @@ Its randomness is derived from (seed, step), so a resumed run replays bit-exactl
 from __future__ import annotations
 
 import functools
-import json
-import os
-import shutil
 import signal
 import time
 from typing import Any, Callable
@@ -24,19 +21,13 @@ import tqdm
 from absl import logging
 from etils import epath
 
+from data_pipelines import input_pipeline
 from data_pipelines import pretraining as data
-from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import checkpoints, flops, model, objective, optim, sharding
+from electra_jax.metric_writer import MetricWriter
 
 Batch = dict[str, jax.Array]  # input_ids, attention_mask, token_type_ids: [batch, seq] int32
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array  # int32 scalar: optimizer steps taken
-    params: Any  # {embeddings, generator, discriminator}; the embeddings stored once
-    opt_state: Any
 
 
 @flax.struct.dataclass
@@ -52,12 +43,6 @@ class Pretrainer:
     state_sharding: Any = flax.struct.field(pytree_node=False)
 
 
-def _dummy_inputs(config, batch_size: int = 1):
-    ids = jnp.zeros((batch_size, config.train.max_seq_length), jnp.int32)
-    positions = jnp.zeros((batch_size, config.objective.max_predictions_per_seq), jnp.int32)
-    return ids, ids, ids, positions
-
-
 def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer:
     """Model, optimizer and the shardings of the train state, from config."""
     _check_batch(config, mesh)
@@ -65,12 +50,11 @@ def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer
     rules = sharding.logical_axis_rules(config)
     net = model.build_pretraining_model(config)
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
-    boxed_params = jax.eval_shape(
-        lambda: net.init(jax.random.PRNGKey(0), *_dummy_inputs(config))["params"])
+    boxed_params = model.abstract_pretraining_params(config)
     params_sharding = sharding.param_shardings(boxed_params, mesh, rules)
     sharding.check_divisible(nn.meta.unbox(boxed_params), params_sharding)
     abstract_opt_state = jax.eval_shape(tx.init, nn.meta.unbox(boxed_params))
-    state_sharding = TrainState(
+    state_sharding = optim.TrainState(
         step=sharding.replicated(mesh),
         params=params_sharding,
         opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, params_sharding, mesh))
@@ -94,20 +78,20 @@ def _init_fn(trainer: Pretrainer):
     config, net, tx = trainer.config, trainer.net, trainer.tx
 
     def init(rng):
-        params = nn.meta.unbox(net.init(rng, *_dummy_inputs(config))["params"])
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        params = nn.meta.unbox(net.init(rng, *model.pretraining_dummy_inputs(config))["params"])
+        return optim.TrainState.create(params, tx)
 
     return init
 
 
-def init_train_state(trainer: Pretrainer) -> TrainState:
+def init_train_state(trainer: Pretrainer) -> optim.TrainState:
     """Fresh parameters and optimizer state, created directly in their shardings."""
     with trainer.mesh:
         return jax.jit(_init_fn(trainer), out_shardings=trainer.state_sharding)(
             jax.random.PRNGKey(trainer.config.train.seed))
 
 
-def abstract_train_state(trainer: Pretrainer) -> TrainState:
+def abstract_train_state(trainer: Pretrainer) -> optim.TrainState:
     """Shapes, dtypes and shardings of the train state (the target of a restore)."""
     shapes = jax.eval_shape(_init_fn(trainer), jax.random.PRNGKey(0))
     return jax.tree_util.tree_map(
@@ -117,7 +101,8 @@ def abstract_train_state(trainer: Pretrainer) -> TrainState:
 
 def restore_train_state(config, workdir: str, step: int | None = None):
     """(trainer, state) at `step` (latest if None) of a pretraining workdir, read-only:
-    safe while a run is still writing to it (evaluate, export, fine-tuning)."""
+    safe while a run is still writing to it. (Programs that only need the weights open
+    them with `loading`.)"""
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(workdir, save_every=1, keep=None, read_only=True)
     try:
@@ -125,30 +110,6 @@ def restore_train_state(config, workdir: str, step: int | None = None):
     finally:
         ckpt.close()
     return trainer, state
-
-
-def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[str, float]:
-    """Held-out metrics of a saved step: what training logged at that step (same eval
-    data, masking seed, dropout off)."""
-    trainer, state = restore_train_state(config, workdir, step)
-    batches = eval_batches(config, sharding.batch_sharding(trainer.mesh))
-    return {"step": int(state.step), **evaluate(trainer, state, batches, config.train.seed + 1)}
-
-
-def export_checkpoint(workdir: str, out_dir: str, step: int | None = None) -> int:
-    """Writes OUT/discriminator (ElectraForPreTraining; not for an MLM-only run) and
-    OUT/generator (ElectraForMaskedLM) of a saved step in transformers' format, with the
-    run's tokenizer; returns the step."""
-    from electra_jax import hf  # conversion tables: only needed here
-    config = checkpoints.load_run_config(workdir)
-    _, state = restore_train_state(config, workdir, step)
-    params = model.split_pretraining_params(jax.device_get(state.params))
-    for kind, cfg in model.pretraining_networks(config).items():
-        hf.save_pretrained(cfg, params[kind], os.path.join(out_dir, kind), kind)
-        if config.data.tokenizer:
-            shutil.copy(config.data.tokenizer, os.path.join(out_dir, kind))
-    logging.info("exported step %d of %s to %s", int(state.step), workdir, out_dir)
-    return int(state.step)
 
 
 def step_rngs(seed: int, step: jax.Array) -> dict[str, jax.Array]:
@@ -213,7 +174,7 @@ def _microbatches(batch: dict, num: int) -> dict:
     return jax.tree_util.tree_map(lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch)
 
 
-def train_step(trainer: Pretrainer, state: TrainState, batch: Batch, deterministic: bool = False):
+def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deterministic: bool = False):
     """One optimizer step on a global batch. Returns (new state, metrics dict of scalars)."""
     config = trainer.config
     rngs = step_rngs(config.train.seed, state.step)
@@ -246,15 +207,13 @@ def train_step(trainer: Pretrainer, state: TrainState, batch: Batch, determinist
         (loss, sums, grads), _ = jax.lax.scan(
             accumulate, (loss, sums, grads),
             (_microbatches(inputs, num_micro), jnp.arange(num_micro)))
-    updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     metrics = objective.metrics_from_sums(sums)
     metrics.update(loss=loss, learning_rate=trainer.schedule(state.step),
                    grad_norm=optax.global_norm(grads))
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.apply_gradients(grads, trainer.tx), metrics
 
 
-def eval_step(trainer: Pretrainer, state: TrainState, batch: Batch, eval_seed: int) -> dict:
+def eval_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, eval_seed: int) -> dict:
     """Metric sums (not ratios) on one held-out batch with dropout off; the masking and
     sampling are fixed by `eval_seed` so every evaluation sees the same corruption."""
     config = trainer.config
@@ -275,7 +234,7 @@ def jit_train_step(trainer: Pretrainer, deterministic: bool = False):
         in_shardings=(trainer.state_sharding, batch_sharding),
         out_shardings=(trainer.state_sharding, sharding.replicated(trainer.mesh)),
         donate_argnums=(0,))
-    return _under_mesh(trainer, step)
+    return sharding.under_mesh(trainer.mesh, trainer.rules, step)
 
 
 def jit_eval_step(trainer: Pretrainer, eval_seed: int):
@@ -283,22 +242,7 @@ def jit_eval_step(trainer: Pretrainer, eval_seed: int):
     step = jax.jit(functools.partial(eval_step, trainer, eval_seed=eval_seed),
                    in_shardings=(trainer.state_sharding, batch_sharding),
                    out_shardings=sharding.replicated(trainer.mesh))
-    return _under_mesh(trainer, step)
-
-
-def _under_mesh(trainer: Pretrainer, fn):
-    """Call `fn` with the mesh and logical-axis rules active (activation constraints)."""
-    @functools.wraps(fn)
-    def wrapped(*args):
-        with trainer.mesh, nn.logical_axis_rules(trainer.rules):
-            return fn(*args)
-    wrapped.lower = lambda *args: _lower(trainer, fn, *args)
-    return wrapped
-
-
-def _lower(trainer, fn, *args):
-    with trainer.mesh, nn.logical_axis_rules(trainer.rules):
-        return fn.lower(*args)
+    return sharding.under_mesh(trainer.mesh, trainer.rules, step)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -307,7 +251,7 @@ def metrics_to_host(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def evaluate(trainer: Pretrainer, state: TrainState, eval_batches, eval_seed: int,
+def evaluate(trainer: Pretrainer, state: optim.TrainState, eval_batches, eval_seed: int,
              eval_fn=None) -> dict[str, float]:
     """Held-out MLM and discriminator metrics, pooled over all `eval_batches`."""
     eval_fn = eval_fn or jit_eval_step(trainer, eval_seed)
@@ -318,119 +262,6 @@ def evaluate(trainer: Pretrainer, state: TrainState, eval_batches, eval_seed: in
     if totals is None:
         raise ValueError("the evaluation data produced no batches; check data.eval_files")
     return metrics_to_host(objective.metrics_from_sums(totals, trainer.config.objective.disc_weight))
-
-
-class MetricWriter:
-    """Scalars to `metrics.jsonl` (always) and TensorBoard (config.train.tensorboard);
-    only process 0 writes."""
-
-    def __init__(self, workdir: str, tensorboard: bool):
-        self.enabled = jax.process_index() == 0
-        self.tb = None
-        if not self.enabled:
-            return
-        # epath: local or gs:// (TensorFlow's GCS filesystem re-uploads the object on flush)
-        self.jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from flax.metrics import tensorboard as flax_tb  # needs tensorflow
-            except ImportError as e:
-                raise ImportError(f"TensorBoard summaries need tensorflow and tensorboard ({e}); "
-                                  "pip install tensorboard, or set "
-                                  "--config.train.tensorboard=False") from e
-            self.tb = flax_tb.SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-    def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
-        self.jsonl.flush()
-        if self.tb is not None:
-            for name, value in scalars.items():
-                self.tb.scalar(f"{split}/{name}", value, step)
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
-def _host_batch_size(config) -> int:
-    if config.train.batch_size % jax.process_count():
-        raise ValueError(f"train.batch_size={config.train.batch_size} does not divide over "
-                         f"{jax.process_count()} processes")
-    return config.train.batch_size // jax.process_count()
-
-
-def make_train_iterator(config):
-    """This process's slice of the training stream (dicts of numpy [host_batch, seq])."""
-    d, t = config.data, config.train
-    if d.source == "synthetic":
-        return data.make_synthetic_iterator(
-            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-            vocab_size=config.model.vocab_size, seed=t.seed)
-    if d.source != "tfrecord":
-        raise ValueError(f"data.source={d.source!r}; choose 'tfrecord' or 'synthetic'")
-    if not d.train_files:
-        raise ValueError("data.train_files is empty; point it at TFRecord shards "
-                         "(python -m data_pipelines.build_shards) or set data.source=synthetic")
-    return data.make_pretraining_iterator(
-        d.train_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-        seed=t.seed, shuffle_buffer=d.shuffle_buffer, repeat=True)
-
-
-def eval_batches(config, batch_sharding):
-    """The fixed held-out batches (`train.eval_steps` of them, same every evaluation)."""
-    d, t = config.data, config.train
-    if d.source == "synthetic":
-        it = data.make_synthetic_iterator(
-            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-            vocab_size=config.model.vocab_size, seed=t.seed + 10_000)
-    else:
-        it = data.make_pretraining_iterator(
-            d.eval_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-            seed=0, shuffle_buffer=0, repeat=False)
-    for _, batch in zip(range(t.eval_steps), it):
-        yield data.to_global_batch(batch, batch_sharding)
-
-
-def use_default_corpus(config, workdir: str):
-    """Build (once) the tokenizer and shards of the embedded default corpus in the workdir
-    and point a copy of `config` at them."""
-    if jax.process_count() > 1:
-        raise ValueError("data.source='default' is a single-process demo; build shards with "
-                         "python -m data_pipelines.prepare_data and set data.train_files")
-    from data_pipelines import prepare_data
-    prepared = prepare_data.prepare_data(
-        os.path.join(workdir, "default_data"), vocab_size=config.model.vocab_size,
-        max_seq_length=config.train.max_seq_length, seed=config.train.seed, show_progress=False,
-        num_processes=min(os.cpu_count() or 1, 8))
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        config.data.source = "tfrecord"
-        config.data.train_files = prepared["train_files"]
-        config.data.eval_files = prepared["eval_files"]
-        config.data.tokenizer = prepared["tokenizer"]
-    return config
-
-
-def check_tokenizer(config) -> None:
-    """The config's vocabulary and special ids must be the tokenizer's."""
-    if not config.data.tokenizer:
-        return
-    tok = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-    data.check_vocab_size(config.model.vocab_size, tok)
-    if config.objective.mask_token_id != tok.mask_id:
-        raise ValueError(f"objective.mask_token_id={config.objective.mask_token_id} but the "
-                         f"tokenizer's [MASK] is {tok.mask_id}; set "
-                         f"--config.objective.mask_token_id={tok.mask_id}")
-    missing = sorted(set(tok.special_ids) - set(config.objective.special_token_ids))
-    if missing:
-        raise ValueError(f"objective.special_token_ids={tuple(config.objective.special_token_ids)} "
-                         f"misses the tokenizer's special ids {missing}; set "
-                         f"--config.objective.special_token_ids='{tuple(tok.special_ids)}'")
 
 
 class _Preemption:
@@ -470,15 +301,13 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
     Returns the last logged train metrics and the last evaluation metrics.
     """
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    if config.data.source == "default":
-        config = use_default_corpus(config, workdir)
-    check_tokenizer(config)
+    config = input_pipeline.resolve_data_source(config, workdir)
     checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh,
                                  absent_means=resume_defaults())
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(workdir, save_every=config.train.checkpoint_every,
                                     keep=config.train.keep_checkpoints)
-    train_iter = make_train_iterator(config)
+    train_iter = input_pipeline.make_train_iterator(config)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(None, abstract_train_state(trainer), train_iter)
     else:
@@ -517,7 +346,7 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
                 pending = (done, metrics, seconds, config, flops_per_step, peak)
                 window_start, window_steps = time.perf_counter(), 0
             if config.train.eval_every and (done % config.train.eval_every == 0 or done == end_step):
-                result["eval"] = evaluate(trainer, state, eval_batches(config, batch_sharding),
+                result["eval"] = evaluate(trainer, state, input_pipeline.eval_batches(config, batch_sharding),
                                           config.train.seed + 1, eval_fn)
                 writer.write(done, "eval", result["eval"])
                 logging.info("eval step %d: %s", done, _summary(result["eval"]))

@@ -6,6 +6,7 @@ mesh axes; optimizer state follows the parameters it belongs to.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -103,3 +104,19 @@ def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: An
     return optax.tree_map_params(
         tx, lambda _, sharding: sharding, abstract_opt_state, params_sharding,
         transform_non_params=lambda _: replicated(mesh))
+
+
+def under_mesh(mesh: Mesh, rules, fn):
+    """`fn` (a jitted function) called, and lowered, with the mesh and the logical-axis
+    rules active, so the model's activation constraints apply."""
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with mesh, nn.logical_axis_rules(rules):
+            return fn(*args)
+
+    def lower(*args):
+        with mesh, nn.logical_axis_rules(rules):
+            return fn.lower(*args)
+
+    wrapped.lower = lower
+    return wrapped

@@ -216,7 +216,7 @@ def test_prepare_data_default_corpus_end_to_end(tmp_path):
     assert result["vocab_size"] == 2000 and result["shards"]["documents"] > 1000
     assert "--config.model.vocab_size=2000" in result["config_flags"]
     tokenizer = tokenizer_lib.load_tokenizer(result["tokenizer"])
-    pretraining.check_vocab_size(2000, tokenizer)
+    tokenizer_lib.check_vocab_size(2000, tokenizer)
     batch = next(pretraining.make_pretraining_iterator(result["eval_files"], batch_size=4, seq_length=MAX_LEN,
                                                        seed=0, process_index=0, process_count=1))
     assert batch["input_ids"].max() < 2000

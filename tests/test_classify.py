@@ -88,7 +88,7 @@ def test_macro_f1_and_accuracy_equal_sklearn():
 
 def run_config(tmp_path, init, **overrides):
     config = classify.classify_config()
-    config.update(dict(init=init, batch_size=4, eval_batch_size=4, max_seq_length=12, num_epochs=10.0,
+    config.update(dict(init=init, batch_size=8, eval_batch_size=8, max_seq_length=12, num_epochs=20.0,
                        learning_rate=1e-2, layerwise_lr_decay=0.8, dropout=0.0, warmup_fraction=0.0,
                        log_every=5, train_file=str(tmp_path / "train.csv"), dev_file=str(tmp_path / "dev.jsonl")))
     write_csv(config.train_file, ["id", "review", "sentiment"],

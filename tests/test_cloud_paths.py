@@ -85,10 +85,10 @@ def test_run_config_is_written_and_checked_on_gcs(fake_gcs):
 
 
 def test_metrics_are_appended_on_gcs(fake_gcs):
-    from electra_jax import pretrain
+    from electra_jax import metric_writer
     epath.Path(WORKDIR).mkdir(parents=True)  # as train_and_evaluate does first
     for step in (1, 2):  # two writers, as a resumed run appends to the first run's file
-        writer = pretrain.MetricWriter(WORKDIR, tensorboard=False)
+        writer = metric_writer.MetricWriter(WORKDIR, tensorboard=False)
         writer.write(step, "train", {"loss": 1.0 / step})
         writer.close()
     with open(fake_gcs(f"{WORKDIR}/metrics.jsonl")) as f:

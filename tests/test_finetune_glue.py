@@ -12,8 +12,8 @@ import sklearn.metrics
 
 from data_pipelines import glue as glue_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import hf, model
-from electra_jax.finetune import glue
+from electra_jax import export, hf, loading, model
+from electra_jax.finetune import common, glue
 
 WORDS = ("the cat sat on a mat dog ran far away it rained was dry he left early a man is playing "
          "flute plane taking off air large said hi to me").split()
@@ -85,7 +85,7 @@ def hf_init(tmp_path_factory):
 
 def small_run_config(glue_dir, init, **overrides):
     config = glue.glue_config()
-    config.update(dict(init=init, data_dir=glue_dir, source="tsv", batch_size=8, eval_batch_size=4,
+    config.update(dict(init=init, data_dir=glue_dir, source="tsv", batch_size=8, eval_batch_size=8,
                        max_seq_length=16, num_epochs=2.0, learning_rate=1e-3, layerwise_lr_decay=0.8,
                        log_every=2))
     config.update(overrides)
@@ -146,7 +146,7 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
     config = glue.glue_config()
     config.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0))
     lr, decay = 1e-3, 0.8
-    tx, _ = glue.make_optimizer(config, {"learning_rate": lr, "layerwise_lr_decay": decay},
+    tx, _ = common.make_optimizer(config, {"learning_rate": lr, "layerwise_lr_decay": decay},
                                 cfg.num_layers, total_steps=10)
     grads = jax.tree_util.tree_map(
         lambda p: np.random.default_rng(p.size).normal(size=p.shape).astype(np.float32), params)
@@ -231,7 +231,7 @@ def torch_logits(model_dir, features):
     torch_model = transformers.ElectraForSequenceClassification.from_pretrained(model_dir).eval()
     with torch.no_grad():
         return torch_model(**{k: torch.tensor(features[k], dtype=torch.long)
-                              for k in glue.FEATURE_KEYS}).logits.numpy()
+                              for k in model.FEATURE_KEYS}).logits.numpy()
 
 
 def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init):
@@ -242,11 +242,12 @@ def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init)
     # Dev metrics equal scipy's on the exported model's predictions, which transformers
     # reproduces. (Duplicate dev rows make near-tied scores, so scipy ranks our own floats.)
     run_dir = os.path.join(tmp_path, "stsb", "seed_0")
-    restored = glue.load_pretrained(run_dir)
+    restored = loading.load_network(run_dir, network="encoder")
     dev = glue.load_split(config, "stsb", "dev", restored.tokenizer)
     net = model.SequenceClassifier(restored.model_config, 1)
     params = {"electra": restored.encoder_params, "classifier": restored.classifier_params}
-    scores = glue.predict_logits(glue.make_predict_fn(net), params, dev, config.eval_batch_size)[:, 0]
+    predict = common.make_predict_fn(net, common.make_placement(config, net))
+    scores = glue.predict_logits(predict, params, dev, config.eval_batch_size)[:, 0]
     np.testing.assert_allclose(torch_logits(run_dir, dev)[:, 0], scores, atol=1e-5)
     assert stsb["median"]["stsb"]["pearson"] == pytest.approx(
         100 * scipy.stats.pearsonr(dev["labels"], scores).statistic, abs=1e-3)
@@ -288,7 +289,7 @@ def test_tsv_and_tfds_sources_give_the_same_features(glue_dir, hf_init, monkeypa
     config.source = "tfds"
     for split in ("train", "dev"):
         from_tfds = glue.load_split(config, "mrpc", split, tok)
-        for key in (*glue.FEATURE_KEYS, "labels", "idx"):
+        for key in (*model.FEATURE_KEYS, "labels", "idx"):
             np.testing.assert_array_equal(from_tfds[key], from_tsv[split][key], err_msg=key)
     # and the features are [CLS] a [SEP] b [SEP] with the WordPiece ids of the vocab
     first = examples["train"][0]
@@ -316,7 +317,7 @@ def test_init_whose_vocab_differs_from_the_tokenizer_is_refused(tmp_path, hf_ini
     bigger_vocab = str(tmp_path / "vocab.txt")
     size = write_vocab(bigger_vocab, extra_tokens=3)
     with pytest.raises(ValueError, match=rf"vocab_size={size - 3} .* has {size} tokens"):
-        glue.load_pretrained(hf_init, tokenizer_path=bigger_vocab)
+        loading.load_network(hf_init, tokenizer_path=bigger_vocab, network="encoder")
 
 
 def test_data_dir_is_required(hf_init, tmp_path):
@@ -366,17 +367,15 @@ def test_mlm_only_run_exports_a_masked_lm_and_fine_tunes(tmp_path, glue_dir, mlm
     takes its encoder, from the workdir or from the exported directory."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from electra_jax import pretrain
-
     workdir, params, _ = mlm_workdir
     out = str(tmp_path / "hf")
-    pretrain.export_checkpoint(workdir, out)
+    export.export_checkpoint(workdir, out)
     assert sorted(os.listdir(out)) == ["generator"]  # no discriminator to export
     encoder = {"embeddings": params["embeddings"], **params["generator"]["electra"]}
-    pretrained = glue.load_pretrained(workdir)
+    pretrained = loading.load_network(workdir, network="encoder")
     jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained.encoder_params, encoder)
     assert pretrained.model_config.hidden_size == 32 and pretrained.head_params is None
-    from_export = glue.load_pretrained(os.path.join(out, "generator"))
+    from_export = loading.load_network(os.path.join(out, "generator"), network="encoder")
     jax.tree_util.tree_map(np.testing.assert_allclose, from_export.encoder_params, encoder)
 
     ids = np.array([[2, 7, 9, 11, 3, 0]], np.int64)
@@ -392,22 +391,21 @@ def test_mlm_only_run_exports_a_masked_lm_and_fine_tunes(tmp_path, glue_dir, mlm
                        str(tmp_path / "ft"))
     assert np.isfinite(results["tasks"]["mrpc"]["median"]["mrpc"]["f1"])
     with pytest.raises(ValueError, match="MLM-only run .* has no discriminator"):
-        from electra_jax.finetune import common
-        common.load_network(workdir, network="discriminator")
+        loading.load_network(workdir, network="discriminator")
 
 
 def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path, pretrain_workdir):
     workdir, params, vocab_size = pretrain_workdir
-    pretrained = glue.load_pretrained(workdir)
+    pretrained = loading.load_network(workdir, network="encoder")
     jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained.encoder_params,
                            {"embeddings": params["embeddings"], **params["discriminator"]["electra"]})
     assert pretrained.model_config.hidden_size == 32  # the discriminator, not the generator (8)
     assert pretrained.tokenizer.vocab_size == vocab_size
     write_vocab(str(tmp_path / "other.txt"), extra_tokens=2)
     with pytest.raises(ValueError, match=f"vocab_size={vocab_size} .* has {vocab_size + 2} tokens"):
-        glue.load_pretrained(workdir, tokenizer_path=str(tmp_path / "other.txt"))
+        loading.load_network(workdir, tokenizer_path=str(tmp_path / "other.txt"), network="encoder")
     with pytest.raises(FileNotFoundError, match="no checkpoint for step 7"):
-        glue.load_pretrained(workdir, init_step=7)
+        loading.load_network(workdir, init_step=7, network="encoder")
 
 
 @pytest.mark.slow
@@ -431,7 +429,7 @@ def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_
 
 
 def test_from_scratch_baseline_has_the_same_head_and_shapes_but_random_encoder(hf_init):
-    pretrained = glue.load_pretrained(hf_init)
+    pretrained = loading.load_network(hf_init, network="encoder")
     net = model.SequenceClassifier(pretrained.model_config, 2)
     rng = jax.random.PRNGKey(7)
     from_init = glue.init_classifier_params(net, pretrained.encoder_params, rng, 16)

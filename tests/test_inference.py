@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import fill_mask, hf, inference, model
+from electra_jax import fill_mask, hf, inference, loading, model
 from electra_jax.finetune import common
 
 WORDS = "the capital of france is paris london a city big river".split()
@@ -132,7 +132,7 @@ def test_token_predictor_int8_and_load_finetuned(tmp_path):
     # an exported tagger loads back as (net, params, tokenizer) and predicts the same
     with open(tmp_path / "vocab.txt", "w") as f:
         f.write("\n".join(SPECIALS + [f"w{i}" for i in range(35)]) + "\n")
-    pretrained = common.Pretrained(cfg, None, tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt")))
+    pretrained = loading.Network(cfg, {}, tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt")))
     common.export_model(pretrained, params, str(tmp_path / "tagger"), "token_classification",
                         {"id2label": {str(i): t for i, t in enumerate(["O", "B-X", "I-X", "B-Y"])}})
     loaded_net, loaded_params, tokenizer = inference.load_finetuned(str(tmp_path / "tagger"))

@@ -115,13 +115,13 @@ def test_token_classifier_predicts_the_same_in_transformers(tmp_path):
 
 
 def _pretrained(cfg, vocab_dir):
-    from electra_jax.finetune import common
+    from electra_jax import loading
 
     os.makedirs(vocab_dir, exist_ok=True)
     path = os.path.join(vocab_dir, "vocab.txt")
     with open(path, "w") as f:
         f.write("\n".join(SPECIALS + [f"w{i}" for i in range(cfg.vocab_size - 5)]) + "\n")
-    return common.Pretrained(cfg, None, tokenizer_lib.load_tokenizer(path))
+    return loading.Network(cfg, {}, tokenizer_lib.load_tokenizer(path))
 
 
 # ---------------------------------------------------------------------------- alignment
@@ -157,8 +157,8 @@ def run_config(tmp_path, init, **overrides):
     for name, sentences in (("train", SENTENCES * 4), ("dev", SENTENCES), ("test", SENTENCES[:2])):
         write_conll(str(tmp_path / f"{name}.txt"), sentences)
     config.update(dict(init=init, train_file=str(tmp_path / "train.txt"), dev_file=str(tmp_path / "dev.txt"),
-                       test_file=str(tmp_path / "test.txt"), batch_size=4, eval_batch_size=4,
-                       max_seq_length=16, num_epochs=16.0, learning_rate=1e-2, layerwise_lr_decay=0.8, dropout=0.0,
+                       test_file=str(tmp_path / "test.txt"), batch_size=8, eval_batch_size=8,
+                       max_seq_length=16, num_epochs=32.0, learning_rate=1e-2, layerwise_lr_decay=0.8, dropout=0.0,
                        warmup_fraction=0.0, log_every=8))
     config.update(overrides)
     return config

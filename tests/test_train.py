@@ -25,7 +25,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from data_pipelines import build_shards as build_lib
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import checkpoints, model, pretrain, presets
+from electra_jax import checkpoints, evaluate, export, model, pretrain, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ, BATCH = 32, 8
@@ -344,11 +344,11 @@ def test_sigkill_during_a_save_restarts_from_the_last_complete_checkpoint(
 
 def test_evaluate_reproduces_the_eval_metrics_logged_in_training(reference):
     config = checkpoints.load_run_config(reference["workdir"])  # as evaluate.py does
-    result = pretrain.evaluate_checkpoint(config, reference["workdir"], 8)
+    result = evaluate.evaluate_checkpoint(config, reference["workdir"], 8)
     logged = dict(reference["eval_rows"][8][0])
     assert logged.pop("split") == "eval"
     assert result == logged  # same state, data, masking seed and program: exactly equal
-    latest = pretrain.evaluate_checkpoint(config, reference["workdir"])
+    latest = evaluate.evaluate_checkpoint(config, reference["workdir"])
     assert latest["step"] == REFERENCE_STEPS
 
 
@@ -393,7 +393,7 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, reference, 
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     out = str(tmp_path / "hf")
-    assert pretrain.export_checkpoint(reference["workdir"], out) == REFERENCE_STEPS
+    assert export.export_checkpoint(reference["workdir"], out) == REFERENCE_STEPS
     gen_cfg, disc_cfg = model.configs_from_dict(reference["config"].model)
     split = model.split_pretraining_params(reference["params"])
     gen_params, disc_params = split["generator"], split["discriminator"]

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import model
+from electra_jax import loading, model
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
@@ -224,7 +224,7 @@ def classification_loss(logits, batch):
     return common.cross_entropy(logits, batch["labels"])
 
 
-def export_classifier(pretrained: common.Pretrained, params: dict, labels: list[str], out_dir: str) -> None:
+def export_classifier(pretrained: loading.Network, params: dict, labels: list[str], out_dir: str) -> None:
     common.export_model(pretrained, params, out_dir, "sequence_classification",
                         {"id2label": {str(i): label for i, label in enumerate(labels)},
                          "label2id": {label: i for i, label in enumerate(labels)},
@@ -244,7 +244,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     models and (with a test file) test_predictions.jsonl of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), ".csv/.tsv/.jsonl file")
     os.makedirs(workdir, exist_ok=True)
-    pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
+    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     tokenizer = pretrained.tokenizer
     train_examples = read_examples(config.train_file, config)
     if config.max_train_examples:

@@ -5,7 +5,7 @@ A task (glue.py, classify.py, tagging.py, squad.py) supplies only its data, its 
 module (a flax module taking `(input_ids, attention_mask, token_type_ids, deterministic)`
 whose params are `{electra, <head>}`), its loss `(outputs, batch) -> scalar` and its metrics:
 
-    pretrained = load_pretrained(config.init, config.init_step, config.tokenizer)
+    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     hyper = resolved_hyperparameters(config, pretrained.model_config, default_num_epochs=3.0)
     program = build_program(config, net, loss_fn, hyper, num_train_examples)
     params, log = fit(config, program, init_task_params(net, encoder, rng, seq_len), train,
@@ -21,7 +21,7 @@ import os
 import shutil
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -31,16 +31,8 @@ import tqdm
 from absl import logging
 
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import hf, model, optim, presets
+from electra_jax import hf, loading, model, optim, presets, sharding
 
-# The ELECTRA paper's fine-tuning recipe (Clark et al. 2020, Table 7) per model size.
-# "tiny" is ours (CPU demos) and follows small.
-LEARNING_RATES = {"tiny": 3e-4, "small": 3e-4, "base": 1e-4, "large": 5e-5}
-LAYERWISE_LR_DECAY = {"tiny": 0.8, "small": 0.8, "base": 0.8, "large": 0.9}
-
-FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-# Subtrees of a pretrained network that fine-tuning drops (only its `electra` encoder is kept).
-PRETRAINING_HEADS = ("discriminator_predictions", "generator_predictions", "generator_lm_head")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -69,139 +61,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every = 50  # steps between logged training losses
     c.save_models = True  # export each run as a transformers directory (tokenizer included)
     c.from_scratch = False  # baseline: `init`'s architecture and tokenizer, random weights
+    c.mesh = presets.mesh_config()  # data-parallel over all devices (set fsdp for Large)
+    c.sharding = presets.sharding_config()
     return c
 
 
 # ---------------------------------------------------------------------------- initialisation
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-    """What fine-tuning starts from."""
-
-    model_config: model.ElectraConfig
-    encoder_params: Any  # the `electra` subtree: embeddings (+ projection) and encoder
-    tokenizer: tokenizer_lib.Tokenizer
-    head_params: Optional[dict] = None  # the other subtrees of a fine-tuned model ({classifier: ...})
-    hf_config: Optional[dict] = None  # config.json of a transformers directory
-
-    @property
-    def classifier_params(self) -> Any:
-        """The `classifier` subtree of a fine-tuned sequence/token classifier, else None."""
-        return (self.head_params or {}).get("classifier")
-
-
-def model_size(cfg: model.ElectraConfig) -> Optional[str]:
-    """The paper size ("small", ...) whose hidden size and depth `cfg` has, else None."""
-    for size, (_, _, hidden, layers, *_) in presets.MODEL_SIZES.items():
-        if (cfg.hidden_size, cfg.num_layers) == (hidden, layers):
-            return size
-    return None
-
-
-def is_hf_dir(path: str) -> bool:
-    config_path = os.path.join(path, "config.json")
-    if not os.path.exists(config_path):
-        return False
-    with open(config_path, encoding="utf-8") as f:
-        return json.load(f).get("model_type") == "electra"
-
-
-def _check_vocab(cfg: model.ElectraConfig, tokenizer: tokenizer_lib.Tokenizer, init: str) -> None:
-    if cfg.vocab_size != tokenizer.vocab_size:
-        raise ValueError(
-            f"the checkpoint {init} has vocab_size={cfg.vocab_size} but the tokenizer at "
-            f"{getattr(tokenizer, 'path', '?')} has {tokenizer.vocab_size} tokens; use "
-            "the tokenizer the model was pretrained with (--config.tokenizer=...)")
-
-
-def _restore_pretraining_params(init: str, init_step: Optional[int]):
-    """(run config, params of the pretraining state) at `init_step` (latest if None), opened
-    read-only so a run still training in `init` never loses an in-flight save."""
-    from electra_jax import checkpoints, pretrain  # restoring pulls in the pretraining stack
-
-    run_config = checkpoints.load_run_config(init)
-    _, state = pretrain.restore_train_state(run_config, init, init_step)
-    return run_config, state.params
-
-
-def _workdir_tokenizer(init: str, run_config, tokenizer_path: str) -> tokenizer_lib.Tokenizer:
-    tokenizer_path = tokenizer_path or run_config.data.tokenizer
-    if not tokenizer_path:
-        raise ValueError(f"the pretraining run in {init} records no data.tokenizer; pass "
-                         "--config.tokenizer=<the sentencepiece model or vocab.txt it used>")
-    if not os.path.isabs(tokenizer_path) and not os.path.exists(tokenizer_path):
-        tokenizer_path = os.path.join(init, tokenizer_path)
-    return tokenizer_lib.load_tokenizer(tokenizer_path)
-
-
-@dataclasses.dataclass(frozen=True)
-class Network:
-    """One whole standalone network (Discriminator, Generator or a fine-tuned model)."""
-
-    model_config: model.ElectraConfig
-    params: dict  # {electra, <head subtrees>} as hf.load_pretrained returns them
-    tokenizer: tokenizer_lib.Tokenizer
-    hf_config: Optional[dict] = None  # config.json of a transformers directory
-
-
-def load_network(init: str, init_step: Optional[int] = None, tokenizer_path: str = "",
-                 network: str = "discriminator") -> Network:
-    """The discriminator (or generator, `network="generator"`; or `network="encoder"`:
-    the discriminator where there is one, else the masked LM of an MLM-only run) of a
-    pretraining workdir's checkpoint, or the network a transformers ELECTRA directory
-    holds, with its tokenizer."""
-    if not init:
-        raise ValueError("config.init is empty; set --config.init to a pretraining workdir or "
-                         "a transformers ELECTRA directory")
-    if is_hf_dir(init):
-        if init_step is not None:
-            raise ValueError(f"init_step={init_step} given but {init} is a transformers "
-                             "directory (one set of weights); drop --config.init_step")
-        with open(os.path.join(init, "config.json"), encoding="utf-8") as f:
-            hf_config = json.load(f)
-        cfg, params = hf.load_pretrained(init)
-        is_generator = "generator_predictions" in params
-        if network != "encoder" and is_generator != (network == "generator"):
-            held = "an ElectraForMaskedLM generator" if is_generator else "no generator (MLM) head"
-            wanted = ("the generator (an ElectraForMaskedLM directory)" if network == "generator"
-                      else "the discriminator (ElectraForPreTraining)")
-            raise ValueError(f"{init} holds {held}; use {wanted} instead")
-        tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path or init)
-        _check_vocab(cfg, tokenizer, init)
-        return Network(cfg, params, tokenizer, hf_config)
-    if os.path.isdir(os.path.join(init, "checkpoints")):
-        run_config, pretraining_params = _restore_pretraining_params(init, init_step)
-        networks = model.pretraining_networks(run_config)
-        if network == "encoder":
-            network = "discriminator" if "discriminator" in networks else "generator"
-        if network not in networks:
-            raise ValueError(f"{init} is an MLM-only run (objective.kind={run_config.objective.kind!r}): "
-                             f"it has no {network}; load its generator (network='generator')")
-        params = model.split_pretraining_params(jax.device_get(pretraining_params))[network]
-        cfg = networks[network]
-        tokenizer = _workdir_tokenizer(init, run_config, tokenizer_path)
-        _check_vocab(cfg, tokenizer, init)
-        return Network(cfg, params, tokenizer)
-    raise FileNotFoundError(f"{init} is neither a pretraining workdir (config.json + checkpoints/) "
-                            "nor a transformers ELECTRA directory (config.json + model.safetensors)")
-
 
 def require_files(config, keys: Sequence[str], file_kind: str) -> None:
     """Fails before any loading when a required data file is not set, naming the key."""
     for key in keys:
         if not config[key]:
             raise ValueError(f"config.{key} is empty; set --config.{key}=<{file_kind}>")
-
-
-def load_pretrained(init: str, init_step: Optional[int] = None, tokenizer_path: str = "") -> Pretrained:
-    """The encoder, config and tokenizer from a pretraining workdir or a transformers dir
-    (and the head of a fine-tuned one): the discriminator's encoder, or the masked LM's
-    of an MLM-only run or an ElectraForMaskedLM directory."""
-    net = load_network(init, init_step, tokenizer_path, network="encoder")
-    heads = {name: subtree for name, subtree in net.params.items()
-             if name not in ("electra", *PRETRAINING_HEADS)}
-    return Pretrained(net.model_config, net.params["electra"], net.tokenizer, heads or None,
-                      net.hf_config)
 
 
 def init_task_params(net, encoder_params: Any, rng: jax.Array, seq_len: int) -> dict:
@@ -213,13 +84,13 @@ def init_task_params(net, encoder_params: Any, rng: jax.Array, seq_len: int) -> 
     return params
 
 
-def finetuning_model_config(config, pretrained: Pretrained) -> model.ElectraConfig:
+def finetuning_model_config(config, pretrained: loading.Network) -> model.ElectraConfig:
     """The pretrained architecture with the fine-tuning dropout."""
     return dataclasses.replace(pretrained.model_config, hidden_dropout=config.dropout,
                                attention_dropout=config.dropout)
 
 
-def export_model(pretrained: Pretrained, params: dict, out_dir: str, kind: str,
+def export_model(pretrained: loading.Network, params: dict, out_dir: str, kind: str,
                  extra_config: dict[str, Any]) -> None:
     """A transformers directory of `kind` (see hf.KINDS), with the tokenizer file beside it."""
     hf.save_pretrained(pretrained.model_config, jax.device_get(params), out_dir, kind=kind,
@@ -240,14 +111,15 @@ def copy_tokenizer(tokenizer: tokenizer_lib.Tokenizer, out_dir: str) -> None:
 def resolved_hyperparameters(config, cfg: model.ElectraConfig,
                              default_num_epochs: float) -> dict[str, float]:
     """learning_rate, layerwise_lr_decay, num_epochs with the 0 = "paper value" rule applied."""
-    size = model_size(cfg)
+    size = presets.size_of(cfg.hidden_size, cfg.num_layers)
     if (not config.learning_rate or not config.layerwise_lr_decay) and size is None:
         raise ValueError(f"the model (hidden {cfg.hidden_size}, {cfg.num_layers} layers) is none "
                          f"of the paper sizes {sorted(presets.MODEL_SIZES)}; set "
                          "--config.learning_rate and --config.layerwise_lr_decay explicitly")
+    recipe = presets.FINETUNING_RECIPES.get(size, {})
     return {
-        "learning_rate": config.learning_rate or LEARNING_RATES[size],
-        "layerwise_lr_decay": config.layerwise_lr_decay or LAYERWISE_LR_DECAY[size],
+        "learning_rate": config.learning_rate or recipe["learning_rate"],
+        "layerwise_lr_decay": config.layerwise_lr_decay or recipe["layerwise_lr_decay"],
         "num_epochs": config.num_epochs or default_num_epochs,
     }
 
@@ -297,7 +169,7 @@ def pack_features(tokenizer: tokenizer_lib.Tokenizer, ids_a: Sequence[int],
 def stack_features(rows: list[dict[str, np.ndarray]], max_length: int) -> dict[str, np.ndarray]:
     """[N, ...] arrays from per-example dicts (an empty list gives [0, max_length] inputs)."""
     if not rows:
-        return {key: np.zeros((0, max_length), np.int32) for key in FEATURE_KEYS}
+        return {key: np.zeros((0, max_length), np.int32) for key in model.FEATURE_KEYS}
     return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
 
@@ -321,7 +193,7 @@ def train_batches(features: dict[str, np.ndarray], batch_size: int, rng: np.rand
 
 
 def predict_outputs(predict_batch, params, features: dict[str, np.ndarray], batch_size: int,
-                    keys: Sequence[str] = FEATURE_KEYS) -> Any:
+                    keys: Sequence[str] = model.FEATURE_KEYS) -> Any:
     """`predict_batch` over all rows of `features` in batches; its outputs (any pytree of
     [batch, ...] arrays) concatenated as float32 numpy. The last batch is padded so only
     one shape compiles."""
@@ -341,42 +213,78 @@ def predict_outputs(predict_batch, params, features: dict[str, np.ndarray], batc
 
 # ---------------------------------------------------------------------------- steps
 
-@flax.struct.dataclass
-class FinetuneState:
-    step: jax.Array  # int32 scalar
-    params: Any  # {electra, <head>}
-    opt_state: Any
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a task's arrays live: the device mesh (`config.mesh`, all devices by default),
+    the parameters' shardings (the model's logical axes through `config.sharding`'s rules)
+    and the batches' (split over data x fsdp)."""
+
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    abstract_params: Any  # shapes and dtypes of the task model's params
+    params_sharding: Any
+
+    @property
+    def batch_sharding(self) -> jax.sharding.NamedSharding:
+        return sharding.batch_sharding(self.mesh)
+
+    def state_sharding(self, tx: optax.GradientTransformation) -> optim.TrainState:
+        return optim.TrainState(
+            step=sharding.replicated(self.mesh), params=self.params_sharding,
+            opt_state=sharding.opt_state_shardings(tx, jax.eval_shape(tx.init, self.abstract_params),
+                                                   self.params_sharding, self.mesh))
+
+    def global_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A whole batch, which every process holds, as arrays split over the mesh."""
+        return {key: jax.make_array_from_callback(value.shape, self.batch_sharding,
+                                                  lambda index, value=value: value[index])
+                for key, value in batch.items()}
 
 
-def apply_net(net, params, batch: dict, deterministic: bool, rngs=None) -> Any:
-    return net.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                     batch["token_type_ids"], deterministic=deterministic, rngs=rngs)
+def make_placement(config, net) -> Placement:
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.logical_axis_rules(config)
+    boxed = model.abstract_params(net)
+    params_sharding = sharding.param_shardings(boxed, mesh, rules)
+    abstract_params = nn.meta.unbox(boxed)
+    sharding.check_divisible(abstract_params, params_sharding)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    for key in ("batch_size", "eval_batch_size"):
+        if config[key] % shards:
+            raise ValueError(f"{key}={config[key]} does not divide over the mesh's {shards} "
+                             f"data x fsdp shards ({jax.device_count()} devices); set "
+                             f"--config.{key} to a multiple of {shards}, or --config.mesh.data")
+    return Placement(mesh, rules, abstract_params, params_sharding)
 
 
 def make_train_step(net, loss_fn: Callable[[Any, dict], jax.Array],
-                    tx: optax.GradientTransformation, schedule):
-    """jitted (state, batch, dropout_rng) -> (state, {loss, learning_rate}); state donated.
-    `loss_fn(outputs of net, batch) -> scalar`."""
-    def train_step(state: FinetuneState, batch: dict, dropout_rng: jax.Array):
+                    tx: optax.GradientTransformation, schedule, placement: Placement):
+    """jitted (state, batch, dropout_rng) -> (state, {loss, learning_rate}) on the mesh;
+    state donated. `loss_fn(outputs of net, batch) -> scalar`."""
+    def train_step(state: optim.TrainState, batch: dict, dropout_rng: jax.Array):
         def loss_of(params):
-            outputs = apply_net(net, params, batch, deterministic=False,
-                                rngs={"dropout": jax.random.fold_in(dropout_rng, state.step)})
+            outputs = model.apply_network(net, params, batch, deterministic=False,
+                                          rngs={"dropout": jax.random.fold_in(dropout_rng, state.step)})
             return loss_fn(outputs, batch)
 
         loss, grads = jax.value_and_grad(loss_of)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = FinetuneState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
-        return new_state, {"loss": loss, "learning_rate": schedule(state.step)}
+        return state.apply_gradients(grads, tx), {"loss": loss, "learning_rate": schedule(state.step)}
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    replicated = sharding.replicated(placement.mesh)
+    state_sharding = placement.state_sharding(tx)
+    step = jax.jit(train_step, in_shardings=(state_sharding, placement.batch_sharding, replicated),
+                   out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+    step = sharding.under_mesh(placement.mesh, placement.rules, step)
+    return lambda state, batch, dropout_rng: step(state, placement.global_batch(batch), dropout_rng)
 
 
-def make_predict_fn(net):
-    """jitted (params, batch) -> the head's outputs, dropout off: the deployable predictor."""
-    @jax.jit
-    def predict_batch(params, batch):
-        return apply_net(net, params, batch, deterministic=True)
-    return predict_batch
+def make_predict_fn(net, placement: Placement):
+    """jitted (params, numpy batch) -> the head's outputs (replicated), dropout off."""
+    predict = jax.jit(lambda params, batch: model.apply_network(net, params, batch, deterministic=True),
+                      in_shardings=(placement.params_sharding, placement.batch_sharding),
+                      out_shardings=sharding.replicated(placement.mesh))
+    predict = sharding.under_mesh(placement.mesh, placement.rules, predict)
+    return lambda params, batch: predict(params, placement.global_batch(batch))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,6 +293,7 @@ class TaskProgram:
 
     net: Any  # the flax module: encoder + task head
     tx: optax.GradientTransformation
+    placement: Placement
     train_step: Any  # jitted (state, batch, dropout_rng) -> (state, metrics)
     predict_batch: Any  # jitted (params, batch) -> outputs
     total_steps: int
@@ -392,19 +301,21 @@ class TaskProgram:
 
 
 def build_program(config, net, loss_fn, hyper: dict[str, float], num_train_examples: int,
-                  batch_keys: Sequence[str] = (*FEATURE_KEYS, "labels")) -> TaskProgram:
+                  batch_keys: Sequence[str] = (*model.FEATURE_KEYS, "labels")) -> TaskProgram:
     total_steps = num_train_steps(num_train_examples, hyper["num_epochs"], config.batch_size)
     tx, schedule = make_optimizer(config, hyper, net.config.num_layers, total_steps)
-    return TaskProgram(net, tx, make_train_step(net, loss_fn, tx, schedule),
-                       make_predict_fn(net), total_steps, tuple(batch_keys))
+    placement = make_placement(config, net)
+    return TaskProgram(net, tx, placement, make_train_step(net, loss_fn, tx, schedule, placement),
+                       make_predict_fn(net, placement), total_steps, tuple(batch_keys))
 
 
 def fit(config, program: TaskProgram, params: dict, train: dict[str, np.ndarray], seed: int,
         evaluate: Callable[[Any], Any], desc: str) -> tuple[dict, list[dict]]:
-    """Trains one run from `params`; returns (params, log of {step, loss, learning_rate,
-    dev: evaluate(params)}), evaluating every `eval_every` steps and at the end."""
+    """Trains one run from `params`; returns (params on the host, log of {step, loss,
+    learning_rate, dev: evaluate(params)}), evaluating every `eval_every` steps and at the end."""
     _, dropout_rng = seed_rngs(seed)
-    state = FinetuneState(jnp.zeros((), jnp.int32), params, program.tx.init(params))
+    state = jax.device_put(optim.TrainState.create(params, program.tx),
+                           program.placement.state_sharding(program.tx))
     batches = train_batches(train, config.batch_size, np.random.default_rng(seed), program.batch_keys)
     total_steps = program.total_steps
     log = []
@@ -420,7 +331,10 @@ def fit(config, program: TaskProgram, params: dict, train: dict[str, np.ndarray]
             progress.set_postfix(loss=f"{entry['loss']:.4f}")
             logging.info("%s step %d: %s", desc, done, entry)
             log.append(entry)
-    return jax.device_get(state.params), log
+    # Gathered to every process first: fsdp-sharded params are not addressable from one host.
+    gathered = jax.jit(lambda params: params,
+                       out_shardings=sharding.replicated(program.placement.mesh))(state.params)
+    return jax.device_get(gathered), log
 
 
 def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -429,7 +343,7 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_rng, dropout_rng
 
 
-def finetune_seed(config, pretrained: Pretrained, program: TaskProgram, seed: int,
+def finetune_seed(config, pretrained: loading.Network, program: TaskProgram, seed: int,
                   train: dict[str, np.ndarray], evaluate: Callable[[Any], Any],
                   desc: str) -> tuple[dict, list[dict]]:
     """One run: a fresh head from `seed` on the pretrained encoder (a random one with
@@ -452,7 +366,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Ar
 
 # ---------------------------------------------------------------------------- seeds and files
 
-def finetune_seeds(config, pretrained: Pretrained, program: TaskProgram, train: dict[str, np.ndarray],
+def finetune_seeds(config, pretrained: loading.Network, program: TaskProgram, train: dict[str, np.ndarray],
                    evaluate: Callable[[Any], Any], desc: str,
                    after_run: Callable[[int, dict], dict] = lambda seed, params: {}) -> list[dict]:
     """`config.seeds` runs from `config.seed` on; each gives {seed, dev (the final

@@ -28,13 +28,9 @@ from absl import logging
 
 from data_pipelines import glue as glue_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import model
+from electra_jax import loading, model
 from electra_jax.finetune import common
 from electra_jax.finetune import metrics as glue_metrics
-# Task-independent pieces, importable from here as before.
-from electra_jax.finetune.common import (FEATURE_KEYS, Pretrained, load_pretrained,  # noqa: F401
-                                         make_optimizer, make_predict_fn, median_metrics,
-                                         model_size, num_train_steps)
 
 DEFAULT_NUM_EPOCHS = 3.0
 NUM_EPOCHS = {"rte": 10.0, "stsb": 10.0}  # the small tasks train longer
@@ -94,7 +90,7 @@ def load_split(config, task: str, split: str, tokenizer) -> dict[str, np.ndarray
 
 
 def train_batches(features: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator):
-    return common.train_batches(features, batch_size, rng, (*FEATURE_KEYS, "labels"))
+    return common.train_batches(features, batch_size, rng, (*model.FEATURE_KEYS, "labels"))
 
 
 # ---------------------------------------------------------------------------- model and optimizer
@@ -138,7 +134,7 @@ def _label_config(task: str) -> dict[str, Any]:
             "finetuning_task": task}
 
 
-def export_classifier(pretrained: Pretrained, params: dict, task: str, out_dir: str) -> None:
+def export_classifier(pretrained: loading.Network, params: dict, task: str, out_dir: str) -> None:
     """A transformers ElectraForSequenceClassification dir, with the tokenizer file beside it."""
     common.export_model(pretrained, params, out_dir, "sequence_classification", _label_config(task))
 
@@ -151,7 +147,7 @@ def score_splits(task: str, logits_by_key: dict[str, np.ndarray],
             for key, logits in logits_by_key.items()}
 
 
-def build_task_program(config, pretrained: Pretrained, task: str, hyper: dict[str, float],
+def build_task_program(config, pretrained: loading.Network, task: str, hyper: dict[str, float],
                        num_train_examples: int) -> common.TaskProgram:
     net = model.SequenceClassifier(common.finetuning_model_config(config, pretrained),
                                    glue_data.num_labels(task))
@@ -195,7 +191,7 @@ def _load_test_splits(config, task: str, tokenizer) -> dict[str, dict[str, np.nd
         return {}
 
 
-def finetune_task(config, pretrained: Pretrained, task: str, workdir: str) -> dict[str, Any]:
+def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) -> dict[str, Any]:
     """Fine-tunes `task` `config.seeds` times; returns its results entry."""
     tokenizer = pretrained.tokenizer
     train = load_split(config, task, "train", tokenizer)
@@ -223,7 +219,7 @@ def finetune_task(config, pretrained: Pretrained, task: str, workdir: str) -> di
         "task": task,
         "hyperparameters": {**hyper, "num_train_examples": len(train["labels"]),
                             "num_train_steps": chosen["log"][-1]["step"]},
-        "median": median_metrics([run["dev"] for run in runs]),
+        "median": common.median_metrics([run["dev"] for run in runs]),
         "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
         "median_seed": chosen["seed"],
         "submission_files": submission,
@@ -260,7 +256,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     leaderboard files into `workdir`. With task=all, tasks whose files are missing are
     skipped (and listed), not fatal."""
     os.makedirs(workdir, exist_ok=True)
-    pretrained = load_pretrained(config.init, config.init_step, config.tokenizer)
+    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     results: dict[str, Any] = {"init": config.init, "config": config.to_dict(), "tasks": {}, "skipped": {}}
     for task in tasks_of(config):
         try:
@@ -288,7 +284,7 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     if config.task == "all":
         raise ValueError("eval_only scores one task; set --config.task to it")
     task = tasks_of(config)[0]
-    pretrained = load_pretrained(config.init, None, config.tokenizer)
+    pretrained = loading.load_network(config.init, None, config.tokenizer, "encoder")
     if pretrained.classifier_params is None:
         raise ValueError(f"{config.init} has no classification head; eval_only needs a "
                          "fine-tuned model (a WORKDIR/<task>/seed_<k> directory)")
@@ -304,7 +300,8 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     features = load_split(config, task, split, pretrained.tokenizer)
     net = model.SequenceClassifier(pretrained.model_config, glue_data.num_labels(task))
     params = {"electra": pretrained.encoder_params, "classifier": pretrained.classifier_params}
-    logits = predict_logits(make_predict_fn(net), params, features, config.eval_batch_size)
+    logits = predict_logits(common.make_predict_fn(net, common.make_placement(config, net)), params,
+                            features, config.eval_batch_size)
     predictions = predictions_from_logits(logits, is_regression(task))
     result: dict[str, Any] = {"init": config.init, "task": task, "split": split,
                               "num_examples": len(predictions)}

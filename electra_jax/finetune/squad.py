@@ -51,7 +51,7 @@ from absl import logging
 
 from data_pipelines import squad as squad_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import model
+from electra_jax import loading, model
 from electra_jax.finetune import common
 from electra_jax.finetune import squad_metrics
 
@@ -59,7 +59,7 @@ from electra_jax.finetune import squad_metrics
 DEFAULT_NUM_EPOCHS = 2.0
 # The no-answer threshold per kind of no-answer score (see the module docstring).
 DEFAULT_NA_THRESHOLD = {"answerable_head": -2.75, "null_score_diff": 0.0}
-TRAIN_KEYS = (*common.FEATURE_KEYS, "start_positions", "end_positions", "is_impossible")
+TRAIN_KEYS = (*model.FEATURE_KEYS, "start_positions", "end_positions", "is_impossible")
 
 
 def squad_config() -> ml_collections.ConfigDict:
@@ -199,7 +199,7 @@ def featurize(examples: Sequence[squad_data.SquadExample], tokenizer: tokenizer_
                 rows["start_positions"].append(answer[0] - start + offset if inside else 0)
                 rows["end_positions"].append(answer[1] - start + offset if inside else 0)
                 rows["is_impossible"].append(float(example.is_impossible))
-    keys = TRAIN_KEYS if with_labels else common.FEATURE_KEYS
+    keys = TRAIN_KEYS if with_labels else model.FEATURE_KEYS
     features = {key: np.asarray(rows[key], np.float32 if key == "is_impossible" else np.int32)
                 for key in keys}
     return Windows(features, np.asarray(rows["example_index"], np.int64),
@@ -352,7 +352,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     predictions, models and results.json into `workdir` (see the module docstring)."""
     check_config(config)
     os.makedirs(workdir, exist_ok=True)
-    pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
+    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     tokenizer = pretrained.tokenizer
     train_examples, dev_examples = load_examples(config, "train"), load_examples(config, "dev")
     check_disjoint(train_examples, dev_examples)

@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import model
+from electra_jax import loading, model
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
@@ -272,7 +272,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     models and (with a test file) test_predictions.txt of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), "CoNLL file")
     os.makedirs(workdir, exist_ok=True)
-    pretrained = common.load_pretrained(config.init, config.init_step, config.tokenizer)
+    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     tokenizer = pretrained.tokenizer
     labels = label_list(config, read_conll(config.train_file, config.label_column))
     label_ids = {label: i for i, label in enumerate(labels)}
@@ -287,7 +287,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
     net = model.TokenClassifier(common.finetuning_model_config(config, pretrained), len(labels))
     program = common.build_program(config, net, tagging_loss, hyper, common.num_rows(train_features),
-                                   batch_keys=(*common.FEATURE_KEYS, "labels", "label_mask"))
+                                   batch_keys=(*model.FEATURE_KEYS, "labels", "label_mask"))
     logging.info("tagging: %d training rows, labels %s, %s", common.num_rows(train_features), labels, hyper)
     gold_dev = [list(s.tags) for s in dev.sentences]
 
@@ -319,7 +319,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     return results
 
 
-def export_tagger(pretrained: common.Pretrained, params: dict, labels: list[str], out_dir: str) -> None:
+def export_tagger(pretrained: loading.Network, params: dict, labels: list[str], out_dir: str) -> None:
     """A transformers ElectraForTokenClassification dir (tokenizer included)."""
     common.export_model(pretrained, jax.device_get(params), out_dir, "token_classification",
                         {"id2label": {str(i): label for i, label in enumerate(labels)},

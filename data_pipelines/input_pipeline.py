@@ -1,0 +1,104 @@
+"""The pretraining program's one entry point to its data, from the config's `data`
+section (MaxText's `create_data_iterator(config, mesh)`):
+
+    config = resolve_data_source(config, workdir)   # data.source=default: shards built once
+    train_iterator = make_train_iterator(config)      # this process's slice, resumable
+    for batch in eval_batches(config, batch_sharding): ...   # the fixed held-out batches
+
+`data.source` is `tfrecord` (shards of build_shards / prepare_data), `synthetic` (random
+tokens; benchmarks, no tensorflow) or `default` (the embedded corpus).
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+
+from data_pipelines import pretraining as data
+from data_pipelines import tokenizer as tokenizer_lib
+
+
+def _host_batch_size(config) -> int:
+    if config.train.batch_size % jax.process_count():
+        raise ValueError(f"train.batch_size={config.train.batch_size} does not divide over "
+                         f"{jax.process_count()} processes")
+    return config.train.batch_size // jax.process_count()
+
+
+def make_train_iterator(config):
+    """This process's slice of the training stream (dicts of numpy [host_batch, seq])."""
+    d, t = config.data, config.train
+    if d.source == "synthetic":
+        return data.make_synthetic_iterator(
+            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+            vocab_size=config.model.vocab_size, seed=t.seed)
+    if d.source != "tfrecord":
+        raise ValueError(f"data.source={d.source!r}; choose 'tfrecord' or 'synthetic'")
+    if not d.train_files:
+        raise ValueError("data.train_files is empty; point it at TFRecord shards "
+                         "(python -m data_pipelines.build_shards) or set data.source=synthetic")
+    return data.make_pretraining_iterator(
+        d.train_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+        seed=t.seed, shuffle_buffer=d.shuffle_buffer, repeat=True)
+
+
+def eval_batches(config, batch_sharding):
+    """The fixed held-out batches (`train.eval_steps` of them, same every evaluation)."""
+    d, t = config.data, config.train
+    if d.source == "synthetic":
+        it = data.make_synthetic_iterator(
+            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+            vocab_size=config.model.vocab_size, seed=t.seed + 10_000)
+    else:
+        it = data.make_pretraining_iterator(
+            d.eval_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
+            seed=0, shuffle_buffer=0, repeat=False)
+    for _, batch in zip(range(t.eval_steps), it):
+        yield data.to_global_batch(batch, batch_sharding)
+
+
+def _use_default_corpus(config, workdir: str):
+    """Build (once) the tokenizer and shards of the embedded default corpus in the workdir
+    and point a copy of `config` at them."""
+    if jax.process_count() > 1:
+        raise ValueError("data.source='default' is a single-process demo; build shards with "
+                         "python -m data_pipelines.prepare_data and set data.train_files")
+    from data_pipelines import prepare_data
+    prepared = prepare_data.prepare_data(
+        os.path.join(workdir, "default_data"), vocab_size=config.model.vocab_size,
+        max_seq_length=config.train.max_seq_length, seed=config.train.seed, show_progress=False,
+        num_processes=min(os.cpu_count() or 1, 8))
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.data.source = "tfrecord"
+        config.data.train_files = prepared["train_files"]
+        config.data.eval_files = prepared["eval_files"]
+        config.data.tokenizer = prepared["tokenizer"]
+    return config
+
+
+def check_tokenizer(config) -> None:
+    """The config's vocabulary and special ids must be the tokenizer's."""
+    if not config.data.tokenizer:
+        return
+    tok = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+    tokenizer_lib.check_vocab_size(config.model.vocab_size, tok)
+    if config.objective.mask_token_id != tok.mask_id:
+        raise ValueError(f"objective.mask_token_id={config.objective.mask_token_id} but the "
+                         f"tokenizer's [MASK] is {tok.mask_id}; set "
+                         f"--config.objective.mask_token_id={tok.mask_id}")
+    missing = sorted(set(tok.special_ids) - set(config.objective.special_token_ids))
+    if missing:
+        raise ValueError(f"objective.special_token_ids={tuple(config.objective.special_token_ids)} "
+                         f"misses the tokenizer's special ids {missing}; set "
+                         f"--config.objective.special_token_ids='{tuple(tok.special_ids)}'")
+
+
+def resolve_data_source(config, workdir: str):
+    """`config` ready to read: the default corpus's tokenizer and shards built (once) in
+    the workdir and named in a copy of it; its vocabulary and special ids checked against
+    the tokenizer's."""
+    if config.data.source == "default":
+        config = _use_default_corpus(config, workdir)
+    check_tokenizer(config)
+    return config
