@@ -7,7 +7,7 @@ says whether a pretraining run was worth having.
         --task sst2=max_train_examples=10000 \
         -- --config.seeds=5 --config.data_dir=../shared/data/glue
 
-Each (row, task) is one `python -m electra_jax.finetune_glue` process in ROOT/ROW/TASK with
+Each (row, task) is one `python -m electra_jax.finetune` process in ROOT/ROW/TASK with
 the shared flags after `--`, then the task's and the row's `key=value` overrides; one whose
 results.json exists is not repeated, so a killed table continues where it stopped.
 `--cores=0,1` runs that many at once, each pinned to one core. Writes ROOT/summary.json and
@@ -28,7 +28,7 @@ from electra_jax.finetune.metrics import ELECTRA_PAPER_METRIC
 
 
 def command(workdir: str, task: str, shared: list[str], overrides: list[str]) -> list[str]:
-    return ([sys.executable, "-m", "electra_jax.finetune_glue", "--config=configs/glue.py",
+    return ([sys.executable, "-m", "electra_jax.finetune", "--config=configs/glue.py",
              f"--config.task={task}", f"--workdir={workdir}", "--config.save_models=False",
              "--config.predict_test=False", *shared] + [f"--config.{o}" for o in overrides])
 

@@ -4,7 +4,7 @@
         --step_results=/tmp/bench8/cpu_small_vs_hf.jsonl
 
 1. Build: `data_pipelines.prepare_data` on the real corpus (default: the three text
-   corpora in /work/shared/data) -> sentencepiece tokenizer + TFRecord shards; examples/s
+   corpora in ../shared/data) -> sentencepiece tokenizer + TFRecord shards; examples/s
    of the shard build (tokenize + pack + serialize + write, `--num_processes` workers) and
    the tokenizer-training time. A rerun into the same directory reuses both (that is the
    resume path), so point --output_dir at a fresh directory to time a build.
@@ -28,10 +28,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.shared_data import shared_path  # noqa: E402
 from data_pipelines import prepare_data, pretraining  # noqa: E402
 
-SHARED_CORPUS = ("/work/shared/data/gutenberg_nltk/*.txt,/work/shared/data/tinyshakespeare/input.txt,"
-                 "/work/shared/data/wikitext-2/*.txt")
+SHARED_CORPUS = ",".join(shared_path(*parts) for parts in (
+    ("gutenberg_nltk", "*.txt"), ("tinyshakespeare", "input.txt"), ("wikitext-2", "*.txt")))
 
 
 def time_reader(train_files: str, *, batch_size: int, seq_length: int, num_batches: int,
@@ -40,14 +41,18 @@ def time_reader(train_files: str, *, batch_size: int, seq_length: int, num_batch
     iterator = pretraining.make_pretraining_iterator(
         train_files, batch_size=batch_size, seq_length=seq_length, seed=0,
         process_index=0, process_count=1)
-    put = (lambda batch: batch)
+    def put(batch):
+        return batch
+
     if to_device:
         import jax
 
         from electra_jax import presets, sharding
         batch_sharding = sharding.batch_sharding(
             sharding.make_mesh(presets.pretraining_config("tiny").mesh))  # the trainer's default mesh
-        put = (lambda batch: jax.block_until_ready(pretraining.to_global_batch(batch, batch_sharding)))
+
+        def put(batch):
+            return jax.block_until_ready(pretraining.to_global_batch(batch, batch_sharding))
     for _ in range(warmup):
         put(next(iterator))
     rates = []

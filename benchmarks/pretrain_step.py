@@ -35,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 # torch may share the GPU with JAX in this process: allocate on demand, not 75% up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -47,7 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from data_pipelines import pretraining as data  # noqa: E402
-from electra_jax import model, pretrain, presets, sharding  # noqa: E402
+from electra_jax import model, presets, pretrain, sharding  # noqa: E402
 from electra_jax.flops import peak_flops, train_flops_per_sequence  # noqa: E402
 
 # Fast paths, each one change to the paper recipe ("recipe": attention dropout 0.1 through

@@ -36,7 +36,7 @@ from typing import Sequence
 
 from absl import logging
 
-from data_pipelines import text_files
+from data_pipelines import files, text_files
 from data_pipelines import tokenizer as tokenizer_lib
 
 BUILD_CONFIG_FILE = "build_config.json"
@@ -152,8 +152,7 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
     documents = text_files.iter_documents(
         job.paths, document_boundary=packing.document_boundary,
         max_document_chars=packing.max_document_chars, on_invalid_utf8=packing.on_invalid_utf8)
-    temp_path = job.output_path + ".tmp"
-    with tf.io.TFRecordWriter(temp_path) as writer:
+    with files.temporary_path(job.output_path) as temp_path, tf.io.TFRecordWriter(temp_path) as writer:
         for document_index, sentences in enumerate(documents):
             if document_index % job.num_slots != job.slot:
                 continue
@@ -172,20 +171,8 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
                 num_specials = 3 if example["segment_ids"][num_real - 1] else 2
                 stats["real_tokens"] += num_real
                 stats["content_tokens"] += num_real - num_specials
-    os.replace(temp_path, job.output_path)
-    write_json(job.output_path + ".stats.json", stats)
+    files.write_json(job.output_path + ".stats.json", stats, sort_keys=True)
     return stats
-
-
-def write_json(path: str, value: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
-
-
-def read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
 
 
 def changed_keys(previous: dict, current: dict) -> list[str]:
@@ -197,13 +184,13 @@ def _check_build_config(output_dir: str, build_config: dict) -> None:
     """Refuses to resume into a directory built with other settings (would mix shards)."""
     path = os.path.join(output_dir, BUILD_CONFIG_FILE)
     if os.path.exists(path):
-        previous = read_json(path)
+        previous = files.read_json(path)
         changed = changed_keys(previous, build_config)
         if changed:
             raise ValueError(f"{output_dir} holds shards built with different settings ({', '.join(changed)} "
                              "changed); use a new --output_dir or delete the old one")
     else:
-        write_json(path, build_config)
+        files.write_json(path, build_config, sort_keys=True)
 
 
 def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path: str,
@@ -254,7 +241,7 @@ def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path
     for slot, name in enumerate(shard_file_names(num_shards, num_eval_shards)):
         output_path = os.path.join(output_dir, name)
         if os.path.exists(output_path) and os.path.exists(output_path + ".stats.json"):
-            done_stats.append(read_json(output_path + ".stats.json"))
+            done_stats.append(files.read_json(output_path + ".stats.json"))
         else:
             jobs.append(ShardJob(paths, tokenizer_path, packing, slot, num_slots, output_path))
 
@@ -266,7 +253,7 @@ def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path
     summary.update(invalid_utf8_lines=text_stats.invalid_utf8_lines, shards_built=len(jobs),
                    shards_skipped=len(done_stats), seconds=round(elapsed, 3),
                    examples_per_second=round(new_examples / elapsed, 1) if jobs and elapsed > 0 else None)
-    write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
+    files.write_json(os.path.join(output_dir, SUMMARY_FILE), summary, sort_keys=True)
     logging.info("shards in %s: %s", output_dir, summary)
     return summary
 

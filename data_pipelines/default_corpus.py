@@ -22,10 +22,11 @@ import ast
 import importlib.metadata
 import importlib.util
 import inspect
-import json
 import os
 import sysconfig
 from typing import Iterator
+
+from data_pipelines import files
 
 # Parts of the stdlib that are tests, IDE code or vendored packages, not documentation.
 _SKIPPED_DIRS = {"test", "tests", "testing", "idle_test", "idlelib", "site-packages", "dist-packages",
@@ -60,9 +61,9 @@ def _prose_paragraphs(text: str) -> list[str]:
 def _python_sources(root: str) -> list[str]:
     """The .py files below `root` in a fixed order, tests and vendored code skipped."""
     sources = []
-    for directory, subdirs, files in os.walk(root):
+    for directory, subdirs, filenames in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if d not in _SKIPPED_DIRS)
-        sources.extend(os.path.join(directory, f) for f in sorted(files)
+        sources.extend(os.path.join(directory, f) for f in sorted(filenames)
                        if f.endswith(".py") and not f.endswith("_test.py"))
     return sources
 
@@ -124,16 +125,12 @@ def write_default_corpus(path: str, max_documents: int | None = None) -> int:
     and renamed, so an interrupted call leaves no partial corpus behind; `path`.sources.json
     records the sources and versions it was read from.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temp_path = path + ".tmp"
     num_documents = 0
-    with open(temp_path, "w", encoding="utf-8") as f:
+    with files.atomic_open(path) as f:
         for paragraphs in iter_default_documents():
             if max_documents is not None and num_documents >= max_documents:
                 break
             f.write("\n".join(paragraphs) + "\n\n")
             num_documents += 1
-    os.replace(temp_path, path)
-    with open(path + ".sources.json", "w", encoding="utf-8") as f:
-        json.dump(corpus_sources(), f, indent=1)
+    files.write_json(path + ".sources.json", corpus_sources())
     return num_documents

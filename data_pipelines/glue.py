@@ -1,6 +1,6 @@
 """GLUE readers: the nine tasks from TFDS when it is prepared, else from GLUE's TSV folders.
 
-    examples = load_glue("mrpc", "dev", data_dir="/work/shared/data/glue")
+    examples = load_glue("mrpc", "dev", data_dir="../shared/data/glue")
     examples[0]  # GlueExample(guid='dev-0', idx=0, text_a='He said ...', text_b='"The ...', label=1)
 
 Both sources give the same list of `GlueExample`s: `idx` is the row number of the split

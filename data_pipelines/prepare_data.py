@@ -2,7 +2,7 @@
 
     python -m data_pipelines.prepare_data --output_dir=data/default          # embedded corpus
     python -m data_pipelines.prepare_data --output_dir=data/books \\
-        --input='/work/shared/data/gutenberg_nltk/*.txt,/work/shared/data/wikitext-2/*.txt' \\
+        --input='../shared/data/gutenberg_nltk/*.txt,../shared/data/wikitext-2/*.txt' \\
         --document_boundary=file --vocab_size=16000
 
 Without --input it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
@@ -22,8 +22,7 @@ from typing import Sequence
 from absl import logging
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus
-from data_pipelines import text_files
+from data_pipelines import default_corpus, files, text_files
 from data_pipelines import tokenizer as tokenizer_lib
 
 SETTINGS_FILE = "prepare_settings.json"
@@ -46,7 +45,7 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
                 os.remove(os.path.join(output_dir, name))
         shutil.rmtree(os.path.join(output_dir, "shards"), ignore_errors=True)
     elif os.path.exists(path):
-        changed = build_lib.changed_keys(build_lib.read_json(path), settings)
+        changed = build_lib.changed_keys(files.read_json(path), settings)
         if changed:
             raise ValueError(f"{output_dir} was prepared with other settings or inputs ({', '.join(changed)} "
                              "changed; see its prepare_settings.json); use a new --output_dir, or "
@@ -55,7 +54,7 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
         logging.warning("%s has a tokenizer but no %s (prepared by an older version): reusing it "
                         "unchecked; --rebuild makes it anew", output_dir, SETTINGS_FILE)
     os.makedirs(output_dir, exist_ok=True)
-    build_lib.write_json(path, settings)
+    files.write_json(path, settings, sort_keys=True)
 
 
 def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, vocab_size: int = 8192,

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 from etils import epath
 
+from data_pipelines import files
 
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # Shard features use ELECTRA's names; batches use the model's.
@@ -195,12 +196,9 @@ class SyntheticIterator:
                 "token_type_ids": token_type_ids}
 
     def save(self, directory: str) -> str:
-        path = epath.Path(state_prefix(directory, self.process_index, self.process_count) + ".json")
-        path.parent.mkdir(parents=True, exist_ok=True)  # local or gs://, no tensorflow needed
-        temp = path.parent / (path.name + ".tmp")
-        temp.write_text(json.dumps({"step": self.step, "seed": self.seed}))
-        temp.replace(path)
-        return os.fspath(path)
+        path = state_prefix(directory, self.process_index, self.process_count) + ".json"
+        files.write_json(path, {"step": self.step, "seed": self.seed})  # local or gs://, no tensorflow
+        return path
 
     def restore(self, directory: str) -> None:
         path = state_prefix(directory, self.process_index, self.process_count) + ".json"

@@ -1,6 +1,6 @@
 """SQuAD readers: v1.1 and v2.0 from TFDS when prepared, else the official JSON files.
 
-    dataset = load_squad("1.1", "dev", data_dir="/work/shared/data/squad_v1.1")
+    dataset = load_squad("1.1", "dev", data_dir="../shared/data/squad_v1.1")
     examples = parse_examples(dataset, "dev-v1.1.json")
     examples[0]  # SquadExample(qid='56be4db0acb43e...', question='Which NFL team ...', ...)
 

@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines import text_files
+from data_pipelines import files, text_files
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # Sentencepiece models trained by `train_sentencepiece` have these pieces at these ids.
@@ -426,11 +426,7 @@ def train_sentencepiece(inputs: str | Sequence[str], output_path: str, *, vocab_
                 f"{too_high.group(2)} for model_type={model_type}); set --vocab_size={too_high.group(2)} "
                 "or lower, or add text") from None
         raise
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    temp_path = output_path + ".tmp"
-    with open(temp_path, "wb") as f:
-        f.write(model.getvalue())
-    os.replace(temp_path, output_path)  # a crash never leaves a half-written model behind
+    files.write_bytes(output_path, model.getvalue())
     return SentencePieceTokenizer(output_path)
 
 

@@ -24,18 +24,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath  # workdirs may be gs:// (or any filesystem epath knows), not only local
 
+from data_pipelines import files
+
 
 def absolute_workdir(workdir: str) -> str:
     """Local paths made absolute; gs:// and other URIs unchanged."""
     return workdir if "://" in workdir else os.path.abspath(workdir)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / (path.name + ".tmp")
-    temp.write_bytes(data)
-    temp.replace(path)
 
 
 class Checkpointer:
@@ -171,7 +165,7 @@ def check_run_config(workdir: str, config_json: str, fresh: bool,
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
     if jax.process_index() == 0:
-        _write_atomic(os.fspath(path), config_json.encode("utf-8"))
+        files.write_bytes(path, config_json.encode("utf-8"))
 
 
 # Everything a run (and evaluate.py on it) writes at the top of its workdir; default_data

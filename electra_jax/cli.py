@@ -1,21 +1,43 @@
-"""What the command-line tools share: flag parsing that names a mistyped config key.
+"""What the command-line tools share: flag parsing that names a mistyped config key and
+finds `configs/NAME.py` after a plain `pip install .`.
 
     app.run(main, flags_parser=cli.parse_flags)
 """
-import importlib
-import json
+import importlib.resources
+import os
 import sys
-from typing import Callable, NoReturn, Optional
+from typing import NoReturn, Optional
 
-from absl import app, flags
+from absl import app
 from ml_collections import config_flags
+
+CONFIGS_DIR = "configs/"
+
+
+def resolve_config_path(value: str) -> str:
+    """`configs/NAME.py[:ARG]`: the file in the working directory where there is one (a
+    checkout, or your own copy), else the one installed with the package
+    (electra_jax/configs/NAME.py). Any other path is taken as given."""
+    path, colon, arg = value.partition(":")
+    if not path.startswith(CONFIGS_DIR) or os.path.exists(path):
+        return value
+    installed = importlib.resources.files("electra_jax.configs") / path[len(CONFIGS_DIR):]
+    if not installed.is_file():
+        return value  # ml_collections reports the missing file under the name given
+    return f"{os.fspath(installed)}{colon}{arg}"
+
+
+def _resolve_config_flags(argv: list[str]) -> list[str]:
+    return [f"--config={resolve_config_path(arg[len('--config='):])}" if arg.startswith("--config=")
+            else arg for arg in argv]
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, but `--config.train.typo_key=1` (a key the locked config lacks) is a
-    one-line error naming the override, where ml_collections raises a bare AttributeError."""
+    """absl's parsing, with `--config=configs/...` resolved (`resolve_config_path`), and
+    `--config.train.typo_key=1` (a key the locked config lacks) a one-line error naming the
+    override, where ml_collections raises a bare AttributeError."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return app.parse_flags_with_usage(_resolve_config_flags(argv))
     except (AttributeError, KeyError) as error:
         _exit_on_unknown_override(error, argv)
 
@@ -24,6 +46,8 @@ def define_config_file(default: Optional[str], help_text: str):
     """`--config` (locked). With a default file, ml_collections applies the `--config.x`
     overrides of sys.argv while defining the flag, so a mistyped key fails here, not in
     `parse_flags`: both report it the same way."""
+    if default is not None:
+        default = resolve_config_path(default)
     try:
         return config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
     except (AttributeError, KeyError) as error:
@@ -42,22 +66,3 @@ def _exit_on_unknown_override(error: BaseException, argv: list[str]) -> NoReturn
                f"config does not have. {hint}")
     sys.stderr.write(f"FATAL Flags parsing error: {message.strip()}\n")
     sys.exit(1)
-
-
-def finetune_main(task: str, workdir_help: str, summarize: Callable[[dict], dict]) -> Callable[[], None]:
-    """The `run()` of a fine-tuning CLI: `--config=configs/<task>.py` (locked, mistyped
-    overrides named), a required `--workdir`, then `electra_jax.finetune.<task>.run` and
-    `summarize(results)` printed as JSON. Call it at import time: it defines the flags."""
-    config_file = f"configs/{task}.py"
-    config = define_config_file(config_file, config_file)
-    workdir = flags.DEFINE_string("workdir", None, workdir_help)
-    flags.mark_flags_as_required(["workdir"])
-
-    def main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        # imported after flag parsing: importing jax is slow
-        module = importlib.import_module(f"electra_jax.finetune.{task}")
-        print(json.dumps(summarize(module.run(config.value, workdir.value)), indent=2))
-
-    return lambda: app.run(main, flags_parser=parse_flags)

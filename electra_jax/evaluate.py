@@ -16,6 +16,7 @@ from etils import epath
 
 from electra_jax import cli
 
+
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dict[str, float]:
     """Held-out metrics of a saved step: what training logged at that step (same eval
     data, masking seed, dropout off)."""

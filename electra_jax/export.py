@@ -12,6 +12,7 @@ from typing import Optional
 
 from absl import app, flags, logging
 
+
 def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None) -> int:
     """Writes OUT/<network> for every network of the run at `step` (latest if None), in
     transformers' format with the run's tokenizer; returns the step."""

@@ -99,5 +99,9 @@ def main(argv):
                          ensure_ascii=False))
 
 
-if __name__ == "__main__":
+def run():
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -43,7 +43,8 @@ def train_flops_per_sequence(gen: model.ElectraConfig, disc: model.ElectraConfig
 
     Generator: encoder over all tokens, MLM head (dense -> tied vocab projection) at the
     `max_predictions` gathered positions only. Discriminator: encoder + dense head at every
-    token (`disc=None`: an MLM-only model, no discriminator). Embedding lookups, LayerNorms, softmaxes and the optimizer are not counted, nor
+    token (`disc=None`: an MLM-only model, no discriminator). Embedding lookups, LayerNorms,
+    softmaxes and the optimizer are not counted, nor
     the padding columns of a padded vocabulary (model FLOPs count useful work only).
     """
     gen_head = max_predictions * (2 * gen.hidden_size * gen.embedding_size

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from data_pipelines import files
 from electra_jax import model
 
 KINDS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM",
@@ -317,15 +318,11 @@ def save_pretrained(cfg: model.ElectraConfig, params: dict, out_dir: str,
     Files are written under temporary names and renamed, so an interrupted export never
     leaves a half-written model behind a final name.
     """
-    from safetensors.numpy import save_file
+    import safetensors.numpy
 
     state = params_to_hf(cfg, params, kind)
-    os.makedirs(out_dir, exist_ok=True)
-    weights_path = os.path.join(out_dir, "model.safetensors")
-    save_file(state, weights_path + ".tmp", metadata={"format": "pt"})
-    os.replace(weights_path + ".tmp", weights_path)
-    config_path = os.path.join(out_dir, "config.json")
-    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({**config_to_hf(cfg, kind), **(extra_config or {})}, f, indent=2, sort_keys=True)
-    os.replace(config_path + ".tmp", config_path)
+    files.write_bytes(os.path.join(out_dir, "model.safetensors"),
+                      safetensors.numpy.save(state, metadata={"format": "pt"}))
+    files.write_json(os.path.join(out_dir, "config.json"),
+                     {**config_to_hf(cfg, kind), **(extra_config or {})}, sort_keys=True)
 

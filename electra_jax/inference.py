@@ -173,9 +173,10 @@ def main(argv):
     print(json.dumps({"model": values.model, "task": values.task, "split": values.split, **result}, indent=2))
 
 
-if __name__ == "__main__":
+def run():
     from absl import app, flags
 
+    # Defined here, not at import, so the library above imports without defining flags.
     flags.DEFINE_string("model", None, "Fine-tuned transformers directory (a GLUE export).")
     flags.DEFINE_string("task", None, "GLUE task of the model (sst2, mrpc, ...).")
     flags.DEFINE_string("data_dir", "", "GLUE TSV folder.")
@@ -183,3 +184,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
     flags.DEFINE_integer("batch_size", 32, "Examples per prediction batch.")
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,8 +1,9 @@
 """The ELECTRA recipes as data: one `pretraining_config(size)` for every paper size.
 
-`configs/electra_{tiny,small,base,large}.py` are thin files over this, so every knob has
-one home and one comment. Sizes and hyper-parameters follow Clark et al. 2020 (Table 6/7)
-and google-research/electra `configure_pretraining.py`.
+`configs/pretrain.py:SIZE[,VARIANT]` is `get_config` below (and `configs/electra_<size>.py`
+the same under the older names), so every knob has one home and one comment. Sizes and
+hyper-parameters follow Clark et al. 2020 (Table 6/7) and google-research/electra
+`configure_pretraining.py`; the fine-tuning recipe of each size is beside them.
 """
 from __future__ import annotations
 
@@ -244,3 +245,25 @@ def pod_config(size: str, pod: str) -> ml_collections.ConfigDict:
     c.model.remat_policy = remat
     c.model.scan_layers = size != "small"  # one compiled layer: minutes less compile for 12-24 layers
     return c
+
+
+def named_config(size: str, variant: str | None = None) -> ml_collections.ConfigDict:
+    """The locked pretraining config of `size`, with `variant` a RECIPE_VARIANTS name or a
+    TPU pod slice of POD_LAYOUTS (None: the size's own recipe)."""
+    if variant in TPU_PODS:
+        config = pod_config(size, variant)
+    else:
+        config = pretraining_config(size, variant)
+    config.lock()
+    return config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """`configs/pretrain.py:SIZE[,VARIANT]`, e.g. `:small`, `:small,v4-32`, `:tiny,cpu_hours`."""
+    if not arg:
+        raise ValueError(f"name a model size: --config=configs/pretrain.py:SIZE[,VARIANT], SIZE one "
+                         f"of {sorted(MODEL_SIZES)}")
+    size, _, variant = arg.partition(",")
+    if size not in MODEL_SIZES:
+        raise ValueError(f"model size {size!r} in {arg!r}; choose one of {sorted(MODEL_SIZES)}")
+    return named_config(size, variant or None)

@@ -76,7 +76,7 @@ def test_glue_rows_reads_the_paper_metric_and_puts_row_overrides_last():
                                            {"dev": {"stsb": {"pearson": 3.0, "spearman": 4.0}}}]}}}
     assert glue_rows.task_scores(results, "stsb") == [2.0, 4.0]
     argv = glue_rows.command("runs/g/mlm/stsb", "stsb", ["--config.seeds=5"], ["init=w/mlm", "from_scratch=True"])
-    assert argv[1:3] == ["-m", "electra_jax.finetune_glue"]
+    assert argv[1:3] == ["-m", "electra_jax.finetune"]
     assert argv.index("--config.seeds=5") < argv.index("--config.init=w/mlm")
     assert argv[-1] == "--config.from_scratch=True"
     with pytest.raises(ValueError, match="NAME=key=value"):

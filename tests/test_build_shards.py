@@ -209,8 +209,7 @@ def test_invalid_utf8_lines_are_skipped_and_counted(tmp_path, corpus_and_tokeniz
 
 def test_prepare_data_default_corpus_end_to_end(tmp_path):
     """The one command: embedded corpus -> tokenizer -> shards the reader accepts; reruns resume."""
-    from data_pipelines import pretraining
-    from data_pipelines import prepare_data
+    from data_pipelines import prepare_data, pretraining
     result = prepare_data.prepare_data(str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2,
                                        show_progress=False)
     assert result["vocab_size"] == 2000 and result["shards"]["documents"] > 1000

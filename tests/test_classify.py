@@ -4,19 +4,15 @@ import csv
 import json
 import os
 
-import jax
+import helpers
 import numpy as np
 import pytest
 import sklearn.metrics
 
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import hf, model
 from electra_jax.finetune import classify
 
 WORDS = "great film loved it awful plot boring dull fun acting superb bad the a was".split()
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            max_position_embeddings=64, initializer_range=0.2)
 REVIEWS = [("great film loved it", "pos"), ("awful plot boring", "neg"), ("fun acting superb", "pos"),
            ("dull bad the plot was", "neg")]
 
@@ -24,10 +20,7 @@ REVIEWS = [("great film loved it", "pos"), ("awful plot boring", "neg"), ("fun a
 @pytest.fixture(scope="module")
 def hf_init(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("hf_init"))
-    with open(os.path.join(out, "vocab.txt"), "w") as f:
-        f.write("\n".join(SPECIALS + sorted(set(WORDS))) + "\n")
-    cfg = model.ElectraConfig(vocab_size=len(SPECIALS) + len(set(WORDS)), **TINY)
-    hf.save_pretrained(cfg, model.init_params(model.Discriminator(cfg), jax.random.PRNGKey(2)), out)
+    helpers.write_hf_model(out, WORDS, seed=2)
     return out
 
 
@@ -173,5 +166,6 @@ def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):
     with pytest.raises(ValueError, match=r"unknown extension '\.xlsx'"):
         classify.run(config, str(tmp_path / "out"))
     config.dev_file = ""
-    with pytest.raises(ValueError, match=r"config\.dev_file is empty; set --config\.dev_file=<\.csv/\.tsv/\.jsonl file>"):
+    with pytest.raises(ValueError,
+                       match=r"config\.dev_file is empty; set --config\.dev_file=<\.csv/\.tsv/\.jsonl file>"):
         classify.run(config, str(tmp_path / "out"))

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -17,9 +18,6 @@ from electra_jax.finetune import common, glue
 
 WORDS = ("the cat sat on a mat dog ran far away it rained was dry he left early a man is playing "
          "flute plane taking off air large said hi to me").split()
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            max_position_embeddings=64, initializer_range=0.2)
 
 # (text_a, text_b) pairs the fixture tasks draw their rows from
 PAIRS = [("the cat sat on a mat", "a cat sat"), ("the dog ran far away", "it rained"),
@@ -28,10 +26,7 @@ PAIRS = [("the cat sat on a mat", "a cat sat"), ("the dog ran far away", "it rai
 
 
 def write_vocab(path, extra_tokens=0):
-    tokens = SPECIALS + sorted(set(WORDS)) + [f"unused{i}" for i in range(extra_tokens)]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(tokens) + "\n")
-    return len(tokens)
+    return helpers.write_vocab(path, WORDS, [f"unused{i}" for i in range(extra_tokens)])
 
 
 def write_tsv(path, rows):
@@ -69,17 +64,14 @@ def glue_dir(tmp_path_factory):
 
 
 def tiny_config(vocab_size, **overrides):
-    return model.ElectraConfig(vocab_size=vocab_size, **{**TINY, **overrides})
+    return model.ElectraConfig(vocab_size=vocab_size, **{**helpers.TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
 def hf_init(tmp_path_factory):
     """A transformers ElectraForPreTraining dir (random tiny weights) with its vocab.txt."""
     out = str(tmp_path_factory.mktemp("hf_init"))
-    vocab_size = write_vocab(os.path.join(out, "vocab.txt"))
-    cfg = tiny_config(vocab_size)
-    params = model.init_params(model.Discriminator(cfg), jax.random.PRNGKey(1))
-    hf.save_pretrained(cfg, params, out, kind="discriminator")
+    helpers.write_hf_model(out, WORDS, seed=1)
     return out
 
 
@@ -414,7 +406,7 @@ def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_
     import sys
 
     out = str(tmp_path / "out")
-    command = [sys.executable, "-m", "electra_jax.finetune_glue", "--config=configs/glue.py",
+    command = [sys.executable, "-m", "electra_jax.finetune", "--config=configs/glue.py",
                "--config.task=mrpc", f"--config.init={pretrain_workdir[0]}", "--config.init_step=3",
                f"--config.data_dir={glue_dir}", "--config.source=tsv", "--config.batch_size=8",
                "--config.max_seq_length=16", "--config.num_epochs=1", "--config.learning_rate=1e-3",

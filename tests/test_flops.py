@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from electra_jax import flops, model, pretrain, presets
+from electra_jax import flops, model, presets, pretrain
 
 BATCH = 8  # divides over the 8 host devices of conftest.py
 
@@ -83,7 +83,7 @@ def test_hlo_dot_flops_hand_case():
   x = f32[2,4,3]{2,1,0} parameter(2)
   y = f32[2,3,5]{2,1,0} parameter(3)
   ROOT %e = f32[2,4,5]{2,1,0} dot(f32[2,4,3]{2,1,0} %x, f32[2,3,5]{2,1,0} %y), lhs_batch_dims={0}, lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={1}
-"""
+"""  # noqa: E501 (HLO lines as XLA prints them)
     assert flops.hlo_dot_flops(hlo) == 360.0
 
 

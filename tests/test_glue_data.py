@@ -5,9 +5,10 @@ import shutil
 import numpy as np
 import pytest
 
+from benchmarks.shared_data import shared_path
 from data_pipelines import glue
 
-GLUE_DIR = "/work/shared/data/glue"
+GLUE_DIR = shared_path("glue")
 
 # The rows every fixture is written from: (text_a, text_b, label name or score).
 COLA = [("The sailors rode the breeze.", None, "1"), ("Him ate the apple.", None, "0"),

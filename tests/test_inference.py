@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -13,9 +14,7 @@ from electra_jax import fill_mask, hf, inference, loading, model
 from electra_jax.finetune import common
 
 WORDS = "the capital of france is paris london a city big river".split()
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            max_position_embeddings=32, initializer_range=0.5)
+TINY = {**helpers.TINY, "max_position_embeddings": 32, "initializer_range": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +22,8 @@ def generator_dir(tmp_path_factory):
     """A transformers ElectraForMaskedLM dir (random weights) with its vocab.txt."""
     out = str(tmp_path_factory.mktemp("generator"))
     with open(os.path.join(out, "vocab.txt"), "w") as f:
-        f.write("\n".join(SPECIALS + WORDS) + "\n")
-    cfg = model.ElectraConfig(vocab_size=len(SPECIALS) + len(WORDS), **TINY)
+        f.write("\n".join(helpers.SPECIALS + WORDS) + "\n")
+    cfg = model.ElectraConfig(vocab_size=len(helpers.SPECIALS) + len(WORDS), **TINY)
     hf.save_pretrained(cfg, model.init_params(model.Generator(cfg), jax.random.PRNGKey(3)), out,
                        kind="generator")
     return out
@@ -131,7 +130,7 @@ def test_token_predictor_int8_and_load_finetuned(tmp_path):
     assert np.max(np.abs(int8_logits - float_logits)) < 0.05 * np.max(np.abs(float_logits))
     # an exported tagger loads back as (net, params, tokenizer) and predicts the same
     with open(tmp_path / "vocab.txt", "w") as f:
-        f.write("\n".join(SPECIALS + [f"w{i}" for i in range(35)]) + "\n")
+        f.write("\n".join(helpers.SPECIALS + [f"w{i}" for i in range(35)]) + "\n")
     pretrained = loading.Network(cfg, {}, tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt")))
     common.export_model(pretrained, params, str(tmp_path / "tagger"), "token_classification",
                         {"id2label": {str(i): t for i, t in enumerate(["O", "B-X", "I-X", "B-Y"])}})

@@ -61,7 +61,8 @@ def test_shard_elements_by_hand():
     sizes = {"data": 1, "fsdp": 4, "tensor": 2}
     assert memory_estimate._shard_elements((30522, 768), ("tensor", "fsdp"), sizes) == 15261 * 192
     assert memory_estimate._shard_elements((768,), (None,), sizes) == 768
-    assert memory_estimate._shard_elements((12, 768, 3072), (None, ("data", "fsdp"), "tensor"), sizes) == 12 * 192 * 1536
+    spec = (None, ("data", "fsdp"), "tensor")
+    assert memory_estimate._shard_elements((12, 768, 3072), spec, sizes) == 12 * 192 * 1536
 
 
 def test_every_pod_layout_fits_its_chips():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from electra_jax import pretrain, presets
 from data_pipelines import pretraining as data
+from electra_jax import presets, pretrain
 
 SEQ_LEN, BATCH = 32, 16
 
@@ -198,6 +198,7 @@ def test_mlm_only_step_trains_one_masked_lm_whose_loss_matches_numpy():
     """objective.kind='mlm' (the BERT-style baseline): one masked LM at the discriminator's
     size, no discriminator; its loss is the cross-entropy at the masked positions."""
     import scipy.special
+
     from electra_jax import model
 
     config = tiny_config()

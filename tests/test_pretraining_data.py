@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus
-from data_pipelines import pretraining
+from data_pipelines import default_corpus, pretraining
 from data_pipelines import tokenizer as tokenizer_lib
 
 SEQ = 32
@@ -81,8 +80,10 @@ def test_shuffled_repeating_epochs_cover_the_data(shard_dir):
 
 def test_save_restore_continues_exactly(shard_dir, tmp_path):
     pattern = f"{shard_dir}/*.tfrecord"
-    make = lambda: pretraining.make_pretraining_iterator(pattern, batch_size=8, seq_length=SEQ, seed=5,
-                                                         shuffle_buffer=32, process_index=1, process_count=2)
+    def make():
+        return pretraining.make_pretraining_iterator(pattern, batch_size=8, seq_length=SEQ, seed=5,
+                                                     shuffle_buffer=32, process_index=1, process_count=2)
+
     uninterrupted = make()
     interrupted = make()
     for _ in range(3):
@@ -135,8 +136,10 @@ def test_synthetic_iterator_needs_no_tensorflow(tmp_path):
 
 
 def test_synthetic_batches_and_resume(tmp_path):
-    make = lambda index: pretraining.make_synthetic_iterator(batch_size=4, seq_length=10, vocab_size=30, seed=9,
-                                                             process_index=index, process_count=2)
+    def make(index):
+        return pretraining.make_synthetic_iterator(batch_size=4, seq_length=10, vocab_size=30, seed=9,
+                                                   process_index=index, process_count=2)
+
     it = make(0)
     batch = next(it)
     ids = batch["input_ids"]

@@ -2,247 +2,22 @@
 offsets vs transformers, doc-stride windows, decoding and the 2.0 no-answer threshold,
 head parity with transformers' ElectraForQuestionAnswering, end-to-end runs on fixture
 JSON, and refusals of bad input."""
-import collections
 import json
 import os
-import re
-import string
 
+import helpers
 import jax
 import numpy as np
 import pytest
+import squad_official
 
+from benchmarks.shared_data import shared_path
 from data_pipelines import squad as squad_data
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import hf, model
 from electra_jax.finetune import squad, squad_metrics
 
-BERT_VOCAB = "/work/shared/data/bert-base-uncased-vocab/vocab.txt"
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            max_position_embeddings=64, initializer_range=0.2)
-
-
-# ---------------------------------------------------------------------------- the official scripts
-# Verbatim from the official evaluation scripts (https://rajpurkar.github.io/SQuAD-explorer/,
-# evaluate-v1.1.py and evaluate-v2.0.py; CC BY-SA 4.0 / the SQuAD release), printing and file
-# handling left out. They are the independent reference for squad_metrics.
-
-class OfficialV1:
-    @staticmethod
-    def normalize_answer(s):
-        def remove_articles(text):
-            return re.sub(r'\b(a|an|the)\b', ' ', text)
-
-        def white_space_fix(text):
-            return ' '.join(text.split())
-
-        def remove_punc(text):
-            exclude = set(string.punctuation)
-            return ''.join(ch for ch in text if ch not in exclude)
-
-        def lower(text):
-            return text.lower()
-
-        return white_space_fix(remove_articles(remove_punc(lower(s))))
-
-    @classmethod
-    def f1_score(cls, prediction, ground_truth):
-        prediction_tokens = cls.normalize_answer(prediction).split()
-        ground_truth_tokens = cls.normalize_answer(ground_truth).split()
-        common = collections.Counter(prediction_tokens) & collections.Counter(ground_truth_tokens)
-        num_same = sum(common.values())
-        if num_same == 0:
-            return 0
-        precision = 1.0 * num_same / len(prediction_tokens)
-        recall = 1.0 * num_same / len(ground_truth_tokens)
-        f1 = (2 * precision * recall) / (precision + recall)
-        return f1
-
-    @classmethod
-    def exact_match_score(cls, prediction, ground_truth):
-        return (cls.normalize_answer(prediction) == cls.normalize_answer(ground_truth))
-
-    @staticmethod
-    def metric_max_over_ground_truths(metric_fn, prediction, ground_truths):
-        scores_for_ground_truths = []
-        for ground_truth in ground_truths:
-            score = metric_fn(prediction, ground_truth)
-            scores_for_ground_truths.append(score)
-        return max(scores_for_ground_truths)
-
-    @classmethod
-    def evaluate(cls, dataset, predictions):
-        f1 = exact_match = total = 0
-        for article in dataset:
-            for paragraph in article['paragraphs']:
-                for qa in paragraph['qas']:
-                    total += 1
-                    if qa['id'] not in predictions:
-                        continue
-                    ground_truths = list(map(lambda x: x['text'], qa['answers']))
-                    prediction = predictions[qa['id']]
-                    exact_match += cls.metric_max_over_ground_truths(
-                        cls.exact_match_score, prediction, ground_truths)
-                    f1 += cls.metric_max_over_ground_truths(
-                        cls.f1_score, prediction, ground_truths)
-        exact_match = 100.0 * exact_match / total
-        f1 = 100.0 * f1 / total
-        return {'exact_match': exact_match, 'f1': f1}
-
-
-class OfficialV2:
-    @staticmethod
-    def make_qid_to_has_ans(dataset):
-        qid_to_has_ans = {}
-        for article in dataset:
-            for p in article['paragraphs']:
-                for qa in p['qas']:
-                    qid_to_has_ans[qa['id']] = bool(qa['answers'])
-        return qid_to_has_ans
-
-    @staticmethod
-    def normalize_answer(s):
-        def remove_articles(text):
-            regex = re.compile(r'\b(a|an|the)\b', re.UNICODE)
-            return re.sub(regex, ' ', text)
-
-        def white_space_fix(text):
-            return ' '.join(text.split())
-
-        def remove_punc(text):
-            exclude = set(string.punctuation)
-            return ''.join(ch for ch in text if ch not in exclude)
-
-        def lower(text):
-            return text.lower()
-
-        return white_space_fix(remove_articles(remove_punc(lower(s))))
-
-    @classmethod
-    def get_tokens(cls, s):
-        if not s:
-            return []
-        return cls.normalize_answer(s).split()
-
-    @classmethod
-    def compute_exact(cls, a_gold, a_pred):
-        return int(cls.normalize_answer(a_gold) == cls.normalize_answer(a_pred))
-
-    @classmethod
-    def compute_f1(cls, a_gold, a_pred):
-        gold_toks = cls.get_tokens(a_gold)
-        pred_toks = cls.get_tokens(a_pred)
-        common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
-        num_same = sum(common.values())
-        if len(gold_toks) == 0 or len(pred_toks) == 0:
-            return int(gold_toks == pred_toks)
-        if num_same == 0:
-            return 0
-        precision = 1.0 * num_same / len(pred_toks)
-        recall = 1.0 * num_same / len(gold_toks)
-        f1 = (2 * precision * recall) / (precision + recall)
-        return f1
-
-    @classmethod
-    def get_raw_scores(cls, dataset, preds):
-        exact_scores = {}
-        f1_scores = {}
-        for article in dataset:
-            for p in article['paragraphs']:
-                for qa in p['qas']:
-                    qid = qa['id']
-                    gold_answers = [a['text'] for a in qa['answers'] if cls.normalize_answer(a['text'])]
-                    if not gold_answers:
-                        gold_answers = ['']
-                    if qid not in preds:
-                        continue
-                    a_pred = preds[qid]
-                    exact_scores[qid] = max(cls.compute_exact(a, a_pred) for a in gold_answers)
-                    f1_scores[qid] = max(cls.compute_f1(a, a_pred) for a in gold_answers)
-        return exact_scores, f1_scores
-
-    @staticmethod
-    def apply_no_ans_threshold(scores, na_probs, qid_to_has_ans, na_prob_thresh):
-        new_scores = {}
-        for qid, s in scores.items():
-            pred_na = na_probs[qid] > na_prob_thresh
-            if pred_na:
-                new_scores[qid] = float(not qid_to_has_ans[qid])
-            else:
-                new_scores[qid] = s
-        return new_scores
-
-    @staticmethod
-    def make_eval_dict(exact_scores, f1_scores, qid_list=None):
-        if not qid_list:
-            total = len(exact_scores)
-            return collections.OrderedDict([
-                ('exact', 100.0 * sum(exact_scores.values()) / total),
-                ('f1', 100.0 * sum(f1_scores.values()) / total),
-                ('total', total),
-            ])
-        else:
-            total = len(qid_list)
-            return collections.OrderedDict([
-                ('exact', 100.0 * sum(exact_scores[k] for k in qid_list) / total),
-                ('f1', 100.0 * sum(f1_scores[k] for k in qid_list) / total),
-                ('total', total),
-            ])
-
-    @staticmethod
-    def merge_eval(main_eval, new_eval, prefix):
-        for k in new_eval:
-            main_eval['%s_%s' % (prefix, k)] = new_eval[k]
-
-    @staticmethod
-    def find_best_thresh(preds, scores, na_probs, qid_to_has_ans):
-        num_no_ans = sum(1 for k in qid_to_has_ans if not qid_to_has_ans[k])
-        cur_score = num_no_ans
-        best_score = cur_score
-        best_thresh = 0.0
-        qid_list = sorted(na_probs, key=lambda k: na_probs[k])
-        for i, qid in enumerate(qid_list):
-            if qid not in scores:
-                continue
-            if qid_to_has_ans[qid]:
-                diff = scores[qid]
-            else:
-                if preds[qid]:
-                    diff = -1
-                else:
-                    diff = 0
-            cur_score += diff
-            if cur_score > best_score:
-                best_score = cur_score
-                best_thresh = na_probs[qid]
-        return 100.0 * best_score / len(scores), best_thresh
-
-    @classmethod
-    def main(cls, dataset, preds, na_probs=None, na_prob_thresh=1.0):
-        """evaluate-v2.0.py's main() on in-memory inputs."""
-        has_na_file = na_probs is not None
-        if not has_na_file:
-            na_probs = {k: 0.0 for k in preds}
-        qid_to_has_ans = cls.make_qid_to_has_ans(dataset)
-        has_ans_qids = [k for k, v in qid_to_has_ans.items() if v]
-        no_ans_qids = [k for k, v in qid_to_has_ans.items() if not v]
-        exact_raw, f1_raw = cls.get_raw_scores(dataset, preds)
-        exact_thresh = cls.apply_no_ans_threshold(exact_raw, na_probs, qid_to_has_ans, na_prob_thresh)
-        f1_thresh = cls.apply_no_ans_threshold(f1_raw, na_probs, qid_to_has_ans, na_prob_thresh)
-        out_eval = cls.make_eval_dict(exact_thresh, f1_thresh)
-        if has_ans_qids:
-            cls.merge_eval(out_eval, cls.make_eval_dict(exact_thresh, f1_thresh, qid_list=has_ans_qids), 'HasAns')
-        if no_ans_qids:
-            cls.merge_eval(out_eval, cls.make_eval_dict(exact_thresh, f1_thresh, qid_list=no_ans_qids), 'NoAns')
-        if has_na_file:
-            best_exact, exact_thresh = cls.find_best_thresh(preds, exact_raw, na_probs, qid_to_has_ans)
-            best_f1, f1_thresh = cls.find_best_thresh(preds, f1_raw, na_probs, qid_to_has_ans)
-            out_eval['best_exact'] = best_exact
-            out_eval['best_exact_thresh'] = exact_thresh
-            out_eval['best_f1'] = best_f1
-            out_eval['best_f1_thresh'] = f1_thresh
-        return dict(out_eval)
+BERT_VOCAB = shared_path("bert-base-uncased-vocab", "vocab.txt")
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -308,9 +83,7 @@ def random_predictions(dataset, seed):
 
 
 def write_vocab(path, words):
-    tokens = SPECIALS + sorted(set(words)) + list(".,?'")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(tokens) + "\n")
+    helpers.write_vocab(path, words, ".,?'")
     return tokenizer_lib.WordPieceTokenizer(str(path))
 
 
@@ -354,7 +127,7 @@ def test_v1_matches_the_official_script(seed):
     predictions = random_predictions(dataset, seed + 10)
     examples = squad_data.parse_examples(dataset, "fixture")
     ours = squad_metrics.evaluate(examples, predictions, "1.1")
-    assert ours == pytest.approx(OfficialV1.evaluate(dataset["data"], predictions))
+    assert ours == pytest.approx(squad_official.OfficialV1.evaluate(dataset["data"], predictions))
     assert 0 < ours["exact_match"] < ours["f1"] < 100  # the fixture exercises partial matches
 
 
@@ -368,10 +141,10 @@ def test_v2_matches_the_official_script_with_and_without_na_scores(seed):
     na_scores = {qid: float(rng.normal()) for qid in predictions}
     na_scores[next(iter(na_scores))] = 0.25  # a score exactly at a threshold below
     assert squad_metrics.evaluate(examples, predictions, "2.0") == pytest.approx(
-        OfficialV2.main(dataset["data"], predictions))
+        squad_official.OfficialV2.main(dataset["data"], predictions))
     for threshold in (-1.0, 0.0, 0.25, 1.0):
         ours = squad_metrics.evaluate(examples, predictions, "2.0", na_scores, threshold)
-        official = OfficialV2.main(dataset["data"], predictions, na_scores, threshold)
+        official = squad_official.OfficialV2.main(dataset["data"], predictions, na_scores, threshold)
         assert ours == pytest.approx(official), threshold
         assert set(ours) >= {"HasAns_exact", "NoAns_f1", "best_f1_thresh"}
 
@@ -586,7 +359,7 @@ def qa_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("qa_model")
     words = {w.strip(".?").lower() for fact in FACTS for text in fact for w in text.split()}
     tokenizer = write_vocab(out / "vocab.txt", words)
-    cfg = model.ElectraConfig(vocab_size=tokenizer.vocab_size, **TINY)
+    cfg = model.ElectraConfig(vocab_size=tokenizer.vocab_size, **helpers.TINY)
     params = model.init_params(model.QuestionAnswerer(cfg, answerable_head=True), jax.random.PRNGKey(1))
     return str(out), cfg, jax.device_get(params)
 
@@ -707,12 +480,12 @@ def test_end_to_end_tiny_run_writes_official_files(qa_init, tmp_path, version):
     assert steps[-1] == results["hyperparameters"]["num_train_steps"]
     dev = results["runs"][0]["dev"]
     if version == "1.1":  # results.json reports what the official script says of the file
-        assert dev == pytest.approx(OfficialV1.evaluate(held_out, predictions))
+        assert dev == pytest.approx(squad_official.OfficialV1.evaluate(held_out, predictions))
     else:
         with open(os.path.join(run_dir, "null_odds.json"), encoding="utf-8") as f:
             null_odds = json.load(f)
         # best spans + null odds + threshold (what we report) == the thresholded file alone
-        official = OfficialV2.main(held_out, predictions)
+        official = squad_official.OfficialV2.main(held_out, predictions)
         assert {k: dev[k] for k in official} == pytest.approx(official)
         assert set(null_odds) == set(predictions) and results["na_threshold"] == -2.75
     assert hf.detect_kind(json.load(open(os.path.join(run_dir, "config.json"))), []) == "question_answering"
@@ -729,7 +502,7 @@ def test_cli_learns_the_fixture(qa_init, tmp_path):
     with open(data_file, "w", encoding="utf-8") as f:
         json.dump(fixture_dataset(6, with_unanswerable=False), f)
     workdir = str(tmp_path / "work")
-    command = [sys.executable, "-m", "electra_jax.finetune_squad", "--config=configs/squad.py",
+    command = [sys.executable, "-m", "electra_jax.finetune", "--config=configs/squad.py",
                f"--config.init={qa_init}", f"--config.train_file={data_file}",
                f"--config.eval_file={data_file}", "--config.train_articles=0:4",
                "--config.eval_articles=4:", "--config.max_seq_length=24", "--config.max_query_length=10",

@@ -2,6 +2,7 @@
 layout, first-piece label alignment, the loop end to end on a CoNLL fixture, bad inputs."""
 import os
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -12,9 +13,6 @@ from electra_jax.finetune import tagging
 
 WORDS = "eu rejects german call to boycott british lamb peter blackburn in brussels on monday".split()
 PIECES = ["play", "##ing", "##s"]  # "playing" -> play ##ing, "plays" -> play ##s
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            max_position_embeddings=64, initializer_range=0.2)
 SENTENCES = [
     [("eu", "B-ORG"), ("rejects", "O"), ("german", "B-MISC"), ("call", "O"), ("to", "O"),
      ("boycott", "O"), ("british", "B-MISC"), ("lamb", "O")],
@@ -24,10 +22,7 @@ SENTENCES = [
 
 
 def write_vocab(path):
-    tokens = SPECIALS + sorted(set(WORDS)) + PIECES
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(tokens) + "\n")
-    return len(tokens)
+    return helpers.write_vocab(path, WORDS, PIECES)
 
 
 def write_conll(path, sentences, docstart=True):
@@ -42,8 +37,7 @@ def write_conll(path, sentences, docstart=True):
 @pytest.fixture(scope="module")
 def hf_init(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("hf_init"))
-    cfg = model.ElectraConfig(vocab_size=write_vocab(os.path.join(out, "vocab.txt")), **TINY)
-    hf.save_pretrained(cfg, model.init_params(model.Discriminator(cfg), jax.random.PRNGKey(1)), out)
+    helpers.write_hf_model(out, WORDS, seed=1, extra=PIECES)
     return out
 
 
@@ -95,7 +89,7 @@ def test_token_classifier_predicts_the_same_in_transformers(tmp_path):
     import torch
     import transformers
 
-    cfg = model.ElectraConfig(vocab_size=40, **TINY)
+    cfg = model.ElectraConfig(vocab_size=40, **helpers.TINY)
     net = model.TokenClassifier(cfg, 5)
     params = model.init_params(net, jax.random.PRNGKey(0))
     tagging.export_tagger(_pretrained(cfg, str(tmp_path / "src")), params, list("OABCD"), str(tmp_path / "m"))
@@ -120,7 +114,7 @@ def _pretrained(cfg, vocab_dir):
     os.makedirs(vocab_dir, exist_ok=True)
     path = os.path.join(vocab_dir, "vocab.txt")
     with open(path, "w") as f:
-        f.write("\n".join(SPECIALS + [f"w{i}" for i in range(cfg.vocab_size - 5)]) + "\n")
+        f.write("\n".join(helpers.SPECIALS + [f"w{i}" for i in range(cfg.vocab_size - 5)]) + "\n")
     return loading.Network(cfg, {}, tokenizer_lib.load_tokenizer(path))
 
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from benchmarks.shared_data import shared_path
 from data_pipelines import tokenizer as tokenizer_lib
 
-BERT_VOCAB = "/work/shared/data/bert-base-uncased-vocab/vocab.txt"
+BERT_VOCAB = shared_path("bert-base-uncased-vocab", "vocab.txt")
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

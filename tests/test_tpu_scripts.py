@@ -143,11 +143,10 @@ def test_setup_installs_the_tpu_extra_from_git_or_a_wheel(fake_bin):
     wheel = "dist/electra_jax-0.1.0-py3-none-any.whl"
     commands = dry_run(fake_bin, "setup", WHEEL=wheel, REPO_URL=None)
     check_well_formed(commands)
-    assert [argv[4] for argv in commands] == ["ssh", "scp", "scp", "ssh"]
+    assert [argv[4] for argv in commands] == ["ssh", "scp", "ssh"]  # the wheel carries the configs
     assert all(flag(argv, "worker") == "all" for argv in commands)
     assert commands[1][5:7] == [wheel, "pod-1:~/electra-jax/"]
-    assert commands[2][5:8] == ["--recurse", os.path.join(REPO, "configs"), "pod-1:~/electra-jax/"]
-    assert "./electra_jax-0.1.0-py3-none-any.whl[tpu]" in remote_command(commands[3])
+    assert "./electra_jax-0.1.0-py3-none-any.whl[tpu]" in remote_command(commands[2])
 
 
 def test_queued_spot_resource_and_runtime_defaults(fake_bin):

@@ -25,7 +25,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from data_pipelines import build_shards as build_lib
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import checkpoints, evaluate, export, model, pretrain, presets
+from electra_jax import checkpoints, evaluate, export, model, presets, pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ, BATCH = 32, 8
@@ -501,16 +501,15 @@ def test_a_recipe_variant_layers_over_its_size_and_an_unknown_one_is_named():
         presets.pretraining_config("tiny", "v4-32")
 
 
-@pytest.mark.parametrize("module,override,hint", [
-    ("finetune_glue", "--config.tsk=mrpc", 'Did you mean "task" instead of "tsk"?'),
-    ("finetune_classify", "--config.text_colum=review", ""),
-    ("finetune_squad", "--config.train.lr=1", ""),
+@pytest.mark.parametrize("config_file,override,hint", [
+    ("glue", "--config.tsk=mrpc", 'Did you mean "task" instead of "tsk"?'),
+    ("classify", "--config.text_colum=review", ""),
+    ("squad", "--config.train.lr=1", ""),
 ])
-def test_a_typo_in_a_fine_tuning_override_is_an_error_naming_it(tmp_path, module, override, hint):
-    # These CLIs have a default --config file: ml_collections applies the overrides while
-    # defining the flag, before absl parses anything.
+def test_a_typo_in_a_fine_tuning_override_is_an_error_naming_it(tmp_path, config_file, override, hint):
     workdir = str(tmp_path / "out")
-    proc = subprocess.run([sys.executable, "-m", f"electra_jax.{module}", f"--workdir={workdir}", override],
+    proc = subprocess.run([sys.executable, "-m", "electra_jax.finetune", f"--config=configs/{config_file}.py",
+                           f"--workdir={workdir}", override],
                           cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     key = override[len("--config."):].split("=")[0].split(".")[0]
     assert proc.returncode == 1
@@ -530,7 +529,8 @@ def test_console_scripts_point_at_cli_run_functions():
                 name, target = (part.strip() for part in spec.split("="))
                 scripts[name] = target
     assert {"electra-jax-train", "electra-jax-evaluate", "electra-jax-export",
-            "electra-jax-finetune-glue"} <= set(scripts)
+            "electra-jax-finetune", "electra-jax-fill-mask", "electra-jax-inference",
+            "electra-jax-prepare-data"} <= set(scripts)
     for name, target in scripts.items():
         module, function = target.split(":")
         path = os.path.join(REPO, *module.split(".")) + ".py"

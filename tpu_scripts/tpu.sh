@@ -171,9 +171,7 @@ cmd_setup() {
     tpu_ssh all "mkdir -p $REMOTE_DIR"
     run gcloud compute tpus tpu-vm scp "$WHEEL" "$TPU_NAME:$REMOTE_DIR/" --project="$PROJECT" \
       --zone="$ZONE" --worker=all
-    # the config files are not part of the wheel; launch runs from REMOTE_DIR
-    run gcloud compute tpus tpu-vm scp --recurse "$(repo_root)/configs" "$TPU_NAME:$REMOTE_DIR/" \
-      --project="$PROJECT" --zone="$ZONE" --worker=all
+    # the wheel carries configs/ (as electra_jax/configs): --config=configs/... finds them
     install="cd $REMOTE_DIR && python3 -m pip install --quiet --upgrade pip && python3 -m pip install --quiet $(quote "./${wheel_name}[tpu]")"
   else
     require REPO_URL
@@ -184,12 +182,6 @@ cmd_setup() {
     install+=" && python3 -m pip install --quiet --upgrade pip && python3 -m pip install --quiet -e '.[tpu]'"
   fi
   tpu_ssh all "set -e; $install && python3 -c 'import jax; print(jax.process_index(), jax.device_count(), jax.devices()[0].device_kind)'"
-}
-
-repo_root() {
-  local here
-  here=$(cd "$(dirname "$0")" && pwd)
-  echo "${here%/tpu_scripts}"
 }
 
 cmd_launch() {

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from data_pipelines import files
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import loading, model
 from electra_jax.finetune import common
@@ -42,6 +43,7 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 def classify_config() -> ml_collections.ConfigDict:
     """`common.base_config()` plus the files, columns and truncation of a classification set."""
     c = common.base_config()
+    c.program = "classify"
     c.train_file = ""  # .csv / .tsv (header row) or .jsonl training file
     c.dev_file = ""  # the same format; scored, picks the median run
     c.test_file = ""  # optional file to predict with the median run ("" = none; labels optional)
@@ -233,10 +235,9 @@ def export_classifier(pretrained: loading.Network, params: dict, labels: list[st
 
 def write_predictions(path: str, examples: list[Example], predicted: list[str]) -> None:
     """One JSON object per line: the row's line in its file and the predicted label."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with files.atomic_open(path) as f:
         f.writelines(json.dumps({"line": e.line, "label": label}) + "\n"
                      for e, label in zip(examples, predicted))
-    os.replace(path + ".tmp", path)
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -252,7 +253,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     dev_examples = read_examples(config.dev_file, config)
     labels = label_list(config, train_examples)
     label_ids = {label: i for i, label in enumerate(labels)}
-    common.write_json(os.path.join(workdir, "label_map.json"), label_ids)
+    files.write_json(os.path.join(workdir, "label_map.json"), label_ids)
     train = encode_examples(tokenizer, train_examples, label_ids, config, config.train_file)
     dev = encode_examples(tokenizer, dev_examples, label_ids, config, config.dev_file)
     test_examples = read_examples(config.test_file, config, labelled=False) if config.test_file else []
@@ -288,5 +289,11 @@ def run(config, workdir: str) -> dict[str, Any]:
         write_predictions(os.path.join(workdir, "test_predictions.jsonl"), test_examples, predicted)
         if np.all(test["labels"] >= 0):
             results["test"] = classification_metrics(test["labels"], chosen["test_predictions"], len(labels))
-    common.write_json(os.path.join(workdir, "results.json"), results)
+    files.write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def report(config, workdir: str) -> str:
+    """The CLI's program: `run`, its median dev metrics and test summary as JSON."""
+    results = run(config, workdir)
+    return json.dumps({"median": results["median"], "test": results.get("test")}, indent=2)

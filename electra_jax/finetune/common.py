@@ -16,7 +16,6 @@ whose params are `{electra, <head>}`), its loss `(outputs, batch) -> scalar` and
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -34,10 +33,10 @@ from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import hf, loading, model, optim, presets, sharding
 
 
-
 def base_config() -> ml_collections.ConfigDict:
     """The knobs every fine-tuning task has; zeros mean "the paper's value for this size"."""
     c = ml_collections.ConfigDict()
+    c.program = ""  # set by each task's config: glue | classify | tagging | squad
     c.init = ""  # pretraining workdir, or transformers ELECTRA dir (a fine-tuned one for eval_only)
     c.init_step = ml_collections.config_dict.placeholder(int)  # pretraining step; None = latest
     c.tokenizer = ""  # tokenizer override; default: the one that comes with `init`
@@ -241,8 +240,9 @@ class Placement:
                 for key, value in batch.items()}
 
 
-def make_placement(config, net) -> Placement:
-    mesh = sharding.make_mesh(config.mesh)
+def make_placement(config, net, devices: Optional[Sequence[jax.Device]] = None) -> Placement:
+    """The placement of `net` on `config.mesh` over `devices` (default: all)."""
+    mesh = sharding.make_mesh(config.mesh, devices)
     rules = sharding.logical_axis_rules(config)
     boxed = model.abstract_params(net)
     params_sharding = sharding.param_shardings(boxed, mesh, rules)
@@ -252,7 +252,7 @@ def make_placement(config, net) -> Placement:
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % shards:
             raise ValueError(f"{key}={config[key]} does not divide over the mesh's {shards} "
-                             f"data x fsdp shards ({jax.device_count()} devices); set "
+                             f"data x fsdp shards ({mesh.size} devices); set "
                              f"--config.{key} to a multiple of {shards}, or --config.mesh.data")
     return Placement(mesh, rules, abstract_params, params_sharding)
 
@@ -392,9 +392,3 @@ def median_metrics(per_seed: list[dict]) -> dict:
         return {key: median_metrics([run[key] for run in per_seed]) for key in first}
     return float(np.median(per_seed))
 
-
-def write_json(path: str, value: Any) -> None:
-    """Atomically (temporary name, then rename)."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)

@@ -17,6 +17,7 @@ score writes the test-set predictions in the GLUE leaderboard's format
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -26,6 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from data_pipelines import files
 from data_pipelines import glue as glue_data
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import loading, model
@@ -51,6 +53,7 @@ def glue_config() -> ml_collections.ConfigDict:
     """Every knob of GLUE fine-tuning (`common.base_config()` plus the GLUE ones); zeros mean
     "the paper's value for this size/task"."""
     c = common.base_config()
+    c.program = "glue"
     c.task = "mrpc"  # a GLUE task (cola sst2 mrpc qqp stsb mnli qnli rte wnli) or "all"
     c.data_dir = ""  # folder holding CoLA/, SST-2/, ... (GLUE's TSV layout); needed unless TFDS has glue
     c.tfds_data_dir = ""  # TFDS data_dir holding a prepared glue/<task> ("" = the TFDS default)
@@ -168,16 +171,14 @@ def write_submission(task_key: str, idx: np.ndarray, predictions: np.ndarray, ta
                      out_dir: str) -> str:
     """`index<TAB>prediction` rows as the GLUE leaderboard reads them: label names for
     classification, STS-B scores clipped to [0, 5]."""
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, SUBMISSION_FILES[task_key])
     labels = glue_data.LABELS[task]
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with files.atomic_open(path) as f:
         f.write("index\tprediction\n")
         for index, prediction in zip(idx, predictions):
             value = (f"{float(np.clip(prediction, *STSB_RANGE)):.3f}" if labels is None
                      else labels[int(prediction)])
             f.write(f"{int(index)}\t{value}\n")
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -272,7 +273,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     results["glue_score"] = glue_metrics.glue_score(medians)
     has_paper_task = any(key in glue_metrics.ELECTRA_PAPER_METRIC for key in medians)
     results["electra_paper_score"] = glue_metrics.electra_paper_score(medians) if has_paper_task else None
-    common.write_json(os.path.join(workdir, "results.json"), results)
+    files.write_json(os.path.join(workdir, "results.json"), results)
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
         f.write(results_table(results))
     return results
@@ -311,5 +312,15 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     else:
         result["metrics"] = glue_metrics.task_metrics(key, features["labels"], predictions)
     os.makedirs(workdir, exist_ok=True)
-    common.write_json(os.path.join(workdir, f"eval_{task}_{split}.json"), result)
+    files.write_json(os.path.join(workdir, f"eval_{task}_{split}.json"), result)
     return result
+
+
+def report(config, workdir: str) -> str:
+    """The CLI's program: `evaluate_finetuned` (as JSON) with eval_only, else `run` (as the
+    results table)."""
+    if config.eval_only:
+        return json.dumps(evaluate_finetuned(config, workdir), indent=2)
+    results = run(config, workdir)
+    logging.info("GLUE results written to %s/results.json", workdir)
+    return results_table(results)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -49,11 +50,11 @@ import numpy as np
 import optax
 from absl import logging
 
+from data_pipelines import files
 from data_pipelines import squad as squad_data
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import loading, model
-from electra_jax.finetune import common
-from electra_jax.finetune import squad_metrics
+from electra_jax.finetune import common, squad_metrics
 
 # google-research/electra configure_finetuning.py: the QA recipe (also the paper's Table 7).
 DEFAULT_NUM_EPOCHS = 2.0
@@ -65,6 +66,7 @@ TRAIN_KEYS = (*model.FEATURE_KEYS, "start_positions", "end_positions", "is_impos
 def squad_config() -> ml_collections.ConfigDict:
     """Every knob of SQuAD fine-tuning (`common.base_config()` plus the QA ones)."""
     c = common.base_config()
+    c.program = "squad"
     c.version = "1.1"  # 1.1 | 2.0 (unanswerable questions)
     c.data_dir = ""  # folder holding the official train-v<version>.json / dev-v<version>.json
     c.train_file = ""  # training JSON in the official format (overrides data_dir / TFDS)
@@ -398,13 +400,20 @@ def run(config, workdir: str) -> dict[str, Any]:
         "median": common.median_metrics([r["dev"] for r in runs]),
         "runs": runs,
     }
-    common.write_json(os.path.join(workdir, "results.json"), results)
+    files.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
 def write_predictions(decoded: Decoded, out_dir: str) -> None:
     """predictions.json (official format) and, for 2.0, null_odds.json."""
     os.makedirs(out_dir, exist_ok=True)
-    common.write_json(os.path.join(out_dir, "predictions.json"), decoded.predictions)
+    files.write_json(os.path.join(out_dir, "predictions.json"), decoded.predictions)
     if decoded.na_scores is not None:
-        common.write_json(os.path.join(out_dir, "null_odds.json"), decoded.na_scores)
+        files.write_json(os.path.join(out_dir, "null_odds.json"), decoded.na_scores)
+
+
+def report(config, workdir: str) -> str:
+    """The CLI's program: `run`, its median EM/F1 and the resolved recipe as JSON."""
+    results = run(config, workdir)
+    return json.dumps({"version": results["version"], "median": results["median"],
+                       "hyperparameters": results["hyperparameters"]}, indent=2)

@@ -19,6 +19,7 @@ word is predicted. Scored by entity-level precision / recall / F1 exactly as `se
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Optional
 
@@ -27,6 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from data_pipelines import files
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import loading, model
 from electra_jax.finetune import common
@@ -40,6 +42,7 @@ ENTITY_PREFIXES = "BIES"  # begin, inside, end, single (IOB1, IOB2 and IOBES tag
 def tagging_config() -> ml_collections.ConfigDict:
     """`common.base_config()` plus the files and columns of a NER data set."""
     c = common.base_config()
+    c.program = "tagging"
     c.train_file = ""  # CoNLL-format training file
     c.dev_file = ""  # CoNLL-format dev file (scored; picks the median run)
     c.test_file = ""  # optional CoNLL-format file to predict with the median run ("" = none)
@@ -260,11 +263,10 @@ def tagging_loss(logits, batch):
 
 def write_conll_predictions(path: str, data: TaggingData, predicted: list[list[str]]) -> None:
     """`word gold predicted` lines, blank line between sentences (conlleval's input)."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with files.atomic_open(path) as f:
         for sentence, tags in zip(data.sentences, predicted):
             f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(sentence.words, sentence.tags, tags))
             f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -276,7 +278,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     tokenizer = pretrained.tokenizer
     labels = label_list(config, read_conll(config.train_file, config.label_column))
     label_ids = {label: i for i, label in enumerate(labels)}
-    common.write_json(os.path.join(workdir, "label_map.json"), label_ids)
+    files.write_json(os.path.join(workdir, "label_map.json"), label_ids)
     train, dev = (load_file(config, config[key], tokenizer, label_ids) for key in ("train_file", "dev_file"))
     if config.max_train_examples:
         train_features = {k: v[:config.max_train_examples] for k, v in train.features.items()}
@@ -315,7 +317,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     if test:
         results["test"] = entity_metrics([list(s.tags) for s in test.sentences], chosen["test_tags"])
         write_conll_predictions(os.path.join(workdir, "test_predictions.txt"), test, chosen["test_tags"])
-    common.write_json(os.path.join(workdir, "results.json"), results)
+    files.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
@@ -324,3 +326,9 @@ def export_tagger(pretrained: loading.Network, params: dict, labels: list[str], 
     common.export_model(pretrained, jax.device_get(params), out_dir, "token_classification",
                         {"id2label": {str(i): label for i, label in enumerate(labels)},
                          "label2id": {label: i for i, label in enumerate(labels)}})
+
+
+def report(config, workdir: str) -> str:
+    """The CLI's program: `run`, its median dev metrics and test summary as JSON."""
+    results = run(config, workdir)
+    return json.dumps({"median": results["median"], "test": results.get("test")}, indent=2)

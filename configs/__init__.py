@@ -1,0 +1,1 @@
+"""Configs of every electra-jax program; installed as electra_jax.configs."""
