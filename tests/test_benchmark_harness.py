@@ -5,12 +5,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tensorflow made unimportable, as on the GPU image (jax, flax, optax, orbax, torch only)
 WITHOUT_TENSORFLOW = ("import sys; sys.modules['tensorflow'] = None; "
                       "from benchmarks import pretrain_step; pretrain_step.main(sys.argv[1:])")
 
 
+@pytest.mark.integration
 def test_compile_only_rows_report_memory_and_the_padded_vocabulary(tmp_path):
     out = tmp_path / "rows.jsonl"
     proc = subprocess.run(

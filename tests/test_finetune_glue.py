@@ -151,7 +151,7 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
         depths.add(depth)
         g = flat_grads[path]
         # Adam's first bias-corrected step is g / (|g| + eps); schedule(0) = lr (no warmup).
-        expected = -lr * decay ** (cfg.num_layers + 2 - depth) * g / (np.abs(g) + config.adam_eps)
+        expected = -lr * decay ** (cfg.num_layers + 2 - depth) * g / (np.abs(g) + config.eps)
         np.testing.assert_allclose(update, expected, rtol=1e-5, atol=1e-12, err_msg=path)
     assert depths == {0, 1, 2, 3, 5}  # embeddings, three layers, the head
 
@@ -400,6 +400,7 @@ def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path, pretr
         loading.load_network(workdir, init_step=7, network="encoder")
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_workdir):
     import subprocess

@@ -66,6 +66,7 @@ def test_fill_mask_refuses_a_text_without_mask_and_a_discriminator(generator_dir
         fill_mask.load_generator(str(tmp_path))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_fill_mask_cli_prints_json(generator_dir):
     finished = subprocess.run(

@@ -25,6 +25,8 @@ from data_pipelines import pretraining as data
 from electra_jax import checkpoints, presets, pretrain, sharding
 from electra_jax import train as train_cli
 
+pytestmark = pytest.mark.integration  # every test here runs subprocesses
+
 PROCESSES, LOCAL_DEVICES = 2, 2
 SEQ, GLOBAL_BATCH = 32, 8
 # LLVM without optimisation compiles the train step 2-4x faster on this CPU; same math.

@@ -120,6 +120,7 @@ def test_seq_length_mismatch_names_both(shard_dir):
                                               process_index=0, process_count=1)
 
 
+@pytest.mark.integration
 def test_synthetic_iterator_needs_no_tensorflow(tmp_path):
     script = (
         "import sys\n"

@@ -491,6 +491,7 @@ def test_end_to_end_tiny_run_writes_official_files(qa_init, tmp_path, version):
     assert hf.detect_kind(json.load(open(os.path.join(run_dir, "config.json"))), []) == "question_answering"
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_cli_learns_the_fixture(qa_init, tmp_path):
     """The CLI, long enough to memorise the fixture's four facts: EM 100 on held-out articles

@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test here runs subprocesses
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tpu_scripts", "tpu.sh")
 SETTINGS = {"PROJECT": "my-proj", "ZONE": "europe-west4-a", "TPU_NAME": "pod-1",

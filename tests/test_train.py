@@ -257,6 +257,7 @@ def test_stop_and_resume_replays_the_uninterrupted_run_bitwise(tmp_path, referen
     assert second["train"]["loss"] == reference["result"]["train"]["loss"]
 
 
+@pytest.mark.integration
 def test_sigterm_saves_exits_zero_and_the_run_resumes(tmp_path, reference, settings, compile_cache):
     workdir = str(tmp_path / "run")
     # No --stop_at_step: left alone it would train all SCHEDULE_STEPS steps.
@@ -312,6 +313,7 @@ train.run()
 """
 
 
+@pytest.mark.integration
 @pytest.mark.slow  # a second subprocess; the default suite has the SIGTERM one
 def test_sigkill_during_a_save_restarts_from_the_last_complete_checkpoint(
         tmp_path, reference, settings, compile_cache):
@@ -352,6 +354,7 @@ def test_evaluate_reproduces_the_eval_metrics_logged_in_training(reference):
     assert latest["step"] == REFERENCE_STEPS
 
 
+@pytest.mark.integration
 @pytest.mark.slow  # two more subprocesses; the functions behind them are tested above
 def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
     proc = subprocess.run(
@@ -477,6 +480,7 @@ def test_tensorboard_holds_the_logged_scalars(reference):
     assert scalars[("eval/mlm_loss", 8)] == np.float32(reference["eval_rows"][8][0]["mlm_loss"])
 
 
+@pytest.mark.integration
 def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
     workdir = str(tmp_path / "run")
     proc = subprocess.run(
@@ -501,6 +505,7 @@ def test_a_recipe_variant_layers_over_its_size_and_an_unknown_one_is_named():
         presets.pretraining_config("tiny", "v4-32")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("config_file,override,hint", [
     ("glue", "--config.tsk=mrpc", 'Did you mean "task" instead of "tsk"?'),
     ("classify", "--config.text_colum=review", ""),

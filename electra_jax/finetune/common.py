@@ -50,9 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.max_seq_length = 128  # tokens per example, special tokens included
     c.warmup_fraction = 0.1  # linear warmup over this fraction of the steps, then linear decay
     c.weight_decay = 0.01  # decoupled AdamW weight decay; never on LayerNorm or biases
-    c.adam_b1 = 0.9  # Adam beta1
-    c.adam_b2 = 0.999  # Adam beta2
-    c.adam_eps = 1e-6  # Adam epsilon (ELECTRA's)
+    c.b1 = 0.9  # Adam beta1 (the same names as pretraining's optim.b1, b2, eps)
+    c.b2 = 0.999  # Adam beta2
+    c.eps = 1e-6  # Adam epsilon (ELECTRA's)
     c.clip_norm = 1.0  # global gradient-norm clip (0 = off)
     c.dropout = 0.1  # hidden, attention and head dropout while fine-tuning
     c.max_train_examples = 0  # 0 = all; else the first N training examples (quick runs)
@@ -130,7 +130,7 @@ def make_optimizer(config, hyper: dict[str, float], num_layers: int,
         learning_rate=hyper["learning_rate"],
         warmup_steps=int(config.warmup_fraction * total_steps),
         decay="linear", end_learning_rate=0.0, power=1.0,
-        b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+        b1=config.b1, b2=config.b2, eps=config.eps,
         weight_decay=config.weight_decay, clip_norm=config.clip_norm,
         layerwise_lr_decay=hyper["layerwise_lr_decay"], num_layers=num_layers))
     return optim.make_optimizer(optim_config, total_steps)
