@@ -1,4 +1,5 @@
 """electra-jax: ELECTRA pretraining and fine-tuning in JAX/Flax."""
+
 import setuptools
 
 INSTALL_REQUIRES = [
@@ -45,18 +46,20 @@ setuptools.setup(
     python_requires=">=3.10",
     # configs/ ships inside the package as electra_jax/configs, so `--config=configs/NAME.py`
     # works after a plain `pip install .` from any directory (cli.resolve_config_path).
-    packages=setuptools.find_packages(include=["electra_jax", "electra_jax.*", "data_pipelines",
-                                               "data_pipelines.*"]) + ["electra_jax.configs"],
+    packages=setuptools.find_packages(include=["electra_jax", "electra_jax.*", "data_pipelines", "data_pipelines.*"])
+    + ["electra_jax.configs"],
     package_dir={"electra_jax.configs": "configs"},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "tpu": TPU_REQUIRES, "plots": PLOTS_REQUIRE},
-    entry_points={"console_scripts": [
-        "electra-jax-train=electra_jax.train:run",
-        "electra-jax-evaluate=electra_jax.evaluate:run",
-        "electra-jax-export=electra_jax.export:run",
-        "electra-jax-finetune=electra_jax.finetune.__main__:run",
-        "electra-jax-fill-mask=electra_jax.fill_mask:run",
-        "electra-jax-inference=electra_jax.inference:run",
-        "electra-jax-prepare-data=data_pipelines.prepare_data:main",
-    ]},
+    entry_points={
+        "console_scripts": [
+            "electra-jax-train=electra_jax.train:run",
+            "electra-jax-evaluate=electra_jax.evaluate:run",
+            "electra-jax-export=electra_jax.export:run",
+            "electra-jax-finetune=electra_jax.finetune.__main__:run",
+            "electra-jax-fill-mask=electra_jax.fill_mask:run",
+            "electra-jax-inference=electra_jax.inference:run",
+            "electra-jax-prepare-data=data_pipelines.prepare_data:main",
+        ]
+    },
 )

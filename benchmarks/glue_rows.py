@@ -15,6 +15,7 @@ ROOT/table.md: per task the ELECTRA paper's metric (CoLA MCC, STS-B Spearman, el
 accuracy; x100) as median [min-max] over fine-tuning seeds, and the average of the task
 medians with the min-max of the per-seed averages (the seed spread of the average).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,17 @@ from electra_jax.finetune.metrics import ELECTRA_PAPER_METRIC
 
 
 def command(workdir: str, task: str, shared: list[str], overrides: list[str]) -> list[str]:
-    return ([sys.executable, "-m", "electra_jax.finetune", "--config=configs/glue.py",
-             f"--config.task={task}", f"--workdir={workdir}", "--config.save_models=False",
-             "--config.predict_test=False", *shared] + [f"--config.{o}" for o in overrides])
+    return [
+        sys.executable,
+        "-m",
+        "electra_jax.finetune",
+        "--config=configs/glue.py",
+        f"--config.task={task}",
+        f"--workdir={workdir}",
+        "--config.save_models=False",
+        "--config.predict_test=False",
+        *shared,
+    ] + [f"--config.{o}" for o in overrides]
 
 
 def task_scores(results: dict, task: str) -> list[float]:
@@ -45,8 +54,10 @@ def summarize(scores: dict[str, dict[str, list[float]]]) -> dict:
     for row, by_task in scores.items():
         per_seed_average = [statistics.mean(seed_scores) for seed_scores in zip(*by_task.values())]
         summary[row] = {
-            "tasks": {task: {"median": statistics.median(v), "min": min(v), "max": max(v), "per_seed": v}
-                      for task, v in by_task.items()},
+            "tasks": {
+                task: {"median": statistics.median(v), "min": min(v), "max": max(v), "per_seed": v}
+                for task, v in by_task.items()
+            },
             "average": statistics.mean(statistics.median(v) for v in by_task.values()),
             "per_seed_average": per_seed_average,
         }
@@ -57,11 +68,13 @@ def table(summary: dict, tasks: list[str]) -> str:
     header = "| row | " + " | ".join(f"{t} ({ELECTRA_PAPER_METRIC[t]})" for t in tasks) + " | average |"
     rows = [header, "|" + " --- |" * (len(tasks) + 2)]
     for row, s in summary.items():
-        cells = [f"{s['tasks'][t]['median']:.1f} [{s['tasks'][t]['min']:.1f}-{s['tasks'][t]['max']:.1f}]"
-                 for t in tasks]
+        cells = [
+            f"{s['tasks'][t]['median']:.1f} [{s['tasks'][t]['min']:.1f}-{s['tasks'][t]['max']:.1f}]" for t in tasks
+        ]
         spread = s["per_seed_average"]
-        rows.append(f"| {row} | " + " | ".join(cells)
-                    + f" | **{s['average']:.1f}** [{min(spread):.1f}-{max(spread):.1f}] |")
+        rows.append(
+            f"| {row} | " + " | ".join(cells) + f" | **{s['average']:.1f}** [{min(spread):.1f}-{max(spread):.1f}] |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -96,8 +109,17 @@ def main(argv=None) -> None:
     markdown = table(summary, tasks)
     print(markdown)
     with open(os.path.join(args.root, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump({"shared_flags": shared, "rows": rows, "task_overrides": task_overrides,
-                   "summary": summary, "wall_s": walls}, f, indent=1)
+        json.dump(
+            {
+                "shared_flags": shared,
+                "rows": rows,
+                "task_overrides": task_overrides,
+                "summary": summary,
+                "wall_s": walls,
+            },
+            f,
+            indent=1,
+        )
     with open(os.path.join(args.root, "table.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
 

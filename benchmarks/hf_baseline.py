@@ -23,6 +23,7 @@ Variants (`--variant`):
 Standalone on purpose: only torch, transformers and numpy (the GPU machine has no
 tensorflow and maybe not our package).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,6 +59,7 @@ VARIANTS = ("eager", "compiled", "eager-gathered", "compiled-gathered")
 class ModelSize:
     """Discriminator shape; the generator has the same depth and embedding size,
     hidden = gen_fraction * hidden, FFN = 4 * gen hidden, heads = max(1, gen hidden // 64)."""
+
     hidden: int
     embedding: int
     layers: int
@@ -69,13 +71,12 @@ class ModelSize:
 
 
 SIZES = {
-    "tiny": ModelSize(hidden=128, embedding=128, layers=2, heads=2, ffn=512, gen_fraction=0.25,
-                      vocab=8192),
+    "tiny": ModelSize(hidden=128, embedding=128, layers=2, heads=2, ffn=512, gen_fraction=0.25, vocab=8192),
     "small": ModelSize(hidden=256, embedding=128, layers=12, heads=4, ffn=1024, gen_fraction=0.25),
-    "base": ModelSize(hidden=768, embedding=768, layers=12, heads=12, ffn=3072, gen_fraction=1 / 3,
-                      learning_rate=2e-4),
-    "large": ModelSize(hidden=1024, embedding=1024, layers=24, heads=16, ffn=4096, gen_fraction=0.25,
-                       learning_rate=2e-4),
+    "base": ModelSize(hidden=768, embedding=768, layers=12, heads=12, ffn=3072, gen_fraction=1 / 3, learning_rate=2e-4),
+    "large": ModelSize(
+        hidden=1024, embedding=1024, layers=24, heads=16, ffn=4096, gen_fraction=0.25, learning_rate=2e-4
+    ),
 }
 
 
@@ -89,18 +90,27 @@ def electra_configs(size: str, max_positions: int = 512) -> tuple[ElectraConfig,
     if size not in SIZES:
         raise ValueError(f"size={size!r} is not one of {sorted(SIZES)}; pass --size small, for example")
     shape = SIZES[size]
-    common = dict(vocab_size=shape.vocab, embedding_size=shape.embedding, num_hidden_layers=shape.layers,
-                  max_position_embeddings=max_positions, pad_token_id=PAD_ID, hidden_act="gelu")
+    common = dict(
+        vocab_size=shape.vocab,
+        embedding_size=shape.embedding,
+        num_hidden_layers=shape.layers,
+        max_position_embeddings=max_positions,
+        pad_token_id=PAD_ID,
+        hidden_act="gelu",
+    )
     gen_hidden = int(round(shape.hidden * shape.gen_fraction))
-    generator = ElectraConfig(hidden_size=gen_hidden, intermediate_size=4 * gen_hidden,
-                              num_attention_heads=max(1, gen_hidden // 64), **common)
-    discriminator = ElectraConfig(hidden_size=shape.hidden, intermediate_size=shape.ffn,
-                                  num_attention_heads=shape.heads, **common)
+    generator = ElectraConfig(
+        hidden_size=gen_hidden, intermediate_size=4 * gen_hidden, num_attention_heads=max(1, gen_hidden // 64), **common
+    )
+    discriminator = ElectraConfig(
+        hidden_size=shape.hidden, intermediate_size=shape.ffn, num_attention_heads=shape.heads, **common
+    )
     return generator, discriminator
 
 
-def build_models(size: str, device: str, seed: int = 0, max_positions: int = 512
-                 ) -> tuple[ElectraForMaskedLM, ElectraForPreTraining]:
+def build_models(
+    size: str, device: str, seed: int = 0, max_positions: int = 512
+) -> tuple[ElectraForMaskedLM, ElectraForPreTraining]:
     """Randomly initialised generator and discriminator sharing one embedding module.
 
     The generator's LM head stays tied to the (shared) word embedding matrix, so the
@@ -130,7 +140,10 @@ def make_optimizer(params: list[torch.nn.Parameter], learning_rate: float) -> to
     on_cuda = params[0].is_cuda
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=learning_rate, eps=ADAM_EPS, fused=on_cuda or None)
+        lr=learning_rate,
+        eps=ADAM_EPS,
+        fused=on_cuda or None,
+    )
 
 
 def synthetic_batch(batch_size: int, seq_length: int, vocab_size: int, seed: int = 0) -> dict:
@@ -139,14 +152,17 @@ def synthetic_batch(batch_size: int, seq_length: int, vocab_size: int, seed: int
     input_ids = rng.integers(len(SPECIAL_IDS), vocab_size, size=(batch_size, seq_length))
     input_ids[:, 0], input_ids[:, -1] = CLS_ID, SEP_ID
     token_type_ids = np.zeros_like(input_ids)
-    token_type_ids[:, seq_length // 2:] = 1
-    return {"input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.ones(batch_size, seq_length, dtype=torch.long),
-            "token_type_ids": torch.from_numpy(token_type_ids)}
+    token_type_ids[:, seq_length // 2 :] = 1
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.ones(batch_size, seq_length, dtype=torch.long),
+        "token_type_ids": torch.from_numpy(token_type_ids),
+    }
 
 
-def scatter_where(sequence: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor,
-                  values: torch.Tensor) -> torch.Tensor:
+def scatter_where(
+    sequence: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
     """sequence[b, positions[b, p]] = values[b, p] where weights > 0; returns a new tensor.
 
     Padding slots write to an extra column that is cut off, so they never race with a real
@@ -157,8 +173,9 @@ def scatter_where(sequence: torch.Tensor, positions: torch.Tensor, weights: torc
     return widened.scatter(1, targets, values.to(sequence.dtype))[:, :seq_length].contiguous()
 
 
-def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, max_predictions: int,
-                mask_prob: float = MASK_PROB) -> dict:
+def mask_tokens(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, max_predictions: int, mask_prob: float = MASK_PROB
+) -> dict:
     """Choose masked positions the way `electra_jax.objective.mask_tokens` does.
 
     Per sequence, max(1, min(max_predictions, round(n_tokens * mask_prob))) positions
@@ -182,8 +199,12 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, max_predi
     original_ids = torch.gather(input_ids, 1, positions)
     use_mask_token = torch.rand(positions.shape, device=input_ids.device) < MASK_TOKEN_FRAC
     replacement = torch.where(use_mask_token, MASK_ID, original_ids)
-    return {"masked_input_ids": scatter_where(input_ids, positions, weights, replacement),
-            "positions": positions, "original_ids": original_ids, "weights": weights}
+    return {
+        "masked_input_ids": scatter_where(input_ids, positions, weights, replacement),
+        "positions": positions,
+        "original_ids": original_ids,
+        "weights": weights,
+    }
 
 
 def sample_gumbel_max(logits: torch.Tensor) -> torch.Tensor:
@@ -193,50 +214,61 @@ def sample_gumbel_max(logits: torch.Tensor) -> torch.Tensor:
     return torch.argmax(logits - torch.log(-torch.log(uniform)), dim=-1)
 
 
-def generator_mlm_full(generator: ElectraForMaskedLM, batch: dict, masked: dict
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def generator_mlm_full(generator: ElectraForMaskedLM, batch: dict, masked: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain HF usage: labels -100 except at masked positions, LM head over every position.
 
     Returns (mlm loss, [B, P, V] logits at the masked positions for sampling)."""
-    labels = scatter_where(torch.full_like(batch["input_ids"], -100), masked["positions"],
-                           masked["weights"], masked["original_ids"])  # [B, S]
-    output = generator(input_ids=masked["masked_input_ids"], attention_mask=batch["attention_mask"],
-                       token_type_ids=batch["token_type_ids"], labels=labels)
+    labels = scatter_where(
+        torch.full_like(batch["input_ids"], -100), masked["positions"], masked["weights"], masked["original_ids"]
+    )  # [B, S]
+    output = generator(
+        input_ids=masked["masked_input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        labels=labels,
+    )
     index = masked["positions"][..., None].expand(-1, -1, output.logits.shape[-1])
     return output.loss, torch.gather(output.logits, 1, index)  # logits [B, P, V]
 
 
-def generator_mlm_gathered(generator: ElectraForMaskedLM, batch: dict, masked: dict
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+def generator_mlm_gathered(
+    generator: ElectraForMaskedLM, batch: dict, masked: dict
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimized: gather the P masked hidden states before the LM head (as our JAX step).
 
     Returns (mlm loss, [B, P, V] logits at the masked positions)."""
-    hidden = generator.electra(input_ids=masked["masked_input_ids"],
-                               attention_mask=batch["attention_mask"],
-                               token_type_ids=batch["token_type_ids"]).last_hidden_state  # [B, S, H]
+    hidden = generator.electra(
+        input_ids=masked["masked_input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+    ).last_hidden_state  # [B, S, H]
     index = masked["positions"][..., None].expand(-1, -1, hidden.shape[-1])
     masked_hidden = torch.gather(hidden, 1, index)  # [B, P, H]
     logits = generator.generator_lm_head(generator.generator_predictions(masked_hidden))  # [B, P, V]
-    nll = F.cross_entropy(logits.float().flatten(0, 1), masked["original_ids"].flatten(),
-                          reduction="none")
+    nll = F.cross_entropy(logits.float().flatten(0, 1), masked["original_ids"].flatten(), reduction="none")
     weights = masked["weights"].flatten()
     return (nll * weights).sum() / weights.sum().clamp(min=1.0), logits
 
 
-def discriminator_loss(disc_logits: torch.Tensor, is_replaced: torch.Tensor,
-                       attention_mask: torch.Tensor) -> torch.Tensor:
+def discriminator_loss(
+    disc_logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """Sigmoid cross-entropy averaged over real tokens ([B, S] each).
 
     Our own masked mean instead of HF's `labels=` path: HF selects real tokens by boolean
     indexing, a data-dependent shape that breaks torch.compile graphs."""
     token_weights = attention_mask.float()
-    rtd_terms = F.binary_cross_entropy_with_logits(disc_logits.float(), is_replaced.float(),
-                                                   reduction="none")
+    rtd_terms = F.binary_cross_entropy_with_logits(disc_logits.float(), is_replaced.float(), reduction="none")
     return (rtd_terms * token_weights).sum() / token_weights.sum().clamp(min=1.0)
 
 
-def electra_loss(generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining, batch: dict,
-                 max_predictions: int, gather_masked: bool) -> dict:
+def electra_loss(
+    generator: ElectraForMaskedLM,
+    discriminator: ElectraForPreTraining,
+    batch: dict,
+    max_predictions: int,
+    gather_masked: bool,
+) -> dict:
     """Total loss mlm + 50 * rtd for one batch, with its parts (detached) for logging."""
     masked = mask_tokens(batch["input_ids"], batch["attention_mask"], max_predictions)
     mlm_fn = generator_mlm_gathered if gather_masked else generator_mlm_full
@@ -245,8 +277,9 @@ def electra_loss(generator: ElectraForMaskedLM, discriminator: ElectraForPreTrai
     corrupted_ids = scatter_where(batch["input_ids"], masked["positions"], masked["weights"], sampled_ids)
     # A sampled token equal to the original counts as original.
     is_replaced = (corrupted_ids != batch["input_ids"]).float()  # [B, S]
-    disc_logits = discriminator(input_ids=corrupted_ids, attention_mask=batch["attention_mask"],
-                                token_type_ids=batch["token_type_ids"]).logits  # [B, S]
+    disc_logits = discriminator(
+        input_ids=corrupted_ids, attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+    ).logits  # [B, S]
     disc_loss = discriminator_loss(disc_logits, is_replaced, batch["attention_mask"])
     total = mlm_loss + DISC_WEIGHT * disc_loss
     return {"loss": total, "mlm_loss": mlm_loss.detach(), "disc_loss": disc_loss.detach()}
@@ -260,10 +293,17 @@ def _autocast(device: str, dtype: str):
     raise ValueError(f"dtype={dtype!r} is not supported; use 'bfloat16' (autocast) or 'float32'")
 
 
-def make_train_step(generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining,
-                    optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], *,
-                    max_predictions: int, variant: str, device: str, dtype: str
-                    ) -> Callable[[dict], dict]:
+def make_train_step(
+    generator: ElectraForMaskedLM,
+    discriminator: ElectraForPreTraining,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    *,
+    max_predictions: int,
+    variant: str,
+    device: str,
+    dtype: str,
+) -> Callable[[dict], dict]:
     """step(batch) -> {"loss", "mlm_loss", "disc_loss", "grad_norm"} (tensors, not synced)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} is not one of {VARIANTS}")
@@ -295,6 +335,7 @@ def synchronize(device: str) -> None:
 @dataclasses.dataclass
 class HFBenchmark:
     """A ready-to-time transformers step: `step(batch)` on one fixed synthetic batch."""
+
     step: Callable[[dict], dict]
     batch: dict
     device: str
@@ -302,9 +343,16 @@ class HFBenchmark:
     num_params: int
 
 
-def make_hf_benchmark(size: str, batch_size: int, seq_length: int, *, variant: str = "eager",
-                      device: Optional[str] = None, dtype: Optional[str] = None, seed: int = 0
-                      ) -> HFBenchmark:
+def make_hf_benchmark(
+    size: str,
+    batch_size: int,
+    seq_length: int,
+    *,
+    variant: str = "eager",
+    device: Optional[str] = None,
+    dtype: Optional[str] = None,
+    seed: int = 0,
+) -> HFBenchmark:
     """Models, optimizer, step and batch, untimed (the harness interleaves several of these).
 
     device defaults to cuda when available; dtype to bfloat16 (autocast) on CUDA, float32
@@ -314,18 +362,33 @@ def make_hf_benchmark(size: str, batch_size: int, seq_length: int, *, variant: s
     generator, discriminator = build_models(size, device, seed, max_positions=max(512, seq_length))
     params = unique_parameters(generator, discriminator)
     optimizer = make_optimizer(params, SIZES[size].learning_rate)
-    step = make_train_step(generator, discriminator, optimizer, params,
-                           max_predictions=max_predictions_per_seq(seq_length), variant=variant,
-                           device=device, dtype=dtype)
-    batch = {k: v.to(device) for k, v in
-             synthetic_batch(batch_size, seq_length, SIZES[size].vocab, seed).items()}
+    step = make_train_step(
+        generator,
+        discriminator,
+        optimizer,
+        params,
+        max_predictions=max_predictions_per_seq(seq_length),
+        variant=variant,
+        device=device,
+        dtype=dtype,
+    )
+    batch = {k: v.to(device) for k, v in synthetic_batch(batch_size, seq_length, SIZES[size].vocab, seed).items()}
     torch.manual_seed(seed)
     return HFBenchmark(step, batch, device, dtype, sum(p.numel() for p in params))
 
 
-def run_hf_baseline(size: str, batch_size: int, seq_length: int, *, steps: int = 10, warmup: int = 3,
-                    variant: str = "eager", device: Optional[str] = None, dtype: Optional[str] = None,
-                    seed: int = 0) -> dict:
+def run_hf_baseline(
+    size: str,
+    batch_size: int,
+    seq_length: int,
+    *,
+    steps: int = 10,
+    warmup: int = 3,
+    variant: str = "eager",
+    device: Optional[str] = None,
+    dtype: Optional[str] = None,
+    seed: int = 0,
+) -> dict:
     """Time the transformers ELECTRA pretraining step on one synthetic batch.
 
     Step time is the median over `steps` timed steps after `warmup` untimed ones (which
@@ -333,8 +396,7 @@ def run_hf_baseline(size: str, batch_size: int, seq_length: int, *, steps: int =
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0")
-    bench = make_hf_benchmark(size, batch_size, seq_length, variant=variant, device=device,
-                              dtype=dtype, seed=seed)
+    bench = make_hf_benchmark(size, batch_size, seq_length, variant=variant, device=device, dtype=dtype, seed=seed)
     device = bench.device
     is_cuda = torch.device(device).type == "cuda"
     if is_cuda:
@@ -354,16 +416,27 @@ def run_hf_baseline(size: str, batch_size: int, seq_length: int, *, steps: int =
 
     step_s = statistics.median(step_times)
     return {
-        "impl": f"transformers-{variant}", "size": size, "batch": batch_size, "seq_len": seq_length,
-        "variant": variant, "device": device, "dtype": bench.dtype, "steps": steps, "warmup": warmup,
-        "step_s": step_s, "warmup_s": warmup_s,
-        "sequences_per_s": batch_size / step_s, "tokens_per_s": batch_size * seq_length / step_s,
+        "impl": f"transformers-{variant}",
+        "size": size,
+        "batch": batch_size,
+        "seq_len": seq_length,
+        "variant": variant,
+        "device": device,
+        "dtype": bench.dtype,
+        "steps": steps,
+        "warmup": warmup,
+        "step_s": step_s,
+        "warmup_s": warmup_s,
+        "sequences_per_s": batch_size / step_s,
+        "tokens_per_s": batch_size * seq_length / step_s,
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if is_cuda else None,
         "num_params": bench.num_params,
-        "loss": float(metrics["loss"]), "mlm_loss": float(metrics["mlm_loss"]),
+        "loss": float(metrics["loss"]),
+        "mlm_loss": float(metrics["mlm_loss"]),
         "disc_loss": float(metrics["disc_loss"]),
         "device_name": torch.cuda.get_device_name(device) if is_cuda else platform.processor(),
-        "torch_version": torch.__version__, "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
     }
 
 
@@ -374,13 +447,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--variant", default="eager", choices=VARIANTS)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, choices=("bfloat16", "float32"),
-                        help="default: bfloat16 autocast on CUDA, float32 on CPU")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("bfloat16", "float32"),
+        help="default: bfloat16 autocast on CUDA, float32 on CPU",
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     args = parser.parse_args(argv)
-    result = run_hf_baseline(args.size, args.batch, args.seq, steps=args.steps, warmup=args.warmup,
-                             variant=args.variant, device=args.device, dtype=args.dtype)
+    result = run_hf_baseline(
+        args.size,
+        args.batch,
+        args.seq,
+        steps=args.steps,
+        warmup=args.warmup,
+        variant=args.variant,
+        device=args.device,
+        dtype=args.dtype,
+    )
     print(json.dumps(result), flush=True)
     return result
 

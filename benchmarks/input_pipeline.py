@@ -15,6 +15,7 @@
    over each train step's sequences/s (> 1: the input pipeline keeps up).
 Prints one JSON object; `--out` appends it to a JSON-lines file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.shared_data import shared_path  # noqa: E402
 from data_pipelines import prepare_data, pretraining  # noqa: E402
 
-SHARED_CORPUS = ",".join(shared_path(*parts) for parts in (
-    ("gutenberg_nltk", "*.txt"), ("tinyshakespeare", "input.txt"), ("wikitext-2", "*.txt")))
+SHARED_CORPUS = ",".join(
+    shared_path(*parts)
+    for parts in (("gutenberg_nltk", "*.txt"), ("tinyshakespeare", "input.txt"), ("wikitext-2", "*.txt"))
+)
 
 
-def time_reader(train_files: str, *, batch_size: int, seq_length: int, num_batches: int,
-                warmup: int, to_device: bool, rounds: int) -> list[float]:
+def time_reader(
+    train_files: str, *, batch_size: int, seq_length: int, num_batches: int, warmup: int, to_device: bool, rounds: int
+) -> list[float]:
     """Examples/s of the tf.data reader (optionally plus the host -> device copy), per round."""
     iterator = pretraining.make_pretraining_iterator(
-        train_files, batch_size=batch_size, seq_length=seq_length, seed=0,
-        process_index=0, process_count=1)
+        train_files, batch_size=batch_size, seq_length=seq_length, seed=0, process_index=0, process_count=1
+    )
+
     def put(batch):
         return batch
 
@@ -48,11 +53,14 @@ def time_reader(train_files: str, *, batch_size: int, seq_length: int, num_batch
         import jax
 
         from electra_jax import presets, sharding
+
         batch_sharding = sharding.batch_sharding(
-            sharding.make_mesh(presets.pretraining_config("tiny").mesh))  # the trainer's default mesh
+            sharding.make_mesh(presets.pretraining_config("tiny").mesh)
+        )  # the trainer's default mesh
 
         def put(batch):
             return jax.block_until_ready(pretraining.to_global_batch(batch, batch_sharding))
+
     for _ in range(warmup):
         put(next(iterator))
     rates = []
@@ -82,35 +90,67 @@ def main(argv=None) -> dict:
         raise ValueError(f"--output_dir={args.output_dir} is inside the repository; write under /tmp")
 
     prepared = prepare_data.prepare_data(
-        args.output_dir, inputs=args.input, vocab_size=args.vocab_size,
-        max_seq_length=args.max_seq_length, num_shards=args.num_shards, num_eval_shards=0,
-        num_processes=args.num_processes, show_progress=False)
+        args.output_dir,
+        inputs=args.input,
+        vocab_size=args.vocab_size,
+        max_seq_length=args.max_seq_length,
+        num_shards=args.num_shards,
+        num_eval_shards=0,
+        num_processes=args.num_processes,
+        show_progress=False,
+    )
     shards = prepared["shards"]
     result = {
-        "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(), "input": args.input,
-        "vocab_size": prepared["vocab_size"], "max_seq_length": args.max_seq_length,
-        "num_processes": args.num_processes, "timings": prepared["timings"],
-        "build": {k: shards.get(k) for k in ("documents", "sentences", "tokens", "examples",
-                                             "padding_fraction", "shards_built", "seconds",
-                                             "examples_per_second")},
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "input": args.input,
+        "vocab_size": prepared["vocab_size"],
+        "max_seq_length": args.max_seq_length,
+        "num_processes": args.num_processes,
+        "timings": prepared["timings"],
+        "build": {
+            k: shards.get(k)
+            for k in (
+                "documents",
+                "sentences",
+                "tokens",
+                "examples",
+                "padding_fraction",
+                "shards_built",
+                "seconds",
+                "examples_per_second",
+            )
+        },
     }
     for to_device in (False, True):
-        rates = time_reader(prepared["train_files"], batch_size=args.batch_size,
-                            seq_length=args.max_seq_length, num_batches=args.read_batches,
-                            warmup=10, to_device=to_device, rounds=args.rounds)
+        rates = time_reader(
+            prepared["train_files"],
+            batch_size=args.batch_size,
+            seq_length=args.max_seq_length,
+            num_batches=args.read_batches,
+            warmup=10,
+            to_device=to_device,
+            rounds=args.rounds,
+        )
         result["read_to_device" if to_device else "read"] = {
             "examples_per_second_median": statistics.median(rates),
-            "examples_per_second_min": min(rates), "examples_per_second_max": max(rates),
-            "batch_size": args.batch_size}
+            "examples_per_second_min": min(rates),
+            "examples_per_second_max": max(rates),
+            "batch_size": args.batch_size,
+        }
     read_rate = result["read_to_device"]["examples_per_second_median"]
     if args.step_results:
         with open(args.step_results, encoding="utf-8") as f:
             steps = [json.loads(line) for line in f if line.strip()]
         result["reader_over_step"] = {
             f"{s['impl']}/{s['size']}/{s['seq_len']}/{s['device']}": read_rate / s["sequences_per_s"]
-            for s in steps if not s.get("error")}
+            for s in steps
+            if not s.get("error")
+        }
     import tensorflow as tf
+
     result["tensorflow"] = tf.__version__
     print(json.dumps(result, indent=1))
     if args.out:

@@ -8,6 +8,7 @@ run's `"split": "eval"` rows; an MLM-only run has no AUC and appears in the MLM 
 A row repeated by a resume after a crash counts once (the last one written). Also prints
 the eval rows as a Markdown table. Needs matplotlib (`pip install -e ".[plots]"`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,18 +37,23 @@ def eval_rows(path: str) -> list[dict]:
 
 
 def markdown_table(runs: dict[str, list[dict]]) -> str:
-    lines = ["| run | step | MLM acc | RTD AUC | disc acc | all-original acc |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| run | step | MLM acc | RTD AUC | disc acc | all-original acc |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, rows in runs.items():
         for row in rows:
-            cells = [f"{row[key]:.3f}" if key in row else "-" for key in
-                     ("mlm_accuracy", "disc_auc", "disc_accuracy", "disc_baseline_accuracy")]
+            cells = [
+                f"{row[key]:.3f}" if key in row else "-"
+                for key in ("mlm_accuracy", "disc_auc", "disc_accuracy", "disc_baseline_accuracy")
+            ]
             lines.append(f"| {name} | {row['step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(runs: dict[str, list[dict]], out: str, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 

@@ -11,6 +11,7 @@ scaled to the compute dtype; "full" remat keeps one layer's worth plus every lay
 input. The generator (its own h and a) and the gathered MLM logits are added. XLA's buffer
 assignment differs in detail; tests/test_memory_estimate.py bounds the gap on the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from electra_jax import model, presets, sharding  # noqa: E402
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def _shard_elements(shape, mesh_axes, mesh_sizes: dict) -> int:
@@ -45,14 +46,19 @@ def state_bytes_per_chip(config, num_chips: int) -> dict[str, int]:
     rules = sharding.logical_axis_rules(config)
     shapes = jax.tree_util.tree_leaves(nn.meta.unbox(boxed))
     mesh_specs = jax.tree_util.tree_leaves(
-        jax.tree_util.tree_map(lambda s: nn.logical_to_mesh_axes(s, rules), specs,
-                               is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)),
-        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    param_bytes = sum(_shard_elements(leaf.shape, spec, mesh_sizes) * jnp.dtype(leaf.dtype).itemsize
-                      for leaf, spec in zip(shapes, mesh_specs))
+        jax.tree_util.tree_map(
+            lambda s: nn.logical_to_mesh_axes(s, rules),
+            specs,
+            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec),
+        ),
+        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec),
+    )
+    param_bytes = sum(
+        _shard_elements(leaf.shape, spec, mesh_sizes) * jnp.dtype(leaf.dtype).itemsize
+        for leaf, spec in zip(shapes, mesh_specs)
+    )
     total_params = sum(math.prod(leaf.shape) for leaf in shapes)
-    return {"total_params": total_params, "params": param_bytes, "adam": 2 * param_bytes,
-            "grads": param_bytes}
+    return {"total_params": total_params, "params": param_bytes, "adam": 2 * param_bytes, "grads": param_bytes}
 
 
 def activation_bytes_per_chip(config, num_chips: int) -> int:
@@ -80,8 +86,11 @@ def activation_bytes_per_chip(config, num_chips: int) -> int:
 def estimate(config, num_chips: int) -> dict[str, float]:
     state = state_bytes_per_chip(config, num_chips)
     activations = activation_bytes_per_chip(config, num_chips)
-    return {**state, "activations": activations,
-            "total": state["params"] + state["adam"] + state["grads"] + activations}
+    return {
+        **state,
+        "activations": activations,
+        "total": state["params"] + state["adam"] + state["grads"] + activations,
+    }
 
 
 def main(argv=None):
@@ -89,10 +98,12 @@ def main(argv=None):
     parser.add_argument("--size", choices=["small", "base", "large"])
     parser.add_argument("--pod", choices=sorted(presets.TPU_PODS))
     args = parser.parse_args(argv)
-    print("| size | pod | seq/chip (x microbatches) | params | params+Adam+grads GiB | "
-          "activations GiB | total GiB | HBM GiB |")
+    print(
+        "| size | pod | seq/chip (x microbatches) | params | params+Adam+grads GiB | "
+        "activations GiB | total GiB | HBM GiB |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for (size, pod) in presets.POD_LAYOUTS:
+    for size, pod in presets.POD_LAYOUTS:
         if (args.size and size != args.size) or (args.pod and pod != args.pod):
             continue
         config = presets.pod_config(size, pod)
@@ -101,9 +112,11 @@ def main(argv=None):
         mesh = sharding.mesh_shape(config.mesh, chips)
         per_chip = config.train.batch_size // config.train.grad_accum_steps // (mesh[0] * mesh[1])
         state = (e["params"] + e["adam"] + e["grads"]) / GIB
-        print(f"| {size} | {pod} | {per_chip} (x{config.train.grad_accum_steps}) | "
-              f"{e['total_params'] / 1e6:.0f}M | {state:.2f} | {e['activations'] / GIB:.1f} | "
-              f"{e['total'] / GIB:.1f} | {hbm} |")
+        print(
+            f"| {size} | {pod} | {per_chip} (x{config.train.grad_accum_steps}) | "
+            f"{e['total_params'] / 1e6:.0f}M | {state:.2f} | {e['activations'] / GIB:.1f} | "
+            f"{e['total'] / GIB:.1f} | {hbm} |"
+        )
 
 
 if __name__ == "__main__":

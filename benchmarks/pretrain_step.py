@@ -22,6 +22,7 @@ With several sizes/lengths on an accelerator each runs in its own process (`--is
 one OOM is one failed row and JAX and torch never hold each other's memory.
 Writes JSON lines (`--out`) and Markdown rows; `--summarize FILE` re-prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,8 +92,7 @@ def bench_config(size: str, seq_len: int, batch: int, dtype: str, overrides: dic
     config = presets.pretraining_config(size)
     config.train.max_seq_length = seq_len
     config.train.batch_size = batch
-    config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(
-        config.objective.mask_prob, seq_len)
+    config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(config.objective.mask_prob, seq_len)
     config.model.dtype = dtype
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
@@ -102,14 +102,22 @@ def bench_config(size: str, seq_len: int, batch: int, dtype: str, overrides: dic
 
 def synthetic_batch(config) -> dict:
     """One host batch of full-length `[CLS] A [SEP] B [SEP]` rows (the no-TF data source)."""
-    return next(data.make_synthetic_iterator(
-        batch_size=config.train.batch_size, seq_length=config.train.max_seq_length,
-        vocab_size=config.model.vocab_size, seed=0, process_index=0, process_count=1))
+    return next(
+        data.make_synthetic_iterator(
+            batch_size=config.train.batch_size,
+            seq_length=config.train.max_seq_length,
+            vocab_size=config.model.vocab_size,
+            seed=0,
+            process_index=0,
+            process_count=1,
+        )
+    )
 
 
 @dataclasses.dataclass
 class Runner:
     """One thing to time: `window(n)` runs n steps and returns seconds per step."""
+
     label: str
     window: Callable[[int], float]
     info: dict
@@ -130,8 +138,16 @@ def prepare_train_step(config, label: str, host_sync: bool = False) -> Runner:
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     memory = compiled.memory_analysis()
-    step_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                  + memory.temp_size_in_bytes - memory.alias_size_in_bytes) if memory else None
+    step_bytes = (
+        (
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            + memory.temp_size_in_bytes
+            - memory.alias_size_in_bytes
+        )
+        if memory
+        else None
+    )
 
     def window(num_steps: int) -> float:
         start = time.perf_counter()
@@ -145,13 +161,17 @@ def prepare_train_step(config, label: str, host_sync: bool = False) -> Runner:
 
     gen_cfg, disc_cfg = model.configs_from_dict(config.model)
     flops = config.train.batch_size * train_flops_per_sequence(
-        gen_cfg, disc_cfg, config.train.max_seq_length, config.objective.max_predictions_per_seq)
-    info = {"compile_s": compile_s, "model_flops": flops,
-            "xla_flops": float(cost["flops"]) if cost else None,
-            "step_memory_gib": step_bytes / 2**30 if step_bytes is not None else None,
-            "donated_gib": memory.alias_size_in_bytes / 2**30 if memory else None,
-            "temp_gib": memory.temp_size_in_bytes / 2**30 if memory else None,
-            "num_params": model.count_params(holder["state"].params)}
+        gen_cfg, disc_cfg, config.train.max_seq_length, config.objective.max_predictions_per_seq
+    )
+    info = {
+        "compile_s": compile_s,
+        "model_flops": flops,
+        "xla_flops": float(cost["flops"]) if cost else None,
+        "step_memory_gib": step_bytes / 2**30 if step_bytes is not None else None,
+        "donated_gib": memory.alias_size_in_bytes / 2**30 if memory else None,
+        "temp_gib": memory.temp_size_in_bytes / 2**30 if memory else None,
+        "num_params": model.count_params(holder["state"].params),
+    }
     info["flops_ratio_xla"] = info["xla_flops"] / flops if info["xla_flops"] else None
     return Runner(label, window, info, close=holder.clear)
 
@@ -174,8 +194,9 @@ def prepare_generator_mlm(config, label: str, gathered: bool) -> Runner:
         if gathered:
             logits = generator.apply({"params": params}, *args, masked_positions=positions)
         else:
-            logits = jnp.take_along_axis(generator.apply({"params": params}, *args),
-                                         positions[..., None], axis=1)  # [B, S, V] -> [B, P, V]
+            logits = jnp.take_along_axis(
+                generator.apply({"params": params}, *args), positions[..., None], axis=1
+            )  # [B, S, V] -> [B, P, V]
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
     start = time.perf_counter()
@@ -196,9 +217,9 @@ def prepare_hf(size: str, seq_len: int, batch: int, variant: str, dtype: str, wa
     import torch
 
     from benchmarks import hf_baseline
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    bench = hf_baseline.make_hf_benchmark(size, batch, seq_len, variant=variant, device=device,
-                                          dtype=dtype)
+    bench = hf_baseline.make_hf_benchmark(size, batch, seq_len, variant=variant, device=device, dtype=dtype)
     is_cuda = device == "cuda"
     if is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -206,10 +227,13 @@ def prepare_hf(size: str, seq_len: int, batch: int, variant: str, dtype: str, wa
     for _ in range(warmup):  # includes torch.compile's compilation
         bench.step(bench.batch)
     hf_baseline.synchronize(device)
-    info = {"compile_s": time.perf_counter() - start, "num_params": bench.num_params,
-            "device_name": torch.cuda.get_device_name(device) if is_cuda else platform.processor(),
-            "torch_version": torch.__version__,
-            "transformers_version": hf_baseline.transformers.__version__}
+    info = {
+        "compile_s": time.perf_counter() - start,
+        "num_params": bench.num_params,
+        "device_name": torch.cuda.get_device_name(device) if is_cuda else platform.processor(),
+        "torch_version": torch.__version__,
+        "transformers_version": hf_baseline.transformers.__version__,
+    }
 
     def window(num_steps: int) -> float:
         start = time.perf_counter()
@@ -229,8 +253,9 @@ def prepare_hf(size: str, seq_len: int, batch: int, variant: str, dtype: str, wa
     return Runner(f"transformers-{variant}", window, info, close)
 
 
-def time_runners(factories: list[Callable[[], Runner]], rounds: int, steps: int, warmup: int,
-                 interleave: bool) -> list[tuple[Runner, list[float]]]:
+def time_runners(
+    factories: list[Callable[[], Runner]], rounds: int, steps: int, warmup: int, interleave: bool
+) -> list[tuple[Runner, list[float]]]:
     """Per-step seconds of each runner in each round. Interleaved: all runners built first,
     then round r times each of them once (in rotated order). Sequential: build, time all
     rounds, free, next runner (no two runners hold device memory at once)."""
@@ -260,11 +285,18 @@ def time_runners(factories: list[Callable[[], Runner]], rounds: int, steps: int,
 
 def versions() -> dict:
     import jaxlib
-    found = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-             "optax": optax.__version__, "python": platform.python_version()}
+
+    found = {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import torch
         import transformers
+
         found.update(torch=torch.__version__, transformers=transformers.__version__)
     except ImportError:
         pass
@@ -273,11 +305,21 @@ def versions() -> dict:
 
 def describe(runner: Runner, size, seq_len, batch, dtype) -> dict:
     """What every row holds: the run, the machine, the versions and the runner's info."""
-    return {"impl": runner.label, "size": size, "seq_len": seq_len, "batch": batch, "dtype": dtype,
-            "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
-            "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
-            "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
-            **versions(), **runner.info}
+    return {
+        "impl": runner.label,
+        "size": size,
+        "seq_len": seq_len,
+        "batch": batch,
+        "dtype": dtype,
+        "device": jax.devices()[0].device_kind,
+        "platform": jax.default_backend(),
+        "num_devices": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        **versions(),
+        **runner.info,
+    }
 
 
 def summarize(timed, size, seq_len, batch, dtype, peak_override) -> list[dict]:
@@ -288,12 +330,19 @@ def summarize(timed, size, seq_len, batch, dtype, peak_override) -> list[dict]:
     for runner, times in timed:
         step_s = statistics.median(times)
         per_round = [t / ref for ref, t in zip(reference_times, times)]  # first's speed / this one's
-        row = {**describe(runner, size, seq_len, batch, dtype),
-               "rounds": len(times), "step_s": step_s, "step_s_min": min(times),
-               "step_s_max": max(times), "step_s_all": times,
-               "sequences_per_s": batch / step_s, "tokens_per_s": batch * seq_len / step_s,
-               "first_over_this": statistics.median(per_round) if runner is not timed[0][0] else 1.0,
-               "first_over_this_min": min(per_round), "first_over_this_max": max(per_round)}
+        row = {
+            **describe(runner, size, seq_len, batch, dtype),
+            "rounds": len(times),
+            "step_s": step_s,
+            "step_s_min": min(times),
+            "step_s_max": max(times),
+            "step_s_all": times,
+            "sequences_per_s": batch / step_s,
+            "tokens_per_s": batch * seq_len / step_s,
+            "first_over_this": statistics.median(per_round) if runner is not timed[0][0] else 1.0,
+            "first_over_this_min": min(per_round),
+            "first_over_this_max": max(per_round),
+        }
         peak = peak_flops(device.device_kind, dtype, peak_override)
         if row.get("model_flops") and peak:
             row["mfu"] = row["model_flops"] / step_s / peak / jax.device_count()
@@ -315,25 +364,37 @@ def compile_only_row(factory: Callable[[], Runner], size, seq_len, batch, dtype)
 MARKDOWN_HEADER = (
     "| impl | size | seq | batch | dtype | step ms (median [min-max]) | tokens/s | MFU | "
     "step mem GiB | compile s | first/this (median [min-max]) | full run h |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
 
 
 def markdown_row(r: dict) -> str:
     if r.get("error"):
-        return (f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r.get('dtype', '')} "
-                f"| failed: {r['error']} | | | | | | |")
+        return (
+            f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r.get('dtype', '')} "
+            f"| failed: {r['error']} | | | | | | |"
+        )
+
     def fmt(key, spec, scale=1.0):
         return format(scale * r[key], spec) if r.get(key) is not None else "n/a"
+
     if "step_s" not in r:  # --compile_only
-        return (f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
-                f"compile only | | | {fmt('step_memory_gib', '.2f')} (temp {fmt('temp_gib', '.2f')}) | "
-                f"{fmt('compile_s', '.1f')} | | |")
-    ratio = (f"{r['first_over_this']:.2f}x [{r['first_over_this_min']:.2f}-{r['first_over_this_max']:.2f}]"
-             if r.get("first_over_this") not in (None, 1.0) else "")
-    return (f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
-            f"{1000 * r['step_s']:.1f} [{1000 * r['step_s_min']:.1f}-{1000 * r['step_s_max']:.1f}] | "
-            f"{r['tokens_per_s']:,.0f} | {fmt('mfu', '.1%')} | {fmt('step_memory_gib', '.2f')} | "
-            f"{fmt('compile_s', '.1f')} | {ratio} | {fmt('projected_hours_full_run', '.1f')} |")
+        return (
+            f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
+            f"compile only | | | {fmt('step_memory_gib', '.2f')} (temp {fmt('temp_gib', '.2f')}) | "
+            f"{fmt('compile_s', '.1f')} | | |"
+        )
+    ratio = (
+        f"{r['first_over_this']:.2f}x [{r['first_over_this_min']:.2f}-{r['first_over_this_max']:.2f}]"
+        if r.get("first_over_this") not in (None, 1.0)
+        else ""
+    )
+    return (
+        f"| {r['impl']} | {r['size']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
+        f"{1000 * r['step_s']:.1f} [{1000 * r['step_s_min']:.1f}-{1000 * r['step_s_max']:.1f}] | "
+        f"{r['tokens_per_s']:,.0f} | {fmt('mfu', '.1%')} | {fmt('step_memory_gib', '.2f')} | "
+        f"{fmt('compile_s', '.1f')} | {ratio} | {fmt('projected_hours_full_run', '.1f')} |"
+    )
 
 
 def _parse_overrides(items):
@@ -353,11 +414,13 @@ def _factories(args, size, seq_len, batch, dtype, overrides):
         config = bench_config(size, seq_len, batch, dtype, {**overrides, **ablation_overrides})
         label = "electra_jax" + ("" if name == "recipe" else f"+{name}")
         if kind.startswith("generator"):
-            factories.append(lambda c=config, n=label, g=kind == "generator_gathered":
-                             prepare_generator_mlm(c, n, gathered=g))
+            factories.append(
+                lambda c=config, n=label, g=kind == "generator_gathered": prepare_generator_mlm(c, n, gathered=g)
+            )
         else:
-            factories.append(lambda c=config, n=label, h=kind == "train_host_sync":
-                             prepare_train_step(c, n, host_sync=h))
+            factories.append(
+                lambda c=config, n=label, h=kind == "train_host_sync": prepare_train_step(c, n, host_sync=h)
+            )
     for variant in filter(None, args.hf.split(",")):
         factories.append(lambda v=variant: prepare_hf(size, seq_len, batch, v, dtype, args.warmup))
     return factories
@@ -367,15 +430,32 @@ def run_isolated(args, argv, size, seq_len) -> list[dict]:
     """This harness in a child process for one (size, seq); a crash (OOM) is a failed row."""
     out = args.out or f"/tmp/pretrain_step_{os.getpid()}.jsonl"
     before = _read_rows(out) if os.path.exists(out) else []
-    child = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, f"--sizes={size}",
-                            f"--seqs={seq_len}", f"--out={out}", "--no-isolate"],
-                           capture_output=True, text=True)
+    child = subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            *argv,
+            f"--sizes={size}",
+            f"--seqs={seq_len}",
+            f"--out={out}",
+            "--no-isolate",
+        ],
+        capture_output=True,
+        text=True,
+    )
     sys.stderr.write(child.stderr[-4000:] if child.returncode else "")
-    rows = _read_rows(out)[len(before):]
+    rows = _read_rows(out)[len(before) :]
     if child.returncode:
         last_line = (child.stderr.strip().splitlines() or ["no output"])[-1][:160]
-        rows.append({"impl": "electra_jax", "size": size, "seq_len": seq_len,
-                     "batch": args.batch or default_batch(size, seq_len), "error": last_line})
+        rows.append(
+            {
+                "impl": "electra_jax",
+                "size": size,
+                "seq_len": seq_len,
+                "batch": args.batch or default_batch(size, seq_len),
+                "error": last_line,
+            }
+        )
     return rows
 
 
@@ -393,26 +473,44 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small")
     parser.add_argument("--seqs", default="128")
-    parser.add_argument("--batch", type=int, default=0,
-                        help="global batch; 0 = 32768 tokens per step (large: 8192)")
+    parser.add_argument("--batch", type=int, default=0, help="global batch; 0 = 32768 tokens per step (large: 8192)")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on GPU/TPU, float32 on CPU")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--rounds", type=int, default=3, help="timed windows per runner")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per runner first")
-    parser.add_argument("--hf", default="", help="comma list of transformers variants: "
-                                                 "eager,compiled,eager-gathered,compiled-gathered")
-    parser.add_argument("--ablations", default="",
-                        help=f"comma list of fast-path runs instead of the recipe alone: {','.join(ABLATIONS)}")
-    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
-                        help="alternate runners round by round (default on CPU, off on accelerators)")
-    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
-                        help="one process per (size, seq) (default on accelerators)")
-    parser.add_argument("--compile_only", action="store_true",
-                        help="compile each JAX runner and report its compile time and XLA's memory "
-                             "analysis without timing steps (memory planning, compile-time studies)")
+    parser.add_argument(
+        "--hf", default="", help="comma list of transformers variants: eager,compiled,eager-gathered,compiled-gathered"
+    )
+    parser.add_argument(
+        "--ablations",
+        default="",
+        help=f"comma list of fast-path runs instead of the recipe alone: {','.join(ABLATIONS)}",
+    )
+    parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="alternate runners round by round (default on CPU, off on accelerators)",
+    )
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one process per (size, seq) (default on accelerators)",
+    )
+    parser.add_argument(
+        "--compile_only",
+        action="store_true",
+        help="compile each JAX runner and report its compile time and XLA's memory "
+        "analysis without timing steps (memory planning, compile-time studies)",
+    )
     parser.add_argument("--peak_flops", type=float, default=None, help="override the device peak")
-    parser.add_argument("--set", action="append", default=[],
-                        help="config override section.key=json_value, e.g. model.remat_policy='\"full\"'")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="config override section.key=json_value, e.g. model.remat_policy='\"full\"'",
+    )
     parser.add_argument("--out", default="", help="append JSON lines here")
     parser.add_argument("--summarize", default="", help="print the Markdown table of a JSONL file and exit")
     args = parser.parse_args(argv)

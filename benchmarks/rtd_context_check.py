@@ -9,6 +9,7 @@ its occurrences that were replaced (smoothed towards the overall rate), fitted o
 of the batches and scored on the other, both ways. A discriminator whose AUC is not above
 it has learned which tokens get sampled, not language. Needs scikit-learn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,30 @@ def corrupted_eval_tokens(config, workdir: str, step: int | None = None):
     tokens, labels, logits = [], [], []
     for batch in input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh)):
         masked = pretrain._mask_batch(config, batch, rngs["mask"])
-        gen_logits = net.apply({"params": params}, masked.masked_input_ids, batch["attention_mask"],
-                               batch["token_type_ids"], masked.masked_positions, True,
-                               method=net.generate)
+        gen_logits = net.apply(
+            {"params": params},
+            masked.masked_input_ids,
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            masked.masked_positions,
+            True,
+            method=net.generate,
+        )
         example_rngs = jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(
-            jnp.arange(batch["input_ids"].shape[0]))
+            jnp.arange(batch["input_ids"].shape[0])
+        )
         sampled = pretrain._sample_per_example(config, example_rngs, gen_logits, masked.masked_ids)
         corrupted, is_replaced = objective.corrupt_inputs(
-            batch["input_ids"], masked.masked_positions, masked.masked_weights, sampled)
-        disc_logits = net.apply({"params": params}, corrupted, batch["attention_mask"],
-                                batch["token_type_ids"], True, method=net.discriminate)
+            batch["input_ids"], masked.masked_positions, masked.masked_weights, sampled
+        )
+        disc_logits = net.apply(
+            {"params": params},
+            corrupted,
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            True,
+            method=net.discriminate,
+        )
         real = np.asarray(batch["attention_mask"]) > 0
         tokens.append(np.asarray(corrupted)[real])
         labels.append(np.asarray(is_replaced)[real])
@@ -73,9 +88,12 @@ def main(argv=None) -> None:
 
     config = checkpoints.load_run_config(args.workdir)
     tokens, labels, logits = corrupted_eval_tokens(config, args.workdir, args.step)
-    result = {"tokens": int(tokens.size), "replaced_fraction": float(labels.mean()),
-              "disc_auc": float(roc_auc_score(labels, logits)),
-              "token_only_auc": float(roc_auc_score(labels, token_only_scores(tokens, labels)))}
+    result = {
+        "tokens": int(tokens.size),
+        "replaced_fraction": float(labels.mean()),
+        "disc_auc": float(roc_auc_score(labels, logits)),
+        "token_only_auc": float(roc_auc_score(labels, token_only_scores(tokens, labels))),
+    }
     print(json.dumps(result))
 
 

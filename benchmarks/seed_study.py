@@ -13,6 +13,7 @@ once, each pinned to one core (learning metrics only: wall times then are per co
 Prints, per arm, every seed's last eval row and the median, min and max, and writes them
 to ROOT/summary.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,21 @@ def last_eval(workdir: str) -> dict:
 
 
 def command(workdir: str, seed: int, overrides: list[str], shared: list[str]) -> list[str]:
-    return ([sys.executable, "-m", "electra_jax.train", f"--workdir={workdir}", *shared,
-             f"--config.train.seed={seed}"] + [f"--config.{o}" for o in overrides])
+    return [
+        sys.executable,
+        "-m",
+        "electra_jax.train",
+        f"--workdir={workdir}",
+        *shared,
+        f"--config.train.seed={seed}",
+    ] + [f"--config.{o}" for o in overrides]
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """(the script's own flags, the shared flags after `--`)."""
     if "--" not in argv:
         return argv, []
-    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
 
 
 def parse_overrides(specs: list[str]) -> dict[str, list[str]]:
@@ -85,26 +92,41 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--arm", action="append", default=[],
-                        help="NAME=key=value[,key=value]; default one arm 'recipe' with no overrides")
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        help="NAME=key=value[,key=value]; default one arm 'recipe' with no overrides",
+    )
     parser.add_argument("--cores", default="", help="e.g. 0,1: parallel runs, one core each")
     args = parser.parse_args(own)
     arms = parse_overrides(args.arm or ["recipe="])
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(os.path.join(args.root, name, f"seed_{seed}"), command(
-        os.path.join(args.root, name, f"seed_{seed}"), seed, overrides, shared))
-        for seed in seeds for name, overrides in arms.items()]
+    jobs = [
+        (
+            os.path.join(args.root, name, f"seed_{seed}"),
+            command(os.path.join(args.root, name, f"seed_{seed}"), seed, overrides, shared),
+        )
+        for seed in seeds
+        for name, overrides in arms.items()
+    ]
     walls = run_all(jobs, [c for c in args.cores.split(",") if c])
     summary = {}
     for name in arms:
         per_seed = {seed: last_eval(os.path.join(args.root, name, f"seed_{seed}")) for seed in seeds}
-        summary[name] = {"overrides": arms[name], "per_seed": per_seed, "wall_s": {
-            seed: walls.get(os.path.join(args.root, name, f"seed_{seed}")) for seed in seeds}}
+        summary[name] = {
+            "overrides": arms[name],
+            "per_seed": per_seed,
+            "wall_s": {seed: walls.get(os.path.join(args.root, name, f"seed_{seed}")) for seed in seeds},
+        }
         print(f"\n{name} ({', '.join(arms[name]) or 'the recipe'}), step {per_seed[seeds[0]]['step']}:")
         for key in METRICS:
             values = [per_seed[seed][key] for seed in seeds]
-            print(f"  {key:24s} " + " ".join(f"{v:.3f}" for v in values)
-                  + f"  median {statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]")
+            print(
+                f"  {key:24s} "
+                + " ".join(f"{v:.3f}" for v in values)
+                + f"  median {statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+            )
     with open(os.path.join(args.root, "summary.json"), "w", encoding="utf-8") as f:
         json.dump({"shared_flags": shared, "arms": summary}, f, indent=1)
 

@@ -3,6 +3,7 @@ the BERT vocabulary, Chinese text; sources and licenses in its README.md):
 $ELECTRA_JAX_SHARED_DATA, else `../shared/data` beside the checkout. It is read in place,
 never copied into the repository.
 """
+
 import os
 
 ENV_VAR = "ELECTRA_JAX_SHARED_DATA"

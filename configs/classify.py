@@ -5,6 +5,7 @@
         --config.dev_file=dev.csv --config.text_column=review --config.truncation=head_tail \\
         --config.max_seq_length=512 --workdir=OUT
 """
+
 from electra_jax.finetune import classify
 
 

@@ -1,4 +1,5 @@
 """configs/pretrain.py:small under its older name (`:VARIANT` as there)."""
+
 import functools
 
 from electra_jax import presets

@@ -3,6 +3,7 @@
     python -m electra_jax.finetune --config=configs/glue.py --config.task=mrpc \\
         --config.init=PRETRAIN_WORKDIR_OR_HF_DIR --config.data_dir=GLUE_DIR --workdir=OUT
 """
+
 from electra_jax.finetune import glue
 
 

@@ -10,4 +10,5 @@
 Sizes: tiny, small, base, large. Override any field on the command line, e.g.
 --config.train.batch_size=64.
 """
+
 from electra_jax.presets import get_config  # noqa: F401  (ml_collections calls get_config(arg))

@@ -3,6 +3,7 @@
     python -m electra_jax.finetune --config=configs/squad.py --config.version=2.0 \\
         --config.init=PRETRAIN_WORKDIR_OR_HF_DIR --config.data_dir=SQUAD_DIR --workdir=OUT
 """
+
 from electra_jax.finetune import squad
 
 

@@ -4,6 +4,7 @@
         --config.init=PRETRAIN_WORKDIR_OR_HF_DIR --config.train_file=train.txt \\
         --config.dev_file=valid.txt --config.test_file=test.txt --workdir=OUT
 """
+
 from electra_jax.finetune import tagging
 
 

@@ -25,6 +25,7 @@ CLI:
     python -m data_pipelines.build_shards --input='corpus/*.txt' --tokenizer=spm.model \\
         --output_dir=shards --max_seq_length=128 --num_shards=16 --num_processes=2
 """
+
 import argparse
 import dataclasses
 import json
@@ -98,13 +99,16 @@ class ExampleBuilder:
         for sentence in self._sentences:
             # A sentence joins segment A if A is empty, if it fits, or (half the time) if
             # it overflows A while B is still empty; otherwise it goes to B.
-            if (not first_segment or len(first_segment) + len(sentence) < first_target or
-                    (not second_segment and len(first_segment) < first_target and self._rng.random() < 0.5)):
+            if (
+                not first_segment
+                or len(first_segment) + len(sentence) < first_target
+                or (not second_segment and len(first_segment) < first_target and self._rng.random() < 0.5)
+            ):
                 first_segment += sentence
             else:
                 second_segment += sentence
-        first_segment = first_segment[:self._max_length - 2]
-        second_segment = second_segment[:max(0, self._max_length - len(first_segment) - 3)]
+        first_segment = first_segment[: self._max_length - 2]
+        second_segment = second_segment[: max(0, self._max_length - len(first_segment) - 3)]
         self._sentences, self._current_length = [], 0
         if self._rng.random() < self._packing.random_length_prob:
             self._target_length = self._rng.randint(5, self._max_length)
@@ -136,8 +140,7 @@ def shard_file_names(num_shards: int, num_eval_shards: int) -> list[str]:
 def _serialize(example: dict[str, list[int]]) -> bytes:
     import tensorflow as tf
 
-    features = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-                for name, values in example.items()}
+    features = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=values)) for name, values in example.items()}
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
@@ -150,8 +153,11 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
     builder = ExampleBuilder(tokenizer, packing, random.Random(packing.seed * 1_000_003 + job.slot))
     stats = {"documents": 0, "sentences": 0, "tokens": 0, "examples": 0, "real_tokens": 0, "content_tokens": 0}
     documents = text_files.iter_documents(
-        job.paths, document_boundary=packing.document_boundary,
-        max_document_chars=packing.max_document_chars, on_invalid_utf8=packing.on_invalid_utf8)
+        job.paths,
+        document_boundary=packing.document_boundary,
+        max_document_chars=packing.max_document_chars,
+        on_invalid_utf8=packing.on_invalid_utf8,
+    )
     with files.temporary_path(job.output_path) as temp_path, tf.io.TFRecordWriter(temp_path) as writer:
         for document_index, sentences in enumerate(documents):
             if document_index % job.num_slots != job.slot:
@@ -187,18 +193,31 @@ def _check_build_config(output_dir: str, build_config: dict) -> None:
         previous = files.read_json(path)
         changed = changed_keys(previous, build_config)
         if changed:
-            raise ValueError(f"{output_dir} holds shards built with different settings ({', '.join(changed)} "
-                             "changed); use a new --output_dir or delete the old one")
+            raise ValueError(
+                f"{output_dir} holds shards built with different settings ({', '.join(changed)} "
+                "changed); use a new --output_dir or delete the old one"
+            )
     else:
         files.write_json(path, build_config, sort_keys=True)
 
 
-def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path: str,
-                 max_seq_length: int = 128, num_shards: int = 8, num_eval_shards: int = 0,
-                 seed: int = 0, num_processes: int = 1, document_boundary: str = "blank_line",
-                 max_document_chars: int = 20_000, on_invalid_utf8: str = "skip",
-                 single_segment_prob: float = 0.1, random_length_prob: float = 0.05,
-                 show_progress: bool = True) -> dict:
+def build_shards(
+    inputs: str | Sequence[str],
+    output_dir: str,
+    *,
+    tokenizer_path: str,
+    max_seq_length: int = 128,
+    num_shards: int = 8,
+    num_eval_shards: int = 0,
+    seed: int = 0,
+    num_processes: int = 1,
+    document_boundary: str = "blank_line",
+    max_document_chars: int = 20_000,
+    on_invalid_utf8: str = "skip",
+    single_segment_prob: float = 0.1,
+    random_length_prob: float = 0.05,
+    show_progress: bool = True,
+) -> dict:
     """Builds (or finishes building) the shards in `output_dir`; returns the summary dict.
 
     The summary has documents, sentences, tokens (tokenizer output before packing),
@@ -212,30 +231,48 @@ def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path
         raise ValueError(f"num_shards={num_shards}, num_eval_shards={num_eval_shards}; need >= 1 and >= 0")
     paths = tuple(text_files.expand_input_patterns(inputs))
     tokenizer_lib.load_tokenizer(tokenizer_path)  # fail before any output if it is unusable
-    packing = PackingConfig(max_seq_length=max_seq_length, seed=seed, single_segment_prob=single_segment_prob,
-                            random_length_prob=random_length_prob, document_boundary=document_boundary,
-                            max_document_chars=max_document_chars, on_invalid_utf8=on_invalid_utf8)
+    packing = PackingConfig(
+        max_seq_length=max_seq_length,
+        seed=seed,
+        single_segment_prob=single_segment_prob,
+        random_length_prob=random_length_prob,
+        document_boundary=document_boundary,
+        max_document_chars=max_document_chars,
+        on_invalid_utf8=on_invalid_utf8,
+    )
     # A cheap pass without tokenization: validates the text (UTF-8 policy, emptiness)
     # before anything is written.
     text_stats = text_files.TextStats()
-    for _ in text_files.iter_documents(paths, document_boundary=document_boundary,
-                                       max_document_chars=max_document_chars,
-                                       on_invalid_utf8=on_invalid_utf8, stats=text_stats):
+    for _ in text_files.iter_documents(
+        paths,
+        document_boundary=document_boundary,
+        max_document_chars=max_document_chars,
+        on_invalid_utf8=on_invalid_utf8,
+        stats=text_stats,
+    ):
         pass
     num_slots = num_shards + num_eval_shards
     if text_stats.documents == 0:
-        raise ValueError(f"the corpus {inputs!r} has no text (after dropping "
-                         f"{text_stats.invalid_utf8_lines} invalid UTF-8 lines); give non-empty files")
+        raise ValueError(
+            f"the corpus {inputs!r} has no text (after dropping "
+            f"{text_stats.invalid_utf8_lines} invalid UTF-8 lines); give non-empty files"
+        )
     if text_stats.documents < num_slots:
-        raise ValueError(f"the corpus has {text_stats.documents} documents, fewer than the {num_slots} shards "
-                         "asked for; lower --num_shards / --num_eval_shards")
+        raise ValueError(
+            f"the corpus has {text_stats.documents} documents, fewer than the {num_slots} shards "
+            "asked for; lower --num_shards / --num_eval_shards"
+        )
     if text_stats.invalid_utf8_lines:
         logging.warning("skipped %d lines of invalid UTF-8 in %s", text_stats.invalid_utf8_lines, inputs)
 
     os.makedirs(output_dir, exist_ok=True)
-    build_config = {**dataclasses.asdict(packing), "inputs": list(paths), "num_shards": num_shards,
-                    "num_eval_shards": num_eval_shards,
-                    "tokenizer": os.path.abspath(tokenizer_path)}
+    build_config = {
+        **dataclasses.asdict(packing),
+        "inputs": list(paths),
+        "num_shards": num_shards,
+        "num_eval_shards": num_eval_shards,
+        "tokenizer": os.path.abspath(tokenizer_path),
+    }
     _check_build_config(output_dir, build_config)
     jobs, done_stats = [], []
     for slot, name in enumerate(shard_file_names(num_shards, num_eval_shards)):
@@ -250,9 +287,13 @@ def build_shards(inputs: str | Sequence[str], output_dir: str, *, tokenizer_path
     elapsed = time.perf_counter() - start
     summary = _summarize(done_stats + new_stats, max_seq_length)
     new_examples = sum(s["examples"] for s in new_stats)
-    summary.update(invalid_utf8_lines=text_stats.invalid_utf8_lines, shards_built=len(jobs),
-                   shards_skipped=len(done_stats), seconds=round(elapsed, 3),
-                   examples_per_second=round(new_examples / elapsed, 1) if jobs and elapsed > 0 else None)
+    summary.update(
+        invalid_utf8_lines=text_stats.invalid_utf8_lines,
+        shards_built=len(jobs),
+        shards_skipped=len(done_stats),
+        seconds=round(elapsed, 3),
+        examples_per_second=round(new_examples / elapsed, 1) if jobs and elapsed > 0 else None,
+    )
     files.write_json(os.path.join(output_dir, SUMMARY_FILE), summary, sort_keys=True)
     logging.info("shards in %s: %s", output_dir, summary)
     return summary
@@ -276,8 +317,10 @@ def _run_jobs(jobs: list[ShardJob], num_processes: int, show_progress: bool):
 
 
 def _summarize(shard_stats: list[dict], max_seq_length: int) -> dict:
-    totals = {key: sum(s[key] for s in shard_stats) for key in ("documents", "sentences", "tokens",
-                                                                 "examples", "real_tokens", "content_tokens")}
+    totals = {
+        key: sum(s[key] for s in shard_stats)
+        for key in ("documents", "sentences", "tokens", "examples", "real_tokens", "content_tokens")
+    }
     total_positions = totals["examples"] * max_seq_length
     return {
         **{k: v for k, v in totals.items() if k not in ("real_tokens", "content_tokens")},
@@ -301,11 +344,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    summary = build_shards(args.input, args.output_dir, tokenizer_path=args.tokenizer,
-                           max_seq_length=args.max_seq_length, num_shards=args.num_shards,
-                           num_eval_shards=args.num_eval_shards, seed=args.seed,
-                           num_processes=args.num_processes, document_boundary=args.document_boundary,
-                           on_invalid_utf8=args.on_invalid_utf8)
+    summary = build_shards(
+        args.input,
+        args.output_dir,
+        tokenizer_path=args.tokenizer,
+        max_seq_length=args.max_seq_length,
+        num_shards=args.num_shards,
+        num_eval_shards=args.num_eval_shards,
+        seed=args.seed,
+        num_processes=args.num_processes,
+        document_boundary=args.document_boundary,
+        on_invalid_utf8=args.on_invalid_utf8,
+    )
     print(json.dumps(summary, indent=2))
 
 

@@ -18,6 +18,7 @@ Documents are written in ELECTRA's input format: one paragraph a line, a blank l
 between documents. The text depends on the Python and package versions, so the corpus is
 deterministic for a given environment (`corpus_sources` lists it), not across them.
 """
+
 import ast
 import importlib.metadata
 import importlib.util
@@ -29,17 +30,38 @@ from typing import Iterator
 from data_pipelines import files
 
 # Parts of the stdlib that are tests, IDE code or vendored packages, not documentation.
-_SKIPPED_DIRS = {"test", "tests", "testing", "idle_test", "idlelib", "site-packages", "dist-packages",
-                 "lib2to3", "ensurepip", "__pycache__", "turtledemo", "config-3.11-x86_64-linux-gnu"}
+_SKIPPED_DIRS = {
+    "test",
+    "tests",
+    "testing",
+    "idle_test",
+    "idlelib",
+    "site-packages",
+    "dist-packages",
+    "lib2to3",
+    "ensurepip",
+    "__pycache__",
+    "turtledemo",
+    "config-3.11-x86_64-linux-gnu",
+}
 
 # (import name, distribution) of the install requirements whose docstrings join the corpus:
 # the large documented ones, Apache-2.0 or BSD licensed (DEFAULT_CORPUS.md). A package that
 # is not installed is left out and `corpus_sources` says so.
 DEPENDENCY_PACKAGES = (
-    ("tensorflow", "tensorflow-cpu"), ("keras", "keras"), ("scipy", "scipy"), ("numpy", "numpy"),
-    ("jax", "jax"), ("flax", "flax"), ("orbax", "orbax-checkpoint"), ("optax", "optax"),
-    ("tensorboard", "tensorboard"), ("tensorflow_datasets", "tensorflow-datasets"),
-    ("absl", "absl-py"), ("ml_collections", "ml-collections"), ("etils", "etils"),
+    ("tensorflow", "tensorflow-cpu"),
+    ("keras", "keras"),
+    ("scipy", "scipy"),
+    ("numpy", "numpy"),
+    ("jax", "jax"),
+    ("flax", "flax"),
+    ("orbax", "orbax-checkpoint"),
+    ("optax", "optax"),
+    ("tensorboard", "tensorboard"),
+    ("tensorflow_datasets", "tensorflow-datasets"),
+    ("absl", "absl-py"),
+    ("ml_collections", "ml-collections"),
+    ("etils", "etils"),
 )
 
 
@@ -63,8 +85,9 @@ def _python_sources(root: str) -> list[str]:
     sources = []
     for directory, subdirs, filenames in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if d not in _SKIPPED_DIRS)
-        sources.extend(os.path.join(directory, f) for f in sorted(filenames)
-                       if f.endswith(".py") and not f.endswith("_test.py"))
+        sources.extend(
+            os.path.join(directory, f) for f in sorted(filenames) if f.endswith(".py") and not f.endswith("_test.py")
+        )
     return sources
 
 
@@ -78,8 +101,9 @@ def _package_root(import_name: str) -> str | None:
 def corpus_sources() -> list[dict]:
     """What the corpus is read from in this environment: name, version and root of each
     source (root None: not installed, so left out)."""
-    sources = [{"name": "python-stdlib", "version": sysconfig.get_python_version(),
-                "root": sysconfig.get_paths()["stdlib"]}]
+    sources = [
+        {"name": "python-stdlib", "version": sysconfig.get_python_version(), "root": sysconfig.get_paths()["stdlib"]}
+    ]
     for import_name, distribution in DEPENDENCY_PACKAGES:
         try:
             version = importlib.metadata.version(distribution)

@@ -6,6 +6,7 @@ a resume, a reader or a user trusts. Every output of electra-jax is written thro
     with atomic_open(path, "w") as f: f.write(...)
     write_json(path, value); write_bytes(path, data); read_json(path)
 """
+
 from __future__ import annotations
 
 import contextlib

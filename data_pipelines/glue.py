@@ -16,6 +16,7 @@ CoLA train/dev have no header. MRPC train/dev are built from `msr_paraphrase_tra
 and `dev_ids.tsv` when `train.tsv`/`dev.tsv` are absent (the split GLUE's script makes).
 A row with the wrong number of columns or an unknown label is an error naming file and line.
 """
+
 import csv
 import dataclasses
 import math
@@ -58,48 +59,90 @@ class TaskSpec:
 
 def _pair_task(folder, labels, tfds_a, tfds_b, train_file="train.tsv"):
     """Tasks whose files are `index, text_a, text_b, label` (QNLI, RTE, WNLI)."""
-    return TaskSpec(folder, labels, tfds_a, tfds_b, {
-        "train": TsvLayout(train_file, True, 4, text_a=1, text_b=2, label=3, idx=0),
-        "dev": TsvLayout("dev.tsv", True, 4, text_a=1, text_b=2, label=3, idx=0),
-        "test": TsvLayout("test.tsv", True, 3, text_a=1, text_b=2, idx=0),
-    })
+    return TaskSpec(
+        folder,
+        labels,
+        tfds_a,
+        tfds_b,
+        {
+            "train": TsvLayout(train_file, True, 4, text_a=1, text_b=2, label=3, idx=0),
+            "dev": TsvLayout("dev.tsv", True, 4, text_a=1, text_b=2, label=3, idx=0),
+            "test": TsvLayout("test.tsv", True, 3, text_a=1, text_b=2, idx=0),
+        },
+    )
 
 
 _BINARY = ("0", "1")
 _NLI_2 = ("entailment", "not_entailment")
 TASKS: dict[str, TaskSpec] = {
-    "cola": TaskSpec("CoLA", _BINARY, "sentence", None, {
-        "train": TsvLayout("train.tsv", False, 4, text_a=3, label=1),
-        "dev": TsvLayout("dev.tsv", False, 4, text_a=3, label=1),
-        "test": TsvLayout("test.tsv", True, 2, text_a=1, idx=0),
-    }),
-    "sst2": TaskSpec("SST-2", _BINARY, "sentence", None, {
-        "train": TsvLayout("train.tsv", True, 2, text_a=0, label=1),
-        "dev": TsvLayout("dev.tsv", True, 2, text_a=0, label=1),
-        "test": TsvLayout("test.tsv", True, 2, text_a=1, idx=0),
-    }),
-    "mrpc": TaskSpec("MRPC", _BINARY, "sentence1", "sentence2", {
-        "train": TsvLayout("train.tsv", True, 5, text_a=3, text_b=4, label=0),
-        "dev": TsvLayout("dev.tsv", True, 5, text_a=3, text_b=4, label=0),
-        "test": TsvLayout("test.tsv", True, 5, text_a=3, text_b=4, idx=0),
-    }),
-    "qqp": TaskSpec("QQP", _BINARY, "question1", "question2", {
-        "train": TsvLayout("train.tsv", True, 6, text_a=3, text_b=4, label=5),
-        "dev": TsvLayout("dev.tsv", True, 6, text_a=3, text_b=4, label=5),
-        "test": TsvLayout("test.tsv", True, 3, text_a=1, text_b=2, idx=0),
-    }),
-    "stsb": TaskSpec("STS-B", None, "sentence1", "sentence2", {
-        "train": TsvLayout("train.tsv", True, 10, text_a=7, text_b=8, label=9, idx=0),
-        "dev": TsvLayout("dev.tsv", True, 10, text_a=7, text_b=8, label=9, idx=0),
-        "test": TsvLayout("test.tsv", True, 9, text_a=7, text_b=8, idx=0),
-    }),
-    "mnli": TaskSpec("MNLI", ("entailment", "neutral", "contradiction"), "premise", "hypothesis", {
-        "train": TsvLayout("train.tsv", True, 12, text_a=8, text_b=9, label=11, idx=0),
-        "dev_matched": TsvLayout("dev_matched.tsv", True, 16, text_a=8, text_b=9, label=15, idx=0),
-        "dev_mismatched": TsvLayout("dev_mismatched.tsv", True, 16, text_a=8, text_b=9, label=15, idx=0),
-        "test_matched": TsvLayout("test_matched.tsv", True, 10, text_a=8, text_b=9, idx=0),
-        "test_mismatched": TsvLayout("test_mismatched.tsv", True, 10, text_a=8, text_b=9, idx=0),
-    }),
+    "cola": TaskSpec(
+        "CoLA",
+        _BINARY,
+        "sentence",
+        None,
+        {
+            "train": TsvLayout("train.tsv", False, 4, text_a=3, label=1),
+            "dev": TsvLayout("dev.tsv", False, 4, text_a=3, label=1),
+            "test": TsvLayout("test.tsv", True, 2, text_a=1, idx=0),
+        },
+    ),
+    "sst2": TaskSpec(
+        "SST-2",
+        _BINARY,
+        "sentence",
+        None,
+        {
+            "train": TsvLayout("train.tsv", True, 2, text_a=0, label=1),
+            "dev": TsvLayout("dev.tsv", True, 2, text_a=0, label=1),
+            "test": TsvLayout("test.tsv", True, 2, text_a=1, idx=0),
+        },
+    ),
+    "mrpc": TaskSpec(
+        "MRPC",
+        _BINARY,
+        "sentence1",
+        "sentence2",
+        {
+            "train": TsvLayout("train.tsv", True, 5, text_a=3, text_b=4, label=0),
+            "dev": TsvLayout("dev.tsv", True, 5, text_a=3, text_b=4, label=0),
+            "test": TsvLayout("test.tsv", True, 5, text_a=3, text_b=4, idx=0),
+        },
+    ),
+    "qqp": TaskSpec(
+        "QQP",
+        _BINARY,
+        "question1",
+        "question2",
+        {
+            "train": TsvLayout("train.tsv", True, 6, text_a=3, text_b=4, label=5),
+            "dev": TsvLayout("dev.tsv", True, 6, text_a=3, text_b=4, label=5),
+            "test": TsvLayout("test.tsv", True, 3, text_a=1, text_b=2, idx=0),
+        },
+    ),
+    "stsb": TaskSpec(
+        "STS-B",
+        None,
+        "sentence1",
+        "sentence2",
+        {
+            "train": TsvLayout("train.tsv", True, 10, text_a=7, text_b=8, label=9, idx=0),
+            "dev": TsvLayout("dev.tsv", True, 10, text_a=7, text_b=8, label=9, idx=0),
+            "test": TsvLayout("test.tsv", True, 9, text_a=7, text_b=8, idx=0),
+        },
+    ),
+    "mnli": TaskSpec(
+        "MNLI",
+        ("entailment", "neutral", "contradiction"),
+        "premise",
+        "hypothesis",
+        {
+            "train": TsvLayout("train.tsv", True, 12, text_a=8, text_b=9, label=11, idx=0),
+            "dev_matched": TsvLayout("dev_matched.tsv", True, 16, text_a=8, text_b=9, label=15, idx=0),
+            "dev_mismatched": TsvLayout("dev_mismatched.tsv", True, 16, text_a=8, text_b=9, label=15, idx=0),
+            "test_matched": TsvLayout("test_matched.tsv", True, 10, text_a=8, text_b=9, idx=0),
+            "test_mismatched": TsvLayout("test_mismatched.tsv", True, 10, text_a=8, text_b=9, idx=0),
+        },
+    ),
     "qnli": _pair_task("QNLI", _NLI_2, "question", "sentence"),
     "rte": _pair_task("RTE", _NLI_2, "sentence1", "sentence2"),
     "wnli": _pair_task("WNLI", _BINARY, "sentence1", "sentence2"),
@@ -152,8 +195,15 @@ def _examples_from_tfds(builder, task: str, split: str) -> list[GlueExample]:
         else:
             label = int(row["label"])
         idx = int(row["idx"])
-        examples.append(GlueExample(f"{split}-{idx}", idx, _decode(row[spec.tfds_text_a]),
-                                    _decode(row[spec.tfds_text_b]) if spec.tfds_text_b else None, label))
+        examples.append(
+            GlueExample(
+                f"{split}-{idx}",
+                idx,
+                _decode(row[spec.tfds_text_a]),
+                _decode(row[spec.tfds_text_b]) if spec.tfds_text_b else None,
+                label,
+            )
+        )
     return sorted(examples, key=lambda e: e.idx)  # TFDS may shard/reorder; GLUE order is by idx
 
 
@@ -165,8 +215,10 @@ def _read_tsv(path: str, layout: TsvLayout) -> Iterator[tuple[int, list[str]]]:
             if not row:  # a blank line, e.g. a trailing one
                 continue
             if len(row) != layout.num_columns:
-                raise ValueError(f"{path}:{reader.line_num}: expected {layout.num_columns} tab-separated "
-                                 f"columns, found {len(row)}; fix or drop that line")
+                raise ValueError(
+                    f"{path}:{reader.line_num}: expected {layout.num_columns} tab-separated "
+                    f"columns, found {len(row)}; fix or drop that line"
+                )
             if layout.has_header and reader.line_num == 1:
                 continue
             yield reader.line_num, row
@@ -192,8 +244,11 @@ def _mrpc_rows_from_msr(folder: str, split: str) -> list[tuple[str, int, list[st
     with open(ids_path, encoding="utf-8") as f:
         dev_ids = {tuple(line.split()) for line in f if line.strip()}
     layout = TASKS["mrpc"].layouts["train"]
-    return [(msr_path, line, row) for line, row in _read_tsv(msr_path, layout)
-            if ((row[1], row[2]) in dev_ids) == (split == "dev")]
+    return [
+        (msr_path, line, row)
+        for line, row in _read_tsv(msr_path, layout)
+        if ((row[1], row[2]) in dev_ids) == (split == "dev")
+    ]
 
 
 def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample]:
@@ -206,11 +261,15 @@ def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample
     elif task == "mrpc" and split in ("train", "dev") and os.path.exists(os.path.join(folder, "dev_ids.tsv")):
         rows = _mrpc_rows_from_msr(folder, split)
     else:
-        raise FileNotFoundError(f"GLUE file {path} not found; download GLUE into {data_dir} "
-                                f"(layout {spec.folder}/{layout.file_name}) or prepare TFDS glue/{task}")
+        raise FileNotFoundError(
+            f"GLUE file {path} not found; download GLUE into {data_dir} "
+            f"(layout {spec.folder}/{layout.file_name}) or prepare TFDS glue/{task}"
+        )
     if not rows:  # found before training, not when the budget is spent and dev is scored
-        raise ValueError(f"{path if os.path.exists(path) else os.path.join(folder, 'msr_paraphrase_train.txt')} "
-                         f"holds no {split} examples (header or blank lines only); restore the GLUE file")
+        raise ValueError(
+            f"{path if os.path.exists(path) else os.path.join(folder, 'msr_paraphrase_train.txt')} "
+            f"holds no {split} examples (header or blank lines only); restore the GLUE file"
+        )
     examples = []
     for row_number, (source, line, row) in enumerate(rows):
         idx = int(row[layout.idx]) if layout.idx is not None else row_number
@@ -220,8 +279,9 @@ def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample
     return examples
 
 
-def load_glue(task: str, split: str, *, data_dir: str | None = None, tfds_data_dir: str | None = None,
-              source: str = "auto") -> list[GlueExample]:
+def load_glue(
+    task: str, split: str, *, data_dir: str | None = None, tfds_data_dir: str | None = None, source: str = "auto"
+) -> list[GlueExample]:
     """Examples of one GLUE task split.
 
     source="auto" reads TFDS `glue/<task>` if it is prepared (in `tfds_data_dir`, or the
@@ -235,11 +295,15 @@ def load_glue(task: str, split: str, *, data_dir: str | None = None, tfds_data_d
         if builder is not None:
             return _examples_from_tfds(builder, task, split)
         if source == "tfds":
-            raise FileNotFoundError(f"TFDS glue/{task} is not prepared in {tfds_data_dir or 'the default data_dir'}; "
-                                    "run tfds.builder(...).download_and_prepare() or use source='tsv'")
+            raise FileNotFoundError(
+                f"TFDS glue/{task} is not prepared in {tfds_data_dir or 'the default data_dir'}; "
+                "run tfds.builder(...).download_and_prepare() or use source='tsv'"
+            )
     if data_dir is None:
-        raise ValueError(f"TFDS glue/{task} is not prepared and no data_dir was given; "
-                         "pass data_dir=<folder holding CoLA/, SST-2/, ...>")
+        raise ValueError(
+            f"TFDS glue/{task} is not prepared and no data_dir was given; "
+            "pass data_dir=<folder holding CoLA/, SST-2/, ...>"
+        )
     return _examples_from_tsv(data_dir, task, split)
 
 

@@ -8,6 +8,7 @@ section (MaxText's `create_data_iterator(config, mesh)`):
 `data.source` is `tfrecord` (shards of build_shards / prepare_data), `synthetic` (random
 tokens; benchmarks, no tensorflow) or `default` (the embedded corpus).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ from data_pipelines import tokenizer as tokenizer_lib
 
 def _host_batch_size(config) -> int:
     if config.train.batch_size % jax.process_count():
-        raise ValueError(f"train.batch_size={config.train.batch_size} does not divide over "
-                         f"{jax.process_count()} processes")
+        raise ValueError(
+            f"train.batch_size={config.train.batch_size} does not divide over {jax.process_count()} processes"
+        )
     return config.train.batch_size // jax.process_count()
 
 
@@ -30,16 +32,26 @@ def make_train_iterator(config):
     d, t = config.data, config.train
     if d.source == "synthetic":
         return data.make_synthetic_iterator(
-            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-            vocab_size=config.model.vocab_size, seed=t.seed)
+            batch_size=_host_batch_size(config),
+            seq_length=t.max_seq_length,
+            vocab_size=config.model.vocab_size,
+            seed=t.seed,
+        )
     if d.source != "tfrecord":
         raise ValueError(f"data.source={d.source!r}; choose 'tfrecord' or 'synthetic'")
     if not d.train_files:
-        raise ValueError("data.train_files is empty; point it at TFRecord shards "
-                         "(python -m data_pipelines.build_shards) or set data.source=synthetic")
+        raise ValueError(
+            "data.train_files is empty; point it at TFRecord shards "
+            "(python -m data_pipelines.build_shards) or set data.source=synthetic"
+        )
     return data.make_pretraining_iterator(
-        d.train_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-        seed=t.seed, shuffle_buffer=d.shuffle_buffer, repeat=True)
+        d.train_files,
+        batch_size=_host_batch_size(config),
+        seq_length=t.max_seq_length,
+        seed=t.seed,
+        shuffle_buffer=d.shuffle_buffer,
+        repeat=True,
+    )
 
 
 def eval_batches(config, batch_sharding):
@@ -47,12 +59,20 @@ def eval_batches(config, batch_sharding):
     d, t = config.data, config.train
     if d.source == "synthetic":
         it = data.make_synthetic_iterator(
-            batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-            vocab_size=config.model.vocab_size, seed=t.seed + 10_000)
+            batch_size=_host_batch_size(config),
+            seq_length=t.max_seq_length,
+            vocab_size=config.model.vocab_size,
+            seed=t.seed + 10_000,
+        )
     else:
         it = data.make_pretraining_iterator(
-            d.eval_files, batch_size=_host_batch_size(config), seq_length=t.max_seq_length,
-            seed=0, shuffle_buffer=0, repeat=False)
+            d.eval_files,
+            batch_size=_host_batch_size(config),
+            seq_length=t.max_seq_length,
+            seed=0,
+            shuffle_buffer=0,
+            repeat=False,
+        )
     for _, batch in zip(range(t.eval_steps), it):
         yield data.to_global_batch(batch, batch_sharding)
 
@@ -61,13 +81,20 @@ def _use_default_corpus(config, workdir: str):
     """Build (once) the tokenizer and shards of the embedded default corpus in the workdir
     and point a copy of `config` at them."""
     if jax.process_count() > 1:
-        raise ValueError("data.source='default' is a single-process demo; build shards with "
-                         "python -m data_pipelines.prepare_data and set data.train_files")
+        raise ValueError(
+            "data.source='default' is a single-process demo; build shards with "
+            "python -m data_pipelines.prepare_data and set data.train_files"
+        )
     from data_pipelines import prepare_data
+
     prepared = prepare_data.prepare_data(
-        os.path.join(workdir, "default_data"), vocab_size=config.model.vocab_size,
-        max_seq_length=config.train.max_seq_length, seed=config.train.seed, show_progress=False,
-        num_processes=min(os.cpu_count() or 1, 8))
+        os.path.join(workdir, "default_data"),
+        vocab_size=config.model.vocab_size,
+        max_seq_length=config.train.max_seq_length,
+        seed=config.train.seed,
+        show_progress=False,
+        num_processes=min(os.cpu_count() or 1, 8),
+    )
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.data.source = "tfrecord"
@@ -84,14 +111,18 @@ def check_tokenizer(config) -> None:
     tok = tokenizer_lib.load_tokenizer(config.data.tokenizer)
     tokenizer_lib.check_vocab_size(config.model.vocab_size, tok)
     if config.objective.mask_token_id != tok.mask_id:
-        raise ValueError(f"objective.mask_token_id={config.objective.mask_token_id} but the "
-                         f"tokenizer's [MASK] is {tok.mask_id}; set "
-                         f"--config.objective.mask_token_id={tok.mask_id}")
+        raise ValueError(
+            f"objective.mask_token_id={config.objective.mask_token_id} but the "
+            f"tokenizer's [MASK] is {tok.mask_id}; set "
+            f"--config.objective.mask_token_id={tok.mask_id}"
+        )
     missing = sorted(set(tok.special_ids) - set(config.objective.special_token_ids))
     if missing:
-        raise ValueError(f"objective.special_token_ids={tuple(config.objective.special_token_ids)} "
-                         f"misses the tokenizer's special ids {missing}; set "
-                         f"--config.objective.special_token_ids='{tuple(tok.special_ids)}'")
+        raise ValueError(
+            f"objective.special_token_ids={tuple(config.objective.special_token_ids)} "
+            f"misses the tokenizer's special ids {missing}; set "
+            f"--config.objective.special_token_ids='{tuple(tok.special_ids)}'"
+        )
 
 
 def resolve_data_source(config, workdir: str):

@@ -12,6 +12,7 @@ them. Rerunning resumes: an existing spm.model is reused and finished shards are
 A rerun with other settings, or after an input file changed (size or mtime), is refused
 with the changed names (`prepare_settings.json` records them); `--rebuild` starts anew.
 """
+
 import argparse
 import json
 import os
@@ -31,8 +32,10 @@ SETTINGS_FILE = "prepare_settings.json"
 def input_fingerprints(paths: Sequence[str], output_dir: str) -> list[dict]:
     """Path (relative to output_dir, so that a workdir holding both can move), size and mtime
     of each input: an edit in place, or a copy that did not keep the mtime, shows as a change."""
-    return [{"path": os.path.relpath(p, output_dir), "bytes": os.path.getsize(p),
-             "mtime_ns": os.stat(p).st_mtime_ns} for p in paths]
+    return [
+        {"path": os.path.relpath(p, output_dir), "bytes": os.path.getsize(p), "mtime_ns": os.stat(p).st_mtime_ns}
+        for p in paths
+    ]
 
 
 def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
@@ -47,21 +50,38 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
     elif os.path.exists(path):
         changed = build_lib.changed_keys(files.read_json(path), settings)
         if changed:
-            raise ValueError(f"{output_dir} was prepared with other settings or inputs ({', '.join(changed)} "
-                             "changed; see its prepare_settings.json); use a new --output_dir, or "
-                             "--rebuild to replace its tokenizer and shards")
+            raise ValueError(
+                f"{output_dir} was prepared with other settings or inputs ({', '.join(changed)} "
+                "changed; see its prepare_settings.json); use a new --output_dir, or "
+                "--rebuild to replace its tokenizer and shards"
+            )
     elif os.path.exists(os.path.join(output_dir, "spm.model")):
-        logging.warning("%s has a tokenizer but no %s (prepared by an older version): reusing it "
-                        "unchecked; --rebuild makes it anew", output_dir, SETTINGS_FILE)
+        logging.warning(
+            "%s has a tokenizer but no %s (prepared by an older version): reusing it "
+            "unchecked; --rebuild makes it anew",
+            output_dir,
+            SETTINGS_FILE,
+        )
     os.makedirs(output_dir, exist_ok=True)
     files.write_json(path, settings, sort_keys=True)
 
 
-def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, vocab_size: int = 8192,
-                 max_seq_length: int = 128, num_shards: int = 8, num_eval_shards: int = 1,
-                 num_processes: int = 1, seed: int = 0, model_type: str = "unigram",
-                 document_boundary: str = "blank_line", on_invalid_utf8: str = "skip",
-                 show_progress: bool = True, rebuild: bool = False) -> dict:
+def prepare_data(
+    output_dir: str,
+    *,
+    inputs: str | Sequence[str] | None = None,
+    vocab_size: int = 8192,
+    max_seq_length: int = 128,
+    num_shards: int = 8,
+    num_eval_shards: int = 1,
+    num_processes: int = 1,
+    seed: int = 0,
+    model_type: str = "unigram",
+    document_boundary: str = "blank_line",
+    on_invalid_utf8: str = "skip",
+    show_progress: bool = True,
+    rebuild: bool = False,
+) -> dict:
     """Builds tokenizer + shards; returns paths, timings, the shard summary and config flags.
     A rerun into the same `output_dir` resumes; with other settings or changed inputs it is
     refused unless `rebuild`."""
@@ -73,10 +93,17 @@ def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, 
             default_corpus.write_default_corpus(inputs)
     timings["corpus_seconds"] = round(time.perf_counter() - start, 2)
     paths = text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
-    settings = {"inputs": input_fingerprints(paths, output_dir), "vocab_size": vocab_size, "model_type": model_type,
-                "seed": seed, "max_seq_length": max_seq_length, "num_shards": num_shards,
-                "num_eval_shards": num_eval_shards, "document_boundary": document_boundary,
-                "on_invalid_utf8": on_invalid_utf8}
+    settings = {
+        "inputs": input_fingerprints(paths, output_dir),
+        "vocab_size": vocab_size,
+        "model_type": model_type,
+        "seed": seed,
+        "max_seq_length": max_seq_length,
+        "num_shards": num_shards,
+        "num_eval_shards": num_eval_shards,
+        "document_boundary": document_boundary,
+        "on_invalid_utf8": on_invalid_utf8,
+    }
     check_settings(output_dir, settings, rebuild)
 
     tokenizer_path = os.path.join(output_dir, "spm.model")
@@ -85,34 +112,60 @@ def prepare_data(output_dir: str, *, inputs: str | Sequence[str] | None = None, 
         logging.info("reusing the tokenizer at %s", tokenizer_path)
         tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path)
     else:
-        tokenizer = tokenizer_lib.train_sentencepiece(inputs, tokenizer_path, vocab_size=vocab_size,
-                                                      model_type=model_type, seed=seed,
-                                                      on_invalid_utf8=on_invalid_utf8, num_threads=num_processes)
+        tokenizer = tokenizer_lib.train_sentencepiece(
+            inputs,
+            tokenizer_path,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            seed=seed,
+            on_invalid_utf8=on_invalid_utf8,
+            num_threads=num_processes,
+        )
     timings["tokenizer_seconds"] = round(time.perf_counter() - start, 2)
 
     shard_dir = os.path.join(output_dir, "shards")
     start = time.perf_counter()
-    summary = build_lib.build_shards(inputs, shard_dir, tokenizer_path=tokenizer_path,
-                                     max_seq_length=max_seq_length, num_shards=num_shards,
-                                     num_eval_shards=num_eval_shards, seed=seed, num_processes=num_processes,
-                                     document_boundary=document_boundary, on_invalid_utf8=on_invalid_utf8,
-                                     show_progress=show_progress)
+    summary = build_lib.build_shards(
+        inputs,
+        shard_dir,
+        tokenizer_path=tokenizer_path,
+        max_seq_length=max_seq_length,
+        num_shards=num_shards,
+        num_eval_shards=num_eval_shards,
+        seed=seed,
+        num_processes=num_processes,
+        document_boundary=document_boundary,
+        on_invalid_utf8=on_invalid_utf8,
+        show_progress=show_progress,
+    )
     timings["shards_seconds"] = round(time.perf_counter() - start, 2)
     train_files = os.path.join(shard_dir, "train-*.tfrecord")
     eval_files = os.path.join(shard_dir, "eval-*.tfrecord") if num_eval_shards else ""
-    flags = [f"--config.data.train_files={train_files}", f"--config.data.tokenizer={tokenizer_path}",
-             f"--config.model.vocab_size={tokenizer.vocab_size}", f"--config.train.max_seq_length={max_seq_length}"]
+    flags = [
+        f"--config.data.train_files={train_files}",
+        f"--config.data.tokenizer={tokenizer_path}",
+        f"--config.model.vocab_size={tokenizer.vocab_size}",
+        f"--config.train.max_seq_length={max_seq_length}",
+    ]
     if eval_files:
         flags.insert(1, f"--config.data.eval_files={eval_files}")
-    return {"tokenizer": tokenizer_path, "vocab_size": tokenizer.vocab_size, "train_files": train_files,
-            "eval_files": eval_files, "timings": timings, "shards": summary, "config_flags": flags}
+    return {
+        "tokenizer": tokenizer_path,
+        "vocab_size": tokenizer.vocab_size,
+        "train_files": train_files,
+        "eval_files": eval_files,
+        "timings": timings,
+        "shards": summary,
+        "config_flags": flags,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--input", default=None,
-                        help="comma-separated text files or globs; default: the embedded corpus")
+    parser.add_argument(
+        "--input", default=None, help="comma-separated text files or globs; default: the embedded corpus"
+    )
     parser.add_argument("--vocab_size", type=int, default=8192, help="must equal config.model.vocab_size")
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--num_shards", type=int, default=8)
@@ -120,18 +173,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model_type", default="unigram", choices=tokenizer_lib.MODEL_TYPES)
-    parser.add_argument("--document_boundary", default="blank_line", choices=text_files.DOCUMENT_BOUNDARIES,
-                        help="'file' for hard-wrapped books where blank lines only separate paragraphs")
+    parser.add_argument(
+        "--document_boundary",
+        default="blank_line",
+        choices=text_files.DOCUMENT_BOUNDARIES,
+        help="'file' for hard-wrapped books where blank lines only separate paragraphs",
+    )
     parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
-    parser.add_argument("--rebuild", action="store_true",
-                        help="replace the tokenizer and shards of an output_dir prepared with other settings")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="replace the tokenizer and shards of an output_dir prepared with other settings",
+    )
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    result = prepare_data(args.output_dir, inputs=args.input, vocab_size=args.vocab_size,
-                          max_seq_length=args.max_seq_length, num_shards=args.num_shards,
-                          num_eval_shards=args.num_eval_shards, num_processes=args.num_processes,
-                          seed=args.seed, model_type=args.model_type, document_boundary=args.document_boundary,
-                          on_invalid_utf8=args.on_invalid_utf8, rebuild=args.rebuild)
+    result = prepare_data(
+        args.output_dir,
+        inputs=args.input,
+        vocab_size=args.vocab_size,
+        max_seq_length=args.max_seq_length,
+        num_shards=args.num_shards,
+        num_eval_shards=args.num_eval_shards,
+        num_processes=args.num_processes,
+        seed=args.seed,
+        model_type=args.model_type,
+        document_boundary=args.document_boundary,
+        on_invalid_utf8=args.on_invalid_utf8,
+        rebuild=args.rebuild,
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "config_flags"}, indent=2))
     print("train with:\n  " + " \\\n  ".join(result["config_flags"]))
 

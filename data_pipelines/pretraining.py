@@ -20,6 +20,7 @@ tf.data state includes the shuffle buffer, so its size on disk grows with
 TensorFlow is imported only inside the functions that read shards: `make_synthetic_iterator`
 works on machines without it.
 """
+
 import json
 import os
 from typing import Any, Iterator
@@ -31,14 +32,14 @@ from data_pipelines import files
 
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # Shard features use ELECTRA's names; batches use the model's.
-_FEATURE_TO_BATCH_KEY = {"input_ids": "input_ids", "input_mask": "attention_mask",
-                         "segment_ids": "token_type_ids"}
+_FEATURE_TO_BATCH_KEY = {"input_ids": "input_ids", "input_mask": "attention_mask", "segment_ids": "token_type_ids"}
 STATE_PREFIX = "data_iterator"
 
 
 def _process_topology(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax  # only when the caller did not say; keeps tests and tools jax-free
+
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -55,11 +56,14 @@ def list_shards(file_pattern: str) -> list[str]:
     """Sorted files matching a glob or a comma-separated list of globs (local or gs://)."""
     import tensorflow as tf
 
-    files = sorted({f for pattern in file_pattern.split(",") if pattern.strip()
-                    for f in tf.io.gfile.glob(pattern.strip())})
+    files = sorted(
+        {f for pattern in file_pattern.split(",") if pattern.strip() for f in tf.io.gfile.glob(pattern.strip())}
+    )
     if not files:
-        raise FileNotFoundError(f"no shard matches {file_pattern!r}; build them with "
-                                "`python -m data_pipelines.build_shards` or fix the pattern")
+        raise FileNotFoundError(
+            f"no shard matches {file_pattern!r}; build them with "
+            "`python -m data_pipelines.build_shards` or fix the pattern"
+        )
     return files
 
 
@@ -91,11 +95,13 @@ class PretrainingIterator:
 
     def _checkpoint(self):
         import tensorflow as tf
+
         return tf.train.Checkpoint(iterator=self._iterator)
 
     def save(self, directory: str) -> str:
         """Writes this process's iterator state into `directory`; returns its path prefix."""
         import tensorflow as tf
+
         prefix = state_prefix(directory, self.process_index, self.process_count)
         tf.io.gfile.makedirs(directory)  # local or gs://
         return self._checkpoint().write(prefix)
@@ -103,19 +109,31 @@ class PretrainingIterator:
     def restore(self, directory: str) -> None:
         """Continues from the state that `save(directory)` wrote for this process."""
         import tensorflow as tf
+
         prefix = state_prefix(directory, self.process_index, self.process_count)
         if not tf.io.gfile.exists(prefix + ".index"):
-            raise FileNotFoundError(f"no iterator state for process {self.process_index} of "
-                                    f"{self.process_count} at {prefix}.index; was it saved with this "
-                                    "process count?")
+            raise FileNotFoundError(
+                f"no iterator state for process {self.process_index} of "
+                f"{self.process_count} at {prefix}.index; was it saved with this "
+                "process count?"
+            )
         self._checkpoint().read(prefix).assert_consumed()
 
 
-def make_pretraining_iterator(file_pattern: str, *, batch_size: int, seq_length: int, seed: int,
-                              shuffle_buffer: int = 10_000, repeat: bool = True,
-                              process_index: int | None = None, process_count: int | None = None,
-                              cycle_length: int = 8, drop_remainder: bool = True,
-                              prefetch: int = 2) -> PretrainingIterator:
+def make_pretraining_iterator(
+    file_pattern: str,
+    *,
+    batch_size: int,
+    seq_length: int,
+    seed: int,
+    shuffle_buffer: int = 10_000,
+    repeat: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    cycle_length: int = 8,
+    drop_remainder: bool = True,
+    prefetch: int = 2,
+) -> PretrainingIterator:
     """The per-host tf.data pipeline: list, shard by host, interleave, shuffle, repeat, batch.
 
     `shuffle_buffer=0` reads in file order (for evaluation). With `repeat=True` every
@@ -128,9 +146,11 @@ def make_pretraining_iterator(file_pattern: str, *, batch_size: int, seq_length:
     files = list_shards(file_pattern)
     shard_length = shard_seq_length(files[0])
     if shard_length != seq_length:
-        raise ValueError(f"seq_length={seq_length} was requested but the shards {file_pattern} hold examples "
-                         f"of length {shard_length}; set the sequence length to {shard_length} or rebuild "
-                         f"the shards with --max_seq_length={seq_length}")
+        raise ValueError(
+            f"seq_length={seq_length} was requested but the shards {file_pattern} hold examples "
+            f"of length {shard_length}; set the sequence length to {shard_length} or rebuild "
+            f"the shards with --max_seq_length={seq_length}"
+        )
     dataset = tf.data.Dataset.from_tensor_slices(files)
     # With enough files each host reads whole files (cheap); otherwise every host reads all
     # files and keeps every process_count-th record.
@@ -139,8 +159,12 @@ def make_pretraining_iterator(file_pattern: str, *, batch_size: int, seq_length:
         dataset = dataset.shard(process_count, process_index)
     if shuffle_buffer:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(cycle_length, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     if not shard_by_file:
         dataset = dataset.shard(process_count, process_index)
     if shuffle_buffer:
@@ -167,12 +191,24 @@ class SyntheticIterator:
     uniformly from the non-special range [first_regular_id, vocab_size).
     """
 
-    def __init__(self, *, batch_size: int, seq_length: int, vocab_size: int, seed: int,
-                 process_index: int, process_count: int, cls_id: int = 2, sep_id: int = 3,
-                 first_regular_id: int = 5):
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        seq_length: int,
+        vocab_size: int,
+        seed: int,
+        process_index: int,
+        process_count: int,
+        cls_id: int = 2,
+        sep_id: int = 3,
+        first_regular_id: int = 5,
+    ):
         if seq_length < 3 or vocab_size <= first_regular_id:
-            raise ValueError(f"seq_length={seq_length} (need >= 3) / vocab_size={vocab_size} "
-                             f"(need > {first_regular_id}) too small for synthetic batches")
+            raise ValueError(
+                f"seq_length={seq_length} (need >= 3) / vocab_size={vocab_size} "
+                f"(need > {first_regular_id}) too small for synthetic batches"
+            )
         self.batch_size, self.seq_length, self.vocab_size, self.seed = batch_size, seq_length, vocab_size, seed
         self.process_index, self.process_count = process_index, process_count
         self._cls_id, self._sep_id, self._first_regular_id = cls_id, sep_id, first_regular_id
@@ -191,9 +227,8 @@ class SyntheticIterator:
         input_ids[:, middle] = self._sep_id
         input_ids[:, -1] = self._sep_id
         token_type_ids = np.zeros(shape, np.int32)
-        token_type_ids[:, middle + 1:] = 1
-        return {"input_ids": input_ids, "attention_mask": np.ones(shape, np.int32),
-                "token_type_ids": token_type_ids}
+        token_type_ids[:, middle + 1 :] = 1
+        return {"input_ids": input_ids, "attention_mask": np.ones(shape, np.int32), "token_type_ids": token_type_ids}
 
     def save(self, directory: str) -> str:
         path = state_prefix(directory, self.process_index, self.process_count) + ".json"
@@ -204,18 +239,34 @@ class SyntheticIterator:
         path = state_prefix(directory, self.process_index, self.process_count) + ".json"
         state = json.loads(epath.Path(path).read_text())
         if state["seed"] != self.seed:
-            raise ValueError(f"iterator state at {path} was saved with seed={state['seed']}, "
-                             f"this iterator has seed={self.seed}; use the same seed to resume")
+            raise ValueError(
+                f"iterator state at {path} was saved with seed={state['seed']}, "
+                f"this iterator has seed={self.seed}; use the same seed to resume"
+            )
         self.step = state["step"]
 
 
-def make_synthetic_iterator(*, batch_size: int, seq_length: int, vocab_size: int, seed: int,
-                            process_index: int | None = None, process_count: int | None = None,
-                            **kwargs) -> SyntheticIterator:
+def make_synthetic_iterator(
+    *,
+    batch_size: int,
+    seq_length: int,
+    vocab_size: int,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    **kwargs,
+) -> SyntheticIterator:
     """A `SyntheticIterator` (same interface as the shard reader, no tensorflow)."""
     process_index, process_count = _process_topology(process_index, process_count)
-    return SyntheticIterator(batch_size=batch_size, seq_length=seq_length, vocab_size=vocab_size, seed=seed,
-                             process_index=process_index, process_count=process_count, **kwargs)
+    return SyntheticIterator(
+        batch_size=batch_size,
+        seq_length=seq_length,
+        vocab_size=vocab_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+        **kwargs,
+    )
 
 
 def to_global_batch(batch: dict[str, np.ndarray], sharding: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ are regrouped into articles and paragraphs in their stored order.
 duplicated id, or an `answer_start` whose text is not at that position is an error naming
 the question id and the fix. Nothing is skipped.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,20 +52,22 @@ def json_file_name(version: str, split: str) -> str:
 def read_json(path: str) -> dict[str, Any]:
     """An official-format SQuAD file, with its top-level structure checked."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"SQuAD file {path} not found; download it from "
-                                "https://rajpurkar.github.io/SQuAD-explorer/ or set --config.data_dir")
+        raise FileNotFoundError(
+            f"SQuAD file {path} not found; download it from "
+            "https://rajpurkar.github.io/SQuAD-explorer/ or set --config.data_dir"
+        )
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if not text.strip():
-        raise ValueError(f"SQuAD file {path} is empty; expected the official JSON "
-                         '({"version": ..., "data": [articles]})')
+        raise ValueError(
+            f'SQuAD file {path} is empty; expected the official JSON ({{"version": ..., "data": [articles]}})'
+        )
     try:
         dataset = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"SQuAD file {path} is not valid JSON ({e})") from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        raise ValueError(f"SQuAD file {path} has no top-level 'data' list of articles; "
-                         "expected the official format")
+        raise ValueError(f"SQuAD file {path} has no top-level 'data' list of articles; expected the official format")
     if not dataset["data"]:
         raise ValueError(f"SQuAD file {path} has no articles ('data' is empty)")
     return dataset
@@ -96,9 +99,13 @@ def dataset_from_rows(rows: Iterable[dict], version: str) -> dict[str, Any]:
         if not paragraphs or paragraphs[-1]["context"] != context:
             paragraphs.append({"context": context, "qas": []})
         answers = row["answers"]
-        qa = {"id": _decode(row["id"]), "question": _decode(row["question"]),
-              "answers": [{"text": _decode(t), "answer_start": int(s)}
-                          for t, s in zip(answers["text"], answers["answer_start"])]}
+        qa = {
+            "id": _decode(row["id"]),
+            "question": _decode(row["question"]),
+            "answers": [
+                {"text": _decode(t), "answer_start": int(s)} for t, s in zip(answers["text"], answers["answer_start"])
+            ],
+        }
         if "is_impossible" in row:
             qa["is_impossible"] = bool(row["is_impossible"])
         paragraphs[-1]["qas"].append(qa)
@@ -112,8 +119,15 @@ def dataset_from_tfds(builder, split: str) -> dict[str, Any]:
     return dataset_from_rows(rows, builder.info.config_name.lstrip("v"))
 
 
-def load_squad(version: str, split: str, *, data_file: str = "", data_dir: str = "",
-               tfds_data_dir: str | None = None, source: str = "auto") -> dict[str, Any]:
+def load_squad(
+    version: str,
+    split: str,
+    *,
+    data_file: str = "",
+    data_dir: str = "",
+    tfds_data_dir: str | None = None,
+    source: str = "auto",
+) -> dict[str, Any]:
     """The dataset (official JSON structure) of one version and split.
 
     source="auto": `data_file` if given, else TFDS `squad/v<version>` if prepared, else
@@ -130,12 +144,16 @@ def load_squad(version: str, split: str, *, data_file: str = "", data_dir: str =
         if builder is not None:
             return dataset_from_tfds(builder, split)
         if source == "tfds":
-            raise FileNotFoundError(f"TFDS squad/v{version} is not prepared in "
-                                    f"{tfds_data_dir or 'the default data_dir'}; run "
-                                    "tfds.builder(...).download_and_prepare() or use source='json'")
+            raise FileNotFoundError(
+                f"TFDS squad/v{version} is not prepared in "
+                f"{tfds_data_dir or 'the default data_dir'}; run "
+                "tfds.builder(...).download_and_prepare() or use source='json'"
+            )
     if not data_dir:
-        raise ValueError(f"TFDS squad/v{version} is not prepared and neither data_dir nor a file "
-                         f"was given; set --config.data_dir to the folder holding {file_name}")
+        raise ValueError(
+            f"TFDS squad/v{version} is not prepared and neither data_dir nor a file "
+            f"was given; set --config.data_dir to the folder holding {file_name}"
+        )
     return read_json(os.path.join(data_dir, file_name))
 
 
@@ -153,15 +171,13 @@ def select_articles(dataset: dict[str, Any], article_slice: str) -> dict[str, An
         raise ValueError(f"article slice {article_slice!r}; write 'start:end', e.g. '0:40' or '40:'") from None
     selected = dataset["data"][slice(*bounds)]
     if not selected:
-        raise ValueError(f"article slice {article_slice!r} selects none of the "
-                         f"{len(dataset['data'])} articles")
+        raise ValueError(f"article slice {article_slice!r} selects none of the {len(dataset['data'])} articles")
     return {**dataset, "data": selected}
 
 
 def _field(record: dict, key: str, kind: type, where: str):
     if not isinstance(record, dict) or key not in record:
-        raise ValueError(f"{where}: missing field {key!r}; every SQuAD entry needs it "
-                         "(see the official format)")
+        raise ValueError(f"{where}: missing field {key!r}; every SQuAD entry needs it (see the official format)")
     value = record[key]
     if not isinstance(value, kind):
         raise ValueError(f"{where}: field {key!r} is {type(value).__name__}, expected {kind.__name__}")
@@ -175,14 +191,15 @@ def _answers(qa: dict, context: str, where: str) -> tuple[tuple[str, int], ...]:
         start = _field(answer, "answer_start", int, f"{where} answer {k}")
         if not text.strip():
             raise ValueError(f"{where} answer {k}: empty answer text")
-        found = context[start:start + len(text)] if start >= 0 else ""
+        found = context[start : start + len(text)] if start >= 0 else ""
         if found != text:
             first = context.find(text)
-            hint = (f"the text first occurs at {first}" if first >= 0
-                    else "the text does not occur in the context")
-            raise ValueError(f"{where} answer {k}: answer_start={start} points at {found!r} but the "
-                             f"answer text is {text!r}; set answer_start to the character offset "
-                             f"of the text in the context ({hint})")
+            hint = f"the text first occurs at {first}" if first >= 0 else "the text does not occur in the context"
+            raise ValueError(
+                f"{where} answer {k}: answer_start={start} points at {found!r} but the "
+                f"answer text is {text!r}; set answer_start to the character offset "
+                f"of the text in the context ({hint})"
+            )
         answers.append((text, start))
     return tuple(answers)
 
@@ -210,11 +227,15 @@ def parse_examples(dataset: dict[str, Any], source_name: str) -> list[SquadExamp
                 answers = _answers(qa, context, qa_where)
                 is_impossible = bool(qa.get("is_impossible", False))
                 if is_impossible and answers:
-                    raise ValueError(f"{qa_where}: is_impossible=true but it has answers; an "
-                                     "unanswerable question has an empty 'answers' list")
+                    raise ValueError(
+                        f"{qa_where}: is_impossible=true but it has answers; an "
+                        "unanswerable question has an empty 'answers' list"
+                    )
                 if not is_impossible and not answers:
-                    raise ValueError(f"{qa_where}: no answers and not is_impossible; add its "
-                                     "answers or mark it is_impossible (SQuAD 2.0)")
+                    raise ValueError(
+                        f"{qa_where}: no answers and not is_impossible; add its "
+                        "answers or mark it is_impossible (SQuAD 2.0)"
+                    )
                 examples.append(SquadExample(qid, title, question, context, answers, is_impossible))
     if not examples:
         raise ValueError(f"{source_name} holds no questions")

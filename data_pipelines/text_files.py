@@ -16,6 +16,7 @@ same text. The input format is plain text files:
   "skip"; re-encode them to UTF-8 to keep those lines. Under either policy a file with a
   NUL byte (binary, UTF-16) or with over a quarter of its lines invalid is refused.
 """
+
 import dataclasses
 import glob
 import os
@@ -85,21 +86,26 @@ def iter_lines(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[st
             stats.lines += 1
             num_lines += 1
             if b"\0" in raw_line:
-                raise ValueError(f"{path}:{line_number}: a NUL byte, so not UTF-8 text (a binary or "
-                                 "UTF-16 file?); pass text files only, re-encoded to UTF-8")
+                raise ValueError(
+                    f"{path}:{line_number}: a NUL byte, so not UTF-8 text (a binary or "
+                    "UTF-16 file?); pass text files only, re-encoded to UTF-8"
+                )
             try:
                 yield raw_line.rstrip(b"\r\n").decode("utf-8")
             except UnicodeDecodeError as e:
                 if on_invalid_utf8 == "error":
                     raise ValueError(
                         f"{path}:{line_number}: invalid UTF-8 ({e.reason} at byte {e.start}); "
-                        "re-encode the file to UTF-8 or use on_invalid_utf8='skip'") from None
+                        "re-encode the file to UTF-8 or use on_invalid_utf8='skip'"
+                    ) from None
                 stats.invalid_utf8_lines += 1
                 num_invalid += 1
     if num_invalid > MAX_INVALID_UTF8_FRACTION * num_lines:
-        raise ValueError(f"{path}: {num_invalid} of {num_lines} lines are not valid UTF-8 (more than "
-                         f"{MAX_INVALID_UTF8_FRACTION:.0%}): a binary file or text in another encoding; "
-                         "re-encode it to UTF-8 (e.g. iconv -f latin1 -t utf-8) or leave it out")
+        raise ValueError(
+            f"{path}: {num_invalid} of {num_lines} lines are not valid UTF-8 (more than "
+            f"{MAX_INVALID_UTF8_FRACTION:.0%}): a binary file or text in another encoding; "
+            "re-encode it to UTF-8 (e.g. iconv -f latin1 -t utf-8) or leave it out"
+        )
 
 
 def iter_paragraphs(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[str]:
@@ -115,9 +121,14 @@ def iter_paragraphs(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterat
         yield " ".join(lines)
 
 
-def iter_documents(paths: Sequence[str], *, document_boundary: str = "blank_line",
-                   max_document_chars: int = 20_000, on_invalid_utf8: str = "skip",
-                   stats: TextStats | None = None) -> Iterator[list[str]]:
+def iter_documents(
+    paths: Sequence[str],
+    *,
+    document_boundary: str = "blank_line",
+    max_document_chars: int = 20_000,
+    on_invalid_utf8: str = "skip",
+    stats: TextStats | None = None,
+) -> Iterator[list[str]]:
     """Documents (each a list of sentences) of the given files, in file order."""
     if document_boundary not in DOCUMENT_BOUNDARIES:
         raise ValueError(f"document_boundary={document_boundary!r}; use one of {DOCUMENT_BOUNDARIES}")

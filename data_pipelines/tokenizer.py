@@ -14,6 +14,7 @@ Sentencepiece models trained here put ELECTRA's special tokens at fixed ids
 CLI (train a sentencepiece model):
     python -m data_pipelines.tokenizer --input='corpus/*.txt' --output=spm.model --vocab_size=8000
 """
+
 import abc
 import argparse
 import io
@@ -65,8 +66,7 @@ class Tokenizer(abc.ABC):
         the original, un-normalized characters (case and accents kept).
         """
 
-    def encode_pair(self, text_a: str, text_b: str | None = None,
-                    max_length: int = 128) -> dict[str, np.ndarray]:
+    def encode_pair(self, text_a: str, text_b: str | None = None, max_length: int = 128) -> dict[str, np.ndarray]:
         """BERT-style features: [CLS] a [SEP] (b [SEP]), longest-first truncation, padding.
 
         Returns int32 arrays of shape [max_length]: input_ids, attention_mask (1 on real
@@ -76,8 +76,10 @@ class Tokenizer(abc.ABC):
         ids_b = self.encode(text_b) if text_b is not None else []
         num_specials = 3 if text_b is not None else 2
         if max_length < num_specials:
-            raise ValueError(f"max_length={max_length} cannot hold the {num_specials} special tokens; "
-                             f"use max_length >= {num_specials}")
+            raise ValueError(
+                f"max_length={max_length} cannot hold the {num_specials} special tokens; "
+                f"use max_length >= {num_specials}"
+            )
         ids_a, ids_b = truncate_longest_first(ids_a, ids_b, max_length - num_specials)
         input_ids = [self.cls_id, *ids_a, self.sep_id]
         token_type_ids = [0] * len(input_ids)
@@ -92,8 +94,7 @@ class Tokenizer(abc.ABC):
         }
 
 
-def truncate_longest_first(ids_a: Sequence[int], ids_b: Sequence[int],
-                           max_tokens: int) -> tuple[list[int], list[int]]:
+def truncate_longest_first(ids_a: Sequence[int], ids_b: Sequence[int], max_tokens: int) -> tuple[list[int], list[int]]:
     """Drops tokens from the end of the longer sequence (b on ties) until both fit.
 
     Same rule as BERT's `_truncate_seq_pair` and transformers' "longest_first".
@@ -121,7 +122,8 @@ class SentencePieceTokenizer(Tokenizer):
             if actual_piece != piece:
                 raise ValueError(
                     f"sentencepiece model {model_path} has {actual_piece!r} at id {expected_id}, expected "
-                    f"{piece!r}; train it with data_pipelines.tokenizer.train_sentencepiece")
+                    f"{piece!r}; train it with data_pipelines.tokenizer.train_sentencepiece"
+                )
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = range(len(SPECIAL_TOKENS))
 
     def encode(self, text: str) -> list[int]:
@@ -134,11 +136,10 @@ class SentencePieceTokenizer(Tokenizer):
         byte = 0
         for index, char in enumerate(text):
             width = len(char.encode("utf-8"))
-            char_of_byte[byte:byte + width] = index
+            char_of_byte[byte : byte + width] = index
             byte += width
         char_of_byte[byte] = len(text)
-        offsets = [_strip_whitespace(text, int(char_of_byte[p.begin]), int(char_of_byte[p.end]))
-                   for p in pieces]
+        offsets = [_strip_whitespace(text, int(char_of_byte[p.begin]), int(char_of_byte[p.end])) for p in pieces]
         return [p.id for p in pieces], offsets
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -168,9 +169,16 @@ def _is_punctuation(char: str) -> bool:
 
 
 def _is_cjk(code: int) -> bool:
-    return (0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0x20000 <= code <= 0x2A6DF
-            or 0x2A700 <= code <= 0x2B73F or 0x2B740 <= code <= 0x2B81F or 0x2B820 <= code <= 0x2CEAF
-            or 0xF900 <= code <= 0xFAFF or 0x2F800 <= code <= 0x2FA1F)
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x20000 <= code <= 0x2A6DF
+        or 0x2A700 <= code <= 0x2B73F
+        or 0x2B740 <= code <= 0x2B81F
+        or 0x2B820 <= code <= 0x2CEAF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x2F800 <= code <= 0x2FA1F
+    )
 
 
 def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
@@ -188,8 +196,7 @@ def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
     tokens = []
     for word in words:
         if do_lower_case:
-            word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
-                           if unicodedata.category(c) != "Mn")
+            word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
         current = ""
         for char in word:
             if _is_punctuation(char):
@@ -217,8 +224,7 @@ def _normalize_word(chars: str, do_lower_case: bool) -> str:
     """basic_tokenize's per-word normalization: NFC, then lowercase + strip accents."""
     word = unicodedata.normalize("NFC", chars)
     if do_lower_case:
-        word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
-                       if unicodedata.category(c) != "Mn")
+        word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
     return word
 
 
@@ -280,15 +286,17 @@ class WordPieceTokenizer(Tokenizer):
         self._ids = {token: index for index, token in enumerate(self._tokens)}
         missing = [t for t in SPECIAL_TOKENS if t not in self._ids]
         if missing:
-            raise ValueError(f"WordPiece vocab {vocab_path} lacks special tokens {missing}; "
-                             "an ELECTRA/BERT vocab.txt must contain all of " + ", ".join(SPECIAL_TOKENS))
+            raise ValueError(
+                f"WordPiece vocab {vocab_path} lacks special tokens {missing}; "
+                "an ELECTRA/BERT vocab.txt must contain all of " + ", ".join(SPECIAL_TOKENS)
+            )
         self.vocab_size = len(self._tokens)
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-            self._ids[t] for t in SPECIAL_TOKENS)
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self._ids[t] for t in SPECIAL_TOKENS)
         if do_lower_case is None:
             # ASCII only: uncased vocabularies still hold symbols like "ℝ" that count as upper.
             do_lower_case = not any(
-                re.search("[A-Z]", t) for t in self._tokens if not (t.startswith("[") and t.endswith("]")))
+                re.search("[A-Z]", t) for t in self._tokens if not (t.startswith("[") and t.endswith("]"))
+            )
         self.do_lower_case = do_lower_case
         self._special_split = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
@@ -336,8 +344,7 @@ class WordPieceTokenizer(Tokenizer):
                     start = 0
                     for piece, length in zip(pieces, piece_lengths):
                         ids.append(piece)
-                        offsets.append((part_start + spans[start][0],
-                                        part_start + spans[start + length - 1][1]))
+                        offsets.append((part_start + spans[start][0], part_start + spans[start + length - 1][1]))
                         start += length
             part_start += len(part)
         return ids, offsets
@@ -361,14 +368,17 @@ def load_tokenizer(path: str) -> Tokenizer:
             raise FileNotFoundError(f"tokenizer directory {path} holds neither vocab.txt nor a *.model file")
         path = found[0]
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"tokenizer file {path} does not exist; train one with "
-                                "`python -m data_pipelines.tokenizer` or point at a vocab.txt")
+        raise FileNotFoundError(
+            f"tokenizer file {path} does not exist; train one with "
+            "`python -m data_pipelines.tokenizer` or point at a vocab.txt"
+        )
     if path.endswith(".model"):
         return SentencePieceTokenizer(path)
     if path.endswith(".txt"):
         return WordPieceTokenizer(path)
-    raise ValueError(f"cannot tell the tokenizer kind of {path}: expected a sentencepiece '*.model' "
-                     "or a WordPiece 'vocab.txt'")
+    raise ValueError(
+        f"cannot tell the tokenizer kind of {path}: expected a sentencepiece '*.model' or a WordPiece 'vocab.txt'"
+    )
 
 
 def check_vocab_size(config_vocab_size: int, tokenizer: Tokenizer) -> None:
@@ -377,16 +387,25 @@ def check_vocab_size(config_vocab_size: int, tokenizer: Tokenizer) -> None:
         where = getattr(tokenizer, "path", "the tokenizer")
         raise ValueError(
             f"vocab_size={config_vocab_size} in config but the tokenizer at {where} has "
-            f"{tokenizer.vocab_size} tokens; set --config.model.vocab_size={tokenizer.vocab_size}")
+            f"{tokenizer.vocab_size} tokens; set --config.model.vocab_size={tokenizer.vocab_size}"
+        )
 
 
 _VOCAB_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
-def train_sentencepiece(inputs: str | Sequence[str], output_path: str, *, vocab_size: int,
-                        model_type: str = "unigram", input_sentence_size: int = 2_000_000,
-                        character_coverage: float = 0.9999, seed: int = 0,
-                        on_invalid_utf8: str = "skip", num_threads: int = 2) -> SentencePieceTokenizer:
+def train_sentencepiece(
+    inputs: str | Sequence[str],
+    output_path: str,
+    *,
+    vocab_size: int,
+    model_type: str = "unigram",
+    input_sentence_size: int = 2_000_000,
+    character_coverage: float = 0.9999,
+    seed: int = 0,
+    on_invalid_utf8: str = "skip",
+    num_threads: int = 2,
+) -> SentencePieceTokenizer:
     """Trains a sentencepiece model on text files and writes it atomically to `output_path`.
 
     Training sentences come from `text_files` (same UTF-8 policy and sentence splitting as
@@ -405,26 +424,41 @@ def train_sentencepiece(inputs: str | Sequence[str], output_path: str, *, vocab_
     sentences = _iter_sentences(paths, on_invalid_utf8)
     first = next(sentences, None)
     if first is None:
-        raise ValueError(f"the corpus {inputs!r} has no text (after dropping invalid UTF-8 lines); "
-                         "give files with at least a few sentences")
+        raise ValueError(
+            f"the corpus {inputs!r} has no text (after dropping invalid UTF-8 lines); "
+            "give files with at least a few sentences"
+        )
     spm.set_random_generator_seed(seed)
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=itertools.chain([first], sentences), model_writer=model,
-            vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
-            input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
-            max_sentence_length=16384, num_threads=num_threads,
-            pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece=PAD, unk_piece=UNK,
+            sentence_iterator=itertools.chain([first], sentences),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            max_sentence_length=16384,
+            num_threads=num_threads,
+            pad_id=0,
+            unk_id=1,
+            bos_id=-1,
+            eos_id=-1,
+            pad_piece=PAD,
+            unk_piece=UNK,
             # Control symbols never come out of encode(text), so "[MASK]" in raw text stays text.
-            control_symbols=list(SPECIAL_TOKENS[2:]), minloglevel=2)
+            control_symbols=list(SPECIAL_TOKENS[2:]),
+            minloglevel=2,
+        )
     except RuntimeError as e:
         too_high = _VOCAB_TOO_HIGH.search(str(e))
         if too_high:
             raise ValueError(
                 f"vocab_size={vocab_size} is more than the corpus {inputs!r} supports (at most "
                 f"{too_high.group(2)} for model_type={model_type}); set --vocab_size={too_high.group(2)} "
-                "or lower, or add text") from None
+                "or lower, or add text"
+            ) from None
         raise
     files.write_bytes(output_path, model.getvalue())
     return SentencePieceTokenizer(output_path)
@@ -441,14 +475,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="path of the model to write, ending in .model")
     parser.add_argument("--vocab_size", type=int, required=True)
     parser.add_argument("--model_type", default="unigram", choices=MODEL_TYPES)
-    parser.add_argument("--input_sentence_size", type=int, default=2_000_000,
-                        help="sentences sampled for training; bounds memory on large corpora")
+    parser.add_argument(
+        "--input_sentence_size",
+        type=int,
+        default=2_000_000,
+        help="sentences sampled for training; bounds memory on large corpora",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
     args = parser.parse_args(argv)
-    tokenizer = train_sentencepiece(args.input, args.output, vocab_size=args.vocab_size,
-                                    model_type=args.model_type, input_sentence_size=args.input_sentence_size,
-                                    seed=args.seed, on_invalid_utf8=args.on_invalid_utf8)
+    tokenizer = train_sentencepiece(
+        args.input,
+        args.output,
+        vocab_size=args.vocab_size,
+        model_type=args.model_type,
+        input_sentence_size=args.input_sentence_size,
+        seed=args.seed,
+        on_invalid_utf8=args.on_invalid_utf8,
+    )
     print(f"wrote {args.output} ({tokenizer.vocab_size} pieces)")
 
 

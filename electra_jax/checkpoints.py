@@ -11,6 +11,7 @@ Each process writes its data-iterator state before the orbax save of the same st
 so a complete orbax step always has its iterator state beside it (a crash in between
 leaves an orphan iterator state, never a checkpoint without one).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,19 +36,22 @@ def absolute_workdir(workdir: str) -> str:
 class Checkpointer:
     """Saves every `save_every` steps (asynchronously), keeps the last `keep`."""
 
-    def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True,
-                 read_only: bool = False):
+    def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True, read_only: bool = False):
         self.workdir = absolute_workdir(workdir)
         self.save_every = save_every
         # Readers (evaluate, export, fine-tuning) may open a workdir that a live run is
         # writing: they must neither create it nor clean up that run's in-flight save.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=0 if read_only else save_every,
-            create=not read_only, read_only=read_only, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=not read_only)
+            max_to_keep=keep,
+            save_interval_steps=0 if read_only else save_every,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=not read_only,
+        )
         self.manager = ocp.CheckpointManager(
-            os.path.join(self.workdir, "checkpoints"), options=options,
-            item_names=("state", "meta"))
+            os.path.join(self.workdir, "checkpoints"), options=options, item_names=("state", "meta")
+        )
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
@@ -68,11 +72,15 @@ class Checkpointer:
         if data_iterator is not None:
             data_iterator.save(self._data_state_dir(step))
         saved = self.manager.save(
-            step, args=ocp.args.Composite(
+            step,
+            args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave({"step": int(step), "has_data_state": data_iterator is not None,
-                                        "saved_at": time.time()})),
-            force=force)
+                meta=ocp.args.JsonSave(
+                    {"step": int(step), "has_data_state": data_iterator is not None, "saved_at": time.time()}
+                ),
+            ),
+            force=force,
+        )
         self._prune_data_states()
         return saved
 
@@ -94,20 +102,23 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None or step not in self.manager.all_steps():
             raise FileNotFoundError(
-                f"no checkpoint for step {step} in {self.workdir}/checkpoints; available: "
-                f"{self.all_steps()}")
+                f"no checkpoint for step {step} in {self.workdir}/checkpoints; available: {self.all_steps()}"
+            )
         return step
 
     def restore(self, step: Optional[int], abstract_state: Any, data_iterator: Any = None) -> Any:
         """The state at `step` (latest if None), placed as `abstract_state`'s shardings;
         `data_iterator`, if given, is moved to where it was when that step was saved."""
         step = self._existing_step(step)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        )
         if data_iterator is not None:
             if not restored["meta"].get("has_data_state"):
-                raise FileNotFoundError(f"checkpoint {step} in {self.workdir} was saved without an "
-                                        "input-iterator state; the run cannot resume exactly")
+                raise FileNotFoundError(
+                    f"checkpoint {step} in {self.workdir} was saved without an "
+                    "input-iterator state; the run cannot resume exactly"
+                )
             data_iterator.restore(self._data_state_dir(step))
         logging.info("restored step %d from %s", step, self.workdir)
         return restored["state"]
@@ -116,11 +127,15 @@ class Checkpointer:
         """(step, the `params` of the TrainState saved at `step`, latest if None) placed as
         `abstract_params`' shardings; the optimizer moments are never read."""
         step = self._existing_step(step)
-        restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding),
-                                              abstract_params)
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item={"params": abstract_params}, restore_args={"params": restore_args},
-            partial_restore=True)))
+        restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
+                )
+            ),
+        )
         logging.info("restored the params of step %d from %s", step, self.workdir)
         return step, restored["state"]["params"]
 
@@ -132,8 +147,9 @@ class Checkpointer:
         self.manager.close()
 
 
-def check_run_config(workdir: str, config_json: str, fresh: bool,
-                     absent_means: Optional[dict[str, dict[str, Any]]] = None) -> None:
+def check_run_config(
+    workdir: str, config_json: str, fresh: bool, absent_means: Optional[dict[str, dict[str, Any]]] = None
+) -> None:
     """Refuse to resume a workdir whose saved model/objective config differs from this run's.
 
     `absent_means` ({section: {key: value}}) gives the value a key the saved config lacks
@@ -145,10 +161,11 @@ def check_run_config(workdir: str, config_json: str, fresh: bool,
         saved = json.loads(path.read_text(encoding="utf-8"))
         current = json.loads(config_json)
         for section, defaults in (absent_means or {}).items():
-            saved[section] = {**{k: v for k, v in defaults.items() if k in current.get(section, {})},
-                              **saved.get(section, {})}
-        differing = sorted(section for section in ("model", "objective")
-                           if saved.get(section) != current.get(section))
+            saved[section] = {
+                **{k: v for k, v in defaults.items() if k in current.get(section, {})},
+                **saved.get(section, {}),
+            }
+        differing = sorted(section for section in ("model", "objective") if saved.get(section) != current.get(section))
         checkpoints_dir = epath.Path(workdir) / "checkpoints"
         has_checkpoints = checkpoints_dir.is_dir() and any(checkpoints_dir.iterdir())
         if differing and has_checkpoints:
@@ -158,10 +175,12 @@ def check_run_config(workdir: str, config_json: str, fresh: bool,
                     f"{current.get(section, {}).get(key)!r}"
                     for section in differing
                     for key in sorted(set(saved.get(section, {})) | set(current.get(section, {})))
-                    if saved.get(section, {}).get(key) != current.get(section, {}).get(key))
+                    if saved.get(section, {}).get(key) != current.get(section, {}).get(key)
+                )
                 raise ValueError(
                     f"{workdir} holds a run with a different config ({details}); use another "
-                    "--workdir, or pass --fresh to move its checkpoints aside and start over")
+                    "--workdir, or pass --fresh to move its checkpoints aside and start over"
+                )
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
     if jax.process_index() == 0:
@@ -170,8 +189,7 @@ def check_run_config(workdir: str, config_json: str, fresh: bool,
 
 # Everything a run (and evaluate.py on it) writes at the top of its workdir; default_data
 # is reusable input and stays.
-RUN_OUTPUTS = ("config.json", "checkpoints", "data_state", "metrics.jsonl", "tensorboard",
-               "eval_step_*.json")
+RUN_OUTPUTS = ("config.json", "checkpoints", "data_state", "metrics.jsonl", "tensorboard", "eval_step_*.json")
 
 
 def _move_run_aside(workdir: str) -> str:
@@ -195,6 +213,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     # JSON turned these tuples into lists; the pretrainer hashes them.
     rules = config.sharding.logical_axis_rules
     config.sharding.logical_axis_rules = tuple(
-        (name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+        (name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules
+    )
     config.objective.special_token_ids = tuple(config.objective.special_token_ids)
     return config

@@ -3,6 +3,7 @@ finds `configs/NAME.py` after a plain `pip install .`.
 
     app.run(main, flags_parser=cli.parse_flags)
 """
+
 import importlib.resources
 import os
 import sys
@@ -21,15 +22,17 @@ def resolve_config_path(value: str) -> str:
     path, colon, arg = value.partition(":")
     if not path.startswith(CONFIGS_DIR) or os.path.exists(path):
         return value
-    installed = importlib.resources.files("electra_jax.configs") / path[len(CONFIGS_DIR):]
+    installed = importlib.resources.files("electra_jax.configs") / path[len(CONFIGS_DIR) :]
     if not installed.is_file():
         return value  # ml_collections reports the missing file under the name given
     return f"{os.fspath(installed)}{colon}{arg}"
 
 
 def _resolve_config_flags(argv: list[str]) -> list[str]:
-    return [f"--config={resolve_config_path(arg[len('--config='):])}" if arg.startswith("--config=")
-            else arg for arg in argv]
+    return [
+        f"--config={resolve_config_path(arg[len('--config=') :])}" if arg.startswith("--config=") else arg
+        for arg in argv
+    ]
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -61,8 +64,7 @@ def _exit_on_unknown_override(error: BaseException, argv: list[str]) -> NoReturn
     missing, _, hint = str(error.args[0] if error.args else error).partition("\n")
     missing = missing.strip("'\"")
     overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
-    named = [arg for arg in overrides if missing in arg[len("--config."):].split(".")]
-    message = (f"{' '.join(named) or 'a --config override'} names {missing!r}, which the "
-               f"config does not have. {hint}")
+    named = [arg for arg in overrides if missing in arg[len("--config.") :].split(".")]
+    message = f"{' '.join(named) or 'a --config override'} names {missing!r}, which the config does not have. {hint}"
     sys.stderr.write(f"FATAL Flags parsing error: {message.strip()}\n")
     sys.exit(1)

@@ -6,6 +6,7 @@ The config is the run's own (`DIR/config.json`) unless --config is given. Metric
 logged and written to `DIR/eval_step_<N>.json`; they equal what training logged at that
 step for the same eval data (same masking seed, dropout off).
 """
+
 import functools
 import json
 import os
@@ -23,16 +24,17 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dic
     # after flag parsing: importing jax is slow
     from data_pipelines import input_pipeline
     from electra_jax import pretrain, sharding
+
     trainer, state = pretrain.restore_train_state(config, workdir, step)
     batches = input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh))
-    return {"step": int(state.step),
-            **pretrain.evaluate(trainer, state, batches, config.train.seed + 1)}
+    return {"step": int(state.step), **pretrain.evaluate(trainer, state, batches, config.train.seed + 1)}
 
 
 def main(argv, config_flag):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from electra_jax import checkpoints
+
     workdir = flags.FLAGS.workdir
     config = config_flag.value or checkpoints.load_run_config(workdir)
     result = evaluate_checkpoint(config, workdir, flags.FLAGS.step)

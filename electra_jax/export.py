@@ -6,6 +6,7 @@ Writes HF_DIR/discriminator (ElectraForPreTraining; not for an MLM-only run) and
 HF_DIR/generator (ElectraForMaskedLM), each config.json + model.safetensors, plus the
 tokenizer file the run was trained with when the config names one.
 """
+
 import os
 import shutil
 from typing import Optional
@@ -19,6 +20,7 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None) ->
     import jax
 
     from electra_jax import hf, loading, model  # after flag parsing: importing jax is slow
+
     config, step, params = loading.restore_pretraining_params(workdir, step)
     params = model.split_pretraining_params(jax.device_get(params))
     for kind, cfg in model.pretraining_networks(config).items():

@@ -10,6 +10,7 @@
     fill_mask(generator, "The capital of France is [MASK].", top_k=5)
     # -> [[{"token": "paris", "id": 3000, "probability": 0.41}, ...]]  (one list per [MASK])
 """
+
 import functools
 import json
 from typing import Optional
@@ -27,6 +28,7 @@ _TOP_K = flags.DEFINE_integer("top_k", 5, "Completions per [MASK].")
 def load_generator(init: str, init_step: Optional[int] = None, tokenizer_path: str = ""):
     """The generator network (config, params, tokenizer) of a workdir or HF directory."""
     from electra_jax import loading
+
     return loading.load_network(init, init_step, tokenizer_path, network="generator")
 
 
@@ -35,15 +37,16 @@ def encode_masked_text(tokenizer, text: str, max_length: int) -> list[int]:
     would split the bracketed word into pieces)."""
     parts = text.split(MASK_TEXT)
     if len(parts) == 1:
-        raise ValueError(f"no {MASK_TEXT} in {text!r}; write {MASK_TEXT} where a word should be "
-                         "predicted")
+        raise ValueError(f"no {MASK_TEXT} in {text!r}; write {MASK_TEXT} where a word should be predicted")
     ids = tokenizer.encode(parts[0])
     for part in parts[1:]:
         ids += [tokenizer.mask_id, *tokenizer.encode(part)]
     ids = [tokenizer.cls_id, *ids, tokenizer.sep_id]
     if len(ids) > max_length:
-        raise ValueError(f"the text is {len(ids)} tokens but the generator takes at most "
-                         f"{max_length} (max_position_embeddings); shorten it")
+        raise ValueError(
+            f"the text is {len(ids)} tokens but the generator takes at most "
+            f"{max_length} (max_position_embeddings); shorten it"
+        )
     return ids
 
 
@@ -58,9 +61,11 @@ def _generator_forward(cfg):
     @jax.jit
     def forward(params, ids):
         ids = ids[None]
-        logits = model.Generator(cfg).apply({"params": params}, ids, jnp.ones_like(ids),
-                                            jnp.zeros_like(ids), deterministic=True)[0]
-        return logits[:, :cfg.vocab_size]  # without a padded vocabulary's masked columns
+        logits = model.Generator(cfg).apply(
+            {"params": params}, ids, jnp.ones_like(ids), jnp.zeros_like(ids), deterministic=True
+        )[0]
+        return logits[:, : cfg.vocab_size]  # without a padded vocabulary's masked columns
+
     return forward
 
 
@@ -74,16 +79,23 @@ def fill_mask(generator, text: str, top_k: int = 5) -> list[list[dict]]:
     if top_k < 1:
         raise ValueError(f"top_k={top_k}; ask for at least one completion")
     input_ids = encode_masked_text(tokenizer, text, cfg.max_position_embeddings)
-    logits = np.asarray(_generator_forward(cfg)(generator.params, np.array(input_ids, np.int32)),
-                        np.float64)
+    logits = np.asarray(_generator_forward(cfg)(generator.params, np.array(input_ids, np.int32)), np.float64)
     completions = []
     for position in np.flatnonzero(np.array(input_ids) == tokenizer.mask_id):
         scores = logits[position]
         probabilities = np.exp(scores - scores.max())
         probabilities /= probabilities.sum()
         best = np.argsort(-scores, kind="stable")[:top_k]
-        completions.append([{"token": tokenizer.decode([int(i)]) or tokenizer.id_to_piece(int(i)),
-                             "id": int(i), "probability": float(probabilities[i])} for i in best])
+        completions.append(
+            [
+                {
+                    "token": tokenizer.decode([int(i)]) or tokenizer.id_to_piece(int(i)),
+                    "id": int(i),
+                    "probability": float(probabilities[i]),
+                }
+                for i in best
+            ]
+        )
     return completions
 
 
@@ -95,8 +107,7 @@ def main(argv):
         raise app.UsageError("--init is required: a pretraining workdir or an ElectraForMaskedLM dir")
     generator = load_generator(_INIT.value, _INIT_STEP.value, _TOKENIZER.value)
     for text in texts:
-        print(json.dumps({"text": text, "masks": fill_mask(generator, text, _TOP_K.value)},
-                         ensure_ascii=False))
+        print(json.dumps({"text": text, "masks": fill_mask(generator, text, _TOP_K.value)}, ensure_ascii=False))
 
 
 def run():

@@ -1,4 +1,5 @@
 """Model FLOPs of an ELECTRA training step and device peaks, for MFU reporting."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def _encoder_forward_flops(cfg: model.ElectraConfig, seq_len: int) -> float:
     return seq_len * (cfg.num_layers * per_token_per_layer + projection)
 
 
-def train_flops_per_sequence(gen: model.ElectraConfig, disc: model.ElectraConfig | None,
-                             seq_len: int, max_predictions: int) -> float:
+def train_flops_per_sequence(
+    gen: model.ElectraConfig, disc: model.ElectraConfig | None, seq_len: int, max_predictions: int
+) -> float:
     """Analytic model FLOPs (forward + backward = 3x forward) of one ELECTRA training sequence.
 
     Generator: encoder over all tokens, MLM head (dense -> tied vocab projection) at the
@@ -47,8 +49,7 @@ def train_flops_per_sequence(gen: model.ElectraConfig, disc: model.ElectraConfig
     softmaxes and the optimizer are not counted, nor
     the padding columns of a padded vocabulary (model FLOPs count useful work only).
     """
-    gen_head = max_predictions * (2 * gen.hidden_size * gen.embedding_size
-                                  + 2 * gen.embedding_size * gen.vocab_size)
+    gen_head = max_predictions * (2 * gen.hidden_size * gen.embedding_size + 2 * gen.embedding_size * gen.vocab_size)
     forward = _encoder_forward_flops(gen, seq_len) + gen_head
     if disc is not None:
         disc_head = seq_len * (2 * disc.hidden_size * disc.hidden_size + 2 * disc.hidden_size)

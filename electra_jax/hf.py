@@ -9,6 +9,7 @@ its config.json also carries num_labels / id2label / problem_type, see `save_pre
 `token_classification` (`ElectraForTokenClassification`, an NER tagger; id2label as above).
 Nothing here needs torch except reading a `.bin` file.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,13 @@ import numpy as np
 from data_pipelines import files
 from electra_jax import model
 
-KINDS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM",
-         "sequence_classification": "ElectraForSequenceClassification",
-         "question_answering": "ElectraForQuestionAnswering",
-         "token_classification": "ElectraForTokenClassification"}
+KINDS = {
+    "discriminator": "ElectraForPreTraining",
+    "generator": "ElectraForMaskedLM",
+    "sequence_classification": "ElectraForSequenceClassification",
+    "question_answering": "ElectraForQuestionAnswering",
+    "token_classification": "ElectraForTokenClassification",
+}
 # Buffers some HF checkpoints carry that are not parameters.
 _IGNORED_HF_KEYS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
 # The tied MLM output matrix: the word-embedding table itself, never a separate parameter.
@@ -84,11 +88,16 @@ def param_table(cfg: model.ElectraConfig, kind: str) -> list[tuple[str, str, boo
     if cfg.embedding_size != cfg.hidden_size:
         modules.append(_PROJECTION_MODULE)
     for i in range(cfg.num_layers):
-        modules += [(f"electra/encoder/layer_{i}/{flax}", f"electra.encoder.layer.{i}.{hf}", k)
-                    for flax, hf, k in _LAYER_MODULES]
+        modules += [
+            (f"electra/encoder/layer_{i}/{flax}", f"electra.encoder.layer.{i}.{hf}", k)
+            for flax, hf, k in _LAYER_MODULES
+        ]
     modules += _HEAD_MODULES[kind]
-    return [(f"{flax}/{flax_leaf}", f"{hf}.{hf_leaf}", transpose)
-            for flax, hf, k in modules for flax_leaf, hf_leaf, transpose in _LEAVES[k]]
+    return [
+        (f"{flax}/{flax_leaf}", f"{hf}.{hf_leaf}", transpose)
+        for flax, hf, k in modules
+        for flax_leaf, hf_leaf, transpose in _LEAVES[k]
+    ]
 
 
 def _check_kind(kind: str) -> None:
@@ -98,15 +107,18 @@ def _check_kind(kind: str) -> None:
 
 # ---------------------------------------------------------------------------- configs
 
+
 def config_from_hf(hf_config: dict[str, Any], **overrides) -> model.ElectraConfig:
     """ElectraConfig from a transformers `config.json` dict (compute options via overrides)."""
     if hf_config.get("model_type", "electra") != "electra":
-        raise ValueError(f"model_type={hf_config.get('model_type')!r} in config.json; only "
-                         "'electra' checkpoints can be loaded")
+        raise ValueError(
+            f"model_type={hf_config.get('model_type')!r} in config.json; only 'electra' checkpoints can be loaded"
+        )
     act = hf_config.get("hidden_act", "gelu")
     if act != "gelu":
-        raise ValueError(f"hidden_act={act!r} in config.json; electra_jax implements the exact "
-                         "'gelu' of BERT/ELECTRA only")
+        raise ValueError(
+            f"hidden_act={act!r} in config.json; electra_jax implements the exact 'gelu' of BERT/ELECTRA only"
+        )
     position_type = hf_config.get("position_embedding_type", "absolute")
     if position_type != "absolute":
         raise ValueError(f"position_embedding_type={position_type!r}; only 'absolute' is supported")
@@ -156,6 +168,7 @@ def config_to_hf(cfg: model.ElectraConfig, kind: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- weights
 
+
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in tree.items():
@@ -181,7 +194,7 @@ def _unscan(flat: dict[str, Any], num_layers: int) -> dict[str, Any]:
     out = {}
     for path, value in flat.items():
         if path.startswith(scanned):
-            rest = path[len(scanned):]
+            rest = path[len(scanned) :]
             out.update({f"electra/encoder/layer_{i}/{rest}": value[i] for i in range(num_layers)})
         else:
             out[path] = value
@@ -196,8 +209,7 @@ def _scan(flat: dict[str, Any], num_layers: int) -> dict[str, Any]:
             stacked.setdefault(rest, [None] * num_layers)[int(path.split("/")[2][6:])] = value
         else:
             out[path] = value
-    out.update({f"electra/encoder/layers/layer/{rest}": np.stack(values)
-                for rest, values in stacked.items()})
+    out.update({f"electra/encoder/layers/layer/{rest}": np.stack(values) for rest, values in stacked.items()})
     return out
 
 
@@ -212,7 +224,7 @@ def params_to_hf(cfg: model.ElectraConfig, params: dict, kind: str) -> dict[str,
     for flax_path, hf_key, transpose in table:
         value = np.asarray(flat[flax_path], dtype=np.float32)
         if hf_key in _VOCAB_ROW_HF_KEYS:
-            value = value[:cfg.vocab_size]  # drop the padding rows
+            value = value[: cfg.vocab_size]  # drop the padding rows
         state[hf_key] = np.ascontiguousarray(value.T if transpose else value)
     return state
 
@@ -224,8 +236,10 @@ def params_from_hf(cfg: model.ElectraConfig, state: dict[str, np.ndarray], kind:
         tied = state.pop(_TIED_HF_KEY)
         word = state.get("electra.embeddings.word_embeddings.weight")
         if word is not None and not np.array_equal(tied, word):
-            raise ValueError(f"{_TIED_HF_KEY} differs from the word embeddings; electra_jax ties "
-                             "them as ELECTRA does and cannot load an untied generator")
+            raise ValueError(
+                f"{_TIED_HF_KEY} differs from the word embeddings; electra_jax ties "
+                "them as ELECTRA does and cannot load an untied generator"
+            )
     table = param_table(cfg, kind)
     _check_keys(set(state), {hf for _, hf, _ in table}, "HF state dict")
     flat = {}
@@ -241,8 +255,9 @@ def params_from_hf(cfg: model.ElectraConfig, state: dict[str, np.ndarray], kind:
 
 def _pad_vocab_rows(value: np.ndarray, cfg: model.ElectraConfig, hf_key: str) -> np.ndarray:
     if value.shape[0] != cfg.vocab_size:
-        raise ValueError(f"{hf_key} has {value.shape[0]} rows but vocab_size={cfg.vocab_size}; "
-                         "config.json and the weights disagree")
+        raise ValueError(
+            f"{hf_key} has {value.shape[0]} rows but vocab_size={cfg.vocab_size}; config.json and the weights disagree"
+        )
     padding = [(0, cfg.padded_vocab_size - cfg.vocab_size)] + [(0, 0)] * (value.ndim - 1)
     return np.pad(value, padding)
 
@@ -250,21 +265,26 @@ def _pad_vocab_rows(value: np.ndarray, cfg: model.ElectraConfig, hf_key: str) ->
 def _check_keys(found: set[str], expected: set[str], what: str) -> None:
     missing, unknown = sorted(expected - found), sorted(found - expected)
     if missing or unknown:
-        raise ValueError(f"{what} does not match the ELECTRA parameter table: "
-                         f"missing={missing[:20]}{' ...' if len(missing) > 20 else ''}, "
-                         f"unknown={unknown[:20]}{' ...' if len(unknown) > 20 else ''}")
+        raise ValueError(
+            f"{what} does not match the ELECTRA parameter table: "
+            f"missing={missing[:20]}{' ...' if len(missing) > 20 else ''}, "
+            f"unknown={unknown[:20]}{' ...' if len(unknown) > 20 else ''}"
+        )
 
 
 # ---------------------------------------------------------------------------- directories
+
 
 def _read_state_dict(hf_dir: str) -> dict[str, np.ndarray]:
     safetensors_path = os.path.join(hf_dir, "model.safetensors")
     bin_path = os.path.join(hf_dir, "pytorch_model.bin")
     if os.path.exists(safetensors_path):
         from safetensors.numpy import load_file
+
         return load_file(safetensors_path)
     if os.path.exists(bin_path):
         import torch  # only for .bin checkpoints
+
         state = torch.load(bin_path, map_location="cpu", weights_only=True)
         return {k: v.float().numpy() for k, v in state.items()}
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {hf_dir}")
@@ -285,9 +305,11 @@ def detect_kind(hf_config: dict[str, Any], state_keys) -> str:
         return "sequence_classification"
     if any(k.startswith("qa_outputs.") for k in state_keys):
         return "question_answering"
-    raise ValueError("cannot tell whether this checkpoint is an ElectraForPreTraining or an "
-                     f"ElectraForMaskedLM (architectures={hf_config.get('architectures')}); "
-                     "pass kind='discriminator' or kind='generator'")
+    raise ValueError(
+        "cannot tell whether this checkpoint is an ElectraForPreTraining or an "
+        f"ElectraForMaskedLM (architectures={hf_config.get('architectures')}); "
+        "pass kind='discriminator' or kind='generator'"
+    )
 
 
 def load_pretrained(hf_dir: str, kind: str | None = None, **config_overrides):
@@ -297,8 +319,9 @@ def load_pretrained(hf_dir: str, kind: str | None = None, **config_overrides):
     """
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"no config.json in {hf_dir}; expected a transformers ELECTRA "
-                                "directory (config.json + model.safetensors)")
+        raise FileNotFoundError(
+            f"no config.json in {hf_dir}; expected a transformers ELECTRA directory (config.json + model.safetensors)"
+        )
     with open(config_path, encoding="utf-8") as f:
         hf_config = json.load(f)
     state = _read_state_dict(hf_dir)
@@ -307,8 +330,13 @@ def load_pretrained(hf_dir: str, kind: str | None = None, **config_overrides):
     return cfg, params_from_hf(cfg, state, kind)
 
 
-def save_pretrained(cfg: model.ElectraConfig, params: dict, out_dir: str,
-                    kind: str = "discriminator", extra_config: dict[str, Any] | None = None) -> None:
+def save_pretrained(
+    cfg: model.ElectraConfig,
+    params: dict,
+    out_dir: str,
+    kind: str = "discriminator",
+    extra_config: dict[str, Any] | None = None,
+) -> None:
     """Write `params` as a transformers ELECTRA directory that `from_pretrained` loads.
 
     `extra_config` entries are added to config.json; a `sequence_classification` model
@@ -321,8 +349,9 @@ def save_pretrained(cfg: model.ElectraConfig, params: dict, out_dir: str,
     import safetensors.numpy
 
     state = params_to_hf(cfg, params, kind)
-    files.write_bytes(os.path.join(out_dir, "model.safetensors"),
-                      safetensors.numpy.save(state, metadata={"format": "pt"}))
-    files.write_json(os.path.join(out_dir, "config.json"),
-                     {**config_to_hf(cfg, kind), **(extra_config or {})}, sort_keys=True)
-
+    files.write_bytes(
+        os.path.join(out_dir, "model.safetensors"), safetensors.numpy.save(state, metadata={"format": "pt"})
+    )
+    files.write_json(
+        os.path.join(out_dir, "config.json"), {**config_to_hf(cfg, kind), **(extra_config or {})}, sort_keys=True
+    )

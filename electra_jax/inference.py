@@ -14,6 +14,7 @@ so only int8 weights live in memory. Embedding tables, LayerNorms and biases sta
 CLI: float vs int8 accuracy and CPU latency of a fine-tuned GLUE model on a dev split:
     python -m electra_jax.inference --model=OUT/sst2/seed_0 --task=sst2 --data_dir=GLUE_DIR
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,6 +41,7 @@ _TASK_MODULES = {
 
 # ---------------------------------------------------------------------------- quantization
 
+
 def quantize_kernel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weights, float32 scale per output channel) of a [..., in, out] kernel (a scanned
     stack keeps its leading layer axis: one scale per layer and channel)."""
@@ -64,8 +66,11 @@ def dequantize_params(quantized: Any) -> Any:
     """The float32 tree the int8 one stands for (q * scale): what `int8=True` computes with."""
     if not isinstance(quantized, dict):
         return quantized
-    out = {name: dequantize_params(value) for name, value in quantized.items()
-           if name not in (QUANTIZED_KERNEL, KERNEL_SCALE)}
+    out = {
+        name: dequantize_params(value)
+        for name, value in quantized.items()
+        if name not in (QUANTIZED_KERNEL, KERNEL_SCALE)
+    }
     if QUANTIZED_KERNEL in quantized:
         out["kernel"] = quantized[QUANTIZED_KERNEL].astype(np.float32) * quantized[KERNEL_SCALE][..., None, :]
     return out
@@ -74,8 +79,11 @@ def dequantize_params(quantized: Any) -> Any:
 def _int8_dense(next_fun, args, kwargs, context):
     """flax method interceptor: a Dense whose params hold int8 weights multiplies with them."""
     dense = context.module
-    if not (isinstance(dense, nn.Dense) and context.method_name == "__call__"
-            and dense.has_variable("params", QUANTIZED_KERNEL)):
+    if not (
+        isinstance(dense, nn.Dense)
+        and context.method_name == "__call__"
+        and dense.has_variable("params", QUANTIZED_KERNEL)
+    ):
         return next_fun(*args, **kwargs)
     inputs = args[0]
     dtype = dense.dtype or jnp.promote_types(inputs.dtype, dense.param_dtype)
@@ -93,14 +101,17 @@ def quantized_size_bytes(params: Any) -> int:
 
 # ---------------------------------------------------------------------------- predictors
 
+
 @functools.lru_cache(maxsize=16)
 def _jitted_apply(net: nn.Module):
     """jitted (params, batch) -> outputs, one per (hashable) module; int8 Dense layers are
     recognised by their params, so float and int8 trees share it (one compile each)."""
+
     @jax.jit
     def predict(params, batch):
         with nn.intercept_methods(_int8_dense):
             return model.apply_network(net, params, batch, deterministic=True)
+
     return predict
 
 
@@ -121,16 +132,19 @@ def load_finetuned(model_dir: str):
     hf_config = pretrained.hf_config or {}
     architectures = [a for a in hf_config.get("architectures", []) if a in _TASK_MODULES]
     if not architectures or not pretrained.head_params:
-        raise ValueError(f"{model_dir} is not a fine-tuned model (architectures="
-                         f"{hf_config.get('architectures')}); export one with the fine-tuning "
-                         f"CLIs ({sorted(_TASK_MODULES)})")
+        raise ValueError(
+            f"{model_dir} is not a fine-tuned model (architectures="
+            f"{hf_config.get('architectures')}); export one with the fine-tuning "
+            f"CLIs ({sorted(_TASK_MODULES)})"
+        )
     num_labels = len(hf_config.get("id2label", {})) or 2
     net = _TASK_MODULES[architectures[0]](pretrained.model_config, num_labels)
     return net, {"electra": pretrained.encoder_params, **pretrained.head_params}, pretrained.tokenizer
 
 
-def compare_int8(net: nn.Module, params: Any, features: dict[str, np.ndarray], labels: np.ndarray,
-                 batch_size: int) -> dict[str, Any]:
+def compare_int8(
+    net: nn.Module, params: Any, features: dict[str, np.ndarray], labels: np.ndarray, batch_size: int
+) -> dict[str, Any]:
     """Accuracy of float32 vs int8 predictions (argmax of the logits), their agreement, the
     largest logit difference, weight bytes, and seconds per batch on this machine."""
     from electra_jax.finetune import common
@@ -145,13 +159,16 @@ def compare_int8(net: nn.Module, params: Any, features: dict[str, np.ndarray], l
         logits[name] = common.predict_outputs(lambda _, b: predict(b), None, features, batch_size)
         seconds = time.perf_counter() - start
         predictions = np.argmax(logits[name], axis=-1)
-        result[name] = {"accuracy": 100 * float(np.mean(predictions == labels)),
-                        "seconds_per_batch": seconds / -(-len(labels) // batch_size)}
+        result[name] = {
+            "accuracy": 100 * float(np.mean(predictions == labels)),
+            "seconds_per_batch": seconds / -(-len(labels) // batch_size),
+        }
     result["float32"]["weight_bytes"] = quantized_size_bytes(params)
     result["int8"]["weight_bytes"] = quantized_size_bytes(quantize_params(jax.device_get(params)))
     result["accuracy_delta"] = result["int8"]["accuracy"] - result["float32"]["accuracy"]
-    result["prediction_agreement"] = 100 * float(np.mean(
-        np.argmax(logits["float32"], -1) == np.argmax(logits["int8"], -1)))
+    result["prediction_agreement"] = 100 * float(
+        np.mean(np.argmax(logits["float32"], -1) == np.argmax(logits["int8"], -1))
+    )
     result["max_abs_logit_difference"] = float(np.max(np.abs(logits["float32"] - logits["int8"])))
     return result
 

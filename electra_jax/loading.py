@@ -10,6 +10,7 @@ A workdir is read without its optimizer moments and without touching the run: a 
 still training in it never loses an in-flight save. Evaluation, export, fill-mask,
 inference and fine-tuning all open weights here; none of them imports the training loop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,7 @@ class Network:
     @property
     def head_params(self) -> Optional[dict]:
         """The subtrees of a fine-tuned model's head ({classifier: ...}), else None."""
-        heads = {name: subtree for name, subtree in self.params.items()
-                 if name not in ("electra", *PRETRAINING_HEADS)}
+        heads = {name: subtree for name, subtree in self.params.items() if name not in ("electra", *PRETRAINING_HEADS)}
         return heads or None
 
     @property
@@ -64,15 +64,15 @@ def is_hf_dir(path: str) -> bool:
         return json.load(f).get("model_type") == "electra"
 
 
-def restore_pretraining_params(workdir: str, step: Optional[int] = None
-                               ) -> tuple[ml_collections.ConfigDict, int, dict]:
+def restore_pretraining_params(workdir: str, step: Optional[int] = None) -> tuple[ml_collections.ConfigDict, int, dict]:
     """(run config, step, params of the ElectraPretrainingModel) at `step` (latest if None)
     of a pretraining workdir, on the first local device."""
     run_config = checkpoints.load_run_config(workdir)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        nn.meta.unbox(model.abstract_pretraining_params(run_config)))
+        nn.meta.unbox(model.abstract_pretraining_params(run_config)),
+    )
     ckpt = checkpoints.Checkpointer(workdir, save_every=1, keep=None, read_only=True)
     try:
         step, params = ckpt.restore_params(step, abstract)
@@ -86,47 +86,55 @@ def _check_vocab(cfg: model.ElectraConfig, tokenizer: tokenizer_lib.Tokenizer, i
         raise ValueError(
             f"the checkpoint {init} has vocab_size={cfg.vocab_size} but the tokenizer at "
             f"{getattr(tokenizer, 'path', '?')} has {tokenizer.vocab_size} tokens; use "
-            "the tokenizer the model was pretrained with (--config.tokenizer=...)")
+            "the tokenizer the model was pretrained with (--config.tokenizer=...)"
+        )
 
 
 def _workdir_tokenizer(init: str, run_config, tokenizer_path: str) -> tokenizer_lib.Tokenizer:
     tokenizer_path = tokenizer_path or run_config.data.tokenizer
     if not tokenizer_path:
-        raise ValueError(f"the pretraining run in {init} records no data.tokenizer; pass "
-                         "--config.tokenizer=<the sentencepiece model or vocab.txt it used>")
+        raise ValueError(
+            f"the pretraining run in {init} records no data.tokenizer; pass "
+            "--config.tokenizer=<the sentencepiece model or vocab.txt it used>"
+        )
     if not os.path.isabs(tokenizer_path) and not os.path.exists(tokenizer_path):
         tokenizer_path = os.path.join(init, tokenizer_path)
     return tokenizer_lib.load_tokenizer(tokenizer_path)
 
 
-def _load_hf_network(init: str, init_step: Optional[int], tokenizer_path: str,
-                     network: str) -> Network:
+def _load_hf_network(init: str, init_step: Optional[int], tokenizer_path: str, network: str) -> Network:
     if init_step is not None:
-        raise ValueError(f"init_step={init_step} given but {init} is a transformers "
-                         "directory (one set of weights); drop --config.init_step")
+        raise ValueError(
+            f"init_step={init_step} given but {init} is a transformers "
+            "directory (one set of weights); drop --config.init_step"
+        )
     with open(os.path.join(init, "config.json"), encoding="utf-8") as f:
         hf_config = json.load(f)
     cfg, params = hf.load_pretrained(init)
     is_generator = "generator_predictions" in params
     if network != "encoder" and is_generator != (network == "generator"):
         held = "an ElectraForMaskedLM generator" if is_generator else "no generator (MLM) head"
-        wanted = ("the generator (an ElectraForMaskedLM directory)" if network == "generator"
-                  else "the discriminator (ElectraForPreTraining)")
+        wanted = (
+            "the generator (an ElectraForMaskedLM directory)"
+            if network == "generator"
+            else "the discriminator (ElectraForPreTraining)"
+        )
         raise ValueError(f"{init} holds {held}; use {wanted} instead")
     tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path or init)
     _check_vocab(cfg, tokenizer, init)
     return Network(cfg, params, tokenizer, hf_config)
 
 
-def _load_workdir_network(init: str, init_step: Optional[int], tokenizer_path: str,
-                          network: str) -> Network:
+def _load_workdir_network(init: str, init_step: Optional[int], tokenizer_path: str, network: str) -> Network:
     run_config, _, pretraining_params = restore_pretraining_params(init, init_step)
     networks = model.pretraining_networks(run_config)
     if network == "encoder":
         network = "discriminator" if "discriminator" in networks else "generator"
     if network not in networks:
-        raise ValueError(f"{init} is an MLM-only run (objective.kind={run_config.objective.kind!r}): "
-                         f"it has no {network}; load its generator (network='generator')")
+        raise ValueError(
+            f"{init} is an MLM-only run (objective.kind={run_config.objective.kind!r}): "
+            f"it has no {network}; load its generator (network='generator')"
+        )
     params = model.split_pretraining_params(jax.device_get(pretraining_params))[network]
     cfg = networks[network]
     tokenizer = _workdir_tokenizer(init, run_config, tokenizer_path)
@@ -134,8 +142,9 @@ def _load_workdir_network(init: str, init_step: Optional[int], tokenizer_path: s
     return Network(cfg, params, tokenizer)
 
 
-def load_network(init: str, init_step: Optional[int] = None, tokenizer_path: str = "",
-                 network: str = "discriminator") -> Network:
+def load_network(
+    init: str, init_step: Optional[int] = None, tokenizer_path: str = "", network: str = "discriminator"
+) -> Network:
     """The discriminator (or generator, `network="generator"`; or `network="encoder"`:
     the discriminator where there is one, else the masked LM of an MLM-only run) of a
     pretraining workdir's checkpoint, or the network a transformers ELECTRA directory
@@ -143,11 +152,14 @@ def load_network(init: str, init_step: Optional[int] = None, tokenizer_path: str
     if network not in NETWORKS:
         raise ValueError(f"network={network!r}; choose one of {NETWORKS}")
     if not init:
-        raise ValueError("config.init is empty; set --config.init to a pretraining workdir or "
-                         "a transformers ELECTRA directory")
+        raise ValueError(
+            "config.init is empty; set --config.init to a pretraining workdir or a transformers ELECTRA directory"
+        )
     if is_hf_dir(init):
         return _load_hf_network(init, init_step, tokenizer_path, network)
     if os.path.isdir(os.path.join(init, "checkpoints")):
         return _load_workdir_network(init, init_step, tokenizer_path, network)
-    raise FileNotFoundError(f"{init} is neither a pretraining workdir (config.json + checkpoints/) "
-                            "nor a transformers ELECTRA directory (config.json + model.safetensors)")
+    raise FileNotFoundError(
+        f"{init} is neither a pretraining workdir (config.json + checkpoints/) "
+        "nor a transformers ELECTRA directory (config.json + model.safetensors)"
+    )

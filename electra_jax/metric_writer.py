@@ -7,6 +7,7 @@
 
 Each line of metrics.jsonl is {"step", "split", <name>: <float>, ...}.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,11 @@ class MetricWriter:
             try:
                 from flax.metrics import tensorboard as flax_tb  # needs tensorflow
             except ImportError as e:
-                raise ImportError(f"TensorBoard summaries need tensorflow and tensorboard ({e}); "
-                                  "pip install tensorboard, or set "
-                                  "--config.train.tensorboard=False") from e
+                raise ImportError(
+                    f"TensorBoard summaries need tensorflow and tensorboard ({e}); "
+                    "pip install tensorboard, or set "
+                    "--config.train.tensorboard=False"
+                ) from e
             self.tb = flax_tb.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:

@@ -10,6 +10,7 @@ Every parameter carries logical axis names (`sharding.py` maps them onto the mes
   hidden: hidden_size               heads: attention projections (num_heads * head_dim)
   mlp: intermediate (FFN) size      layers: the stacked-layer axis when layers are scanned
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,15 +60,16 @@ class ElectraConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
-                "choose num_heads that divides hidden_size")
+                "choose num_heads that divides hidden_size"
+            )
         if self.remat_policy != "none" and self.remat_policy not in _REMAT_POLICIES:
-            raise ValueError(f"remat_policy={self.remat_policy!r}; choose one of "
-                             f"{['none', *_REMAT_POLICIES]}")
+            raise ValueError(f"remat_policy={self.remat_policy!r}; choose one of {['none', *_REMAT_POLICIES]}")
         if self.attention_impl not in (None, "xla", "cudnn"):
             raise ValueError(f"attention_impl={self.attention_impl!r}; choose None, 'xla' or 'cudnn'")
         if self.vocab_pad_multiple < 1:
-            raise ValueError(f"vocab_pad_multiple={self.vocab_pad_multiple}; use 1 (no padding) "
-                             "or a positive multiple such as 128")
+            raise ValueError(
+                f"vocab_pad_multiple={self.vocab_pad_multiple}; use 1 (no padding) or a positive multiple such as 128"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -88,8 +90,7 @@ def generator_config(disc: ElectraConfig, hidden_fraction: float) -> ElectraConf
     """The generator the ELECTRA paper pairs with `disc`: same depth and embeddings,
     hidden and FFN sizes scaled by `hidden_fraction`, heads = max(1, hidden // 64)."""
     hidden = max(1, int(round(disc.hidden_size * hidden_fraction)))
-    return dataclasses.replace(
-        disc, hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
+    return dataclasses.replace(disc, hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
 
 
 def configs_from_dict(model_config: Any) -> tuple[ElectraConfig, ElectraConfig]:
@@ -132,8 +133,7 @@ def abstract_pretraining_params(config: Any):
     """Shapes and dtypes of the ElectraPretrainingModel's params, still in their
     logical-axis boxes (the sharding rules read them)."""
     net = build_pretraining_model(config)
-    return jax.eval_shape(
-        lambda: net.init(jax.random.PRNGKey(0), *pretraining_dummy_inputs(config))["params"])
+    return jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), *pretraining_dummy_inputs(config))["params"])
 
 
 def _dense(features: int, axes: tuple, cfg: ElectraConfig, name: str) -> nn.Dense:
@@ -141,8 +141,7 @@ def _dense(features: int, axes: tuple, cfg: ElectraConfig, name: str) -> nn.Dens
         features,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.normal(cfg.initializer_range), axes),
+        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
         name=name,
     )
@@ -173,25 +172,33 @@ class Embeddings(nn.Module):
         init = nn.initializers.normal(cfg.initializer_range)
 
         def embed(num, axes, name):
-            return nn.Embed(num, cfg.embedding_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                            embedding_init=nn.with_logical_partitioning(init, axes), name=name)
+            return nn.Embed(
+                num,
+                cfg.embedding_size,
+                dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype,
+                embedding_init=nn.with_logical_partitioning(init, axes),
+                name=name,
+            )
 
         self.word_embeddings = embed(cfg.padded_vocab_size, ("vocab", "embed"), "word_embeddings")
-        self.position_embeddings = embed(
-            cfg.max_position_embeddings, (None, "embed"), "position_embeddings")
-        self.token_type_embeddings = embed(
-            cfg.type_vocab_size, (None, "embed"), "token_type_embeddings")
+        self.position_embeddings = embed(cfg.max_position_embeddings, (None, "embed"), "position_embeddings")
+        self.token_type_embeddings = embed(cfg.type_vocab_size, (None, "embed"), "token_type_embeddings")
         self.layer_norm = _layer_norm("embed", cfg, "LayerNorm")
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
         seq_len = input_ids.shape[-1]
         if seq_len > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
-                             f"{self.config.max_position_embeddings}; truncate the inputs")
-        embedded = (self.word_embeddings(input_ids)
-                    + self.position_embeddings(jnp.arange(seq_len)[None, :])
-                    + self.token_type_embeddings(token_type_ids))
+            raise ValueError(
+                f"sequence length {seq_len} exceeds max_position_embeddings="
+                f"{self.config.max_position_embeddings}; truncate the inputs"
+            )
+        embedded = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(jnp.arange(seq_len)[None, :])
+            + self.token_type_embeddings(token_type_ids)
+        )
         embedded = self.dropout(self.layer_norm(embedded), deterministic=deterministic)
         return nn.with_logical_constraint(embedded, ("batch", "length", "embed"))
 
@@ -210,11 +217,11 @@ class SelfAttention(nn.Module):
         heads_shape = (batch, seq_len, cfg.num_heads, cfg.head_dim)
         query, key, value = (
             _dense(cfg.hidden_size, ("hidden", "heads"), cfg, name)(hidden).reshape(heads_shape)
-            for name in ("query", "key", "value"))
+            for name in ("query", "key", "value")
+        )
         key_mask = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, S]
         if deterministic or cfg.attention_dropout == 0.0:
-            context = jax.nn.dot_product_attention(
-                query, key, value, mask=key_mask, implementation=cfg.attention_impl)
+            context = jax.nn.dot_product_attention(query, key, value, mask=key_mask, implementation=cfg.attention_impl)
         else:
             # jax.nn.dot_product_attention has no dropout on the probabilities; the paper's
             # recipe (attention dropout 0.1) needs this explicit path while training.
@@ -238,12 +245,11 @@ class TransformerLayer(nn.Module):
         context = SelfAttention(cfg, name="attention_self")(hidden, attention_mask, deterministic)
         attended = _dense(cfg.hidden_size, ("heads", "hidden"), cfg, "attention_output_dense")(context)
         hidden = _layer_norm("hidden", cfg, "attention_output_LayerNorm")(
-            dropout(attended, deterministic=deterministic) + hidden)
-        intermediate = _gelu(_dense(cfg.intermediate_size, ("hidden", "mlp"), cfg,
-                                    "intermediate_dense")(hidden))
+            dropout(attended, deterministic=deterministic) + hidden
+        )
+        intermediate = _gelu(_dense(cfg.intermediate_size, ("hidden", "mlp"), cfg, "intermediate_dense")(hidden))
         ffn_out = _dense(cfg.hidden_size, ("mlp", "hidden"), cfg, "output_dense")(intermediate)
-        hidden = _layer_norm("hidden", cfg, "output_LayerNorm")(
-            dropout(ffn_out, deterministic=deterministic) + hidden)
+        hidden = _layer_norm("hidden", cfg, "output_LayerNorm")(dropout(ffn_out, deterministic=deterministic) + hidden)
         return nn.with_logical_constraint(hidden, ("batch", "length", "hidden"))
 
 
@@ -254,15 +260,13 @@ class _ScannedLayer(nn.Module):
 
     @nn.compact
     def __call__(self, hidden, attention_mask, deterministic):
-        return _layer_class(self.config)(self.config, name="layer")(
-            hidden, attention_mask, deterministic), None
+        return _layer_class(self.config)(self.config, name="layer")(hidden, attention_mask, deterministic), None
 
 
 def _layer_class(cfg: ElectraConfig):
     if cfg.remat_policy == "none":
         return TransformerLayer
-    return nn.remat(TransformerLayer, policy=_REMAT_POLICIES[cfg.remat_policy],
-                    static_argnums=(3,))
+    return nn.remat(TransformerLayer, policy=_REMAT_POLICIES[cfg.remat_policy], static_argnums=(3,))
 
 
 class Encoder(nn.Module):
@@ -305,8 +309,7 @@ class ElectraModel(nn.Module):
         cfg = self.config
         self.embeddings = self.shared_embeddings or Embeddings(cfg)
         if cfg.embedding_size != cfg.hidden_size:
-            self.embeddings_project = _dense(cfg.hidden_size, ("embed", "hidden"), cfg,
-                                             "embeddings_project")
+            self.embeddings_project = _dense(cfg.hidden_size, ("embed", "hidden"), cfg, "embeddings_project")
         self.encoder = Encoder(cfg)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
@@ -353,8 +356,12 @@ class LMOutputBias(nn.Module):
     @nn.compact
     def __call__(self, logits: Array) -> Array:
         cfg = self.config
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
-                          (cfg.padded_vocab_size,), cfg.param_dtype)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+            (cfg.padded_vocab_size,),
+            cfg.param_dtype,
+        )
         logits = logits + bias.astype(logits.dtype)
         if cfg.padded_vocab_size == cfg.vocab_size:
             return logits
@@ -393,8 +400,14 @@ class Generator(nn.Module):
         self.generator_predictions = GeneratorHead(self.config)
         self.generator_lm_head = LMOutputBias(self.config)
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True,
-                 masked_positions: Optional[Array] = None):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        deterministic=True,
+        masked_positions: Optional[Array] = None,
+    ):
         hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)
         if masked_positions is not None:
             hidden = jnp.take_along_axis(hidden, masked_positions[..., None], axis=1)  # [B, P, H]
@@ -419,27 +432,23 @@ class ElectraPretrainingModel(nn.Module):
         shared = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size")
         mismatched = [f for f in shared if disc is not None and getattr(gen, f) != getattr(disc, f)]
         if mismatched:
-            raise ValueError(f"generator and discriminator must agree on {mismatched} to share "
-                             "embeddings")
+            raise ValueError(f"generator and discriminator must agree on {mismatched} to share embeddings")
         self.embeddings = Embeddings(disc or gen)
         self.generator = Generator(gen, shared_embeddings=self.embeddings)
         if disc is not None:
             self.discriminator = Discriminator(disc, shared_embeddings=self.embeddings)
 
-    def __call__(self, input_ids, attention_mask, token_type_ids, masked_positions,
-                 deterministic=True):
+    def __call__(self, input_ids, attention_mask, token_type_ids, masked_positions, deterministic=True):
         """Init helper: runs every network once on the same inputs."""
-        gen_logits = self.generate(input_ids, attention_mask, token_type_ids, masked_positions,
-                                   deterministic)
+        gen_logits = self.generate(input_ids, attention_mask, token_type_ids, masked_positions, deterministic)
         if self.discriminator_config is None:
             return gen_logits
-        return gen_logits, self.discriminate(input_ids, attention_mask, token_type_ids,
-                                             deterministic)
+        return gen_logits, self.discriminate(input_ids, attention_mask, token_type_ids, deterministic)
 
-    def generate(self, input_ids, attention_mask, token_type_ids, masked_positions,
-                 deterministic=True):
-        return self.generator(input_ids, attention_mask, token_type_ids, deterministic,
-                              masked_positions=masked_positions)
+    def generate(self, input_ids, attention_mask, token_type_ids, masked_positions, deterministic=True):
+        return self.generator(
+            input_ids, attention_mask, token_type_ids, deterministic, masked_positions=masked_positions
+        )
 
     def discriminate(self, input_ids, attention_mask, token_type_ids, deterministic=True):
         return self.discriminator(input_ids, attention_mask, token_type_ids, deterministic)
@@ -470,17 +479,25 @@ FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids")  # what every n
 
 def apply_network(net: nn.Module, params: Any, batch: dict, deterministic: bool, rngs=None) -> Any:
     """`net` (a Discriminator, Generator or task model) on a batch holding FEATURE_KEYS."""
-    return net.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                     batch["token_type_ids"], deterministic=deterministic, rngs=rngs)
+    return net.apply(
+        {"params": params},
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["token_type_ids"],
+        deterministic=deterministic,
+        rngs=rngs,
+    )
 
 
 def split_pretraining_params(params: dict) -> dict[str, dict]:
     """The networks of an ElectraPretrainingModel's params ("generator", and "discriminator"
     unless MLM-only) as standalone Generator / Discriminator trees, each with its own
     reference to the shared embeddings."""
-    return {network: {**params[network], "electra": {"embeddings": params["embeddings"],
-                                                     **params[network]["electra"]}}
-            for network in ("generator", "discriminator") if network in params}
+    return {
+        network: {**params[network], "electra": {"embeddings": params["embeddings"], **params[network]["electra"]}}
+        for network in ("generator", "discriminator")
+        if network in params
+    }
 
 
 class ClassificationHead(nn.Module):
@@ -598,5 +615,6 @@ class QuestionAnswerer(nn.Module):
         outputs = {"start_logits": span_logits[..., 0], "end_logits": span_logits[..., 1]}
         if self.answerable_head:
             outputs["no_answer_logits"] = self.answerable_classifier(
-                hidden, outputs["start_logits"], span_candidates(attention_mask, token_type_ids))
+                hidden, outputs["start_logits"], span_candidates(attention_mask, token_type_ids)
+            )
         return outputs

@@ -19,6 +19,7 @@ devices can be added before `metrics_from_sums` turns them into ratios; the repl
 ROC-AUC is carried the same way, as two logit histograms. The MLM-only baseline
 (`objective.kind="mlm"`, see `model.pretraining_networks`) uses steps 1 and 4's MLM term alone.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Sequence
@@ -41,10 +42,19 @@ def _is_candidate(input_ids: Array, attention_mask: Array, special_token_ids: Se
     return (attention_mask > 0) & ~special
 
 
-def mask_tokens(rng: Array, input_ids: Array, attention_mask: Array, *, mask_prob: float,
-                max_predictions: int, mask_token_id: int, special_token_ids: Sequence[int],
-                mask_token_frac: float = 0.85, random_token_frac: float = 0.0,
-                vocab_size: Optional[int] = None) -> MaskedInputs:
+def mask_tokens(
+    rng: Array,
+    input_ids: Array,
+    attention_mask: Array,
+    *,
+    mask_prob: float,
+    max_predictions: int,
+    mask_token_id: int,
+    special_token_ids: Sequence[int],
+    mask_token_frac: float = 0.85,
+    random_token_frac: float = 0.0,
+    vocab_size: Optional[int] = None,
+) -> MaskedInputs:
     """Choose the positions the generator must predict and build its input.
 
     Per sequence, num_to_predict = max(1, min(max_predictions, round(n_tokens * mask_prob)))
@@ -59,8 +69,7 @@ def mask_tokens(rng: Array, input_ids: Array, attention_mask: Array, *, mask_pro
 
     input_ids, attention_mask: [B, S]. Returns MaskedInputs (see its fields).
     """
-    _check_masking_args(input_ids.shape[-1], mask_prob, max_predictions, mask_token_frac,
-                        random_token_frac, vocab_size)
+    _check_masking_args(input_ids.shape[-1], mask_prob, max_predictions, mask_token_frac, random_token_frac, vocab_size)
     choose_rng, policy_rng, random_rng = jax.random.split(rng, 3)
     candidates = _is_candidate(input_ids, attention_mask, special_token_ids)  # [B, S]
     n_tokens = attention_mask.sum(-1).astype(jnp.float32)
@@ -88,21 +97,32 @@ def _random_regular_tokens(rng, shape, vocab_size: int, special_token_ids: Seque
     return jax.random.categorical(rng, logits, shape=shape).astype(jnp.int32)
 
 
-def _check_masking_args(seq_len: int, mask_prob: float, max_predictions: int,
-                        mask_token_frac: float, random_token_frac: float,
-                        vocab_size: Optional[int]) -> None:
+def _check_masking_args(
+    seq_len: int,
+    mask_prob: float,
+    max_predictions: int,
+    mask_token_frac: float,
+    random_token_frac: float,
+    vocab_size: Optional[int],
+) -> None:
     if not 0.0 < mask_prob <= 1.0:
         raise ValueError(f"mask_prob={mask_prob} must lie in (0, 1]; the paper uses 0.15")
     if not 1 <= max_predictions <= seq_len:
-        raise ValueError(f"max_predictions={max_predictions} must lie in [1, seq_len={seq_len}]; "
-                         "the original uses int((mask_prob + 0.005) * seq_len)")
+        raise ValueError(
+            f"max_predictions={max_predictions} must lie in [1, seq_len={seq_len}]; "
+            "the original uses int((mask_prob + 0.005) * seq_len)"
+        )
     fracs_ok = 0.0 <= mask_token_frac and 0.0 <= random_token_frac
     if not (fracs_ok and mask_token_frac + random_token_frac <= 1.0):
-        raise ValueError(f"mask_token_frac={mask_token_frac} and random_token_frac="
-                         f"{random_token_frac} must be >= 0 with a sum <= 1 (paper: 0.85, 0.0)")
+        raise ValueError(
+            f"mask_token_frac={mask_token_frac} and random_token_frac="
+            f"{random_token_frac} must be >= 0 with a sum <= 1 (paper: 0.85, 0.0)"
+        )
     if random_token_frac > 0 and vocab_size is None:
-        raise ValueError(f"random_token_frac={random_token_frac} > 0 needs vocab_size to draw "
-                         "random tokens from; pass vocab_size=config.model.vocab_size")
+        raise ValueError(
+            f"random_token_frac={random_token_frac} > 0 needs vocab_size to draw "
+            "random tokens from; pass vocab_size=config.model.vocab_size"
+        )
 
 
 def _scatter(sequence: Array, positions: Array, weights: Array, values: Array) -> Array:
@@ -120,8 +140,14 @@ SAMPLERS = ("gumbel", "inverse_cdf")
 _SAMPLING_BLOCK = 128  # vocabulary entries per block of the two-level inverse CDF
 
 
-def sample_replacements(rng: Array, gen_logits: Array, *, temperature: float = 1.0,
-                        disallow_ids: Optional[Array] = None, sampler: str = "gumbel") -> Array:
+def sample_replacements(
+    rng: Array,
+    gen_logits: Array,
+    *,
+    temperature: float = 1.0,
+    disallow_ids: Optional[Array] = None,
+    sampler: str = "gumbel",
+) -> Array:
     """[B, P] tokens drawn from softmax(gen_logits / temperature).
 
     `sampler="gumbel"` (the original's): the Gumbel-max trick, one noise draw per
@@ -167,8 +193,9 @@ def _first_reaching(cdf: Array, mass: Array, target: Array) -> Array:
     return jnp.argmax(reached, axis=-1)
 
 
-def corrupt_inputs(input_ids: Array, masked_positions: Array, masked_weights: Array,
-                   sampled_ids: Array) -> tuple[Array, Array]:
+def corrupt_inputs(
+    input_ids: Array, masked_positions: Array, masked_weights: Array, sampled_ids: Array
+) -> tuple[Array, Array]:
     """(the discriminator's input [B, S], is_replaced [B, S] bool)."""
     corrupted = _scatter(input_ids, masked_positions, masked_weights, sampled_ids)
     return corrupted, corrupted != input_ids
@@ -207,8 +234,9 @@ AUC_BINS = 4096
 AUC_LOGIT_RANGE = 16.0
 
 
-def mlm_metric_sums(gen_logits: Array, masked_ids: Array, masked_weights: Array,
-                    attention_mask: Array) -> dict[str, tuple[Array, Array]]:
+def mlm_metric_sums(
+    gen_logits: Array, masked_ids: Array, masked_weights: Array, attention_mask: Array
+) -> dict[str, tuple[Array, Array]]:
     """The generator's (numerator, denominator) sums over one (micro)batch."""
     mlm_correct = (jnp.argmax(gen_logits, -1) == masked_ids).astype(jnp.float32) * masked_weights
     n_masked = masked_weights.sum()
@@ -219,8 +247,7 @@ def mlm_metric_sums(gen_logits: Array, masked_ids: Array, masked_weights: Array,
     }
 
 
-def disc_metric_sums(disc_logits: Array, is_replaced: Array, attention_mask: Array
-                     ) -> dict[str, tuple[Array, Array]]:
+def disc_metric_sums(disc_logits: Array, is_replaced: Array, attention_mask: Array) -> dict[str, tuple[Array, Array]]:
     """The discriminator's sums over one (micro)batch. `disc_auc` holds the histograms of
     the replaced and of the original tokens' logits, not a ratio (see `roc_auc`);
     `disc_baseline_accuracy` is the accuracy of calling every token original."""
@@ -242,12 +269,20 @@ def disc_metric_sums(disc_logits: Array, is_replaced: Array, attention_mask: Arr
     }
 
 
-def metric_sums(gen_logits: Array, masked_ids: Array, masked_weights: Array, disc_logits: Array,
-                is_replaced: Array, attention_mask: Array) -> dict[str, tuple[Array, Array]]:
+def metric_sums(
+    gen_logits: Array,
+    masked_ids: Array,
+    masked_weights: Array,
+    disc_logits: Array,
+    is_replaced: Array,
+    attention_mask: Array,
+) -> dict[str, tuple[Array, Array]]:
     """name -> (numerator, denominator) sums of both networks over one (micro)batch; add
     them across microbatches/devices, then `metrics_from_sums`."""
-    return {**mlm_metric_sums(gen_logits, masked_ids, masked_weights, attention_mask),
-            **disc_metric_sums(disc_logits, is_replaced, attention_mask)}
+    return {
+        **mlm_metric_sums(gen_logits, masked_ids, masked_weights, attention_mask),
+        **disc_metric_sums(disc_logits, is_replaced, attention_mask),
+    }
 
 
 def _logit_histogram(logits: Array, weights: Array) -> Array:
@@ -266,13 +301,13 @@ def roc_auc(positive_histogram: Array, negative_histogram: Array) -> Array:
     return jnp.where(total > 0, pairs / jnp.maximum(total, 1e-12), jnp.nan)
 
 
-def metrics_from_sums(sums: dict[str, tuple[Array, Array]], disc_weight: Optional[float] = None
-                      ) -> dict[str, Array]:
+def metrics_from_sums(sums: dict[str, tuple[Array, Array]], disc_weight: Optional[float] = None) -> dict[str, Array]:
     """Ratios from summed (numerator, denominator) pairs; 0 where the denominator is 0.
     With `disc_weight`, also the total loss mlm + disc_weight * disc (ELECTRA runs)."""
-    metrics = {name: roc_auc(num, den) if name == "disc_auc"
-               else jnp.where(den > 0, num / jnp.maximum(den, 1e-12), 0.0)
-               for name, (num, den) in sums.items()}
+    metrics = {
+        name: roc_auc(num, den) if name == "disc_auc" else jnp.where(den > 0, num / jnp.maximum(den, 1e-12), 0.0)
+        for name, (num, den) in sums.items()
+    }
     if disc_weight is not None and "disc_loss" in metrics:
         metrics["total_loss"] = metrics["mlm_loss"] + disc_weight * metrics["disc_loss"]
     return metrics

@@ -12,6 +12,7 @@ are SMALLER than the original's, by sqrt(1 - b2**t) / (1 - b1**t): 0.32 at steps
 0.80 at 1K, 0.98 at 4K. Inside the paper's 10K-step warmup the learning rate is tiny then;
 a 1K-step CPU run spends its whole life in that regime.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,15 @@ import optax
 _DECAYS = ("linear", "polynomial")
 
 
-def make_learning_rate_schedule(peak_lr: float, warmup_steps: int, total_steps: int, *,
-                                decay: str = "linear", end_lr: float = 0.0,
-                                power: float = 1.0) -> Callable[[Any], Any]:
+def make_learning_rate_schedule(
+    peak_lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    *,
+    decay: str = "linear",
+    end_lr: float = 0.0,
+    power: float = 1.0,
+) -> Callable[[Any], Any]:
     """ELECTRA's schedule: polynomial decay from `peak_lr` to `end_lr` over `total_steps`,
     MULTIPLIED by the warmup ramp min(1, step / warmup_steps) (as the original does, so the
     peak actually reached is slightly below `peak_lr`). `decay='linear'` is power 1 (the
@@ -43,7 +50,7 @@ def make_learning_rate_schedule(peak_lr: float, warmup_steps: int, total_steps: 
         # (total - step) / total, not 1 - step / total: XLA turns the division into a
         # reciprocal multiply and 1 - 1000 * (1 / 1000) is -6e-8, a negative learning rate.
         remaining = (total_steps - jnp.minimum(step, total_steps)) / total_steps
-        lr = (peak_lr - end_lr) * remaining ** power + end_lr
+        lr = (peak_lr - end_lr) * remaining**power + end_lr
         if warmup_steps:
             lr = lr * jnp.minimum(1.0, step / warmup_steps)
         return lr
@@ -86,8 +93,10 @@ def _leaf_multiplier(path, leaf, decay: float, num_layers: int):
     if "layers" in names:
         # nn.scan stacks layer i at index i of the leading axis: one multiplier per slice.
         if leaf.shape[0] != num_layers:
-            raise ValueError(f"scanned parameter {'/'.join(names)} stacks {leaf.shape[0]} layers "
-                             f"but num_layers={num_layers}; set optim.num_layers={leaf.shape[0]}")
+            raise ValueError(
+                f"scanned parameter {'/'.join(names)} stacks {leaf.shape[0]} layers "
+                f"but num_layers={num_layers}; set optim.num_layers={leaf.shape[0]}"
+            )
         depths = jnp.arange(1, num_layers + 1, dtype=jnp.float32)
         per_layer = decay ** (num_layers + 2 - depths)
         return per_layer.reshape((num_layers,) + (1,) * (leaf.ndim - 1))
@@ -99,23 +108,24 @@ def layerwise_lr_decay_multipliers(params: Any, decay: float, num_layers: int) -
     `layer_depth`), exactly as google-research/electra fine-tuning: the top layer gets
     decay**2 and the task head decay**0 (the original's off-by-one, kept so published
     GLUE recipes reproduce). Scanned stacks get a [num_layers, 1, ...] array."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: _leaf_multiplier(path, leaf, decay, num_layers), params)
+    return jax.tree_util.tree_map_with_path(lambda path, leaf: _leaf_multiplier(path, leaf, decay, num_layers), params)
 
 
 def scale_by_layerwise_lr_decay(decay: float, num_layers: int) -> optax.GradientTransformation:
     """Multiplies each update by its layer's multiplier; the multipliers come from the
     update tree's paths and shapes, so no params are needed to build the optimizer."""
+
     def update(updates, state, params=None):
         multipliers = layerwise_lr_decay_multipliers(updates, decay, num_layers)
         return jax.tree_util.tree_map(lambda u, m: (u * m).astype(u.dtype), updates, multipliers), state
+
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def scale_by_adam_without_bias_correction(b1: float, b2: float, eps: float
-                                          ) -> optax.GradientTransformation:
+def scale_by_adam_without_bias_correction(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
     """The original's Adam: m / (sqrt(v) + eps) of the raw (not bias-corrected) moments.
     Its state is optax's ScaleByAdamState, so shardings and checkpoints are the same."""
+
     def init(params):
         zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
         return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros(), nu=zeros())
@@ -129,8 +139,7 @@ def scale_by_adam_without_bias_correction(b1: float, b2: float, eps: float
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(optim_config: Any, total_steps: int
-                   ) -> tuple[optax.GradientTransformation, Callable]:
+def make_optimizer(optim_config: Any, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:
     """(transformation, schedule) for `optim_config` (fields in the module docstring).
 
     Order as the original: clip the global norm of the raw gradients, Adam, add decoupled
@@ -139,11 +148,14 @@ def make_optimizer(optim_config: Any, total_steps: int
     AdamWeightDecayOptimizer."""
     c = optim_config
     schedule = make_learning_rate_schedule(
-        c.learning_rate, c.warmup_steps, total_steps, decay=c.decay,
-        end_lr=c.end_learning_rate, power=c.power)
+        c.learning_rate, c.warmup_steps, total_steps, decay=c.decay, end_lr=c.end_learning_rate, power=c.power
+    )
     chain = [optax.clip_by_global_norm(c.clip_norm)] if c.clip_norm else []
-    adam = (optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps) if c.get("bias_correction", True)
-            else scale_by_adam_without_bias_correction(c.b1, c.b2, c.eps))
+    adam = (
+        optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
+        if c.get("bias_correction", True)
+        else scale_by_adam_without_bias_correction(c.b1, c.b2, c.eps)
+    )
     chain += [adam, optax.add_decayed_weights(c.weight_decay, mask=decay_mask)]
     if c.layerwise_lr_decay not in (0, 1):
         chain.append(scale_by_layerwise_lr_decay(c.layerwise_lr_decay, c.num_layers))
@@ -165,5 +177,4 @@ class TrainState:
 
     def apply_gradients(self, grads: Any, tx: optax.GradientTransformation) -> "TrainState":
         updates, opt_state = tx.update(grads, self.opt_state, self.params)
-        return TrainState(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                          opt_state=opt_state)
+        return TrainState(step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state)

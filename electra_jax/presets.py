@@ -5,6 +5,7 @@ the same under the older names), so every knob has one home and one comment. Siz
 hyper-parameters follow Clark et al. 2020 (Table 6/7) and google-research/electra
 `configure_pretraining.py`; the fine-tuning recipe of each size is beside them.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -12,25 +13,57 @@ import ml_collections
 # The paper sizes (Table 6), each a named entry. tiny is ours: CPU demos and tests; it
 # trains in minutes on the embedded default corpus.
 MODEL_SIZES = {
-    "tiny": dict(vocab_size=8192, embedding_size=128, hidden_size=128, num_layers=2, num_heads=2,
-                 intermediate_size=512, generator_hidden_fraction=0.25),
-    "small": dict(vocab_size=30522, embedding_size=128, hidden_size=256, num_layers=12, num_heads=4,
-                  intermediate_size=1024, generator_hidden_fraction=0.25),
-    "base": dict(vocab_size=30522, embedding_size=768, hidden_size=768, num_layers=12, num_heads=12,
-                 intermediate_size=3072, generator_hidden_fraction=1 / 3),
-    "large": dict(vocab_size=30522, embedding_size=1024, hidden_size=1024, num_layers=24,
-                  num_heads=16, intermediate_size=4096, generator_hidden_fraction=0.25),
+    "tiny": dict(
+        vocab_size=8192,
+        embedding_size=128,
+        hidden_size=128,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=512,
+        generator_hidden_fraction=0.25,
+    ),
+    "small": dict(
+        vocab_size=30522,
+        embedding_size=128,
+        hidden_size=256,
+        num_layers=12,
+        num_heads=4,
+        intermediate_size=1024,
+        generator_hidden_fraction=0.25,
+    ),
+    "base": dict(
+        vocab_size=30522,
+        embedding_size=768,
+        hidden_size=768,
+        num_layers=12,
+        num_heads=12,
+        intermediate_size=3072,
+        generator_hidden_fraction=1 / 3,
+    ),
+    "large": dict(
+        vocab_size=30522,
+        embedding_size=1024,
+        hidden_size=1024,
+        num_layers=24,
+        num_heads=16,
+        intermediate_size=4096,
+        generator_hidden_fraction=0.25,
+    ),
 }
 # The pretraining recipe of each size (Table 6, configure_pretraining.py).
 PRETRAINING_RECIPES = {
-    "tiny": dict(max_seq_length=128, batch_size=32, learning_rate=2e-3, num_steps=1500,
-                 warmup_steps=100, mask_prob=0.15),
-    "small": dict(max_seq_length=128, batch_size=128, learning_rate=5e-4, num_steps=1_000_000,
-                  warmup_steps=10_000, mask_prob=0.15),
-    "base": dict(max_seq_length=512, batch_size=256, learning_rate=2e-4, num_steps=766_000,
-                 warmup_steps=10_000, mask_prob=0.15),
-    "large": dict(max_seq_length=512, batch_size=2048, learning_rate=2e-4, num_steps=400_000,
-                  warmup_steps=10_000, mask_prob=0.25),
+    "tiny": dict(
+        max_seq_length=128, batch_size=32, learning_rate=2e-3, num_steps=1500, warmup_steps=100, mask_prob=0.15
+    ),
+    "small": dict(
+        max_seq_length=128, batch_size=128, learning_rate=5e-4, num_steps=1_000_000, warmup_steps=10_000, mask_prob=0.15
+    ),
+    "base": dict(
+        max_seq_length=512, batch_size=256, learning_rate=2e-4, num_steps=766_000, warmup_steps=10_000, mask_prob=0.15
+    ),
+    "large": dict(
+        max_seq_length=512, batch_size=2048, learning_rate=2e-4, num_steps=400_000, warmup_steps=10_000, mask_prob=0.25
+    ),
 }
 # The fine-tuning recipe of each size (Table 7): peak learning rate and layer-wise decay.
 # tiny follows small.
@@ -49,9 +82,13 @@ FINETUNING_RECIPES = {
 # disc_weight: a 1/4-width generator reaches unigram-like samples within ~100 steps, and
 # telling those apart needs context the tiny discriminator has not learned yet.
 RECIPE_OVERRIDES = {
-    "tiny": {"model.hidden_dropout": 0.0, "model.attention_dropout": 0.0,
-             "objective.sampler": "inverse_cdf", "objective.temperature": 2.0,
-             "train.eval_every": 500},
+    "tiny": {
+        "model.hidden_dropout": 0.0,
+        "model.attention_dropout": 0.0,
+        "objective.sampler": "inverse_cdf",
+        "objective.temperature": 2.0,
+        "train.eval_every": 500,
+    },
 }
 
 # (size, variant) -> {section.field: value} on top of the size's recipe: named recipes for
@@ -60,9 +97,14 @@ RECIPE_VARIANTS = {
     # cpu_hours: about one CPU core-hour on real English text (the books, wiki and plays of
     # ../shared/data, prepared by data_pipelines.prepare_data; pass its data flags), then GLUE
     # (BENCHMARKS.md "GLUE after one CPU core-hour"). All checkpoints kept for the curve.
-    ("tiny", "cpu_hours"): {"data.source": "tfrecord", "train.num_steps": 7000, "optim.warmup_steps": 500,
-                            "train.eval_every": 1000, "train.checkpoint_every": 1000,
-                            "train.keep_checkpoints": 8},
+    ("tiny", "cpu_hours"): {
+        "data.source": "tfrecord",
+        "train.num_steps": 7000,
+        "optim.warmup_steps": 500,
+        "train.eval_every": 1000,
+        "train.checkpoint_every": 1000,
+        "train.keep_checkpoints": 8,
+    },
 }
 
 DEFAULT_LOGICAL_AXIS_RULES = (
@@ -137,8 +179,10 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     """The full pretraining config for a paper size (and one of its RECIPE_VARIANTS); lock it
     before handing it to users."""
     if variant is not None and (size, variant) not in RECIPE_VARIANTS:
-        raise ValueError(f"no recipe variant {variant!r} for size {size!r}; choose one of "
-                         f"{sorted(v for s, v in RECIPE_VARIANTS if s == size)}")
+        raise ValueError(
+            f"no recipe variant {variant!r} for size {size!r}; choose one of "
+            f"{sorted(v for s, v in RECIPE_VARIANTS if s == size)}"
+        )
     recipe = PRETRAINING_RECIPES[size]
     seq_len, mask_prob = recipe["max_seq_length"], recipe["mask_prob"]
     c = ml_collections.ConfigDict()
@@ -234,8 +278,10 @@ POD_LAYOUTS = {
 def pod_config(size: str, pod: str) -> ml_collections.ConfigDict:
     """The pretraining config of `size` laid out for a TPU pod slice (see POD_LAYOUTS)."""
     if (size, pod) not in POD_LAYOUTS:
-        raise ValueError(f"no layout for size={size!r} on pod={pod!r}; choose a pod of "
-                         f"{sorted(TPU_PODS)} for a size of {sorted({s for s, _ in POD_LAYOUTS})}")
+        raise ValueError(
+            f"no layout for size={size!r} on pod={pod!r}; choose a pod of "
+            f"{sorted(TPU_PODS)} for a size of {sorted({s for s, _ in POD_LAYOUTS})}"
+        )
     batch, grad_accum, fsdp, remat = POD_LAYOUTS[(size, pod)]
     c = pretraining_config(size)
     c.train.batch_size = batch
@@ -261,8 +307,9 @@ def named_config(size: str, variant: str | None = None) -> ml_collections.Config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """`configs/pretrain.py:SIZE[,VARIANT]`, e.g. `:small`, `:small,v4-32`, `:tiny,cpu_hours`."""
     if not arg:
-        raise ValueError(f"name a model size: --config=configs/pretrain.py:SIZE[,VARIANT], SIZE one "
-                         f"of {sorted(MODEL_SIZES)}")
+        raise ValueError(
+            f"name a model size: --config=configs/pretrain.py:SIZE[,VARIANT], SIZE one of {sorted(MODEL_SIZES)}"
+        )
     size, _, variant = arg.partition(",")
     if size not in MODEL_SIZES:
         raise ValueError(f"model size {size!r} in {arg!r}; choose one of {sorted(MODEL_SIZES)}")

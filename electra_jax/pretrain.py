@@ -5,6 +5,7 @@ mask -> generator MLM -> sample replacements -> discriminator RTD -> both gradie
 AdamW update, with optional gradient accumulation over microbatches (`lax.scan`).
 Its randomness is derived from (seed, step), so a resumed run replays bit-exactly.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,21 +58,24 @@ def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer
     state_sharding = optim.TrainState(
         step=sharding.replicated(mesh),
         params=params_sharding,
-        opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, params_sharding, mesh))
+        opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, params_sharding, mesh),
+    )
     return Pretrainer(config, net, tx, schedule, mesh, rules, state_sharding)
 
 
 def _check_batch(config, mesh) -> None:
     train = config.train
     if train.batch_size % train.grad_accum_steps:
-        raise ValueError(f"train.batch_size={train.batch_size} does not divide by "
-                         f"train.grad_accum_steps={train.grad_accum_steps}")
+        raise ValueError(
+            f"train.batch_size={train.batch_size} does not divide by train.grad_accum_steps={train.grad_accum_steps}"
+        )
     if mesh is not None:
         shards = mesh.shape["data"] * mesh.shape["fsdp"]
         if (train.batch_size // train.grad_accum_steps) % shards:
             raise ValueError(
                 f"microbatch {train.batch_size // train.grad_accum_steps} (train.batch_size / "
-                f"train.grad_accum_steps) does not divide over {shards} data x fsdp shards")
+                f"train.grad_accum_steps) does not divide over {shards} data x fsdp shards"
+            )
 
 
 def _init_fn(trainer: Pretrainer):
@@ -88,15 +92,16 @@ def init_train_state(trainer: Pretrainer) -> optim.TrainState:
     """Fresh parameters and optimizer state, created directly in their shardings."""
     with trainer.mesh:
         return jax.jit(_init_fn(trainer), out_shardings=trainer.state_sharding)(
-            jax.random.PRNGKey(trainer.config.train.seed))
+            jax.random.PRNGKey(trainer.config.train.seed)
+        )
 
 
 def abstract_train_state(trainer: Pretrainer) -> optim.TrainState:
     """Shapes, dtypes and shardings of the train state (the target of a restore)."""
     shapes = jax.eval_shape(_init_fn(trainer), jax.random.PRNGKey(0))
     return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        shapes, trainer.state_sharding)
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, trainer.state_sharding
+    )
 
 
 def restore_train_state(config, workdir: str, step: int | None = None):
@@ -114,58 +119,72 @@ def restore_train_state(config, workdir: str, step: int | None = None):
 
 def step_rngs(seed: int, step: jax.Array) -> dict[str, jax.Array]:
     """All randomness of one step, a pure function of (seed, step): exact replay on resume."""
-    mask_rng, sample_rng, dropout_rng = jax.random.split(
-        jax.random.fold_in(jax.random.PRNGKey(seed), step), 3)
+    mask_rng, sample_rng, dropout_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), step), 3)
     return {"mask": mask_rng, "sample": sample_rng, "dropout": dropout_rng}
 
 
 def _mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
     o = config.objective
     return objective.mask_tokens(
-        rng, batch["input_ids"], batch["attention_mask"],
-        mask_prob=o.mask_prob, max_predictions=o.max_predictions_per_seq,
-        mask_token_id=o.mask_token_id, special_token_ids=tuple(o.special_token_ids),
-        mask_token_frac=o.mask_token_frac, random_token_frac=o.random_token_frac,
-        vocab_size=config.model.vocab_size)
+        rng,
+        batch["input_ids"],
+        batch["attention_mask"],
+        mask_prob=o.mask_prob,
+        max_predictions=o.max_predictions_per_seq,
+        mask_token_id=o.mask_token_id,
+        special_token_ids=tuple(o.special_token_ids),
+        mask_token_frac=o.mask_token_frac,
+        random_token_frac=o.random_token_frac,
+        vocab_size=config.model.vocab_size,
+    )
 
 
-def _sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array,
-                        masked_ids: jax.Array) -> jax.Array:
+def _sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array, masked_ids: jax.Array) -> jax.Array:
     """One sampling key per example, so samples do not depend on the microbatch split."""
     o = config.objective
 
     def sample_one(rng, logits, original):
         disallow = original[None] if o.disallow_correct else None
-        return objective.sample_replacements(rng, logits[None], temperature=o.temperature,
-                                             disallow_ids=disallow,
-                                             sampler=o.get("sampler", "gumbel"))[0]
+        return objective.sample_replacements(
+            rng, logits[None], temperature=o.temperature, disallow_ids=disallow, sampler=o.get("sampler", "gumbel")
+        )[0]
 
     return jax.vmap(sample_one)(example_rngs, gen_logits, masked_ids)
 
 
-def _forward(trainer: Pretrainer, params, micro: dict, rngs: dict, deterministic: bool,
-             totals: dict):
+def _forward(trainer: Pretrainer, params, micro: dict, rngs: dict, deterministic: bool, totals: dict):
     """Losses of one microbatch, normalised by whole-batch counts so microbatches add up
     to exactly the full-batch loss. Returns (loss, per-microbatch metric sums). An
     MLM-only model (no discriminator) stops after the generator's loss."""
     config, net = trainer.config, trainer.net
     gen_rng, disc_rng = jax.random.split(rngs["dropout"])
     gen_logits = net.apply(
-        {"params": params}, micro["masked_input_ids"], micro["attention_mask"],
-        micro["token_type_ids"], micro["masked_positions"], deterministic,
-        rngs={"dropout": gen_rng}, method=net.generate)  # [b, P, V]
-    sums = objective.mlm_metric_sums(gen_logits, micro["masked_ids"], micro["masked_weights"],
-                                     micro["attention_mask"])
+        {"params": params},
+        micro["masked_input_ids"],
+        micro["attention_mask"],
+        micro["token_type_ids"],
+        micro["masked_positions"],
+        deterministic,
+        rngs={"dropout": gen_rng},
+        method=net.generate,
+    )  # [b, P, V]
+    sums = objective.mlm_metric_sums(gen_logits, micro["masked_ids"], micro["masked_weights"], micro["attention_mask"])
     loss = sums["mlm_loss"][0] / totals["masked"]
     if net.discriminator_config is None:
         return loss, sums
-    sampled_ids = _sample_per_example(config, micro["example_rngs"], gen_logits,
-                                      micro["masked_ids"])
+    sampled_ids = _sample_per_example(config, micro["example_rngs"], gen_logits, micro["masked_ids"])
     corrupted_ids, is_replaced = objective.corrupt_inputs(
-        micro["input_ids"], micro["masked_positions"], micro["masked_weights"], sampled_ids)
+        micro["input_ids"], micro["masked_positions"], micro["masked_weights"], sampled_ids
+    )
     disc_logits = net.apply(
-        {"params": params}, corrupted_ids, micro["attention_mask"], micro["token_type_ids"],
-        deterministic, rngs={"dropout": disc_rng}, method=net.discriminate)  # [b, S]
+        {"params": params},
+        corrupted_ids,
+        micro["attention_mask"],
+        micro["token_type_ids"],
+        deterministic,
+        rngs={"dropout": disc_rng},
+        method=net.discriminate,
+    )  # [b, S]
     sums.update(objective.disc_metric_sums(disc_logits, is_replaced, micro["attention_mask"]))
     return loss + config.objective.disc_weight * sums["disc_loss"][0] / totals["tokens"], sums
 
@@ -181,35 +200,44 @@ def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deter
     masked = _mask_batch(config, batch, rngs["mask"])
     batch_size = batch["input_ids"].shape[0]
     inputs = {
-        **batch, **masked._asdict(),
-        "example_rngs": jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(
-            jnp.arange(batch_size)),
+        **batch,
+        **masked._asdict(),
+        "example_rngs": jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(jnp.arange(batch_size)),
     }
-    totals = {"masked": jnp.maximum(masked.masked_weights.sum(), 1.0),
-              "tokens": jnp.maximum(batch["attention_mask"].sum().astype(jnp.float32), 1.0)}
+    totals = {
+        "masked": jnp.maximum(masked.masked_weights.sum(), 1.0),
+        "tokens": jnp.maximum(batch["attention_mask"].sum().astype(jnp.float32), 1.0),
+    }
     grad_fn = jax.value_and_grad(
-        lambda p, micro, micro_rngs: _forward(trainer, p, micro, micro_rngs, deterministic, totals),
-        has_aux=True)
+        lambda p, micro, micro_rngs: _forward(trainer, p, micro, micro_rngs, deterministic, totals), has_aux=True
+    )
     num_micro = config.train.grad_accum_steps
     if num_micro == 1:
         (loss, sums), grads = grad_fn(state.params, inputs, {"dropout": rngs["dropout"]})
     else:
+
         def accumulate(carry, xs):
             micro, index = xs
             (micro_loss, micro_sums), micro_grads = grad_fn(
-                state.params, micro, {"dropout": jax.random.fold_in(rngs["dropout"], index)})
+                state.params, micro, {"dropout": jax.random.fold_in(rngs["dropout"], index)}
+            )
             return jax.tree_util.tree_map(jnp.add, carry, (micro_loss, micro_sums, micro_grads)), None
 
         zeros = jax.tree_util.tree_map(
-            jnp.zeros_like, jax.eval_shape(grad_fn, state.params, jax.tree_util.tree_map(
-                lambda x: x[: batch_size // num_micro], inputs), {"dropout": rngs["dropout"]}))
+            jnp.zeros_like,
+            jax.eval_shape(
+                grad_fn,
+                state.params,
+                jax.tree_util.tree_map(lambda x: x[: batch_size // num_micro], inputs),
+                {"dropout": rngs["dropout"]},
+            ),
+        )
         (loss, sums), grads = zeros
         (loss, sums, grads), _ = jax.lax.scan(
-            accumulate, (loss, sums, grads),
-            (_microbatches(inputs, num_micro), jnp.arange(num_micro)))
+            accumulate, (loss, sums, grads), (_microbatches(inputs, num_micro), jnp.arange(num_micro))
+        )
     metrics = objective.metrics_from_sums(sums)
-    metrics.update(loss=loss, learning_rate=trainer.schedule(state.step),
-                   grad_norm=optax.global_norm(grads))
+    metrics.update(loss=loss, learning_rate=trainer.schedule(state.step), grad_norm=optax.global_norm(grads))
     return state.apply_gradients(grads, trainer.tx), metrics
 
 
@@ -219,8 +247,13 @@ def eval_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, eval_s
     config = trainer.config
     rngs = step_rngs(eval_seed, jnp.zeros((), jnp.int32))
     masked = _mask_batch(config, batch, rngs["mask"])
-    inputs = {**batch, **masked._asdict(), "example_rngs": jax.vmap(
-        functools.partial(jax.random.fold_in, rngs["sample"]))(jnp.arange(batch["input_ids"].shape[0]))}
+    inputs = {
+        **batch,
+        **masked._asdict(),
+        "example_rngs": jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(
+            jnp.arange(batch["input_ids"].shape[0])
+        ),
+    }
     totals = {"masked": jnp.float32(1.0), "tokens": jnp.float32(1.0)}
     _, sums = _forward(trainer, state.params, inputs, rngs, True, totals)
     return sums
@@ -233,26 +266,31 @@ def jit_train_step(trainer: Pretrainer, deterministic: bool = False):
         functools.partial(train_step, trainer, deterministic=deterministic),
         in_shardings=(trainer.state_sharding, batch_sharding),
         out_shardings=(trainer.state_sharding, sharding.replicated(trainer.mesh)),
-        donate_argnums=(0,))
+        donate_argnums=(0,),
+    )
     return sharding.under_mesh(trainer.mesh, trainer.rules, step)
 
 
 def jit_eval_step(trainer: Pretrainer, eval_seed: int):
     batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in BATCH_KEYS}
-    step = jax.jit(functools.partial(eval_step, trainer, eval_seed=eval_seed),
-                   in_shardings=(trainer.state_sharding, batch_sharding),
-                   out_shardings=sharding.replicated(trainer.mesh))
+    step = jax.jit(
+        functools.partial(eval_step, trainer, eval_seed=eval_seed),
+        in_shardings=(trainer.state_sharding, batch_sharding),
+        out_shardings=sharding.replicated(trainer.mesh),
+    )
     return sharding.under_mesh(trainer.mesh, trainer.rules, step)
 
 
 # ---------------------------------------------------------------------------- the loop
 
+
 def metrics_to_host(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def evaluate(trainer: Pretrainer, state: optim.TrainState, eval_batches, eval_seed: int,
-             eval_fn=None) -> dict[str, float]:
+def evaluate(
+    trainer: Pretrainer, state: optim.TrainState, eval_batches, eval_seed: int, eval_fn=None
+) -> dict[str, float]:
     """Held-out MLM and discriminator metrics, pooled over all `eval_batches`."""
     eval_fn = eval_fn or jit_eval_step(trainer, eval_seed)
     totals = None
@@ -294,19 +332,20 @@ def resume_defaults() -> dict[str, dict[str, Any]]:
     return {"model": model.config_defaults(), "objective": {"kind": "electra", "sampler": "gumbel"}}
 
 
-def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
-                       stop_at_step: int | None = None) -> dict[str, Any]:
+def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
     """Pretrain from scratch or resume the latest checkpoint in `workdir`.
 
     Returns the last logged train metrics and the last evaluation metrics.
     """
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     config = input_pipeline.resolve_data_source(config, workdir)
-    checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh,
-                                 absent_means=resume_defaults())
+    checkpoints.check_run_config(
+        workdir, config.to_json_best_effort(sort_keys=True), fresh, absent_means=resume_defaults()
+    )
     trainer = make_pretrainer(config)
-    ckpt = checkpoints.Checkpointer(workdir, save_every=config.train.checkpoint_every,
-                                    keep=config.train.keep_checkpoints)
+    ckpt = checkpoints.Checkpointer(
+        workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
+    )
     train_iter = input_pipeline.make_train_iterator(config)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(None, abstract_train_state(trainer), train_iter)
@@ -322,13 +361,22 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
     writer = MetricWriter(workdir, config.train.tensorboard)
     networks = model.pretraining_networks(config)
     flops_per_step = config.train.batch_size * flops.train_flops_per_sequence(
-        networks["generator"], networks.get("discriminator"), config.train.max_seq_length,
-        config.objective.max_predictions_per_seq)
+        networks["generator"],
+        networks.get("discriminator"),
+        config.train.max_seq_length,
+        config.objective.max_predictions_per_seq,
+    )
     peak = flops.peak_flops(jax.devices()[0].device_kind, config.model.dtype)
     preemption = _Preemption()
     result: dict[str, Any] = {"train": {}, "eval": {}}
-    progress = tqdm.tqdm(total=end_step, initial=start_step, disable=jax.process_index() != 0,
-                         desc="pretraining", unit="step", dynamic_ncols=True)
+    progress = tqdm.tqdm(
+        total=end_step,
+        initial=start_step,
+        disable=jax.process_index() != 0,
+        desc="pretraining",
+        unit="step",
+        dynamic_ncols=True,
+    )
     # Metrics of a log step are fetched one step later, so the host never waits on them.
     pending, window_start, window_steps = None, time.perf_counter(), 0
     try:
@@ -346,8 +394,9 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
                 pending = (done, metrics, seconds, config, flops_per_step, peak)
                 window_start, window_steps = time.perf_counter(), 0
             if config.train.eval_every and (done % config.train.eval_every == 0 or done == end_step):
-                result["eval"] = evaluate(trainer, state, input_pipeline.eval_batches(config, batch_sharding),
-                                          config.train.seed + 1, eval_fn)
+                result["eval"] = evaluate(
+                    trainer, state, input_pipeline.eval_batches(config, batch_sharding), config.train.seed + 1, eval_fn
+                )
                 writer.write(done, "eval", result["eval"])
                 logging.info("eval step %d: %s", done, _summary(result["eval"]))
             if preemption.requested or ckpt.manager.reached_preemption(done):
@@ -368,8 +417,17 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False,
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    keys = ("loss", "mlm_loss", "mlm_accuracy", "disc_loss", "disc_accuracy",
-            "disc_baseline_accuracy", "disc_auc", "disc_precision", "disc_recall")
+    keys = (
+        "loss",
+        "mlm_loss",
+        "mlm_accuracy",
+        "disc_loss",
+        "disc_accuracy",
+        "disc_baseline_accuracy",
+        "disc_auc",
+        "disc_precision",
+        "disc_recall",
+    )
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
@@ -377,11 +435,15 @@ def _log_train(writer, progress, step, metrics, seconds_per_step, config, flops_
     scalars = metrics_to_host(metrics)
     scalars.update(
         step_time_s=seconds_per_step,
-        tokens_per_s=config.train.batch_size * config.train.max_seq_length / seconds_per_step)
+        tokens_per_s=config.train.batch_size * config.train.max_seq_length / seconds_per_step,
+    )
     if peak:
         scalars["mfu"] = flops_per_step / seconds_per_step / peak / jax.device_count()
     writer.write(step, "train", scalars)
-    progress.set_postfix(loss=f"{scalars['loss']:.3f}", mlm_acc=f"{scalars['mlm_accuracy']:.3f}",
-                         **({"rtd_auc": f"{scalars['disc_auc']:.3f}"} if "disc_auc" in scalars else {}))
+    progress.set_postfix(
+        loss=f"{scalars['loss']:.3f}",
+        mlm_acc=f"{scalars['mlm_accuracy']:.3f}",
+        **({"rtd_auc": f"{scalars['disc_auc']:.3f}"} if "disc_auc" in scalars else {}),
+    )
     logging.info("step %d: %s tokens/s=%.0f", step, _summary(scalars), scalars["tokens_per_s"])
     return scalars

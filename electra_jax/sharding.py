@@ -4,6 +4,7 @@ Mesh axes are ('data', 'fsdp', 'tensor'). The batch is split over data x fsdp; p
 carry logical axis names (model.py) that `config.sharding.logical_axis_rules` maps onto
 mesh axes; optimizer state follows the parameters it belongs to.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,17 +27,23 @@ def mesh_shape(mesh_config: Any, num_devices: int) -> tuple[int, ...]:
     sizes = [int(mesh_config[name]) for name in MESH_AXES]
     free = [name for name, size in zip(MESH_AXES, sizes) if size == -1]
     if len(free) > 1 or any(size == 0 or size < -1 for size in sizes):
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: each axis must be a positive "
-                         "size, and at most one may be -1 (the remaining devices)")
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, sizes))}: each axis must be a positive "
+            "size, and at most one may be -1 (the remaining devices)"
+        )
     fixed = math.prod(size for size in sizes if size != -1)
     if free:
         if num_devices % fixed:
-            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: {num_devices} devices do not "
-                             f"divide by the fixed axes' product {fixed}")
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))}: {num_devices} devices do not "
+                f"divide by the fixed axes' product {fixed}"
+            )
         sizes[MESH_AXES.index(free[0])] = num_devices // fixed
     if math.prod(sizes) != num_devices:
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
-                         f"but {num_devices} are available; set one axis to -1")
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
+            f"but {num_devices} are available; set one axis to -1"
+        )
     return tuple(sizes)
 
 
@@ -51,8 +58,9 @@ def make_mesh(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> 
 
 
 def logical_axis_rules(config: Any) -> tuple[tuple[str, Any], ...]:
-    return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
-                 for name, axes in config.sharding.logical_axis_rules)
+    return tuple(
+        (name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in config.sharding.logical_axis_rules
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -95,20 +103,27 @@ def check_divisible(abstract_params: Any, shardings: Any) -> None:
             f"{len(uneven)} parameter dimension(s) do not split evenly over the mesh: "
             f"{'; '.join(uneven[:4])}{' ...' if len(uneven) > 4 else ''}. Choose mesh sizes that "
             "divide them; for the vocabulary, set --config.model.vocab_pad_multiple to a "
-            "multiple of those sizes (e.g. 128)")
+            "multiple of those sizes (e.g. 128)"
+        )
 
 
-def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,
-                        params_sharding: Any, mesh: Mesh) -> Any:
+def opt_state_shardings(
+    tx: optax.GradientTransformation, abstract_opt_state: Any, params_sharding: Any, mesh: Mesh
+) -> Any:
     """Optimizer moments share their parameter's sharding; counters are replicated."""
     return optax.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract_opt_state, params_sharding,
-        transform_non_params=lambda _: replicated(mesh))
+        tx,
+        lambda _, sharding: sharding,
+        abstract_opt_state,
+        params_sharding,
+        transform_non_params=lambda _: replicated(mesh),
+    )
 
 
 def under_mesh(mesh: Mesh, rules, fn):
     """`fn` (a jitted function) called, and lowered, with the mesh and the logical-axis
     rules active, so the model's activation constraints apply."""
+
     @functools.wraps(fn)
     def wrapped(*args):
         with mesh, nn.logical_axis_rules(rules):

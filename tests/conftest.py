@@ -1,4 +1,5 @@
 """Shared test set-up: 8 host CPU devices for the sharding tests, float32 matmuls."""
+
 import os
 
 # Must be set before jax initialises its backends; harmless for single-device tests.

@@ -1,6 +1,7 @@
 """What the tests share: the tiny encoder, WordPiece vocabularies, transformers-format
 model directories, and the shared data folder (a test that needs it is skipped cleanly
 where it is absent)."""
+
 import os
 from typing import Sequence
 
@@ -12,8 +13,15 @@ from electra_jax import hf, model
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0-4, as every tokenizer here
 # The encoder most tests fine-tune or compare: 2 layers of 32, embeddings 16 (projected).
-TINY = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            max_position_embeddings=64, initializer_range=0.2)
+TINY = dict(
+    embedding_size=16,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    initializer_range=0.2,
+)
 
 
 def write_vocab(path, words: Sequence[str] = (), extra: Sequence[str] = ()) -> int:
@@ -25,14 +33,14 @@ def write_vocab(path, words: Sequence[str] = (), extra: Sequence[str] = ()) -> i
     return len(tokens)
 
 
-def write_hf_model(out_dir: str, words: Sequence[str], seed: int, kind: str = "discriminator",
-                   extra: Sequence[str] = (), **overrides) -> model.ElectraConfig:
+def write_hf_model(
+    out_dir: str, words: Sequence[str], seed: int, kind: str = "discriminator", extra: Sequence[str] = (), **overrides
+) -> model.ElectraConfig:
     """A transformers ELECTRA directory with random weights (`kind` as hf.save_pretrained
     takes it) and its vocab.txt (`write_vocab(words, extra)`), on the TINY encoder with
     `overrides`."""
     vocab_size = write_vocab(os.path.join(out_dir, "vocab.txt"), words, extra)
-    cfg = model.ElectraConfig(vocab_size=vocab_size,
-                              **{**TINY, **overrides})
+    cfg = model.ElectraConfig(vocab_size=vocab_size, **{**TINY, **overrides})
     network = model.Generator(cfg) if kind == "generator" else model.Discriminator(cfg)
     hf.save_pretrained(cfg, model.init_params(network, jax.random.PRNGKey(seed)), out_dir, kind=kind)
     return cfg

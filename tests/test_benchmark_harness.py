@@ -1,5 +1,6 @@
 """benchmarks/pretrain_step.py: the compile-only mode and the padded-vocabulary ablation, run
 as on the GPU image, where tensorflow is not installed."""
+
 import json
 import os
 import subprocess
@@ -9,18 +10,35 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tensorflow made unimportable, as on the GPU image (jax, flax, optax, orbax, torch only)
-WITHOUT_TENSORFLOW = ("import sys; sys.modules['tensorflow'] = None; "
-                      "from benchmarks import pretrain_step; pretrain_step.main(sys.argv[1:])")
+WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; "
+    "from benchmarks import pretrain_step; pretrain_step.main(sys.argv[1:])"
+)
 
 
 @pytest.mark.integration
 def test_compile_only_rows_report_memory_and_the_padded_vocabulary(tmp_path):
     out = tmp_path / "rows.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TENSORFLOW, "--sizes=tiny", "--seqs=32", "--batch=4",
-         "--compile_only", "--ablations=recipe,pad_vocab_128", "--set", "model.vocab_size=8000",
-         f"--out={out}"], cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "XLA_FLAGS": ""})  # one device, as the harness is used: faster compiles
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_TENSORFLOW,
+            "--sizes=tiny",
+            "--seqs=32",
+            "--batch=4",
+            "--compile_only",
+            "--ablations=recipe,pad_vocab_128",
+            "--set",
+            "model.vocab_size=8000",
+            f"--out={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "XLA_FLAGS": ""},
+    )  # one device, as the harness is used: faster compiles
     assert proc.returncode == 0, proc.stderr[-3000:]
     recipe, padded = [json.loads(line) for line in out.read_text().splitlines()]
     assert (recipe["impl"], padded["impl"]) == ("electra_jax", "electra_jax+pad_vocab_128")

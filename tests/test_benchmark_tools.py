@@ -1,5 +1,6 @@
 """The helpers of the learning benchmarks: the context-free detector of rtd_context_check,
 the eval rows learning_curve draws, the seed study's commands, the GLUE table's numbers."""
+
 import json
 
 import numpy as np
@@ -30,12 +31,15 @@ def _write_rows(path, rows):
 
 
 def test_eval_rows_keep_the_last_row_of_a_replayed_step(tmp_path):
-    _write_rows(tmp_path / "metrics.jsonl", [
-        {"step": 10, "split": "train", "mlm_accuracy": 0.1},
-        {"step": 10, "split": "eval", "mlm_accuracy": 0.2, "disc_auc": 0.6},
-        {"step": 20, "split": "eval", "mlm_accuracy": 0.3, "disc_auc": 0.7},
-        {"step": 20, "split": "eval", "mlm_accuracy": 0.35, "disc_auc": 0.75},  # after a resume
-    ])
+    _write_rows(
+        tmp_path / "metrics.jsonl",
+        [
+            {"step": 10, "split": "train", "mlm_accuracy": 0.1},
+            {"step": 10, "split": "eval", "mlm_accuracy": 0.2, "disc_auc": 0.6},
+            {"step": 20, "split": "eval", "mlm_accuracy": 0.3, "disc_auc": 0.7},
+            {"step": 20, "split": "eval", "mlm_accuracy": 0.35, "disc_auc": 0.75},  # after a resume
+        ],
+    )
     rows = learning_curve.eval_rows(str(tmp_path))
     assert [(r["step"], r["mlm_accuracy"]) for r in rows] == [(10, 0.2), (20, 0.35)]
     table = learning_curve.markdown_table({"run": rows})
@@ -53,8 +57,9 @@ def test_runs_without_eval_rows_or_with_a_broken_line_are_named(tmp_path):
 
 
 def test_seed_study_command_puts_the_seed_and_arm_after_the_shared_flags():
-    argv = seed_study.command("runs/a/seed_3", 3, ["objective.sampler=gumbel"],
-                              ["--config=configs/electra_tiny.py", "--config.train.seed=0"])
+    argv = seed_study.command(
+        "runs/a/seed_3", 3, ["objective.sampler=gumbel"], ["--config=configs/electra_tiny.py", "--config.train.seed=0"]
+    )
     assert argv[1:3] == ["-m", "electra_jax.train"]
     # absl takes the last value of a repeated flag: the study's seed wins over a shared one
     assert argv.index("--config.train.seed=3") > argv.index("--config.train.seed=0")
@@ -68,12 +73,21 @@ def test_glue_rows_average_medians_and_give_the_spread_of_per_seed_averages():
     assert row["average"] == 35.0  # mean of the task medians 20 and 50
     assert row["per_seed_average"] == [30.0, 35.0, 45.0]  # seed k averaged over tasks
     assert "| electra | 20.0 [10.0-30.0] | 50.0 [40.0-70.0] | **35.0** [30.0-45.0] |" in glue_rows.table(
-        summary, ["cola", "stsb"])
+        summary, ["cola", "stsb"]
+    )
 
 
 def test_glue_rows_reads_the_paper_metric_and_puts_row_overrides_last():
-    results = {"tasks": {"stsb": {"runs": [{"dev": {"stsb": {"pearson": 1.0, "spearman": 2.0}}},
-                                           {"dev": {"stsb": {"pearson": 3.0, "spearman": 4.0}}}]}}}
+    results = {
+        "tasks": {
+            "stsb": {
+                "runs": [
+                    {"dev": {"stsb": {"pearson": 1.0, "spearman": 2.0}}},
+                    {"dev": {"stsb": {"pearson": 3.0, "spearman": 4.0}}},
+                ]
+            }
+        }
+    }
     assert glue_rows.task_scores(results, "stsb") == [2.0, 4.0]
     argv = glue_rows.command("runs/g/mlm/stsb", "stsb", ["--config.seeds=5"], ["init=w/mlm", "from_scratch=True"])
     assert argv[1:3] == ["-m", "electra_jax.finetune"]
@@ -89,8 +103,18 @@ def test_glue_rows_tabulates_finished_runs_without_running_them_again(tmp_path, 
         (tmp_path / row / "stsb").mkdir(parents=True)
         runs = [{"dev": {"stsb": {"pearson": 0.0, "spearman": s}}} for s in scores]
         (tmp_path / row / "stsb" / "results.json").write_text(json.dumps({"tasks": {"stsb": {"runs": runs}}}))
-    glue_rows.main([f"--root={tmp_path}", "--tasks=stsb", "--row", "random=init=w,from_scratch=True",
-                    "--row", "electra=init=w", "--", "--config.seeds=2"])
+    glue_rows.main(
+        [
+            f"--root={tmp_path}",
+            "--tasks=stsb",
+            "--row",
+            "random=init=w,from_scratch=True",
+            "--row",
+            "electra=init=w",
+            "--",
+            "--config.seeds=2",
+        ]
+    )
     table = (tmp_path / "table.md").read_text()
     assert "| random | 11.0 [10.0-12.0] | **11.0** [10.0-12.0] |" in table
     assert "| electra | 42.0 [40.0-44.0] | **42.0** [40.0-44.0] |" in table

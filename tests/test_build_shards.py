@@ -1,4 +1,5 @@
 """Shard building: ELECTRA packing, determinism, resume after a kill, clear errors."""
+
 import glob
 import os
 import random
@@ -24,14 +25,14 @@ def corpus_and_tokenizer(tmp_path_factory):
 
 
 def build(corpus, tokenizer, output_dir, **kwargs):
-    settings = dict(tokenizer_path=tokenizer.path, max_seq_length=MAX_LEN, num_shards=4, seed=7,
-                    show_progress=False)
+    settings = dict(tokenizer_path=tokenizer.path, max_seq_length=MAX_LEN, num_shards=4, seed=7, show_progress=False)
     return build_lib.build_shards(corpus, str(output_dir), **{**settings, **kwargs})
 
 
 def read_records(pattern):
     """Parses the shards with tf.train.Example directly (not through our reader)."""
     import tensorflow as tf
+
     examples = []
     for path in sorted(glob.glob(pattern)):
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
@@ -81,9 +82,9 @@ def test_examples_are_well_formed(corpus_and_tokenizer, tmp_path):
         # segment A (with [CLS] and its [SEP]) is 0, segment B (with its [SEP]) is 1, padding 0.
         expected_segments = np.zeros(MAX_LEN, int)
         if len(seps) == 2:
-            expected_segments[seps[0] + 1:seps[1] + 1] = 1
+            expected_segments[seps[0] + 1 : seps[1] + 1] = 1
         assert segments.tolist() == expected_segments.tolist()
-        assert not np.isin(ids[1:num_real - 1], [0, 2, 4]).any()  # no [PAD]/[CLS]/[MASK] inside
+        assert not np.isin(ids[1 : num_real - 1], [0, 2, 4]).any()  # no [PAD]/[CLS]/[MASK] inside
         content_tokens += num_real - 1 - len(seps)
     assert summary["tokens"] - summary["truncated_tokens"] == content_tokens
     padding = 1 - sum(sum(e["input_mask"]) for e in examples) / (len(examples) * MAX_LEN)
@@ -105,6 +106,7 @@ class FixedDraws(random.Random):
 def packed(sentences, draw, max_len=16):
     class Specials:
         cls_id, sep_id, pad_id = 2, 3, 0
+
     packing = build_lib.PackingConfig(max_seq_length=max_len, single_segment_prob=0.0, random_length_prob=0.0)
     builder = build_lib.ExampleBuilder(Specials, packing, FixedDraws(draw))
     examples = [e for s in sentences for e in builder.add_sentence(s)] + builder.end_document()
@@ -210,35 +212,51 @@ def test_invalid_utf8_lines_are_skipped_and_counted(tmp_path, corpus_and_tokeniz
 def test_prepare_data_default_corpus_end_to_end(tmp_path):
     """The one command: embedded corpus -> tokenizer -> shards the reader accepts; reruns resume."""
     from data_pipelines import prepare_data, pretraining
-    result = prepare_data.prepare_data(str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2,
-                                       show_progress=False)
+
+    result = prepare_data.prepare_data(
+        str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2, show_progress=False
+    )
     assert result["vocab_size"] == 2000 and result["shards"]["documents"] > 1000
     assert "--config.model.vocab_size=2000" in result["config_flags"]
     tokenizer = tokenizer_lib.load_tokenizer(result["tokenizer"])
     tokenizer_lib.check_vocab_size(2000, tokenizer)
-    batch = next(pretraining.make_pretraining_iterator(result["eval_files"], batch_size=4, seq_length=MAX_LEN,
-                                                       seed=0, process_index=0, process_count=1))
+    batch = next(
+        pretraining.make_pretraining_iterator(
+            result["eval_files"], batch_size=4, seq_length=MAX_LEN, seed=0, process_index=0, process_count=1
+        )
+    )
     assert batch["input_ids"].max() < 2000
     assert all(len(tokenizer.decode(row).split()) >= 2 for row in batch["input_ids"])  # real text back
-    again = prepare_data.prepare_data(str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2,
-                                      show_progress=False)
+    again = prepare_data.prepare_data(
+        str(tmp_path), vocab_size=2000, max_seq_length=MAX_LEN, num_shards=2, show_progress=False
+    )
     assert again["shards"]["shards_built"] == 0 and again["shards"]["examples"] == result["shards"]["examples"]
 
 
 def test_prepare_data_refuses_other_settings_or_changed_inputs_unless_rebuilt(tmp_path, corpus_and_tokenizer):
     from data_pipelines import prepare_data
+
     corpus = tmp_path / "corpus.txt"
     shutil.copyfile(corpus_and_tokenizer[0], corpus)
     out = str(tmp_path / "prepared")
 
     def prepare(**kwargs):
-        return prepare_data.prepare_data(out, inputs=str(corpus), max_seq_length=MAX_LEN, num_shards=2,
-                                         show_progress=False, **{"vocab_size": 100, **kwargs})
+        return prepare_data.prepare_data(
+            out,
+            inputs=str(corpus),
+            max_seq_length=MAX_LEN,
+            num_shards=2,
+            show_progress=False,
+            **{"vocab_size": 100, **kwargs},
+        )
 
     first = prepare()
     assert prepare()["shards"]["shards_built"] == 0  # the same settings resume
-    with pytest.raises(ValueError, match=r"prepared with other settings or inputs \(model_type, vocab_size "
-                                         r"changed; .*--rebuild"):
+    with pytest.raises(
+        ValueError,
+        match=r"prepared with other settings or inputs \(model_type, vocab_size "
+        r"changed; .*--rebuild",
+    ):
         prepare(vocab_size=120, model_type="bpe")
     with open(corpus, "a") as f:
         f.write("One more sentence at the end.\n")

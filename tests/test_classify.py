@@ -1,5 +1,6 @@
 """Classification on user CSV / TSV / JSONL: truncation policies, metrics vs sklearn, the
 loop end to end with export and label map, and clear errors on bad files."""
+
 import csv
 import json
 import os
@@ -13,8 +14,12 @@ from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax.finetune import classify
 
 WORDS = "great film loved it awful plot boring dull fun acting superb bad the a was".split()
-REVIEWS = [("great film loved it", "pos"), ("awful plot boring", "neg"), ("fun acting superb", "pos"),
-           ("dull bad the plot was", "neg")]
+REVIEWS = [
+    ("great film loved it", "pos"),
+    ("awful plot boring", "neg"),
+    ("fun acting superb", "pos"),
+    ("dull bad the plot was", "neg"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +43,7 @@ def write_jsonl(path, rows):
 
 # ---------------------------------------------------------------------------- truncation
 
+
 def test_truncation_policies_keep_head_tail_or_both(hf_init):
     ids = list(range(10, 30))
     assert classify.cut(ids, 8, "head") == ids[:8]
@@ -52,11 +58,29 @@ def test_truncation_policies_keep_head_tail_or_both(hf_init):
         return [vocab[i] for i in features["input_ids"] if i]
 
     assert words(classify.encode_example(tok, text, None, 6, "tail")) == [
-        "[CLS]", "awful", "plot", "boring", "dull", "[SEP]"]
+        "[CLS]",
+        "awful",
+        "plot",
+        "boring",
+        "dull",
+        "[SEP]",
+    ]
     assert words(classify.encode_example(tok, text, None, 6, "head")) == [
-        "[CLS]", "great", "film", "loved", "it", "[SEP]"]
+        "[CLS]",
+        "great",
+        "film",
+        "loved",
+        "it",
+        "[SEP]",
+    ]
     assert words(classify.encode_example(tok, text, None, 6, "head_tail")) == [
-        "[CLS]", "great", "plot", "boring", "dull", "[SEP]"]
+        "[CLS]",
+        "great",
+        "plot",
+        "boring",
+        "dull",
+        "[SEP]",
+    ]
     # a pair: the longer text loses tokens first (longest-first), here from its start ("tail")
     pair = classify.encode_example(tok, text, "fun acting", 9, "tail")
     assert words(pair) == ["[CLS]", "awful", "plot", "boring", "dull", "[SEP]", "fun", "acting", "[SEP]"]
@@ -73,19 +97,37 @@ def test_macro_f1_and_accuracy_equal_sklearn():
     predictions[predictions == 3] = 0  # class 3 is never predicted
     metrics = classify.classification_metrics(labels, predictions, 5)  # class 4 never appears
     assert metrics["accuracy"] == pytest.approx(100 * sklearn.metrics.accuracy_score(labels, predictions))
-    assert metrics["macro_f1"] == pytest.approx(100 * sklearn.metrics.f1_score(
-        labels, predictions, average="macro", labels=range(5), zero_division=0))
+    assert metrics["macro_f1"] == pytest.approx(
+        100 * sklearn.metrics.f1_score(labels, predictions, average="macro", labels=range(5), zero_division=0)
+    )
 
 
 # ---------------------------------------------------------------------------- end to end
 
+
 def run_config(tmp_path, init, **overrides):
     config = classify.classify_config()
-    config.update(dict(init=init, batch_size=8, eval_batch_size=8, max_seq_length=12, num_epochs=20.0,
-                       learning_rate=1e-2, layerwise_lr_decay=0.8, dropout=0.0, warmup_fraction=0.0,
-                       log_every=5, train_file=str(tmp_path / "train.csv"), dev_file=str(tmp_path / "dev.jsonl")))
-    write_csv(config.train_file, ["id", "review", "sentiment"],
-              [(i, text, label) for i, (text, label) in enumerate(REVIEWS * 3)])
+    config.update(
+        dict(
+            init=init,
+            batch_size=8,
+            eval_batch_size=8,
+            max_seq_length=12,
+            num_epochs=20.0,
+            learning_rate=1e-2,
+            layerwise_lr_decay=0.8,
+            dropout=0.0,
+            warmup_fraction=0.0,
+            log_every=5,
+            train_file=str(tmp_path / "train.csv"),
+            dev_file=str(tmp_path / "dev.jsonl"),
+        )
+    )
+    write_csv(
+        config.train_file,
+        ["id", "review", "sentiment"],
+        [(i, text, label) for i, (text, label) in enumerate(REVIEWS * 3)],
+    )
     write_jsonl(config.dev_file, [{"review": t, "sentiment": label} for t, label in REVIEWS])
     config.update(overrides)
     return config
@@ -97,8 +139,9 @@ def test_classify_end_to_end_csv_train_jsonl_dev_tsv_test(tmp_path, hf_init):
 
     test_file = str(tmp_path / "test.tsv")
     write_csv(test_file, ["review"], [(t,) for t, _ in REVIEWS], delimiter="\t")  # unlabelled
-    config = run_config(tmp_path, hf_init, text_column="review", label_column="sentiment",
-                        truncation="head_tail", test_file=test_file)
+    config = run_config(
+        tmp_path, hf_init, text_column="review", label_column="sentiment", truncation="head_tail", test_file=test_file
+    )
     out = tmp_path / "out"
     results = classify.run(config, str(out))
     assert results["labels"] == ["neg", "pos"]
@@ -113,15 +156,21 @@ def test_classify_end_to_end_csv_train_jsonl_dev_tsv_test(tmp_path, hf_init):
     torch_model = transformers.ElectraForSequenceClassification.from_pretrained(str(out / "seed_0")).eval()
     assert torch_model.config.id2label == {0: "neg", 1: "pos"}
     tok = tokenizer_lib.load_tokenizer(str(out / "seed_0"))
-    features = classify.encode_examples(tok, classify.read_examples(config.dev_file, config),
-                                        {"neg": 0, "pos": 1}, config, config.dev_file)
+    features = classify.encode_examples(
+        tok, classify.read_examples(config.dev_file, config), {"neg": 0, "pos": 1}, config, config.dev_file
+    )
     with torch.no_grad():
-        logits = torch_model(**{k: torch.tensor(features[k], dtype=torch.long)
-                                for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+        logits = torch_model(
+            **{
+                k: torch.tensor(features[k], dtype=torch.long)
+                for k in ("input_ids", "attention_mask", "token_type_ids")
+            }
+        ).logits.numpy()
     assert logits.argmax(-1).tolist() == features["labels"].tolist()
 
 
 # ---------------------------------------------------------------------------- bad inputs
+
 
 def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_path, caplog):
     config = classify.classify_config()
@@ -129,24 +178,36 @@ def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_pat
     csv_path = tmp_path / "train.csv"
     csv_path.write_text("text,label\nfine,1\nbad,1 \nmeh, 0\n", encoding="utf-8-sig")  # with a BOM
     jsonl_path = tmp_path / "train.jsonl"
-    write_jsonl(jsonl_path, [{"text": "fine", "label": 1}, {"text": "ok", "label": 1.0},
-                             {"text": "so-so", "label": 0.5}, {"text": "bad", "label": "neg "}])
+    write_jsonl(
+        jsonl_path,
+        [
+            {"text": "fine", "label": 1},
+            {"text": "ok", "label": 1.0},
+            {"text": "so-so", "label": 0.5},
+            {"text": "bad", "label": "neg "},
+        ],
+    )
     with caplog.at_level("WARNING"):
         from_csv = classify.read_examples(str(csv_path), config)
         from_jsonl = classify.read_examples(str(jsonl_path), config)
     assert [e.label for e in from_csv] == ["1", "1", "0"]
     assert [e.label for e in from_jsonl] == ["1", "1", "0.5", "neg"]
     merged = [r.getMessage() for r in caplog.records if "read as one class" in r.getMessage()]
-    assert merged == [f"{csv_path}: labels ['1', '1 '] are read as one class '1'",
-                      f"{jsonl_path}: labels ['1', '1.0'] are read as one class '1'"]
+    assert merged == [
+        f"{csv_path}: labels ['1', '1 '] are read as one class '1'",
+        f"{jsonl_path}: labels ['1', '1.0'] are read as one class '1'",
+    ]
     config.labels = "neg, 0.5,1.0"
     assert classify.label_list(config, from_jsonl) == ["neg", "0.5", "1"]
 
 
 def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):
     config = run_config(tmp_path, hf_init)  # default columns text / label: not in these files
-    with pytest.raises(ValueError, match=r"train\.csv:2: the row has no 'text' value .*"
-                                         r"--config\.text_column"):
+    with pytest.raises(
+        ValueError,
+        match=r"train\.csv:2: the row has no 'text' value .*"
+        r"--config\.text_column",
+    ):
         classify.run(config, str(tmp_path / "out"))
     config = run_config(tmp_path, hf_init, text_column="review", label_column="sentiment")
     write_jsonl(config.dev_file, [{"review": "fun", "sentiment": "pos"}, {"sentiment": "neg"}])
@@ -166,6 +227,7 @@ def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):
     with pytest.raises(ValueError, match=r"unknown extension '\.xlsx'"):
         classify.run(config, str(tmp_path / "out"))
     config.dev_file = ""
-    with pytest.raises(ValueError,
-                       match=r"config\.dev_file is empty; set --config\.dev_file=<\.csv/\.tsv/\.jsonl file>"):
+    with pytest.raises(
+        ValueError, match=r"config\.dev_file is empty; set --config\.dev_file=<\.csv/\.tsv/\.jsonl file>"
+    ):
         classify.run(config, str(tmp_path / "out"))

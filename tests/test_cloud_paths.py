@@ -7,6 +7,7 @@ below turns into a failure (unguarded, it would silently create a local ./gs: fo
 Not covered here (no GCS offline): orbax/tensorstore writing the arrays to GCS, the
 TensorFlow iterator checkpoint and TensorBoard through TensorFlow's GCS filesystem.
 """
+
 import builtins
 import json
 import os
@@ -28,7 +29,7 @@ def fake_gcs(tmp_path, monkeypatch):
 
     def local(path):
         path = os.fspath(path)
-        return os.path.join(root, path[len("gs://"):]) if path.startswith("gs://") else path
+        return os.path.join(root, path[len("gs://") :]) if path.startswith("gs://") else path
 
     def translated(fn, path, *args, **kwargs):
         return fn(local(path), *args, **kwargs)
@@ -44,19 +45,29 @@ def fake_gcs(tmp_path, monkeypatch):
             if "gs:/" in os.fspath(path):
                 raise AssertionError(f"local-only {fn.__name__}() got {path}")
             return fn(path, *args, **kwargs)
+
         return guarded
 
-    for module, name in [(builtins, "open"), (os, "makedirs"), (os, "replace"), (os, "listdir"),
-                         (os.path, "exists"), (os.path, "isdir")]:
+    for module, name in [
+        (builtins, "open"),
+        (os, "makedirs"),
+        (os, "replace"),
+        (os, "listdir"),
+        (os.path, "exists"),
+        (os.path, "isdir"),
+    ]:
         monkeypatch.setattr(module, name, refuse_uri(getattr(module, name)))
     monkeypatch.chdir(tmp_path)
     # mock_epath swaps the per-scheme backends, but with tensorflow installed epath picks its
     # tf backend for URIs before looking at them; make it look.
     monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)
-    mocks = {name: translated for name in ("open", "exists", "isdir", "listdir", "makedirs",
-                                            "mkdir", "remove", "rmtree", "stat", "walk")}
-    with epath_testing.mock_epath(**mocks, glob=glob, rename=translated_two,
-                                  replace=translated_two, copy=translated_two):
+    mocks = {
+        name: translated
+        for name in ("open", "exists", "isdir", "listdir", "makedirs", "mkdir", "remove", "rmtree", "stat", "walk")
+    }
+    with epath_testing.mock_epath(
+        **mocks, glob=glob, rename=translated_two, replace=translated_two, copy=translated_two
+    ):
         yield local
     assert not os.path.exists(tmp_path / "gs:"), "a gs:// path was written as a local folder"
 
@@ -86,14 +97,17 @@ def test_run_config_is_written_and_checked_on_gcs(fake_gcs):
 
 def test_metrics_are_appended_on_gcs(fake_gcs):
     from electra_jax import metric_writer
+
     epath.Path(WORKDIR).mkdir(parents=True)  # as train_and_evaluate does first
     for step in (1, 2):  # two writers, as a resumed run appends to the first run's file
         writer = metric_writer.MetricWriter(WORKDIR, tensorboard=False)
         writer.write(step, "train", {"loss": 1.0 / step})
         writer.close()
     with open(fake_gcs(f"{WORKDIR}/metrics.jsonl")) as f:
-        assert [json.loads(line) for line in f] == [{"step": 1, "split": "train", "loss": 1.0},
-                                                    {"step": 2, "split": "train", "loss": 0.5}]
+        assert [json.loads(line) for line in f] == [
+            {"step": 1, "split": "train", "loss": 1.0},
+            {"step": 2, "split": "train", "loss": 0.5},
+        ]
 
 
 def test_synthetic_iterator_state_round_trips_on_gcs(fake_gcs):
@@ -105,8 +119,7 @@ def test_synthetic_iterator_state_round_trips_on_gcs(fake_gcs):
     resumed = data.make_synthetic_iterator(**kwargs)
     resumed.restore(f"{WORKDIR}/data_state/2")
     assert all((resumed.__next__()[k] == expected[k]).all() for k in expected)
-    assert os.listdir(fake_gcs(f"{WORKDIR}/data_state/2")) == [
-        "data_iterator.process_00001-of-00002.json"]
+    assert os.listdir(fake_gcs(f"{WORKDIR}/data_state/2")) == ["data_iterator.process_00001-of-00002.json"]
 
 
 def test_the_guard_catches_a_local_only_call(fake_gcs):
@@ -147,5 +160,6 @@ def test_objective_fields_added_since_the_run_was_saved_count_as_the_original(tm
     checkpoints.check_run_config(workdir, current, fresh=False, absent_means=pretrain.resume_defaults())
     config.objective.kind = "mlm"
     with pytest.raises(ValueError, match="objective.kind: saved 'electra' vs 'mlm'"):
-        checkpoints.check_run_config(workdir, config.to_json_best_effort(sort_keys=True), fresh=False,
-                                     absent_means=pretrain.resume_defaults())
+        checkpoints.check_run_config(
+            workdir, config.to_json_best_effort(sort_keys=True), fresh=False, absent_means=pretrain.resume_defaults()
+        )

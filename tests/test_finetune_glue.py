@@ -1,5 +1,6 @@
 """GLUE fine-tuning: HF export parity, layer-wise learning rates, the loop on fixture TSVs,
 TSV vs TFDS inputs, evaluation-only mode, and refusals of bad inputs."""
+
 import csv
 import json
 import os
@@ -16,13 +17,20 @@ from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import export, hf, loading, model
 from electra_jax.finetune import common, glue
 
-WORDS = ("the cat sat on a mat dog ran far away it rained was dry he left early a man is playing "
-         "flute plane taking off air large said hi to me").split()
+WORDS = (
+    "the cat sat on a mat dog ran far away it rained was dry he left early a man is playing "
+    "flute plane taking off air large said hi to me"
+).split()
 
 # (text_a, text_b) pairs the fixture tasks draw their rows from
-PAIRS = [("the cat sat on a mat", "a cat sat"), ("the dog ran far away", "it rained"),
-         ("he left early", "he left"), ("a man is playing a flute", "a man is playing"),
-         ("the plane is taking off", "an air plane is taking off"), ("it was dry", "it rained")]
+PAIRS = [
+    ("the cat sat on a mat", "a cat sat"),
+    ("the dog ran far away", "it rained"),
+    ("he left early", "he left"),
+    ("a man is playing a flute", "a man is playing"),
+    ("the plane is taking off", "an air plane is taking off"),
+    ("it was dry", "it rained"),
+]
 
 
 def write_vocab(path, extra_tokens=0):
@@ -43,11 +51,14 @@ def mrpc_rows(n, seed):
 
 def stsb_rows(n, seed, with_score=True):
     rng = np.random.default_rng(seed)
-    header = ("index", "genre", "filename", "year", "old_index", "source1", "source2",
-              "sentence1", "sentence2") + (("score",) if with_score else ())
-    return [header] + [(str(i), "main-captions", "MSRvid", "2012test", "0001", "none", "none",
-                        *PAIRS[i % len(PAIRS)]) + ((f"{rng.uniform(0, 5):.3f}",) if with_score else ())
-                       for i in range(n)]
+    header = ("index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2") + (
+        ("score",) if with_score else ()
+    )
+    return [header] + [
+        (str(i), "main-captions", "MSRvid", "2012test", "0001", "none", "none", *PAIRS[i % len(PAIRS)])
+        + ((f"{rng.uniform(0, 5):.3f}",) if with_score else ())
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +66,11 @@ def glue_dir(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("glue"))
     write_tsv(f"{root}/MRPC/train.tsv", mrpc_rows(24, 0))
     write_tsv(f"{root}/MRPC/dev.tsv", mrpc_rows(10, 1))
-    write_tsv(f"{root}/MRPC/test.tsv", [("index", "#1 ID", "#2 ID", "#1 String", "#2 String")] +
-              [(str(i), str(i), str(i + 1000), *PAIRS[i]) for i in range(6)])
+    write_tsv(
+        f"{root}/MRPC/test.tsv",
+        [("index", "#1 ID", "#2 ID", "#1 String", "#2 String")]
+        + [(str(i), str(i), str(i + 1000), *PAIRS[i]) for i in range(6)],
+    )
     write_tsv(f"{root}/STS-B/train.tsv", stsb_rows(24, 3))
     write_tsv(f"{root}/STS-B/dev.tsv", stsb_rows(10, 4))
     write_tsv(f"{root}/STS-B/test.tsv", stsb_rows(5, 5, with_score=False))
@@ -77,14 +91,26 @@ def hf_init(tmp_path_factory):
 
 def small_run_config(glue_dir, init, **overrides):
     config = glue.glue_config()
-    config.update(dict(init=init, data_dir=glue_dir, source="tsv", batch_size=8, eval_batch_size=8,
-                       max_seq_length=16, num_epochs=2.0, learning_rate=1e-3, layerwise_lr_decay=0.8,
-                       log_every=2))
+    config.update(
+        dict(
+            init=init,
+            data_dir=glue_dir,
+            source="tsv",
+            batch_size=8,
+            eval_batch_size=8,
+            max_seq_length=16,
+            num_epochs=2.0,
+            learning_rate=1e-3,
+            layerwise_lr_decay=0.8,
+            log_every=2,
+        )
+    )
     config.update(overrides)
     return config
 
 
 # ---------------------------------------------------------------------------- export parity
+
 
 @pytest.mark.parametrize("num_labels", [3, 1])
 def test_export_predicts_the_same_in_transformers(tmp_path, num_labels):
@@ -95,10 +121,16 @@ def test_export_predicts_the_same_in_transformers(tmp_path, num_labels):
     net = model.SequenceClassifier(cfg, num_labels)
     params = model.init_params(net, jax.random.PRNGKey(0))
     labels = ["a", "b", "c"][:num_labels]
-    hf.save_pretrained(cfg, params, str(tmp_path), kind="sequence_classification",
-                       extra_config={"id2label": {str(i): n for i, n in enumerate(labels)},
-                                     "problem_type": "regression" if num_labels == 1 else
-                                     "single_label_classification"})
+    hf.save_pretrained(
+        cfg,
+        params,
+        str(tmp_path),
+        kind="sequence_classification",
+        extra_config={
+            "id2label": {str(i): n for i, n in enumerate(labels)},
+            "problem_type": "regression" if num_labels == 1 else "single_label_classification",
+        },
+    )
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 40, size=(3, 12)).astype(np.int32)
     mask = np.ones_like(ids)
@@ -109,9 +141,11 @@ def test_export_predicts_the_same_in_transformers(tmp_path, num_labels):
     torch_model = transformers.ElectraForSequenceClassification.from_pretrained(str(tmp_path)).eval()
     assert torch_model.config.num_labels == num_labels
     with torch.no_grad():
-        theirs = torch_model(input_ids=torch.tensor(ids, dtype=torch.long),
-                             attention_mask=torch.tensor(mask, dtype=torch.long),
-                             token_type_ids=torch.tensor(types, dtype=torch.long)).logits.numpy()
+        theirs = torch_model(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+            token_type_ids=torch.tensor(types, dtype=torch.long),
+        ).logits.numpy()
     assert ours.shape == (3, num_labels)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     # and the directory loads back into the same tree
@@ -120,6 +154,7 @@ def test_export_predicts_the_same_in_transformers(tmp_path, num_labels):
 
 
 # ---------------------------------------------------------------------------- layer-wise LR
+
 
 def hand_depth(path: str, num_layers: int) -> int:
     """ELECTRA's _get_layer_lrs, written out: embeddings 0, layer i -> i + 1, head n + 2."""
@@ -138,10 +173,12 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
     config = glue.glue_config()
     config.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0))
     lr, decay = 1e-3, 0.8
-    tx, _ = common.make_optimizer(config, {"learning_rate": lr, "layerwise_lr_decay": decay},
-                                cfg.num_layers, total_steps=10)
+    tx, _ = common.make_optimizer(
+        config, {"learning_rate": lr, "layerwise_lr_decay": decay}, cfg.num_layers, total_steps=10
+    )
     grads = jax.tree_util.tree_map(
-        lambda p: np.random.default_rng(p.size).normal(size=p.shape).astype(np.float32), params)
+        lambda p: np.random.default_rng(p.size).normal(size=p.shape).astype(np.float32), params
+    )
     updates, _ = tx.update(grads, tx.init(params), params)
     flat_updates = hf._flatten(jax.device_get(updates))
     flat_grads = hf._flatten(grads)
@@ -159,18 +196,26 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
 def test_paper_hyperparameters_per_size_and_task():
     config = glue.glue_config()
     small = model.ElectraConfig(vocab_size=30522, hidden_size=256, num_layers=12, num_heads=4)
-    large = model.ElectraConfig(vocab_size=30522, embedding_size=1024, hidden_size=1024,
-                                num_layers=24, num_heads=16, intermediate_size=4096)
+    large = model.ElectraConfig(
+        vocab_size=30522, embedding_size=1024, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096
+    )
     assert glue.resolved_hyperparameters(config, "mrpc", small) == {
-        "learning_rate": 3e-4, "layerwise_lr_decay": 0.8, "num_epochs": 3.0}
+        "learning_rate": 3e-4,
+        "layerwise_lr_decay": 0.8,
+        "num_epochs": 3.0,
+    }
     assert glue.resolved_hyperparameters(config, "rte", large) == {
-        "learning_rate": 5e-5, "layerwise_lr_decay": 0.9, "num_epochs": 10.0}
+        "learning_rate": 5e-5,
+        "layerwise_lr_decay": 0.9,
+        "num_epochs": 10.0,
+    }
     assert glue.resolved_hyperparameters(config, "stsb", small)["num_epochs"] == 10.0
     with pytest.raises(ValueError, match="learning_rate"):
         glue.resolved_hyperparameters(config, "mrpc", tiny_config(40))
 
 
 # ---------------------------------------------------------------------------- the loop
+
 
 def test_mrpc_three_seeds_median_exports_and_submission(tmp_path, glue_dir, hf_init):
     workdir = str(tmp_path / "out")
@@ -205,13 +250,14 @@ def test_mrpc_three_seeds_median_exports_and_submission(tmp_path, glue_dir, hf_i
 
     # Evaluation-only mode restores the exported median-seed model and reproduces its dev score.
     seed = mrpc["median_seed"]
-    eval_config = small_run_config(glue_dir, os.path.join(workdir, "mrpc", f"seed_{seed}"),
-                                   eval_only=True, eval_split="dev")
+    eval_config = small_run_config(
+        glue_dir, os.path.join(workdir, "mrpc", f"seed_{seed}"), eval_only=True, eval_split="dev"
+    )
     evaluated = glue.evaluate_finetuned(eval_config, str(tmp_path / "eval"))
     assert evaluated["metrics"] == pytest.approx(mrpc["runs"][seed]["dev"]["mrpc"])
     test_eval = glue.evaluate_finetuned(
-        small_run_config(glue_dir, eval_config.init, eval_only=True, eval_split="test"),
-        str(tmp_path / "eval"))
+        small_run_config(glue_dir, eval_config.init, eval_only=True, eval_split="test"), str(tmp_path / "eval")
+    )
     with open(test_eval["submission_file"]) as f:
         assert f.read() == open(os.path.join(workdir, "submission", "MRPC.tsv")).read()
 
@@ -222,8 +268,9 @@ def torch_logits(model_dir, features):
 
     torch_model = transformers.ElectraForSequenceClassification.from_pretrained(model_dir).eval()
     with torch.no_grad():
-        return torch_model(**{k: torch.tensor(features[k], dtype=torch.long)
-                              for k in model.FEATURE_KEYS}).logits.numpy()
+        return torch_model(
+            **{k: torch.tensor(features[k], dtype=torch.long) for k in model.FEATURE_KEYS}
+        ).logits.numpy()
 
 
 def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init):
@@ -242,9 +289,11 @@ def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init)
     scores = glue.predict_logits(predict, params, dev, config.eval_batch_size)[:, 0]
     np.testing.assert_allclose(torch_logits(run_dir, dev)[:, 0], scores, atol=1e-5)
     assert stsb["median"]["stsb"]["pearson"] == pytest.approx(
-        100 * scipy.stats.pearsonr(dev["labels"], scores).statistic, abs=1e-3)
+        100 * scipy.stats.pearsonr(dev["labels"], scores).statistic, abs=1e-3
+    )
     assert stsb["median"]["stsb"]["spearman"] == pytest.approx(
-        100 * scipy.stats.spearmanr(dev["labels"], scores).statistic, abs=1e-3)
+        100 * scipy.stats.spearmanr(dev["labels"], scores).statistic, abs=1e-3
+    )
     with open(os.path.join(tmp_path, "submission", "STS-B.tsv"), newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))[1:]
     submitted = np.array([float(r[1]) for r in rows])
@@ -253,6 +302,7 @@ def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init)
 
 
 # ---------------------------------------------------------------------------- data sources
+
 
 class FakeTfdsBuilder:
     """Stands in for a prepared tfds glue/mrpc builder (TFDS feature names, int labels)."""
@@ -265,18 +315,25 @@ class FakeTfdsBuilder:
 
     def as_dataset(self, split):
         import tensorflow as tf
+
         rows = self.examples[split.replace("validation", "dev")][::-1]  # TFDS may reorder
-        return tf.data.Dataset.from_tensor_slices({
-            "idx": np.array([e.idx for e in rows]), "sentence1": np.array([e.text_a for e in rows]),
-            "sentence2": np.array([e.text_b for e in rows]), "label": np.array([e.label for e in rows])})
+        return tf.data.Dataset.from_tensor_slices(
+            {
+                "idx": np.array([e.idx for e in rows]),
+                "sentence1": np.array([e.text_a for e in rows]),
+                "sentence2": np.array([e.text_b for e in rows]),
+                "label": np.array([e.label for e in rows]),
+            }
+        )
 
 
 def test_tsv_and_tfds_sources_give_the_same_features(glue_dir, hf_init, monkeypatch):
     tok = tokenizer_lib.load_tokenizer(hf_init)
     config = small_run_config(glue_dir, hf_init)
     from_tsv = {split: glue.load_split(config, "mrpc", split, tok) for split in ("train", "dev")}
-    examples = {split: glue_data.load_glue("mrpc", split, data_dir=glue_dir, source="tsv")
-                for split in ("train", "dev")}
+    examples = {
+        split: glue_data.load_glue("mrpc", split, data_dir=glue_dir, source="tsv") for split in ("train", "dev")
+    }
     monkeypatch.setattr(glue_data, "_tfds_builder", lambda task, data_dir: FakeTfdsBuilder(examples))
     config.source = "tfds"
     for split in ("train", "dev"):
@@ -286,15 +343,19 @@ def test_tsv_and_tfds_sources_give_the_same_features(glue_dir, hf_init, monkeypa
     # and the features are [CLS] a [SEP] b [SEP] with the WordPiece ids of the vocab
     first = examples["train"][0]
     expected = [tok.cls_id, *tok.encode(first.text_a), tok.sep_id, *tok.encode(first.text_b), tok.sep_id]
-    assert from_tsv["train"]["input_ids"][0][:len(expected)].tolist() == expected
+    assert from_tsv["train"]["input_ids"][0][: len(expected)].tolist() == expected
 
 
 # ---------------------------------------------------------------------------- bad inputs
 
-@pytest.mark.parametrize("bad_row, message", [
-    (("1", "7", "8", "only four columns"), "expected 5 tab-separated columns, found 4"),
-    (("yes", "7", "8", "a", "b"), "label 'yes' is not one of"),
-])
+
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        (("1", "7", "8", "only four columns"), "expected 5 tab-separated columns, found 4"),
+        (("yes", "7", "8", "a", "b"), "label 'yes' is not one of"),
+    ],
+)
 def test_malformed_rows_name_file_and_line(tmp_path, hf_init, bad_row, message):
     root = str(tmp_path / "glue")
     rows = mrpc_rows(10, 0)
@@ -320,6 +381,7 @@ def test_data_dir_is_required(hf_init, tmp_path):
 
 # ---------------------------------------------------------------------------- pretraining workdir
 
+
 def _pretrain_workdir(root, objective_kind):
     """A pretraining workdir as train.py leaves it: config.json (with data.tokenizer) and an
     orbax checkpoint of a tiny ElectraPretrainingModel at step 3."""
@@ -329,8 +391,16 @@ def _pretrain_workdir(root, objective_kind):
     vocab_size = write_vocab(vocab_path)
     config = presets.pretraining_config("tiny")
     config.objective.kind = objective_kind
-    config.model.update(dict(vocab_size=vocab_size, hidden_size=32, embedding_size=16,
-                             intermediate_size=64, num_heads=2, max_position_embeddings=64))
+    config.model.update(
+        dict(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            embedding_size=16,
+            intermediate_size=64,
+            num_heads=2,
+            max_position_embeddings=64,
+        )
+    )
     config.train.update(dict(max_seq_length=16, batch_size=8, num_steps=10))
     config.objective.max_predictions_per_seq = 3
     config.data.tokenizer = vocab_path
@@ -373,14 +443,14 @@ def test_mlm_only_run_exports_a_masked_lm_and_fine_tunes(tmp_path, glue_dir, mlm
     ids = np.array([[2, 7, 9, 11, 3, 0]], np.int64)
     mask = (ids > 0).astype(np.int64)
     ours = model.Generator(pretrained.model_config).apply(
-        {"params": model.split_pretraining_params(params)["generator"]}, ids, mask, np.zeros_like(ids))
+        {"params": model.split_pretraining_params(params)["generator"]}, ids, mask, np.zeros_like(ids)
+    )
     hf_net = transformers.ElectraForMaskedLM.from_pretrained(os.path.join(out, "generator")).eval()
     with torch.no_grad():
         theirs = hf_net(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
     np.testing.assert_allclose(theirs.numpy(), np.asarray(ours), atol=1e-4)
 
-    results = glue.run(small_run_config(glue_dir, workdir, task="mrpc", save_models=False),
-                       str(tmp_path / "ft"))
+    results = glue.run(small_run_config(glue_dir, workdir, task="mrpc", save_models=False), str(tmp_path / "ft"))
     assert np.isfinite(results["tasks"]["mrpc"]["median"]["mrpc"]["f1"])
     with pytest.raises(ValueError, match="MLM-only run .* has no discriminator"):
         loading.load_network(workdir, network="discriminator")
@@ -389,8 +459,11 @@ def test_mlm_only_run_exports_a_masked_lm_and_fine_tunes(tmp_path, glue_dir, mlm
 def test_init_from_a_pretraining_workdir_takes_the_discriminator(tmp_path, pretrain_workdir):
     workdir, params, vocab_size = pretrain_workdir
     pretrained = loading.load_network(workdir, network="encoder")
-    jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained.encoder_params,
-                           {"embeddings": params["embeddings"], **params["discriminator"]["electra"]})
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal,
+        pretrained.encoder_params,
+        {"embeddings": params["embeddings"], **params["discriminator"]["electra"]},
+    )
     assert pretrained.model_config.hidden_size == 32  # the discriminator, not the generator (8)
     assert pretrained.tokenizer.vocab_size == vocab_size
     write_vocab(str(tmp_path / "other.txt"), extra_tokens=2)
@@ -407,13 +480,31 @@ def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_
     import sys
 
     out = str(tmp_path / "out")
-    command = [sys.executable, "-m", "electra_jax.finetune", "--config=configs/glue.py",
-               "--config.task=mrpc", f"--config.init={pretrain_workdir[0]}", "--config.init_step=3",
-               f"--config.data_dir={glue_dir}", "--config.source=tsv", "--config.batch_size=8",
-               "--config.max_seq_length=16", "--config.num_epochs=1", "--config.learning_rate=1e-3",
-               "--config.layerwise_lr_decay=0.8", "--config.save_models=False", f"--workdir={out}"]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=240,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    command = [
+        sys.executable,
+        "-m",
+        "electra_jax.finetune",
+        "--config=configs/glue.py",
+        "--config.task=mrpc",
+        f"--config.init={pretrain_workdir[0]}",
+        "--config.init_step=3",
+        f"--config.data_dir={glue_dir}",
+        "--config.source=tsv",
+        "--config.batch_size=8",
+        "--config.max_seq_length=16",
+        "--config.num_epochs=1",
+        "--config.learning_rate=1e-3",
+        "--config.layerwise_lr_decay=0.8",
+        "--config.save_models=False",
+        f"--workdir={out}",
+    ]
+    finished = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "| mrpc | f1 |" in finished.stdout
     results = json.load(open(os.path.join(out, "results.json")))

@@ -4,6 +4,7 @@ Reference: XLA's `HloCostAnalysis` of the lowered (pre-optimization, global-shap
 `pretrain.train_step` for the tiny config, and the 2*M*N*K of every `dot` in that HLO.
 Only lowering is needed (no compile), so each case costs a few seconds.
 """
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -13,25 +14,24 @@ from electra_jax import flops, model, presets, pretrain
 BATCH = 8  # divides over the 8 host devices of conftest.py
 
 
-def lowered_tiny_step(seq_len: int, deterministic: bool, objective_kind: str = "electra",
-                      **model_overrides):
+def lowered_tiny_step(seq_len: int, deterministic: bool, objective_kind: str = "electra", **model_overrides):
     """(lowered train step, analytic FLOPs of the step) for the tiny config at seq_len."""
     config = presets.pretraining_config("tiny")
     config.objective.kind = objective_kind
     config.train.batch_size = BATCH
     config.train.max_seq_length = seq_len
-    config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(
-        config.objective.mask_prob, seq_len)
+    config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(config.objective.mask_prob, seq_len)
     for key, value in model_overrides.items():
         config.model[key] = value
     trainer = pretrain.make_pretrainer(config)
     batch = {key: jax.ShapeDtypeStruct((BATCH, seq_len), jnp.int32) for key in pretrain.BATCH_KEYS}
     lowered = pretrain.jit_train_step(trainer, deterministic=deterministic).lower(
-        pretrain.abstract_train_state(trainer), batch)
+        pretrain.abstract_train_state(trainer), batch
+    )
     networks = model.pretraining_networks(config)
     analytic = BATCH * flops.train_flops_per_sequence(
-        networks["generator"], networks.get("discriminator"), seq_len,
-        config.objective.max_predictions_per_seq)
+        networks["generator"], networks.get("discriminator"), seq_len, config.objective.max_predictions_per_seq
+    )
     return lowered, analytic
 
 
@@ -68,8 +68,7 @@ def test_analytic_flops_equal_the_matmuls_xla_sees(tiny_128):
 def test_training_step_with_dropout_has_exactly_the_analytic_matmuls():
     # Another length (the seq^2 attention term must scale), and dropout on, the paper's
     # recipe: dropout adds no matmuls, so the analytic count is the real step's model FLOPs.
-    lowered, analytic = lowered_tiny_step(64, deterministic=False, hidden_dropout=0.1,
-                                          attention_dropout=0.1)
+    lowered, analytic = lowered_tiny_step(64, deterministic=False, hidden_dropout=0.1, attention_dropout=0.1)
     assert flops.hlo_dot_flops(lowered.as_text(dialect="hlo")) == pytest.approx(analytic, rel=1e-6)
 
 

@@ -1,4 +1,5 @@
 """GLUE readers: TSV layout and a fake TFDS source give the same examples; bad rows fail loudly."""
+
 import os
 import shutil
 
@@ -11,14 +12,24 @@ from data_pipelines import glue
 GLUE_DIR = shared_path("glue")
 
 # The rows every fixture is written from: (text_a, text_b, label name or score).
-COLA = [("The sailors rode the breeze.", None, "1"), ("Him ate the apple.", None, "0"),
-        ('He said "hi" to me.', None, "1")]
-MRPC = [("Amrozi accused his brother.", 'Referring to him as "the witness".', "1"),
-        ("Yucaipa owned Dominick's.", "Yucaipa bought Dominick's in 1995.", "0")]
-STSB = [("A plane is taking off.", "An air plane is taking off.", "5.000"),
-        ("A man is playing a flute.", "A man is playing a large flute.", "3.800")]
-MNLI = [("The cat sat.", "A cat is sitting.", "entailment"), ("It rained.", "It was dry.", "contradiction"),
-        ("He left.", "He left early.", "neutral")]
+COLA = [
+    ("The sailors rode the breeze.", None, "1"),
+    ("Him ate the apple.", None, "0"),
+    ('He said "hi" to me.', None, "1"),
+]
+MRPC = [
+    ("Amrozi accused his brother.", 'Referring to him as "the witness".', "1"),
+    ("Yucaipa owned Dominick's.", "Yucaipa bought Dominick's in 1995.", "0"),
+]
+STSB = [
+    ("A plane is taking off.", "An air plane is taking off.", "5.000"),
+    ("A man is playing a flute.", "A man is playing a large flute.", "3.800"),
+]
+MNLI = [
+    ("The cat sat.", "A cat is sitting.", "entailment"),
+    ("It rained.", "It was dry.", "contradiction"),
+    ("He left.", "He left early.", "neutral"),
+]
 
 
 def write_tsv(path, lines, bom=False):
@@ -33,17 +44,46 @@ def glue_dir(tmp_path):
     root = str(tmp_path / "glue")
     write_tsv(f"{root}/CoLA/train.tsv", [("gj04", label, "", a) for a, _, label in COLA])  # no header
     write_tsv(f"{root}/CoLA/test.tsv", [("index", "sentence")] + [(str(i), a) for i, (a, _, _) in enumerate(COLA)])
-    write_tsv(f"{root}/MRPC/train.tsv", [("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")] +
-              [(label, str(100 + i), str(200 + i), a, b) for i, (a, b, label) in enumerate(MRPC)], bom=True)
-    write_tsv(f"{root}/STS-B/dev.tsv", [("index", "genre", "filename", "year", "old_index", "source1", "source2",
-                                         "sentence1", "sentence2", "score")] +
-              [(str(i), "main-captions", "MSRvid", "2012test", "0001", "none", "none", a, b, s)
-               for i, (a, b, s) in enumerate(STSB)])
-    mnli_header = ["index", "promptID", "pairID", "genre", "s1_binary", "s2_binary", "s1_parse", "s2_parse",
-                   "sentence1", "sentence2", "label1", "label2", "label3", "label4", "label5", "gold_label"]
-    write_tsv(f"{root}/MNLI/dev_matched.tsv", [mnli_header] +
-              [(str(i), "1", "1e", "fiction", "()", "()", "()", "()", a, b, g, g, g, g, g, g)
-               for i, (a, b, g) in enumerate(MNLI)])
+    write_tsv(
+        f"{root}/MRPC/train.tsv",
+        [("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")]
+        + [(label, str(100 + i), str(200 + i), a, b) for i, (a, b, label) in enumerate(MRPC)],
+        bom=True,
+    )
+    write_tsv(
+        f"{root}/STS-B/dev.tsv",
+        [("index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score")]
+        + [
+            (str(i), "main-captions", "MSRvid", "2012test", "0001", "none", "none", a, b, s)
+            for i, (a, b, s) in enumerate(STSB)
+        ],
+    )
+    mnli_header = [
+        "index",
+        "promptID",
+        "pairID",
+        "genre",
+        "s1_binary",
+        "s2_binary",
+        "s1_parse",
+        "s2_parse",
+        "sentence1",
+        "sentence2",
+        "label1",
+        "label2",
+        "label3",
+        "label4",
+        "label5",
+        "gold_label",
+    ]
+    write_tsv(
+        f"{root}/MNLI/dev_matched.tsv",
+        [mnli_header]
+        + [
+            (str(i), "1", "1e", "fiction", "()", "()", "()", "()", a, b, g, g, g, g, g, g)
+            for i, (a, b, g) in enumerate(MNLI)
+        ],
+    )
     return root
 
 
@@ -51,13 +91,16 @@ def glue_dir(tmp_path):
 TFDS_ROWS = {
     ("cola", "train"): [{"idx": i, "sentence": a, "label": int(y)} for i, (a, _, y) in enumerate(COLA)],
     ("cola", "test"): [{"idx": i, "sentence": a, "label": -1} for i, (a, _, _) in enumerate(COLA)],
-    ("mrpc", "train"): [{"idx": i, "sentence1": a, "sentence2": b, "label": int(y)}
-                        for i, (a, b, y) in enumerate(MRPC)],
-    ("stsb", "validation"): [{"idx": i, "sentence1": a, "sentence2": b, "label": np.float32(s)}
-                             for i, (a, b, s) in enumerate(STSB)],
-    ("mnli", "validation_matched"): [{"idx": i, "premise": a, "hypothesis": b,
-                                      "label": ["entailment", "neutral", "contradiction"].index(g)}
-                                     for i, (a, b, g) in enumerate(MNLI)],
+    ("mrpc", "train"): [
+        {"idx": i, "sentence1": a, "sentence2": b, "label": int(y)} for i, (a, b, y) in enumerate(MRPC)
+    ],
+    ("stsb", "validation"): [
+        {"idx": i, "sentence1": a, "sentence2": b, "label": np.float32(s)} for i, (a, b, s) in enumerate(STSB)
+    ],
+    ("mnli", "validation_matched"): [
+        {"idx": i, "premise": a, "hypothesis": b, "label": ["entailment", "neutral", "contradiction"].index(g)}
+        for i, (a, b, g) in enumerate(MNLI)
+    ],
 }
 
 
@@ -72,6 +115,7 @@ class FakeBuilder:
 
     def as_dataset(self, split):
         import tensorflow as tf
+
         rows = TFDS_ROWS[(self.task, split)][::-1]
         return tf.data.Dataset.from_tensor_slices({k: np.array([r[k] for r in rows]) for k in rows[0]})
 
@@ -141,12 +185,27 @@ def test_missing_data_and_bad_names(glue_dir, tmp_path):
         glue.load_glue("cola", "train", tfds_data_dir=str(tmp_path / "tfds"), source="tfds")
 
 
-REAL_COUNTS = {("cola", "train"): 8551, ("cola", "dev"): 1043, ("cola", "test"): 1063,
-               ("sst2", "train"): 67349, ("sst2", "dev"): 872, ("sst2", "test"): 1821,
-               ("mrpc", "train"): 3668, ("mrpc", "dev"): 408, ("mrpc", "test"): 1725,
-               ("rte", "train"): 2490, ("rte", "dev"): 277, ("rte", "test"): 3000,
-               ("stsb", "train"): 5749, ("stsb", "dev"): 1500, ("stsb", "test"): 1379,
-               ("wnli", "train"): 635, ("wnli", "dev"): 71, ("wnli", "test"): 146, ("qnli", "dev"): 5463}
+REAL_COUNTS = {
+    ("cola", "train"): 8551,
+    ("cola", "dev"): 1043,
+    ("cola", "test"): 1063,
+    ("sst2", "train"): 67349,
+    ("sst2", "dev"): 872,
+    ("sst2", "test"): 1821,
+    ("mrpc", "train"): 3668,
+    ("mrpc", "dev"): 408,
+    ("mrpc", "test"): 1725,
+    ("rte", "train"): 2490,
+    ("rte", "dev"): 277,
+    ("rte", "test"): 3000,
+    ("stsb", "train"): 5749,
+    ("stsb", "dev"): 1500,
+    ("stsb", "test"): 1379,
+    ("wnli", "train"): 635,
+    ("wnli", "dev"): 71,
+    ("wnli", "test"): 146,
+    ("qnli", "dev"): 5463,
+}
 
 
 @pytest.mark.skipif(not os.path.isdir(GLUE_DIR), reason="shared GLUE files not present")
@@ -167,5 +226,6 @@ def test_mrpc_split_from_raw_msr_file_matches_glue_tsv(tmp_path):
     for name in ("msr_paraphrase_train.txt", "dev_ids.tsv"):  # no train.tsv / dev.tsv
         shutil.copy(f"{GLUE_DIR}/MRPC/{name}", tmp_path / "MRPC" / name)
     for split in ("train", "dev"):
-        assert (glue.load_glue("mrpc", split, data_dir=str(tmp_path), source="tsv") ==
-                glue.load_glue("mrpc", split, data_dir=GLUE_DIR, source="tsv"))
+        assert glue.load_glue("mrpc", split, data_dir=str(tmp_path), source="tsv") == glue.load_glue(
+            "mrpc", split, data_dir=GLUE_DIR, source="tsv"
+        )

@@ -1,4 +1,5 @@
 """GLUE metrics against scikit-learn / scipy on random predictions, for every task."""
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -13,11 +14,15 @@ def reference_metrics(task_key, labels, predictions):
     if task_key == "cola":
         return {"mcc": 100 * sklearn.metrics.matthews_corrcoef(labels, predictions)}
     if task_key in ("mrpc", "qqp"):
-        return {"f1": 100 * sklearn.metrics.f1_score(labels, predictions),
-                "accuracy": 100 * sklearn.metrics.accuracy_score(labels, predictions)}
+        return {
+            "f1": 100 * sklearn.metrics.f1_score(labels, predictions),
+            "accuracy": 100 * sklearn.metrics.accuracy_score(labels, predictions),
+        }
     if task_key == "stsb":
-        return {"pearson": 100 * scipy.stats.pearsonr(labels, predictions).statistic,
-                "spearman": 100 * scipy.stats.spearmanr(labels, predictions).statistic}
+        return {
+            "pearson": 100 * scipy.stats.pearsonr(labels, predictions).statistic,
+            "spearman": 100 * scipy.stats.spearmanr(labels, predictions).statistic,
+        }
     return {"accuracy": 100 * sklearn.metrics.accuracy_score(labels, predictions)}
 
 
@@ -64,14 +69,19 @@ def test_hand_computed_confusion_cases():
 
 
 def test_glue_score_averages_tasks_with_mnli_counted_once():
-    results = {"cola": {"mcc": 60.0}, "mrpc": {"f1": 90.0, "accuracy": 86.0},
-               "stsb": {"pearson": 88.0, "spearman": 86.0},
-               "mnli_matched": {"accuracy": 84.0}, "mnli_mismatched": {"accuracy": 82.0}}
+    results = {
+        "cola": {"mcc": 60.0},
+        "mrpc": {"f1": 90.0, "accuracy": 86.0},
+        "stsb": {"pearson": 88.0, "spearman": 86.0},
+        "mnli_matched": {"accuracy": 84.0},
+        "mnli_mismatched": {"accuracy": 82.0},
+    }
     # task scores: 60, 88, 87, (84 + 82) / 2 = 83
     assert metrics.glue_score(results) == pytest.approx((60 + 88 + 87 + 83) / 4)
     # the ELECTRA paper's dev average: MCC, accuracy, Spearman, MNLI-m
     assert metrics.electra_paper_score({**results, "wnli": {"accuracy": 10.0}}) == pytest.approx(
-        (60 + 86 + 86 + 84) / 4)
+        (60 + 86 + 86 + 84) / 4
+    )
 
 
 def test_mismatched_lengths_are_an_error():

@@ -4,6 +4,7 @@ References: hand-computed counts and shapes, the paper's sizes, HF's own MLM los
 (labels=-100) against our gathered one, scipy's chi-square test for the sampler, and the
 linearity of gradients in the discriminator weight for the shared embeddings.
 """
+
 import math
 
 import numpy as np
@@ -20,8 +21,7 @@ TINY_BATCH, TINY_SEQ = 2, 32
 
 def test_generator_shapes_follow_the_paper():
     # (gen hidden, gen heads, gen ffn) = (fraction * hidden, max(1, h // 64), 4 * h)
-    expected = {"tiny": (32, 1, 128), "small": (64, 1, 256), "base": (256, 4, 1024),
-                "large": (256, 4, 1024)}
+    expected = {"tiny": (32, 1, 128), "small": (64, 1, 256), "base": (256, 4, 1024), "large": (256, 4, 1024)}
     for size, (hidden, heads, ffn) in expected.items():
         gen, disc = hb.electra_configs(size)
         assert (gen.hidden_size, gen.num_attention_heads, gen.intermediate_size) == (hidden, heads, ffn)
@@ -37,6 +37,7 @@ def test_small_discriminator_has_the_papers_14m_parameters():
 
 def transformers_discriminator(config):
     from transformers import ElectraForPreTraining
+
     return ElectraForPreTraining(config)
 
 
@@ -120,10 +121,10 @@ def test_discriminator_loss_matches_sklearn_log_loss_over_real_tokens():
     is_replaced = rng.random((3, 6)) < 0.3
     attention_mask = np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
     real = attention_mask > 0
-    expected = sklearn.metrics.log_loss(is_replaced[real], scipy.special.expit(logits[real]),
-                                        labels=[False, True])
-    loss = hb.discriminator_loss(torch.from_numpy(logits), torch.from_numpy(is_replaced),
-                                 torch.from_numpy(attention_mask))
+    expected = sklearn.metrics.log_loss(is_replaced[real], scipy.special.expit(logits[real]), labels=[False, True])
+    loss = hb.discriminator_loss(
+        torch.from_numpy(logits), torch.from_numpy(is_replaced), torch.from_numpy(attention_mask)
+    )
     assert math.isclose(loss.item(), expected, rel_tol=1e-5)
 
 
@@ -137,8 +138,7 @@ def tiny_models():
 def tiny_batch():
     """One full row and one padded row: 2 of its P = 4 masked slots are padding."""
     input_ids, attention_mask = padded_batch([TINY_SEQ, 12], TINY_SEQ, seed=1)
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "token_type_ids": torch.zeros_like(input_ids)}
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": torch.zeros_like(input_ids)}
 
 
 def test_generator_and_discriminator_share_one_embedding_module(tiny_models):
@@ -150,7 +150,8 @@ def test_generator_and_discriminator_share_one_embedding_module(tiny_models):
     assert sum(p is word_embeddings for p in params) == 1
     shared = sum(p.numel() for p in generator.electra.embeddings.parameters())
     total_separately = sum(p.numel() for p in generator.parameters()) + sum(
-        p.numel() for p in discriminator.parameters())
+        p.numel() for p in discriminator.parameters()
+    )
     assert sum(p.numel() for p in params) == total_separately - shared
 
 
@@ -159,8 +160,7 @@ def loss_and_embedding_grad(generator, discriminator, batch, gather_masked, monk
     generator.zero_grad(set_to_none=True)
     discriminator.zero_grad(set_to_none=True)
     torch.manual_seed(123)  # same masking and sampling in every call
-    losses = hb.electra_loss(generator, discriminator, batch, hb.max_predictions_per_seq(TINY_SEQ),
-                             gather_masked)
+    losses = hb.electra_loss(generator, discriminator, batch, hb.max_predictions_per_seq(TINY_SEQ), gather_masked)
     losses["loss"].backward()
     grad = generator.electra.embeddings.word_embeddings.weight.grad.clone()
     return losses, grad
@@ -182,8 +182,7 @@ def test_gathered_head_matches_hf_full_logits_loss(tiny_models, tiny_batch, monk
     """Our gathered MLM path against HF's own `labels=` CrossEntropyLoss over all positions."""
     generator, discriminator = tiny_models
     full, grad_full = loss_and_embedding_grad(generator, discriminator, tiny_batch, False, monkeypatch, 50.0)
-    gathered, grad_gathered = loss_and_embedding_grad(generator, discriminator, tiny_batch, True,
-                                                      monkeypatch, 50.0)
+    gathered, grad_gathered = loss_and_embedding_grad(generator, discriminator, tiny_batch, True, monkeypatch, 50.0)
     assert math.isclose(full["mlm_loss"].item(), gathered["mlm_loss"].item(), rel_tol=1e-5)
     assert math.isclose(full["disc_loss"].item(), gathered["disc_loss"].item(), rel_tol=1e-5)
     # Untrained: MLM loss near ln(vocab), discriminator loss near ln 2.
@@ -194,8 +193,7 @@ def test_gathered_head_matches_hf_full_logits_loss(tiny_models, tiny_batch, monk
 
 @pytest.mark.parametrize("variant", ["eager", "eager-gathered"])
 def test_eager_variants_run_and_report(variant):
-    result = hb.run_hf_baseline("tiny", TINY_BATCH, TINY_SEQ, steps=2, warmup=1, variant=variant,
-                                device="cpu")
+    result = hb.run_hf_baseline("tiny", TINY_BATCH, TINY_SEQ, steps=2, warmup=1, variant=variant, device="cpu")
     assert result["dtype"] == "float32" and result["peak_memory_gib"] is None
     assert math.isfinite(result["loss"]) and result["loss"] > 0
     assert math.isclose(result["tokens_per_s"], TINY_BATCH * TINY_SEQ / result["step_s"])
@@ -206,9 +204,16 @@ def test_loss_decreases_on_a_repeated_batch():
     generator, discriminator = hb.build_models("tiny", "cpu", seed=0)
     params = hb.unique_parameters(generator, discriminator)
     optimizer = hb.make_optimizer(params, learning_rate=1e-3)
-    step = hb.make_train_step(generator, discriminator, optimizer, params,
-                              max_predictions=hb.max_predictions_per_seq(TINY_SEQ),
-                              variant="eager-gathered", device="cpu", dtype="float32")
+    step = hb.make_train_step(
+        generator,
+        discriminator,
+        optimizer,
+        params,
+        max_predictions=hb.max_predictions_per_seq(TINY_SEQ),
+        variant="eager-gathered",
+        device="cpu",
+        dtype="float32",
+    )
     batch = hb.synthetic_batch(8, TINY_SEQ, hb.SIZES["tiny"].vocab, seed=2)
     torch.manual_seed(0)
     losses = [step(batch)["loss"].item() for _ in range(20)]
@@ -219,7 +224,6 @@ def test_loss_decreases_on_a_repeated_batch():
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["compiled", "compiled-gathered"])
 def test_compiled_variants_run(variant):
-    result = hb.run_hf_baseline("tiny", TINY_BATCH, TINY_SEQ, steps=2, warmup=1, variant=variant,
-                                device="cpu")
+    result = hb.run_hf_baseline("tiny", TINY_BATCH, TINY_SEQ, steps=2, warmup=1, variant=variant, device="cpu")
     assert math.isfinite(result["loss"])
     assert abs(result["mlm_loss"] - math.log(hb.SIZES["tiny"].vocab)) < 1.0

@@ -1,5 +1,6 @@
 """Fill-mask vs transformers' ElectraForMaskedLM, jitted task predictors, and int8
 weight quantization (hand-checked quantizer, logits close to float, exact vs dequantized)."""
+
 import os
 import subprocess
 import sys
@@ -24,12 +25,12 @@ def generator_dir(tmp_path_factory):
     with open(os.path.join(out, "vocab.txt"), "w") as f:
         f.write("\n".join(helpers.SPECIALS + WORDS) + "\n")
     cfg = model.ElectraConfig(vocab_size=len(helpers.SPECIALS) + len(WORDS), **TINY)
-    hf.save_pretrained(cfg, model.init_params(model.Generator(cfg), jax.random.PRNGKey(3)), out,
-                       kind="generator")
+    hf.save_pretrained(cfg, model.init_params(model.Generator(cfg), jax.random.PRNGKey(3)), out, kind="generator")
     return out
 
 
 # ---------------------------------------------------------------------------- fill-mask
+
 
 def test_fill_mask_top_k_equals_transformers(generator_dir):
     import torch
@@ -41,8 +42,15 @@ def test_fill_mask_top_k_equals_transformers(generator_dir):
     assert len(completions) == 2 and all(len(c) == 4 for c in completions)
     tok = tokenizer_lib.load_tokenizer(generator_dir)
     ids = fill_mask.encode_masked_text(tok, text, 32)
-    assert ids == [tok.cls_id, *tok.encode("the capital of"), tok.mask_id, tok.encode("is")[0],
-                   tok.mask_id, *tok.encode("."), tok.sep_id]
+    assert ids == [
+        tok.cls_id,
+        *tok.encode("the capital of"),
+        tok.mask_id,
+        tok.encode("is")[0],
+        tok.mask_id,
+        *tok.encode("."),
+        tok.sep_id,
+    ]
     torch_model = transformers.ElectraForMaskedLM.from_pretrained(generator_dir).eval()
     with torch.no_grad():
         logits = torch_model(input_ids=torch.tensor([ids])).logits[0]
@@ -50,8 +58,9 @@ def test_fill_mask_top_k_equals_transformers(generator_dir):
     for completion, position in zip(completions, np.flatnonzero(np.array(ids) == tok.mask_id)):
         top = torch.topk(logits[position], 4)
         assert [c["id"] for c in completion] == top.indices.tolist()
-        np.testing.assert_allclose([c["probability"] for c in completion],
-                                   probabilities[position][top.indices.numpy()], atol=1e-5)
+        np.testing.assert_allclose(
+            [c["probability"] for c in completion], probabilities[position][top.indices.numpy()], atol=1e-5
+        )
         assert completion[0]["token"] == tok.decode([completion[0]["id"]]) or completion[0]["id"] < 5
 
 
@@ -70,13 +79,24 @@ def test_fill_mask_refuses_a_text_without_mask_and_a_discriminator(generator_dir
 @pytest.mark.slow
 def test_fill_mask_cli_prints_json(generator_dir):
     finished = subprocess.run(
-        [sys.executable, "-m", "electra_jax.fill_mask", f"--init={generator_dir}", "--top_k=2",
-         "the capital of france is [MASK] ."], capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "electra_jax.fill_mask",
+            f"--init={generator_dir}",
+            "--top_k=2",
+            "the capital of france is [MASK] .",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert '"masks"' in finished.stdout and finished.stdout.count('"id"') == 2
 
 
 # ---------------------------------------------------------------------------- int8
+
 
 def test_quantize_kernel_per_output_channel_by_hand():
     kernel = np.array([[1.0, -0.5, 0.0], [-2.0, 0.25, 0.0]], np.float32)  # [in 2, out 3]
@@ -95,20 +115,25 @@ def test_quantize_kernel_per_output_channel_by_hand():
 
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_int8_predictor_stays_close_to_float_and_equals_dequantized(scan_layers):
-    cfg = model.ElectraConfig(vocab_size=40, **{**TINY, "initializer_range": 0.05},
-                              scan_layers=scan_layers)
+    cfg = model.ElectraConfig(vocab_size=40, **{**TINY, "initializer_range": 0.05}, scan_layers=scan_layers)
     net = model.SequenceClassifier(cfg, 3)
     params = model.init_params(net, jax.random.PRNGKey(0), 16)
     rng = np.random.default_rng(0)
-    batch = {"input_ids": rng.integers(5, 40, size=(8, 16)).astype(np.int32),
-             "attention_mask": np.ones((8, 16), np.int32), "token_type_ids": np.zeros((8, 16), np.int32)}
+    batch = {
+        "input_ids": rng.integers(5, 40, size=(8, 16)).astype(np.int32),
+        "attention_mask": np.ones((8, 16), np.int32),
+        "token_type_ids": np.zeros((8, 16), np.int32),
+    }
     batch["attention_mask"][3, 9:] = 0
     float_logits = np.asarray(inference.make_predictor(net, params)(batch))
     int8_logits = np.asarray(inference.make_predictor(net, params, int8=True)(batch))
     # int8 weights really are used: not bit-equal to float, equal to the dequantized weights
     quantized = inference.quantize_params(jax.device_get(params))
-    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(quantized)
-               if "kernel_int8" in jax.tree_util.keystr(path)]
+    kernels = [
+        leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(quantized)
+        if "kernel_int8" in jax.tree_util.keystr(path)
+    ]
     assert kernels and all(k.dtype == np.int8 for k in kernels)
     assert not any("'kernel'" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(quantized))
     dequantized = inference.dequantize_params(quantized)
@@ -121,8 +146,11 @@ def test_int8_predictor_stays_close_to_float_and_equals_dequantized(scan_layers)
 
 def test_token_predictor_int8_and_load_finetuned(tmp_path):
     cfg = model.ElectraConfig(vocab_size=40, **TINY)
-    batch = {"input_ids": np.full((2, 8), 7, np.int32), "attention_mask": np.ones((2, 8), np.int32),
-             "token_type_ids": np.zeros((2, 8), np.int32)}
+    batch = {
+        "input_ids": np.full((2, 8), 7, np.int32),
+        "attention_mask": np.ones((2, 8), np.int32),
+        "token_type_ids": np.zeros((2, 8), np.int32),
+    }
     net = model.TokenClassifier(cfg, 4)
     params = model.init_params(net, jax.random.PRNGKey(1))
     float_logits = np.asarray(inference.make_predictor(net, params)(batch))
@@ -133,9 +161,13 @@ def test_token_predictor_int8_and_load_finetuned(tmp_path):
     with open(tmp_path / "vocab.txt", "w") as f:
         f.write("\n".join(helpers.SPECIALS + [f"w{i}" for i in range(35)]) + "\n")
     pretrained = loading.Network(cfg, {}, tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt")))
-    common.export_model(pretrained, params, str(tmp_path / "tagger"), "token_classification",
-                        {"id2label": {str(i): t for i, t in enumerate(["O", "B-X", "I-X", "B-Y"])}})
+    common.export_model(
+        pretrained,
+        params,
+        str(tmp_path / "tagger"),
+        "token_classification",
+        {"id2label": {str(i): t for i, t in enumerate(["O", "B-X", "I-X", "B-Y"])}},
+    )
     loaded_net, loaded_params, tokenizer = inference.load_finetuned(str(tmp_path / "tagger"))
     assert loaded_net.num_labels == 4 and tokenizer.vocab_size == 40
-    np.testing.assert_allclose(inference.make_predictor(loaded_net, loaded_params)(batch),
-                               float_logits, atol=1e-6)
+    np.testing.assert_allclose(inference.make_predictor(loaded_net, loaded_params)(batch), float_logits, atol=1e-6)

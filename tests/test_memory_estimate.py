@@ -6,6 +6,7 @@ the Korthikanti et al. per-layer count, which models GPU/TPU kernels, while XLA'
 buffer assignment keeps some extra fusion temporaries: measured XLA/estimate = 1.07 for
 tiny (2 layers, seq 64) and 1.16 for small (12 layers, seq 128) on this CPU, so the bound is [0.85, 1.35].
 """
+
 import jax
 import numpy as np
 import pytest
@@ -28,11 +29,13 @@ def xla_memory(size, seq, batch, num_layers):
     config.model.hidden_dropout = config.model.attention_dropout = 0.1
     config.objective.sampler = "gumbel"
     trainer = pretrain.make_pretrainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
-    batch_spec = {key: jax.ShapeDtypeStruct((batch, seq), np.int32,
-                                            sharding=sharding.batch_sharding(trainer.mesh))
-                  for key in pretrain.BATCH_KEYS}
-    compiled = pretrain.jit_train_step(trainer).lower(
-        pretrain.abstract_train_state(trainer), batch_spec).compile(FAST_COMPILE)
+    batch_spec = {
+        key: jax.ShapeDtypeStruct((batch, seq), np.int32, sharding=sharding.batch_sharding(trainer.mesh))
+        for key in pretrain.BATCH_KEYS
+    }
+    compiled = (
+        pretrain.jit_train_step(trainer).lower(pretrain.abstract_train_state(trainer), batch_spec).compile(FAST_COMPILE)
+    )
     return config, compiled.memory_analysis()
 
 

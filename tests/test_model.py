@@ -1,4 +1,5 @@
 """The pretraining model: one embedding table shared by generator and discriminator."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,12 +21,10 @@ def tiny_pretraining():
 
 def test_embeddings_are_stored_once(tiny_pretraining):
     _, params, _ = tiny_pretraining
-    paths = ["/".join(str(k.key) for k in path)
-             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    paths = ["/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     word_tables = [p for p in paths if "word_embeddings" in p]
     assert word_tables == ["embeddings/word_embeddings/embedding"]
-    assert not any(p.startswith(("generator/electra/embeddings/", "discriminator/electra/embeddings/"))
-                   for p in paths)
+    assert not any(p.startswith(("generator/electra/embeddings/", "discriminator/electra/embeddings/")) for p in paths)
 
 
 @pytest.mark.parametrize("network", ["generate", "discriminate"])
@@ -37,7 +36,7 @@ def test_gradient_from_either_network_reaches_shared_embeddings(tiny_pretraining
             out = net.apply({"params": p}, ids, mask, types, positions, method=net.generate)
         else:
             out = net.apply({"params": p}, ids, mask, types, method=net.discriminate)
-        return jnp.sum(out ** 2)
+        return jnp.sum(out**2)
 
     grads = jax.grad(loss)(params)
     assert float(jnp.abs(grads["embeddings"]["word_embeddings"]["embedding"]).sum()) > 0
@@ -54,7 +53,8 @@ def test_split_params_run_standalone_networks(tiny_pretraining):
     np.testing.assert_array_equal(joint, alone)
     joint_gen = net.apply({"params": params}, ids, mask, types, positions, method=net.generate)
     alone_gen = model.Generator(net.generator_config).apply(
-        {"params": gen_params}, ids, mask, types, masked_positions=positions)
+        {"params": gen_params}, ids, mask, types, masked_positions=positions
+    )
     np.testing.assert_array_equal(joint_gen, alone_gen)
 
 

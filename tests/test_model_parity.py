@@ -1,4 +1,5 @@
 """electra_jax vs HuggingFace transformers (PyTorch, CPU): weights both ways, same logits."""
+
 import dataclasses
 
 import jax
@@ -19,8 +20,9 @@ def _configs(size):
 
 def _hf_model(cfg, kind, seed=0):
     torch.manual_seed(seed)
-    hf_config = transformers.ElectraConfig(**{k: v for k, v in hf.config_to_hf(cfg, kind).items()
-                                              if k != "architectures"})
+    hf_config = transformers.ElectraConfig(
+        **{k: v for k, v in hf.config_to_hf(cfg, kind).items() if k != "architectures"}
+    )
     cls = transformers.ElectraForPreTraining if kind == "discriminator" else transformers.ElectraForMaskedLM
     net = cls(hf_config).eval()
     with torch.no_grad():  # HF zero-inits biases and LayerNorms; randomise them so they are tested
@@ -50,8 +52,7 @@ def _hf_logits(net, inputs):
 def _jax_logits(cfg, params, kind, inputs):
     net = model.Discriminator(cfg) if kind == "discriminator" else model.Generator(cfg)
     ids, mask, types = (jnp.asarray(x) for x in inputs)
-    return np.asarray(net.apply({"params": params}, ids, attention_mask=mask,
-                                token_type_ids=types, deterministic=True))
+    return np.asarray(net.apply({"params": params}, ids, attention_mask=mask, token_type_ids=types, deterministic=True))
 
 
 CASES = [(size, kind) for size in ("tiny", "small") for kind in ("discriminator", "generator")]
@@ -77,8 +78,8 @@ def test_jax_to_hf_logits_match(size, kind, tmp_path):
     net_class = model.Discriminator if kind == "discriminator" else model.Generator
     params = model.init_params(net_class(cfg), jax.random.PRNGKey(1))
     params = jax.tree_util.tree_map(  # non-trivial LayerNorms and biases
-        lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape)
-        if x.ndim == 1 else x, params)
+        lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape) if x.ndim == 1 else x, params
+    )
     hf.save_pretrained(cfg, params, str(tmp_path), kind=kind)
     cls = transformers.ElectraForPreTraining if kind == "discriminator" else transformers.ElectraForMaskedLM
     net = cls.from_pretrained(str(tmp_path)).eval()
@@ -99,8 +100,7 @@ def test_generator_logits_at_masked_positions_match_full_logits():
     full = gen.apply({"params": params}, ids, mask, types)
     gathered = gen.apply({"params": params}, ids, mask, types, masked_positions=positions)
     assert gathered.shape == (2, 3, gen_cfg.vocab_size)
-    np.testing.assert_allclose(gathered, jnp.take_along_axis(full, positions[..., None], 1),
-                               atol=1e-5)
+    np.testing.assert_allclose(gathered, jnp.take_along_axis(full, positions[..., None], 1), atol=1e-5)
 
 
 def test_scanned_layers_load_and_match_unscanned():
@@ -124,16 +124,27 @@ def test_unknown_and_missing_keys_are_listed():
     state = {k: v.numpy() for k, v in _hf_model(cfg, "discriminator").state_dict().items()}
     state["electra.pooler.weight"] = np.zeros(3)
     del state["discriminator_predictions.dense.bias"]
-    with pytest.raises(ValueError, match=r"missing=\['discriminator_predictions.dense.bias'\].*"
-                                         r"unknown=\['electra.pooler.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing=\['discriminator_predictions.dense.bias'\].*"
+        r"unknown=\['electra.pooler.weight'\]",
+    ):
         hf.params_from_hf(cfg, state, "discriminator")
 
 
 def test_unsupported_activation_is_refused():
     with pytest.raises(ValueError, match="hidden_act='relu'"):
-        hf.config_from_hf({"model_type": "electra", "hidden_act": "relu", "vocab_size": 10,
-                           "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1,
-                           "intermediate_size": 8})
+        hf.config_from_hf(
+            {
+                "model_type": "electra",
+                "hidden_act": "relu",
+                "vocab_size": 10,
+                "hidden_size": 8,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 1,
+                "intermediate_size": 8,
+            }
+        )
 
 
 def test_pytorch_bin_checkpoints_load(tmp_path):
@@ -145,16 +156,19 @@ def test_pytorch_bin_checkpoints_load(tmp_path):
         (tmp_path / "model.safetensors").unlink(missing_ok=True)
     loaded_cfg, params = hf.load_pretrained(str(tmp_path))
     inputs = _inputs(cfg.vocab_size)
-    assert np.max(np.abs(_jax_logits(loaded_cfg, params, "discriminator", inputs)
-                         - _hf_logits(net, inputs))) <= TOLERANCE
+    assert (
+        np.max(np.abs(_jax_logits(loaded_cfg, params, "discriminator", inputs) - _hf_logits(net, inputs))) <= TOLERANCE
+    )
 
 
 @pytest.mark.parametrize("size", ["small", "base", "large"])
 def test_parameter_counts_equal_transformers(size):
     gen_cfg, disc_cfg = _configs(size)
     counts = {}
-    for kind, cfg, net_class in (("discriminator", disc_cfg, model.Discriminator),
-                                 ("generator", gen_cfg, model.Generator)):
+    for kind, cfg, net_class in (
+        ("discriminator", disc_cfg, model.Discriminator),
+        ("generator", gen_cfg, model.Generator),
+    ):
         shapes = jax.eval_shape(lambda: model.init_params(net_class(cfg), jax.random.PRNGKey(0)))
         ours = model.count_params(shapes)
         hf_config = transformers.ElectraConfig(**hf.config_to_hf(cfg, kind))
@@ -163,8 +177,7 @@ def test_parameter_counts_equal_transformers(size):
             theirs = sum(p.numel() for p in cls(hf_config).parameters())  # tied matrix counted once
         counts[kind] = ours
         assert ours == theirs, (size, kind, ours, theirs)
-    print(f"{size}: discriminator {counts['discriminator']:,} params, generator "
-          f"{counts['generator']:,} params")
+    print(f"{size}: discriminator {counts['discriminator']:,} params, generator {counts['generator']:,} params")
 
 
 @pytest.mark.parametrize("kind", ["discriminator", "generator"])

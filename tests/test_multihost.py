@@ -8,6 +8,7 @@ batches with the same reader told `process_index=p, process_count=2`, so if the 
 processes read the same slice, or a global batch were assembled in another order, the
 losses would differ.
 """
+
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def write_shards(directory, num_files=4, examples_per_file=24, seed=0):
     """Random-token shards in build_shards' format: [CLS] A [SEP] B [SEP] plus padding."""
     import tensorflow as tf
+
     rng = np.random.default_rng(seed)
     for index in range(num_files):
         path = os.path.join(directory, f"train-{index:05d}-of-{num_files:05d}.tfrecord")
@@ -47,24 +49,39 @@ def write_shards(directory, num_files=4, examples_per_file=24, seed=0):
                 ids[length // 2] = 3
                 segments = [0] * (length // 2 + 1) + [1] * (length - length // 2 - 1)
                 pad = SEQ - length
-                writer.write(build_shards._serialize({
-                    "input_ids": ids + [0] * pad, "input_mask": [1] * length + [0] * pad,
-                    "segment_ids": segments + [0] * pad}))
+                writer.write(
+                    build_shards._serialize(
+                        {
+                            "input_ids": ids + [0] * pad,
+                            "input_mask": [1] * length + [0] * pad,
+                            "segment_ids": segments + [0] * pad,
+                        }
+                    )
+                )
     return os.path.join(directory, "train-*.tfrecord")
 
 
 def overrides(train_files, num_steps, **changes):
     return {
-        "data.source": "tfrecord", "data.train_files": train_files, "data.shuffle_buffer": 16,
-        "train.max_seq_length": SEQ, "train.batch_size": GLOBAL_BATCH,
+        "data.source": "tfrecord",
+        "data.train_files": train_files,
+        "data.shuffle_buffer": 16,
+        "train.max_seq_length": SEQ,
+        "train.batch_size": GLOBAL_BATCH,
         "objective.max_predictions_per_seq": presets.max_predictions_per_seq(0.15, SEQ),
-        "train.num_steps": num_steps, "train.log_every": 1, "train.eval_every": 0,
-        "train.checkpoint_every": 3, "train.tensorboard": False, "optim.warmup_steps": 2,
+        "train.num_steps": num_steps,
+        "train.log_every": 1,
+        "train.eval_every": 0,
+        "train.checkpoint_every": 3,
+        "train.tensorboard": False,
+        "optim.warmup_steps": 2,
         # fsdp over all 4 devices: every process holds different parameter shards, so a
         # checkpoint is complete only if every process wrote its part.
-        "mesh.data": 1, "mesh.fsdp": -1,
+        "mesh.data": 1,
+        "mesh.fsdp": -1,
         # one layer and a small vocabulary: compiling is most of this test's time
-        "model.num_layers": 1, "model.vocab_size": 512,
+        "model.num_layers": 1,
+        "model.vocab_size": 512,
         **changes,
     }
 
@@ -86,20 +103,37 @@ def free_port() -> int:
 def start_processes(workdir, train_files, num_steps, extra_args=(), **changes):
     """The same `python -m electra_jax.train` command in 2 processes; logs to files."""
     address = f"127.0.0.1:{free_port()}"
-    flags = [f"--config.{key}={value}"
-             for key, value in overrides(train_files, num_steps, **changes).items()]
+    flags = [f"--config.{key}={value}" for key, value in overrides(train_files, num_steps, **changes).items()]
     procs = []
     for process_id in range(PROCESSES):
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
-                            f"--xla_backend_optimization_level={FAST_COMPILE['xla_backend_optimization_level']}",
-               "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": str(PROCESSES),
-               "JAX_PROCESS_ID": str(process_id)}
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "PYTHONPATH": REPO,
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
+            f"--xla_backend_optimization_level={FAST_COMPILE['xla_backend_optimization_level']}",
+            "JAX_COORDINATOR_ADDRESS": address,
+            "JAX_NUM_PROCESSES": str(PROCESSES),
+            "JAX_PROCESS_ID": str(process_id),
+        }
         log = open(os.path.join(workdir, f"process_{process_id}.log"), "ab")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "electra_jax.train", f"--config={REPO}/configs/electra_tiny.py",
-             f"--workdir={workdir}", *flags, *extra_args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "electra_jax.train",
+                    f"--config={REPO}/configs/electra_tiny.py",
+                    f"--workdir={workdir}",
+                    *flags,
+                    *extra_args,
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        )
         log.close()
     return procs
 
@@ -119,8 +153,7 @@ def wait_all(procs, workdir, timeout):
                 proc.wait()
     codes = [proc.returncode for proc in procs]
     if any(codes):
-        logs = "\n".join(f"--- process {i} (exit {code}):\n{read_tail(workdir, i)}"
-                         for i, code in enumerate(codes))
+        logs = "\n".join(f"--- process {i} (exit {code}):\n{read_tail(workdir, i)}" for i, code in enumerate(codes))
         raise AssertionError(f"multi-process run failed or timed out after {timeout}s:\n{logs}")
 
 
@@ -140,10 +173,18 @@ def reference_run(config, num_steps):
     Returns the trainer, the losses and the host parameters after every step."""
     trainer = pretrain.make_pretrainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
     state = pretrain.init_train_state(trainer)
-    hosts = [data.make_pretraining_iterator(
-        config.data.train_files, batch_size=GLOBAL_BATCH // PROCESSES, seq_length=SEQ,
-        seed=config.train.seed, shuffle_buffer=config.data.shuffle_buffer,
-        process_index=p, process_count=PROCESSES) for p in range(PROCESSES)]
+    hosts = [
+        data.make_pretraining_iterator(
+            config.data.train_files,
+            batch_size=GLOBAL_BATCH // PROCESSES,
+            seq_length=SEQ,
+            seed=config.train.seed,
+            shuffle_buffer=config.data.shuffle_buffer,
+            process_index=p,
+            process_count=PROCESSES,
+        )
+        for p in range(PROCESSES)
+    ]
     step_fn, losses, params = None, [], {}
     for _ in range(num_steps):
         host_batches = [next(host) for host in hosts]
@@ -202,7 +243,9 @@ def test_two_processes_train_and_save_like_one(first_run):
     # Every process saved its own input-pipeline position beside the checkpoint.
     assert sorted(os.listdir(os.path.join(workdir, "data_state", str(FIRST_STOP)))) == [
         f"{data.STATE_PREFIX}.process_{p:05d}-of-00002.{suffix}"
-        for p in range(PROCESSES) for suffix in ("data-00000-of-00001", "index")]
+        for p in range(PROCESSES)
+        for suffix in ("data-00000-of-00001", "index")
+    ]
     # The parameters are fsdp-sharded across both processes, so this restore (one process,
     # another device layout) succeeds only if each process wrote its own shards.
     steps, restored = restore_single_process(workdir, trainer, FIRST_STOP)
@@ -232,8 +275,7 @@ def test_sigterm_to_one_process_stops_all_at_one_checkpoint(tmp_path, train_file
     workdir = str(tmp_path)
     procs = start_processes(workdir, train_files, 10_000, **{"train.checkpoint_every": 1000})
     deadline = time.monotonic() + 300
-    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
-               and len(logged_train_steps(workdir)) >= 2):
+    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl")) and len(logged_train_steps(workdir)) >= 2):
         if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
             wait_all(procs, workdir, timeout=1)
             raise AssertionError("the run ended or stalled before step 2")
@@ -260,17 +302,27 @@ def test_coordinator_without_process_count_is_refused(monkeypatch):
         train_cli.maybe_initialize_distributed()
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"},
-     (("10.0.0.1:1234",), {"num_processes": 4, "process_id": 3})),
-    ({"SLURM_NTASKS": "16"}, ((), {})),  # JAX reads the SLURM variables itself
-    ({"OMPI_COMM_WORLD_SIZE": "2"}, ((), {})),
-    ({"SLURM_NTASKS": "1"}, None),  # one process: no distributed runtime at all
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (
+            {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"},
+            (("10.0.0.1:1234",), {"num_processes": 4, "process_id": 3}),
+        ),
+        ({"SLURM_NTASKS": "16"}, ((), {})),  # JAX reads the SLURM variables itself
+        ({"OMPI_COMM_WORLD_SIZE": "2"}, ((), {})),
+        ({"SLURM_NTASKS": "1"}, None),  # one process: no distributed runtime at all
+        ({}, None),
+    ],
+)
 def test_distributed_initialization_is_chosen_from_the_environment(monkeypatch, env, expected):
-    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
-                 "OMPI_COMM_WORLD_SIZE"):
+    for name in (
+        "JAX_COORDINATOR_ADDRESS",
+        "JAX_NUM_PROCESSES",
+        "JAX_PROCESS_ID",
+        "SLURM_NTASKS",
+        "OMPI_COMM_WORLD_SIZE",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -1,6 +1,7 @@
 """electra_jax.objective against independent references: the original's counting formula
 written in NumPy, sampling statistics (scipy chi-square), hand-written NumPy losses and
 sklearn metrics."""
+
 import functools
 
 import jax
@@ -36,14 +37,22 @@ def _random_batch(seed: int, batch: int, seq: int = SEQ, min_length: int = 8):
     return ids.astype(np.int32), mask
 
 
-@functools.partial(jax.jit, static_argnames=("mask_prob", "max_predictions", "mask_token_frac",
-                                             "random_token_frac"))
-def _mask(rng, ids, mask, mask_prob=MASK_PROB, max_predictions=MAX_PREDICTIONS,
-          mask_token_frac=0.85, random_token_frac=0.0):
+@functools.partial(jax.jit, static_argnames=("mask_prob", "max_predictions", "mask_token_frac", "random_token_frac"))
+def _mask(
+    rng, ids, mask, mask_prob=MASK_PROB, max_predictions=MAX_PREDICTIONS, mask_token_frac=0.85, random_token_frac=0.0
+):
     return objective.mask_tokens(
-        rng, ids, mask, mask_prob=mask_prob, max_predictions=max_predictions,
-        mask_token_id=MASK, special_token_ids=SPECIALS, mask_token_frac=mask_token_frac,
-        random_token_frac=random_token_frac, vocab_size=VOCAB)
+        rng,
+        ids,
+        mask,
+        mask_prob=mask_prob,
+        max_predictions=max_predictions,
+        mask_token_id=MASK,
+        special_token_ids=SPECIALS,
+        mask_token_frac=mask_token_frac,
+        random_token_frac=random_token_frac,
+        vocab_size=VOCAB,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +136,15 @@ def test_padding_slots_never_undo_a_real_write_at_position_zero():
     ids = np.array([[10, 11, 12, 13]], np.int32)
     for seed in range(40):
         out = objective.mask_tokens(
-            jax.random.PRNGKey(seed), ids, np.ones_like(ids), mask_prob=0.25, max_predictions=4,
-            mask_token_id=MASK, special_token_ids=SPECIALS, mask_token_frac=1.0)
+            jax.random.PRNGKey(seed),
+            ids,
+            np.ones_like(ids),
+            mask_prob=0.25,
+            max_predictions=4,
+            mask_token_id=MASK,
+            special_token_ids=SPECIALS,
+            mask_token_frac=1.0,
+        )
         position = int(out.masked_positions[0, 0])
         expected = ids.copy()
         expected[0, position] = MASK
@@ -137,8 +153,9 @@ def test_padding_slots_never_undo_a_real_write_at_position_zero():
 
 def test_random_token_fraction():
     ids, mask = _random_batch(7, 2000)
-    out = jax.tree_util.tree_map(np.asarray, _mask(
-        jax.random.PRNGKey(8), ids, mask, mask_token_frac=0.7, random_token_frac=0.2))
+    out = jax.tree_util.tree_map(
+        np.asarray, _mask(jax.random.PRNGKey(8), ids, mask, mask_token_frac=0.7, random_token_frac=0.2)
+    )
     rows, positions = _chosen(out)
     new = out.masked_input_ids[rows, positions]
     assert not np.any(np.isin(new, SPECIALS[:-1]))
@@ -150,17 +167,19 @@ def test_random_token_fraction():
     assert abs((new == MASK).mean() - 0.7) < 0.01
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(mask_token_frac=0.9, random_token_frac=0.2), "sum <= 1"),
-    (dict(mask_token_frac=-0.1), "must be >= 0"),
-    (dict(max_predictions=0), "max_predictions=0"),
-    (dict(max_predictions=9), "seq_len=8"),
-    (dict(mask_prob=0.0), "mask_prob=0.0"),
-    (dict(random_token_frac=0.1, vocab_size=None), "needs vocab_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mask_token_frac=0.9, random_token_frac=0.2), "sum <= 1"),
+        (dict(mask_token_frac=-0.1), "must be >= 0"),
+        (dict(max_predictions=0), "max_predictions=0"),
+        (dict(max_predictions=9), "seq_len=8"),
+        (dict(mask_prob=0.0), "mask_prob=0.0"),
+        (dict(random_token_frac=0.1, vocab_size=None), "needs vocab_size"),
+    ],
+)
 def test_bad_masking_arguments_are_named(kwargs, match):
-    args = dict(mask_prob=0.15, max_predictions=2, mask_token_id=MASK, special_token_ids=SPECIALS,
-                vocab_size=VOCAB)
+    args = dict(mask_prob=0.15, max_predictions=2, mask_token_id=MASK, special_token_ids=SPECIALS, vocab_size=VOCAB)
     args.update(kwargs)
     ids = np.full((1, 8), 10, np.int32)
     with pytest.raises(ValueError, match=match):
@@ -184,9 +203,9 @@ def _sample_counts(temperature, disallow=None, draws=40000, seed=0, spread=False
     row = _spread_logits() if spread else LOGITS
     logits = jnp.broadcast_to(jnp.asarray(row), (draws // 8, 8, row.size))  # [B, P, V]
     disallow_ids = None if disallow is None else jnp.full((draws // 8, 8), disallow, jnp.int32)
-    sampled = objective.sample_replacements(jax.random.PRNGKey(seed), logits,
-                                            temperature=temperature, disallow_ids=disallow_ids,
-                                            sampler=sampler)
+    sampled = objective.sample_replacements(
+        jax.random.PRNGKey(seed), logits, temperature=temperature, disallow_ids=disallow_ids, sampler=sampler
+    )
     assert sampled.shape == (draws // 8, 8) and sampled.dtype == jnp.int32
     counts = np.bincount(np.asarray(sampled).ravel(), minlength=row.size)
     if spread:  # nothing outside the 8 tokens, then their counts in LOGITS order
@@ -214,8 +233,7 @@ def test_chi_square_detects_a_wrong_temperature():
 @pytest.mark.parametrize("sampler", objective.SAMPLERS)
 @pytest.mark.parametrize("spread", [False, True], ids=["dense", "spread"])
 def test_disallow_never_samples_the_token_and_renormalises(spread, sampler):
-    counts = _sample_counts(1.0, disallow=SPREAD_IDS[0] if spread else 0, spread=spread,
-                            sampler=sampler)
+    counts = _sample_counts(1.0, disallow=SPREAD_IDS[0] if spread else 0, spread=spread, sampler=sampler)
     assert counts[0] == 0
     expected = scipy.special.softmax(LOGITS[1:].astype(np.float64)) * counts.sum()
     assert scipy.stats.chisquare(counts[1:], expected).pvalue > 1e-3
@@ -251,8 +269,7 @@ def test_no_gradient_through_sampling(sampler):
     grad = jax.grad(uses_samples)(logits)
     sampled = objective.sample_replacements(jax.random.PRNGKey(0), logits, sampler=sampler)
     # d/dlogits of mean(logits) * const only: no contribution through the samples.
-    np.testing.assert_allclose(grad, np.full(logits.shape, float(sampled.sum()) / logits.size),
-                               rtol=1e-6)
+    np.testing.assert_allclose(grad, np.full(logits.shape, float(sampled.sum()) / logits.size), rtol=1e-6)
 
 
 def test_corrupt_inputs_uses_original_tokens_and_labels_equal_samples_original():
@@ -273,11 +290,9 @@ def test_end_to_end_masking_then_corruption_under_jit(big_masking):
     ids, mask, out = big_masking
     # A generator that never proposes special tokens, so any [MASK] left would come from the
     # masked input.
-    gen_logits = jnp.zeros(out.masked_ids.shape + (VOCAB,)).at[..., :len(SPECIALS)].set(-1e9)
-    sampled = objective.sample_replacements(jax.random.PRNGKey(9), gen_logits,
-                                            disallow_ids=jnp.asarray(out.masked_ids))
-    corrupted, is_replaced = jax.jit(objective.corrupt_inputs)(
-        ids, out.masked_positions, out.masked_weights, sampled)
+    gen_logits = jnp.zeros(out.masked_ids.shape + (VOCAB,)).at[..., : len(SPECIALS)].set(-1e9)
+    sampled = objective.sample_replacements(jax.random.PRNGKey(9), gen_logits, disallow_ids=jnp.asarray(out.masked_ids))
+    corrupted, is_replaced = jax.jit(objective.corrupt_inputs)(ids, out.masked_positions, out.masked_weights, sampled)
     assert not np.any(np.asarray(is_replaced)[mask == 0])
     assert not np.any(np.asarray(corrupted) == MASK)  # built from the original, not the masked input
     # disallow_correct: every real masked position is replaced.
@@ -289,15 +304,13 @@ def test_end_to_end_masking_then_corruption_under_jit(big_masking):
 GEN_LOGITS = np.random.default_rng(10).normal(size=(2, 3, 5)).astype(np.float32) * 3
 MASKED_IDS = np.array([[1, 4, 0], [2, 0, 0]], np.int32)
 MASKED_WEIGHTS = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
-DISC_LOGITS = np.array([[-3.0, 2.5, 0.3, -60.0, 45.0, 9.0], [1.0, -0.2, -4.0, 0.7, 3.0, -8.0]],
-                       np.float32)
+DISC_LOGITS = np.array([[-3.0, 2.5, 0.3, -60.0, 45.0, 9.0], [1.0, -0.2, -4.0, 0.7, 3.0, -8.0]], np.float32)
 IS_REPLACED = np.array([[0, 1, 0, 1, 0, 1], [1, 0, 0, 0, 1, 0]], bool)
 ATTENTION = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]], np.int32)
 
 
 def _np_mlm(logits, ids, weights):
-    nll = -np.take_along_axis(scipy.special.log_softmax(logits.astype(np.float64), -1),
-                              ids[..., None], -1)[..., 0]
+    nll = -np.take_along_axis(scipy.special.log_softmax(logits.astype(np.float64), -1), ids[..., None], -1)[..., 0]
     return (nll * weights).sum() / weights.sum()
 
 
@@ -330,8 +343,7 @@ def test_disc_loss_matches_numpy_including_extreme_logits_and_padding():
 
 
 def _metrics(gen_logits=GEN_LOGITS, disc_logits=DISC_LOGITS, is_replaced=IS_REPLACED):
-    sums = objective.metric_sums(gen_logits, MASKED_IDS, MASKED_WEIGHTS, disc_logits,
-                                 is_replaced, ATTENTION)
+    sums = objective.metric_sums(gen_logits, MASKED_IDS, MASKED_WEIGHTS, disc_logits, is_replaced, ATTENTION)
     return sums, {k: float(v) for k, v in objective.metrics_from_sums(sums, 50.0).items()}
 
 
@@ -384,9 +396,11 @@ def test_binned_auc_matches_sklearn_on_many_scores(separation):
 def test_binned_auc_separates_and_ranks_exactly():
     labels = jnp.asarray([[1, 1, 0, 0, 0]], bool)
     attention = jnp.ones((1, 5), jnp.int32)
+
     def auc(logits):
         sums = objective.disc_metric_sums(jnp.asarray([logits], jnp.float32), labels, attention)
         return float(objective.metrics_from_sums(sums)["disc_auc"])
+
     assert auc([0.5, 0.4, 0.1, 0.0, -1.0]) == 1.0
     assert auc([-0.5, -0.4, 0.1, 0.0, 1.0]) == 0.0
     assert auc([0.1, 0.1, 0.1, 0.1, 0.1]) == 0.5  # all tied
@@ -396,9 +410,17 @@ def test_binned_auc_separates_and_ranks_exactly():
 
 def test_metric_sums_add_over_microbatches():
     whole, m = _metrics()
-    halves = [objective.metric_sums(GEN_LOGITS[i:i + 1], MASKED_IDS[i:i + 1],
-                                    MASKED_WEIGHTS[i:i + 1], DISC_LOGITS[i:i + 1],
-                                    IS_REPLACED[i:i + 1], ATTENTION[i:i + 1]) for i in range(2)]
+    halves = [
+        objective.metric_sums(
+            GEN_LOGITS[i : i + 1],
+            MASKED_IDS[i : i + 1],
+            MASKED_WEIGHTS[i : i + 1],
+            DISC_LOGITS[i : i + 1],
+            IS_REPLACED[i : i + 1],
+            ATTENTION[i : i + 1],
+        )
+        for i in range(2)
+    ]
     added = jax.tree_util.tree_map(jnp.add, *halves)
     for name, value in objective.metrics_from_sums(added, 50.0).items():
         np.testing.assert_allclose(value, m[name], rtol=1e-6, err_msg=name)

@@ -1,5 +1,6 @@
 """electra_jax.optim against hand-computed schedules, a NumPy AdamW written from the
 ELECTRA optimizer's update rule, and the `_get_layer_lrs` formula."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,36 +12,53 @@ from electra_jax import optim
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict(dict(
-        learning_rate=1e-3, warmup_steps=0, decay="linear", end_learning_rate=0.0, power=1.0,
-        b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip_norm=1.0, layerwise_lr_decay=1.0,
-        num_layers=2))
+    c = ml_collections.ConfigDict(
+        dict(
+            learning_rate=1e-3,
+            warmup_steps=0,
+            decay="linear",
+            end_learning_rate=0.0,
+            power=1.0,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+            weight_decay=0.01,
+            clip_norm=1.0,
+            layerwise_lr_decay=1.0,
+            num_layers=2,
+        )
+    )
     c.update(overrides)
     return c
 
 
-@pytest.mark.parametrize("step, expected", [
-    (0, 0.0),
-    (5, 1e-3 * (1 - 5 / 100) * 5 / 10),  # warmup ramp times the decay already under way
-    (10, 1e-3 * 0.9),  # end of warmup: the peak is never reached
-    (55, 1e-3 * 0.45),
-    (100, 0.0),
-    (150, 0.0),  # held at the end value past total_steps
-])
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 0.0),
+        (5, 1e-3 * (1 - 5 / 100) * 5 / 10),  # warmup ramp times the decay already under way
+        (10, 1e-3 * 0.9),  # end of warmup: the peak is never reached
+        (55, 1e-3 * 0.45),
+        (100, 0.0),
+        (150, 0.0),  # held at the end value past total_steps
+    ],
+)
 def test_linear_schedule_multiplies_warmup_into_decay(step, expected):
     schedule = optim.make_learning_rate_schedule(1e-3, 10, 100)
     np.testing.assert_allclose(schedule(step), expected, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("step, expected", [
-    (5, ((1e-3 - 1e-4) * 0.95 ** 2 + 1e-4) * 0.5),  # 4.56125e-4
-    (50, (1e-3 - 1e-4) * 0.5 ** 2 + 1e-4),  # 3.25e-4
-    (100, 1e-4),
-    (400, 1e-4),
-])
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (5, ((1e-3 - 1e-4) * 0.95**2 + 1e-4) * 0.5),  # 4.56125e-4
+        (50, (1e-3 - 1e-4) * 0.5**2 + 1e-4),  # 3.25e-4
+        (100, 1e-4),
+        (400, 1e-4),
+    ],
+)
 def test_polynomial_schedule_with_end_lr(step, expected):
-    schedule = optim.make_learning_rate_schedule(1e-3, 10, 100, decay="polynomial", end_lr=1e-4,
-                                                 power=2.0)
+    schedule = optim.make_learning_rate_schedule(1e-3, 10, 100, decay="polynomial", end_lr=1e-4, power=2.0)
     np.testing.assert_allclose(schedule(step), expected, rtol=1e-6)
 
 
@@ -58,26 +76,26 @@ def test_unknown_decay_is_named():
 def _param_tree():
     """HF ELECTRA-style names: embeddings, projection, an unrolled 2-layer encoder, heads."""
     shapes = {
-        "embeddings": {"word_embeddings": {"embedding": (6, 4)},
-                       "LayerNorm": {"scale": (4,), "bias": (4,)}},
+        "embeddings": {"word_embeddings": {"embedding": (6, 4)}, "LayerNorm": {"scale": (4,), "bias": (4,)}},
         "embeddings_project": {"kernel": (4, 4), "bias": (4,)},
-        "encoder": {f"layer_{i}": {
-            "attention_self": {"query": {"kernel": (4, 4), "bias": (4,)}},
-            "attention_output_LayerNorm": {"scale": (4,), "bias": (4,)},
-            "output": {"dense": {"kernel": (4, 4), "bias": (4,)}},
-        } for i in range(2)},
+        "encoder": {
+            f"layer_{i}": {
+                "attention_self": {"query": {"kernel": (4, 4), "bias": (4,)}},
+                "attention_output_LayerNorm": {"scale": (4,), "bias": (4,)},
+                "output": {"dense": {"kernel": (4, 4), "bias": (4,)}},
+            }
+            for i in range(2)
+        },
         "classifier": {"dense": {"kernel": (4, 3), "bias": (3,)}},
         "generator_lm_head": {"bias": (6,)},
     }
     leaves, tree = jax.tree_util.tree_flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
     rng = np.random.default_rng(0)
-    return jax.tree_util.tree_unflatten(
-        tree, [jnp.asarray(rng.normal(size=s) + 1.0, jnp.float32) for s in leaves])
+    return jax.tree_util.tree_unflatten(tree, [jnp.asarray(rng.normal(size=s) + 1.0, jnp.float32) for s in leaves])
 
 
 def _names(tree):
-    return {"/".join(str(k.key) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {"/".join(str(k.key) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def test_weight_decay_skips_layernorm_and_biases():
@@ -87,14 +105,17 @@ def test_weight_decay_skips_layernorm_and_biases():
     updates, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, params), tx.init(params), params)
     moved = {name for name, u in _names(updates).items() if np.any(np.asarray(u) != 0)}
     expected_moved = {
-        "embeddings/word_embeddings/embedding", "embeddings_project/kernel",
-        "encoder/layer_0/attention_self/query/kernel", "encoder/layer_0/output/dense/kernel",
-        "encoder/layer_1/attention_self/query/kernel", "encoder/layer_1/output/dense/kernel",
-        "classifier/dense/kernel"}
+        "embeddings/word_embeddings/embedding",
+        "embeddings_project/kernel",
+        "encoder/layer_0/attention_self/query/kernel",
+        "encoder/layer_0/output/dense/kernel",
+        "encoder/layer_1/attention_self/query/kernel",
+        "encoder/layer_1/output/dense/kernel",
+        "classifier/dense/kernel",
+    }
     assert moved == expected_moved
     for name in expected_moved:  # decoupled decay: -lr * wd * param
-        np.testing.assert_allclose(_names(updates)[name], -1e-3 * 0.01 * _names(params)[name],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(_names(updates)[name], -1e-3 * 0.01 * _names(params)[name], rtol=1e-6)
 
 
 def _numpy_electra_adamw(params, grads_per_step, lr_per_step, c, multipliers=None):
@@ -112,7 +133,7 @@ def _numpy_electra_adamw(params, grads_per_step, lr_per_step, c, multipliers=Non
             m[n] = c.b1 * m[n] + (1 - c.b1) * g
             v[n] = c.b2 * v[n] + (1 - c.b2) * g * g
             if c.get("bias_correction", True):
-                update = (m[n] / (1 - c.b1 ** t)) / (np.sqrt(v[n] / (1 - c.b2 ** t)) + c.eps)
+                update = (m[n] / (1 - c.b1**t)) / (np.sqrt(v[n] / (1 - c.b2**t)) + c.eps)
             else:  # AdamWeightDecayOptimizer: next_m / (sqrt(next_v) + epsilon)
                 update = m[n] / (np.sqrt(v[n]) + c.eps)
             if not (n.endswith("bias") or "LayerNorm" in n):
@@ -133,9 +154,10 @@ def _run_optax(tx, params, grads_per_step):
 
 def _random_grads(params, steps, scale, seed=1):
     rng = np.random.default_rng(seed)
-    return [jax.tree_util.tree_map(
-        lambda x: jnp.asarray(rng.normal(size=x.shape) * scale, jnp.float32), params)
-        for _ in range(steps)]
+    return [
+        jax.tree_util.tree_map(lambda x: jnp.asarray(rng.normal(size=x.shape) * scale, jnp.float32), params)
+        for _ in range(steps)
+    ]
 
 
 @pytest.mark.parametrize("bias_correction", [True, False])
@@ -169,8 +191,12 @@ def test_clipping_scales_the_gradient_to_unit_norm():
 
 def _expected_multipliers(decay, num_layers):
     """google-research/electra `_get_layer_lrs`: lr * decay ** (n_layers + 2 - depth)."""
-    depth = {"embeddings": 0, "embeddings_project": 0, "classifier": num_layers + 2,
-             "generator_lm_head": num_layers + 2}
+    depth = {
+        "embeddings": 0,
+        "embeddings_project": 0,
+        "classifier": num_layers + 2,
+        "generator_lm_head": num_layers + 2,
+    }
     depth.update({f"layer_{i}": i + 1 for i in range(num_layers)})
     return depth, lambda d: decay ** (num_layers + 2 - d)
 
@@ -178,10 +204,10 @@ def _expected_multipliers(decay, num_layers):
 def test_layerwise_multipliers_follow_the_original_formula():
     params = _param_tree()
     multipliers = _names(optim.layerwise_lr_decay_multipliers(params, 0.8, 2))
-    assert multipliers["embeddings/LayerNorm/scale"] == pytest.approx(0.8 ** 4)
-    assert multipliers["embeddings_project/kernel"] == pytest.approx(0.8 ** 4)
-    assert multipliers["encoder/layer_0/output/dense/bias"] == pytest.approx(0.8 ** 3)
-    assert multipliers["encoder/layer_1/attention_self/query/kernel"] == pytest.approx(0.8 ** 2)
+    assert multipliers["embeddings/LayerNorm/scale"] == pytest.approx(0.8**4)
+    assert multipliers["embeddings_project/kernel"] == pytest.approx(0.8**4)
+    assert multipliers["encoder/layer_0/output/dense/bias"] == pytest.approx(0.8**3)
+    assert multipliers["encoder/layer_1/attention_self/query/kernel"] == pytest.approx(0.8**2)
     assert multipliers["classifier/dense/kernel"] == pytest.approx(1.0)
 
 
@@ -189,16 +215,17 @@ def test_layer_numbers_are_parsed_not_prefix_matched():
     """layer_1 and layer_11 must differ (the original keys end in '/' for the same reason)."""
     params = {"encoder": {f"layer_{i}": {"kernel": jnp.ones(2)} for i in (1, 11)}}
     multipliers = optim.layerwise_lr_decay_multipliers(params, 0.5, 12)
-    assert float(multipliers["encoder"]["layer_1"]["kernel"]) == 0.5 ** 12
-    assert float(multipliers["encoder"]["layer_11"]["kernel"]) == 0.5 ** 2
+    assert float(multipliers["encoder"]["layer_1"]["kernel"]) == 0.5**12
+    assert float(multipliers["encoder"]["layer_11"]["kernel"]) == 0.5**2
 
 
 def test_scanned_layers_get_one_multiplier_per_slice():
     params = {"encoder": {"layers": {"layer": {"output": {"dense": {"kernel": jnp.ones((3, 4, 5))}}}}}}
-    kernel = optim.layerwise_lr_decay_multipliers(params, 0.8, 3)["encoder"]["layers"]["layer"][
-        "output"]["dense"]["kernel"]
+    kernel = optim.layerwise_lr_decay_multipliers(params, 0.8, 3)["encoder"]["layers"]["layer"]["output"]["dense"][
+        "kernel"
+    ]
     assert kernel.shape == (3, 1, 1)
-    np.testing.assert_allclose(kernel.ravel(), [0.8 ** 4, 0.8 ** 3, 0.8 ** 2], rtol=1e-6)
+    np.testing.assert_allclose(kernel.ravel(), [0.8**4, 0.8**3, 0.8**2], rtol=1e-6)
     with pytest.raises(ValueError, match="stacks 3 layers but num_layers=4"):
         optim.layerwise_lr_decay_multipliers(params, 0.8, 4)
 
@@ -214,8 +241,9 @@ def test_layerwise_decay_inside_make_optimizer_matches_numpy():
     for name in got:
         top = next(part for part in name.split("/") if part in depth)
         multipliers[name] = multiplier(depth[top])
-    expected = _numpy_electra_adamw(_names(params), [_names(g) for g in grads],
-                                    [float(schedule(s)) for s in range(2)], c, multipliers)
+    expected = _numpy_electra_adamw(
+        _names(params), [_names(g) for g in grads], [float(schedule(s)) for s in range(2)], c, multipliers
+    )
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
@@ -226,14 +254,17 @@ def test_layerwise_decay_off_values(off):
     grads = _random_grads(params, 1, 0.05)
     plain, _ = optim.make_optimizer(_config(layerwise_lr_decay=1.0), total_steps=10)
     tx, _ = optim.make_optimizer(_config(layerwise_lr_decay=off), total_steps=10)
-    for a, b in zip(jax.tree_util.tree_leaves(_run_optax(tx, params, grads)),
-                    jax.tree_util.tree_leaves(_run_optax(plain, params, grads))):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(_run_optax(tx, params, grads)),
+        jax.tree_util.tree_leaves(_run_optax(plain, params, grads)),
+    ):
         np.testing.assert_array_equal(a, b)
 
 
 def test_pretraining_config_has_every_field_make_optimizer_reads():
     """The lead's paper configs are locked: a field missing there would fail at start-up."""
     from electra_jax import presets
+
     config = presets.pretraining_config("small")
     config.lock()
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)

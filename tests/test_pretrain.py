@@ -1,4 +1,5 @@
 """The jitted, mesh-sharded ELECTRA train step on 8 host CPU devices."""
+
 import jax
 import numpy as np
 import pytest
@@ -19,13 +20,17 @@ def tiny_config(**mesh):
     config.optim.learning_rate = 1e-3
     config.train.num_steps = 100
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = (
-        mesh.get("data", 1), mesh.get("fsdp", 1), mesh.get("tensor", 1))
+        mesh.get("data", 1),
+        mesh.get("fsdp", 1),
+        mesh.get("tensor", 1),
+    )
     return config
 
 
 def batches(config, num):
-    it = data.make_synthetic_iterator(batch_size=config.train.batch_size, seq_length=SEQ_LEN,
-                                      vocab_size=config.model.vocab_size, seed=3)
+    it = data.make_synthetic_iterator(
+        batch_size=config.train.batch_size, seq_length=SEQ_LEN, vocab_size=config.model.vocab_size, seed=3
+    )
     return [next(it) for _ in range(num)]
 
 
@@ -41,8 +46,12 @@ def run_steps(config, num_steps, devices=None, deterministic=False):
     return trainer, state, np.array(losses)
 
 
-MESHES = {"single": dict(), "data8": dict(data=8), "dp2_fsdp2_tp2": dict(data=2, fsdp=2, tensor=2),
-          "fsdp8": dict(fsdp=8)}
+MESHES = {
+    "single": dict(),
+    "data8": dict(data=8),
+    "dp2_fsdp2_tp2": dict(data=2, fsdp=2, tensor=2),
+    "fsdp8": dict(fsdp=8),
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +66,9 @@ def test_meshes_give_the_same_training(mesh_runs, name):
     _, ref_state, ref_losses = mesh_runs["single"]
     _, state, losses = mesh_runs[name]
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-    diffs = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
-                                   state.params, ref_state.params)
+    diffs = jax.tree_util.tree_map(
+        lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), state.params, ref_state.params
+    )
     assert max(jax.tree_util.tree_leaves(diffs)) < 1e-5
 
 
@@ -74,8 +84,9 @@ def test_params_are_sharded_as_the_rules_say(mesh_runs):
     kernel = fsdp_state.params["discriminator"]["electra"]["encoder"]["layer_0"]["intermediate_dense"]["kernel"]
     assert kernel.addressable_shards[0].data.shape == (kernel.shape[0] // 8, kernel.shape[1])
     # Adam moments follow their parameter
-    mu_leaves = [leaf for leaf in jax.tree_util.tree_leaves(fsdp_state.opt_state)
-                 if getattr(leaf, "shape", None) == kernel.shape]
+    mu_leaves = [
+        leaf for leaf in jax.tree_util.tree_leaves(fsdp_state.opt_state) if getattr(leaf, "shape", None) == kernel.shape
+    ]
     assert mu_leaves and all(leaf.sharding.spec == kernel.sharding.spec for leaf in mu_leaves)
 
 
@@ -95,9 +106,12 @@ def repeated_token_batches(config, num, seed, period=64):
         ids = np.repeat(row_ids, SEQ_LEN, axis=1)
         ids[:, 0], ids[:, half], ids[:, -1] = 2, 3, 3  # [CLS] A [SEP] B [SEP]
         types = np.zeros_like(ids)
-        types[:, half + 1:] = 1
-        yield {"input_ids": ids.astype(np.int32), "attention_mask": np.ones_like(ids, np.int32),
-               "token_type_ids": types.astype(np.int32)}
+        types[:, half + 1 :] = 1
+        yield {
+            "input_ids": ids.astype(np.int32),
+            "attention_mask": np.ones_like(ids, np.int32),
+            "token_type_ids": types.astype(np.int32),
+        }
 
 
 @pytest.mark.slow
@@ -185,8 +199,11 @@ def test_a_vocabulary_that_does_not_split_over_tensor_is_refused_until_padded():
     config = tiny_config(tensor=4)
     config.model.vocab_size = 8190  # 8190 = 2 x 4095: not a multiple of 4
     mesh = pretrain.sharding.make_mesh(config.mesh, jax.devices()[:4])
-    with pytest.raises(ValueError, match=r"\['embeddings'\]\['word_embeddings'\]\['embedding'\] "
-                                         r"\(8190, 128\): 8190 over tensor=4.*vocab_pad_multiple"):
+    with pytest.raises(
+        ValueError,
+        match=r"\['embeddings'\]\['word_embeddings'\]\['embedding'\] "
+        r"\(8190, 128\): 8190 over tensor=4.*vocab_pad_multiple",
+    ):
         pretrain.make_pretrainer(config, mesh)
     config.model.vocab_pad_multiple = 128
     trainer = pretrain.make_pretrainer(config, mesh)
@@ -215,9 +232,16 @@ def test_mlm_only_step_trains_one_masked_lm_whose_loss_matches_numpy():
 
     masked = pretrain._mask_batch(config, batch, pretrain.step_rngs(config.train.seed, 0)["mask"])
     standalone = model.split_pretraining_params(params)["generator"]
-    logits = np.asarray(model.Generator(trainer.net.generator_config).apply(
-        {"params": standalone}, masked.masked_input_ids, batch["attention_mask"],
-        batch["token_type_ids"], masked_positions=masked.masked_positions), np.float64)
+    logits = np.asarray(
+        model.Generator(trainer.net.generator_config).apply(
+            {"params": standalone},
+            masked.masked_input_ids,
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            masked_positions=masked.masked_positions,
+        ),
+        np.float64,
+    )
     log_probs = scipy.special.log_softmax(logits, -1)
     nll = -np.take_along_axis(log_probs, np.asarray(masked.masked_ids)[..., None], -1)[..., 0]
     weights = np.asarray(masked.masked_weights)

@@ -1,4 +1,5 @@
 """Pretraining reader: per-host sharding, exact save/restore, synthetic source, global batches."""
+
 import collections
 import glob
 import subprocess
@@ -20,14 +21,16 @@ def shard_dir(tmp_path_factory):
     corpus = str(root / "corpus.txt")
     default_corpus.write_default_corpus(corpus, max_documents=40)
     tokenizer = tokenizer_lib.train_sentencepiece(corpus, str(root / "spm.model"), vocab_size=300)
-    build_lib.build_shards(corpus, str(root / "out"), tokenizer_path=tokenizer.path, max_seq_length=SEQ,
-                           num_shards=4, show_progress=False)
+    build_lib.build_shards(
+        corpus, str(root / "out"), tokenizer_path=tokenizer.path, max_seq_length=SEQ, num_shards=4, show_progress=False
+    )
     return str(root / "out")
 
 
 def all_records(pattern):
     """Every example in the shards as a tuple of input_ids, read with tf.train.Example."""
     import tensorflow as tf
+
     rows = []
     for path in sorted(glob.glob(pattern)):
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
@@ -36,8 +39,7 @@ def all_records(pattern):
 
 
 def one_epoch(pattern, **kwargs):
-    it = pretraining.make_pretraining_iterator(pattern, batch_size=1, seq_length=SEQ, seed=0, repeat=False,
-                                               **kwargs)
+    it = pretraining.make_pretraining_iterator(pattern, batch_size=1, seq_length=SEQ, seed=0, repeat=False, **kwargs)
     return [tuple(batch["input_ids"][0]) for batch in it]
 
 
@@ -55,8 +57,9 @@ def test_two_hosts_read_disjoint_halves_of_the_epoch(shard_dir, pattern_name):
 
 
 def test_batches_have_model_keys_and_types(shard_dir):
-    it = pretraining.make_pretraining_iterator(f"{shard_dir}/*.tfrecord", batch_size=4, seq_length=SEQ, seed=1,
-                                               process_index=0, process_count=1)
+    it = pretraining.make_pretraining_iterator(
+        f"{shard_dir}/*.tfrecord", batch_size=4, seq_length=SEQ, seed=1, process_index=0, process_count=1
+    )
     batch = next(it)
     assert sorted(batch) == sorted(pretraining.BATCH_KEYS)
     for value in batch.values():
@@ -68,8 +71,9 @@ def test_batches_have_model_keys_and_types(shard_dir):
 def test_shuffled_repeating_epochs_cover_the_data(shard_dir):
     pattern = f"{shard_dir}/*.tfrecord"
     num_records = len(all_records(pattern))
-    it = pretraining.make_pretraining_iterator(pattern, batch_size=1, seq_length=SEQ, seed=3, shuffle_buffer=64,
-                                               process_index=0, process_count=1)
+    it = pretraining.make_pretraining_iterator(
+        pattern, batch_size=1, seq_length=SEQ, seed=3, shuffle_buffer=64, process_index=0, process_count=1
+    )
     first_epoch = [tuple(next(it)["input_ids"][0]) for _ in range(num_records)]
     second_epoch = [tuple(next(it)["input_ids"][0]) for _ in range(num_records)]
     assert collections.Counter(first_epoch) == collections.Counter(all_records(pattern))
@@ -80,9 +84,11 @@ def test_shuffled_repeating_epochs_cover_the_data(shard_dir):
 
 def test_save_restore_continues_exactly(shard_dir, tmp_path):
     pattern = f"{shard_dir}/*.tfrecord"
+
     def make():
-        return pretraining.make_pretraining_iterator(pattern, batch_size=8, seq_length=SEQ, seed=5,
-                                                     shuffle_buffer=32, process_index=1, process_count=2)
+        return pretraining.make_pretraining_iterator(
+            pattern, batch_size=8, seq_length=SEQ, seed=5, shuffle_buffer=32, process_index=1, process_count=2
+        )
 
     uninterrupted = make()
     interrupted = make()
@@ -105,19 +111,22 @@ def test_save_restore_continues_exactly(shard_dir, tmp_path):
 
 
 def test_restore_without_state_names_the_file(shard_dir, tmp_path):
-    it = pretraining.make_pretraining_iterator(f"{shard_dir}/*.tfrecord", batch_size=2, seq_length=SEQ, seed=0,
-                                               process_index=0, process_count=1)
+    it = pretraining.make_pretraining_iterator(
+        f"{shard_dir}/*.tfrecord", batch_size=2, seq_length=SEQ, seed=0, process_index=0, process_count=1
+    )
     with pytest.raises(FileNotFoundError, match="data_iterator.process_00000-of-00001"):
         it.restore(str(tmp_path))
 
 
 def test_seq_length_mismatch_names_both(shard_dir):
     with pytest.raises(ValueError, match=rf"seq_length=128 .* length {SEQ}"):
-        pretraining.make_pretraining_iterator(f"{shard_dir}/*.tfrecord", batch_size=2, seq_length=128, seed=0,
-                                              process_index=0, process_count=1)
+        pretraining.make_pretraining_iterator(
+            f"{shard_dir}/*.tfrecord", batch_size=2, seq_length=128, seed=0, process_index=0, process_count=1
+        )
     with pytest.raises(FileNotFoundError, match="no shard matches"):
-        pretraining.make_pretraining_iterator(f"{shard_dir}/nothing-*", batch_size=2, seq_length=SEQ, seed=0,
-                                              process_index=0, process_count=1)
+        pretraining.make_pretraining_iterator(
+            f"{shard_dir}/nothing-*", batch_size=2, seq_length=SEQ, seed=0, process_index=0, process_count=1
+        )
 
 
 @pytest.mark.integration
@@ -130,7 +139,8 @@ def test_synthetic_iterator_needs_no_tensorflow(tmp_path):
         "batch = next(it)\n"
         f"it.save({str(tmp_path)!r})\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
-        "print(batch['input_ids'].shape)\n")
+        "print(batch['input_ids'].shape)\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "(2, 16)" in result.stdout
@@ -138,8 +148,9 @@ def test_synthetic_iterator_needs_no_tensorflow(tmp_path):
 
 def test_synthetic_batches_and_resume(tmp_path):
     def make(index):
-        return pretraining.make_synthetic_iterator(batch_size=4, seq_length=10, vocab_size=30, seed=9,
-                                                   process_index=index, process_count=2)
+        return pretraining.make_synthetic_iterator(
+            batch_size=4, seq_length=10, vocab_size=30, seed=9, process_index=index, process_count=2
+        )
 
     it = make(0)
     batch = next(it)
@@ -161,10 +172,14 @@ def test_synthetic_batches_and_resume(tmp_path):
 def test_to_global_batch_round_trips():
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
     mesh = Mesh(np.array(jax.devices()), ("data",))
     sharding = NamedSharding(mesh, PartitionSpec("data"))
-    batch = next(pretraining.make_synthetic_iterator(batch_size=2 * jax.device_count(), seq_length=8,
-                                                     vocab_size=20, seed=0, process_index=0, process_count=1))
+    batch = next(
+        pretraining.make_synthetic_iterator(
+            batch_size=2 * jax.device_count(), seq_length=8, vocab_size=20, seed=0, process_index=0, process_count=1
+        )
+    )
     global_batch = pretraining.to_global_batch(batch, sharding)
     for key, value in batch.items():
         assert isinstance(global_batch[key], jax.Array)

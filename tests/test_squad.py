@@ -2,6 +2,7 @@
 offsets vs transformers, doc-stride windows, decoding and the 2.0 no-answer threshold,
 head parity with transformers' ElectraForQuestionAnswering, end-to-end runs on fixture
 JSON, and refusals of bad input."""
+
 import json
 import os
 
@@ -22,9 +23,13 @@ BERT_VOCAB = shared_path("bert-base-uncased-vocab", "vocab.txt")
 
 # ---------------------------------------------------------------------------- fixtures
 
+
 def qa_entry(qid, question, context, answers, impossible=None):
-    entry = {"id": qid, "question": question,
-             "answers": [{"text": a, "answer_start": context.index(a)} for a in answers]}
+    entry = {
+        "id": qid,
+        "question": question,
+        "answers": [{"text": a, "answer_start": context.index(a)} for a in answers],
+    }
     if impossible is not None:
         entry["is_impossible"] = impossible
     return entry
@@ -34,8 +39,9 @@ def random_dataset(seed, num_questions=60, with_unanswerable=False):
     """Contexts of random words; each question's gold answers are spans of its context, and
     some answers carry articles, punctuation and case so normalization matters."""
     rng = np.random.default_rng(seed)
-    words = ("the a an cat dog Paris France river, bank. John's book An Apple THE end "
-             "state-of-the-art 1,234 mat sat on").split()
+    words = (
+        "the a an cat dog Paris France river, bank. John's book An Apple THE end state-of-the-art 1,234 mat sat on"
+    ).split()
     articles = []
     for a in range(4):
         paragraphs = []
@@ -49,9 +55,10 @@ def random_dataset(seed, num_questions=60, with_unanswerable=False):
                 if not impossible:
                     for _ in range(rng.integers(1, 4)):
                         start = int(rng.integers(0, 35))
-                        answers.append(" ".join(context.split()[start:start + rng.integers(1, 5)]))
-                qas.append(qa_entry(qid, f"question {qid}?", context, answers,
-                                    impossible if with_unanswerable else None))
+                        answers.append(" ".join(context.split()[start : start + rng.integers(1, 5)]))
+                qas.append(
+                    qa_entry(qid, f"question {qid}?", context, answers, impossible if with_unanswerable else None)
+                )
             paragraphs.append({"context": context, "qas": qas})
         articles.append({"title": f"article {a}", "paragraphs": paragraphs})
     return {"version": "2.0" if with_unanswerable else "1.1", "data": articles}
@@ -72,7 +79,7 @@ def random_predictions(dataset, seed):
                     predictions[qa["id"]] = f"The {gold.upper()}!"
                 elif kind == 1:
                     start = int(rng.integers(0, 35))
-                    predictions[qa["id"]] = " ".join(words[start:start + 3])
+                    predictions[qa["id"]] = " ".join(words[start : start + 3])
                 elif kind == 2:
                     predictions[qa["id"]] = gold + " " + words[int(rng.integers(40))]
                 elif kind == 3:
@@ -88,6 +95,7 @@ def write_vocab(path, words):
 
 
 # ---------------------------------------------------------------------------- metrics
+
 
 def test_normalization_and_scores_hand_computed():
     assert squad_metrics.normalize_answer("The  Quick, brown FOX!") == "quick brown fox"
@@ -108,11 +116,23 @@ def test_normalization_and_scores_hand_computed():
 
 def test_evaluate_hand_computed_max_over_gold():
     context = "Denver Broncos beat the Carolina Panthers in Santa Clara"
-    dataset = {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
-        qa_entry("q1", "who won?", context, ["Denver Broncos", "Broncos"]),
-        qa_entry("q2", "who lost?", context, ["the Carolina Panthers"]),
-        qa_entry("q3", "where?", context, ["Santa Clara"]),
-    ]}]}]}
+    dataset = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            qa_entry("q1", "who won?", context, ["Denver Broncos", "Broncos"]),
+                            qa_entry("q2", "who lost?", context, ["the Carolina Panthers"]),
+                            qa_entry("q3", "where?", context, ["Santa Clara"]),
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     examples = squad_data.parse_examples(dataset, "hand")
     predictions = {"q1": "broncos", "q2": "Carolina", "q3": "Denver"}
     # q1: EM 1 via the second gold; q2: EM 0, F1: pred {carolina} vs gold {carolina, panthers}
@@ -141,7 +161,8 @@ def test_v2_matches_the_official_script_with_and_without_na_scores(seed):
     na_scores = {qid: float(rng.normal()) for qid in predictions}
     na_scores[next(iter(na_scores))] = 0.25  # a score exactly at a threshold below
     assert squad_metrics.evaluate(examples, predictions, "2.0") == pytest.approx(
-        squad_official.OfficialV2.main(dataset["data"], predictions))
+        squad_official.OfficialV2.main(dataset["data"], predictions)
+    )
     for threshold in (-1.0, 0.0, 0.25, 1.0):
         ours = squad_metrics.evaluate(examples, predictions, "2.0", na_scores, threshold)
         official = squad_official.OfficialV2.main(dataset["data"], predictions, na_scores, threshold)
@@ -183,8 +204,9 @@ def test_wordpiece_offsets_match_transformers():
 
 def test_sentencepiece_offsets_point_at_the_pieces(tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(OFFSET_TEXTS * 30 + [f"line {i} of the corpus, café." for i in range(200)]),
-                      encoding="utf-8")
+    corpus.write_text(
+        "\n".join(OFFSET_TEXTS * 30 + [f"line {i} of the corpus, café." for i in range(200)]), encoding="utf-8"
+    )
     spm = tokenizer_lib.train_sentencepiece(str(corpus), str(tmp_path / "spm.model"), vocab_size=80)
     for text in OFFSET_TEXTS:
         ids, offsets = spm.encode_with_offsets(text)
@@ -198,6 +220,7 @@ def test_sentencepiece_offsets_point_at_the_pieces(tmp_path):
 
 
 # ---------------------------------------------------------------------------- windows
+
 
 def test_window_spans_hand_computed_and_max_context():
     assert squad.window_spans(10, 4, 3) == [(0, 4), (3, 4), (6, 4)]
@@ -224,14 +247,20 @@ def test_windows_cover_the_context_and_answers_map_back(long_example_tokenizer):
     context = " ".join(f"w{i}" for i in rng.integers(0, 40, size=90)) + "."
     qas = []
     for q, start in enumerate(range(0, 85, 7)):
-        answer = " ".join(context.split()[start:start + 1 + q % 4])
+        answer = " ".join(context.split()[start : start + 1 + q % 4])
         char_start = len(" ".join(context.split()[:start])) + (1 if start else 0)
-        qas.append({"id": f"q{q}", "question": "what is the answer?",
-                    "answers": [{"text": answer, "answer_start": char_start}]})
+        qas.append(
+            {
+                "id": f"q{q}",
+                "question": "what is the answer?",
+                "answers": [{"text": answer, "answer_start": char_start}],
+            }
+        )
     dataset = {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}
     examples = squad_data.parse_examples(dataset, "long")
-    windows = squad.featurize(examples, tokenizer, max_seq_length=24, max_query_length=8,
-                              doc_stride=5, with_labels=True)
+    windows = squad.featurize(
+        examples, tokenizer, max_seq_length=24, max_query_length=8, doc_stride=5, with_labels=True
+    )
     context_ids, context_spans = tokenizer.encode_with_offsets(context)
     for index, example in enumerate(examples):
         rows = np.flatnonzero(windows.example_index == index)
@@ -252,7 +281,7 @@ def test_windows_cover_the_context_and_answers_map_back(long_example_tokenizer):
             start, end = (windows.features[k][row] for k in ("start_positions", "end_positions"))
             if start:
                 span = windows.char_spans[row]
-                assert context[span[start, 0]:span[end, 1]] == example.answers[0][0]
+                assert context[span[start, 0] : span[end, 1]] == example.answers[0][0]
         assert seen == set(range(len(context_ids)))  # every context token is in some window
         assert (max_context_count == 1).all()  # ... and has exactly one max-context window
         assert any(windows.features["start_positions"][rows])  # some window holds the answer
@@ -261,20 +290,45 @@ def test_windows_cover_the_context_and_answers_map_back(long_example_tokenizer):
 def test_wordpiece_subword_answer_maps_to_exact_characters(tmp_path):
     tokenizer = write_vocab(tmp_path / "vocab.txt", ["who", "won", "den", "##ver", "broncos", "in"])
     context = "Denver Broncos won in Denver."
-    dataset = {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
-        {"id": "q", "question": "who won?", "answers": [{"text": "Broncos", "answer_start": 7}]}]}]}]}
+    dataset = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {"id": "q", "question": "who won?", "answers": [{"text": "Broncos", "answer_start": 7}]}
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     windows = squad.featurize(squad_data.parse_examples(dataset, "x"), tokenizer, 16, 8, 4, True)
     start, end = windows.features["start_positions"][0], windows.features["end_positions"][0]
-    assert context[windows.char_spans[0, start, 0]:windows.char_spans[0, end, 1]] == "Broncos"
+    assert context[windows.char_spans[0, start, 0] : windows.char_spans[0, end, 1]] == "Broncos"
     # "Denver" is two pieces (den, ##ver) whose spans join into the original cased word
     assert [tuple(s) for s in windows.char_spans[0, 5:7]] == [(0, 3), (3, 6)]
 
 
 # ---------------------------------------------------------------------------- decoding
 
+
 def one_window(context, tokenizer, question="who won?"):
-    dataset = {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
-        {"id": "q", "question": question, "answers": [], "is_impossible": True}]}]}]}
+    dataset = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [{"id": "q", "question": question, "answers": [], "is_impossible": True}],
+                    }
+                ],
+            }
+        ]
+    }
     examples = squad_data.parse_examples(dataset, "x")
     return examples, squad.featurize(examples, tokenizer, 32, 8, 8, with_labels=False)
 
@@ -294,8 +348,11 @@ def test_decode_best_valid_span_and_max_answer_length(tmp_path):
     examples, windows = one_window("Denver Broncos beat Carolina", tokenizer)
     offset = 5  # [CLS] who won ? [SEP]
     # best start is "Carolina" but its best end precedes it; "Denver".."Broncos" is the best valid
-    outputs = logits_for(windows, {(0, offset + 3): 9.0, (0, offset): 4.0, (0, 0): 50.0},
-                         {(0, offset + 1): 8.0, (0, offset + 2): 1.0, (0, 1): 50.0})
+    outputs = logits_for(
+        windows,
+        {(0, offset + 3): 9.0, (0, offset): 4.0, (0, 0): 50.0},
+        {(0, offset + 1): 8.0, (0, offset + 2): 1.0, (0, 1): 50.0},
+    )
     decoded = squad.decode(examples, windows, outputs, "1.1", n_best_size=5, max_answer_length=3)
     assert decoded.predictions == {"q": "Denver Broncos"}  # [CLS] and the question never answer
     assert decoded.nbest["q"][0]["score"] == pytest.approx(12.0)
@@ -311,14 +368,16 @@ def test_decode_only_answers_from_a_tokens_max_context_window(long_example_token
     windows = squad.featurize(examples, long_example_tokenizer, 16, 8, 4, with_labels=False)
     assert len(windows.example_index) > 2
     # token w6 sits in windows 0 and 1 (10 tokens each, 4 apart) and is max-context in one
-    rows = [r for r in range(len(windows.example_index))
-            if (windows.char_spans[r, :, 0] == context.index("w6 ")).any()]
+    rows = [r for r in range(len(windows.example_index)) if (windows.char_spans[r, :, 0] == context.index("w6 ")).any()]
     position = {r: int(np.flatnonzero(windows.char_spans[r, :, 0] == context.index("w6 "))[0]) for r in rows}
     not_max = [r for r in rows if not windows.max_context[r, position[r]]]
     is_max = [r for r in rows if windows.max_context[r, position[r]]]
     assert not_max and len(is_max) == 1
-    outputs = logits_for(windows, {(not_max[0], position[not_max[0]]): 30.0, (is_max[0], position[is_max[0]]): 1.0},
-                         {(not_max[0], position[not_max[0]]): 30.0, (is_max[0], position[is_max[0]]): 1.0})
+    outputs = logits_for(
+        windows,
+        {(not_max[0], position[not_max[0]]): 30.0, (is_max[0], position[is_max[0]]): 1.0},
+        {(not_max[0], position[not_max[0]]): 30.0, (is_max[0], position[is_max[0]]): 1.0},
+    )
     decoded = squad.decode(examples, windows, outputs, "1.1", n_best_size=3, max_answer_length=1)
     assert decoded.predictions["q"] == "w6"
     assert decoded.nbest["q"][0]["score"] == pytest.approx(2.0)  # from the max-context window
@@ -346,10 +405,12 @@ def test_v2_no_answer_threshold(tmp_path):
 
 # ---------------------------------------------------------------------------- model and loss
 
-FACTS = [("Paris is the capital of France.", "which city is the capital of France?", "Paris"),
-         ("The cat sat on the mat.", "where did the cat sit?", "the mat"),
-         ("The book was written by John Smith.", "who wrote the book?", "John Smith"),
-         ("The river flows into the sea.", "where does the river flow?", "the sea")]
+FACTS = [
+    ("Paris is the capital of France.", "which city is the capital of France?", "Paris"),
+    ("The cat sat on the mat.", "where did the cat sit?", "the mat"),
+    ("The book was written by John Smith.", "who wrote the book?", "John Smith"),
+    ("The river flows into the sea.", "where does the river flow?", "the sea"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -398,9 +459,11 @@ def test_span_head_matches_transformers(qa_model, tmp_path):
     ours = jax.jit(model.QuestionAnswerer(cfg).apply)({"params": span_params(params)}, ids, mask, types)
     torch_model = transformers.ElectraForQuestionAnswering.from_pretrained(str(tmp_path)).eval()
     with torch.no_grad():
-        theirs = torch_model(input_ids=torch.tensor(ids, dtype=torch.long),
-                             attention_mask=torch.tensor(mask, dtype=torch.long),
-                             token_type_ids=torch.tensor(types, dtype=torch.long))
+        theirs = torch_model(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+            token_type_ids=torch.tensor(types, dtype=torch.long),
+        )
     np.testing.assert_allclose(ours["start_logits"], theirs.start_logits.numpy(), atol=1e-4)
     np.testing.assert_allclose(ours["end_logits"], theirs.end_logits.numpy(), atol=1e-4)
     assert np.abs(ours["start_logits"]).max() > 0.1  # not trivially zero
@@ -412,9 +475,14 @@ def test_loss_matches_numpy_and_answerability_head_reads_start_probabilities(qa_
     _, cfg, params = qa_model
     apply = jax.jit(model.QuestionAnswerer(cfg, answerable_head=True).apply)
     ids, mask, types = random_batch(cfg.vocab_size, 1)
-    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
-             "start_positions": np.array([0, 6, 6, 9]), "end_positions": np.array([0, 6, 8, 11]),
-             "is_impossible": np.array([1.0, 0.0, 0.0, 0.0], np.float32)}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": types,
+        "start_positions": np.array([0, 6, 6, 9]),
+        "end_positions": np.array([0, 6, 8, 11]),
+        "is_impossible": np.array([1.0, 0.0, 0.0, 0.0], np.float32),
+    }
     outputs = jax.device_get(apply({"params": params}, ids, mask, types))
     assert outputs["no_answer_logits"].shape == (4,)
 
@@ -428,24 +496,35 @@ def test_loss_matches_numpy_and_answerability_head_reads_start_probabilities(qa_
 
     no_answer = outputs["no_answer_logits"].astype(np.float64)
     bce = np.logaddexp(0, no_answer) - batch["is_impossible"] * no_answer
-    expected = np.mean((cross_entropy(outputs["start_logits"], batch["start_positions"])
-                        + cross_entropy(outputs["end_logits"], batch["end_positions"])) / 2 + 0.5 * bce)
+    expected = np.mean(
+        (
+            cross_entropy(outputs["start_logits"], batch["start_positions"])
+            + cross_entropy(outputs["end_logits"], batch["end_positions"])
+        )
+        / 2
+        + 0.5 * bce
+    )
     assert float(squad.squad_loss(outputs, batch, 0.5)) == pytest.approx(expected, rel=1e-5)
     # the head reads the start distribution: scaling only qa_outputs moves its logit
-    shifted = {**params, "qa_outputs": {"kernel": params["qa_outputs"]["kernel"] * 3,
-                                        "bias": params["qa_outputs"]["bias"]}}
+    shifted = {
+        **params,
+        "qa_outputs": {"kernel": params["qa_outputs"]["kernel"] * 3, "bias": params["qa_outputs"]["bias"]},
+    }
     moved = apply({"params": shifted}, ids, mask, types)["no_answer_logits"]
     assert not np.allclose(moved, outputs["no_answer_logits"])
 
 
 # ---------------------------------------------------------------------------- end to end
 
+
 def fixture_dataset(num_articles, with_unanswerable):
     context = " ".join(fact for fact, _, _ in FACTS)
     articles = []
     for a in range(num_articles):
-        qas = [qa_entry(f"a{a}q{q}", question, context, [answer], False if with_unanswerable else None)
-               for q, (_, question, answer) in enumerate(FACTS)]
+        qas = [
+            qa_entry(f"a{a}q{q}", question, context, [answer], False if with_unanswerable else None)
+            for q, (_, question, answer) in enumerate(FACTS)
+        ]
         if with_unanswerable:
             qas.append(qa_entry(f"a{a}none", "who wrote the river?", context, [], True))
         articles.append({"title": f"article {a}", "paragraphs": [{"context": context, "qas": qas}]})
@@ -454,10 +533,25 @@ def fixture_dataset(num_articles, with_unanswerable):
 
 def tiny_run_config(init, data_file, version, **overrides):
     config = squad.squad_config()
-    config.update(dict(init=init, version=version, train_file=data_file, eval_file=data_file,
-                       train_articles="0:3", eval_articles="3:", max_seq_length=24, max_query_length=10,
-                       doc_stride=6, batch_size=8, eval_batch_size=8, num_epochs=2.0, learning_rate=3e-3,
-                       layerwise_lr_decay=1.0, log_every=2))
+    config.update(
+        dict(
+            init=init,
+            version=version,
+            train_file=data_file,
+            eval_file=data_file,
+            train_articles="0:3",
+            eval_articles="3:",
+            max_seq_length=24,
+            max_query_length=10,
+            doc_stride=6,
+            batch_size=8,
+            eval_batch_size=8,
+            num_epochs=2.0,
+            learning_rate=3e-3,
+            layerwise_lr_decay=1.0,
+            log_every=2,
+        )
+    )
     config.update(overrides)
     return config
 
@@ -503,18 +597,32 @@ def test_cli_learns_the_fixture(qa_init, tmp_path):
     with open(data_file, "w", encoding="utf-8") as f:
         json.dump(fixture_dataset(6, with_unanswerable=False), f)
     workdir = str(tmp_path / "work")
-    command = [sys.executable, "-m", "electra_jax.finetune", "--config=configs/squad.py",
-               f"--config.init={qa_init}", f"--config.train_file={data_file}",
-               f"--config.eval_file={data_file}", "--config.train_articles=0:4",
-               "--config.eval_articles=4:", "--config.max_seq_length=24", "--config.max_query_length=10",
-               "--config.doc_stride=6", "--config.batch_size=8", "--config.num_epochs=40",
-               "--config.learning_rate=3e-3", "--config.layerwise_lr_decay=1.0", f"--workdir={workdir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "electra_jax.finetune",
+        "--config=configs/squad.py",
+        f"--config.init={qa_init}",
+        f"--config.train_file={data_file}",
+        f"--config.eval_file={data_file}",
+        "--config.train_articles=0:4",
+        "--config.eval_articles=4:",
+        "--config.max_seq_length=24",
+        "--config.max_query_length=10",
+        "--config.doc_stride=6",
+        "--config.batch_size=8",
+        "--config.num_epochs=40",
+        "--config.learning_rate=3e-3",
+        "--config.layerwise_lr_decay=1.0",
+        f"--workdir={workdir}",
+    ]
     subprocess.run(command, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
         assert json.load(f)["median"] == {"exact_match": 100.0, "f1": 100.0}
 
 
 # ---------------------------------------------------------------------------- bad input
+
 
 def write_json(path, value):
     with open(path, "w", encoding="utf-8") as f:
@@ -549,8 +657,11 @@ def test_bad_entries_are_clear_errors():
             squad_data.parse_examples(dataset_with(qa), "f")
     with pytest.raises(ValueError, match=r"id=q1 answer 0: missing field 'answer_start'"):
         squad_data.parse_examples(dataset_with({**good, "answers": [{"text": "Paris"}]}), "f")
-    with pytest.raises(ValueError, match=r"answer_start=9 points at 'the c' but the answer text is 'Paris'"
-                                         r".*first occurs at 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"answer_start=9 points at 'the c' but the answer text is 'Paris'"
+        r".*first occurs at 0",
+    ):
         squad_data.parse_examples(dataset_with({**good, "answers": [{"text": "Paris", "answer_start": 9}]}), "f")
     with pytest.raises(ValueError, match="does not occur in the context"):
         squad_data.parse_examples(dataset_with({**good, "answers": [{"text": "Rome", "answer_start": 0}]}), "f")
@@ -587,17 +698,37 @@ def test_bad_configs_are_clear_errors(qa_init, tmp_path):
 
 def test_tfds_rows_regroup_into_the_official_structure():
     context_a, context_b = "Paris is in France.", "Rome is in Italy."
-    rows = [{"id": b"q1", "title": b"Cities", "context": context_a.encode(), "question": b"where is Paris?",
-             "answers": {"text": np.array([b"France", b"in France"]), "answer_start": np.array([12, 9])},
-             "is_impossible": False},
-            {"id": b"q2", "title": b"Cities", "context": context_a.encode(), "question": b"what is in France?",
-             "answers": {"text": np.array([], object), "answer_start": np.array([], np.int32)},
-             "is_impossible": True},
-            {"id": b"q3", "title": b"Cities", "context": context_b.encode(), "question": b"where is Rome?",
-             "answers": {"text": np.array([b"Italy"]), "answer_start": np.array([11])},
-             "is_impossible": False}]
+    rows = [
+        {
+            "id": b"q1",
+            "title": b"Cities",
+            "context": context_a.encode(),
+            "question": b"where is Paris?",
+            "answers": {"text": np.array([b"France", b"in France"]), "answer_start": np.array([12, 9])},
+            "is_impossible": False,
+        },
+        {
+            "id": b"q2",
+            "title": b"Cities",
+            "context": context_a.encode(),
+            "question": b"what is in France?",
+            "answers": {"text": np.array([], object), "answer_start": np.array([], np.int32)},
+            "is_impossible": True,
+        },
+        {
+            "id": b"q3",
+            "title": b"Cities",
+            "context": context_b.encode(),
+            "question": b"where is Rome?",
+            "answers": {"text": np.array([b"Italy"]), "answer_start": np.array([11])},
+            "is_impossible": False,
+        },
+    ]
     dataset = squad_data.dataset_from_rows(rows, "2.0")
     assert [len(p["qas"]) for p in dataset["data"][0]["paragraphs"]] == [2, 1]
     examples = squad_data.parse_examples(dataset, "tfds")
     assert [(e.qid, e.answers, e.is_impossible) for e in examples] == [
-        ("q1", (("France", 12), ("in France", 9)), False), ("q2", (), True), ("q3", (("Italy", 11),), False)]
+        ("q1", (("France", 12), ("in France", 9)), False),
+        ("q2", (), True),
+        ("q3", (("Italy", 11),), False),
+    ]

@@ -1,5 +1,6 @@
 """NER / token classification: entity F1 vs seqeval, the HF ElectraForTokenClassification
 layout, first-piece label alignment, the loop end to end on a CoNLL fixture, bad inputs."""
+
 import os
 
 import helpers
@@ -14,8 +15,16 @@ from electra_jax.finetune import tagging
 WORDS = "eu rejects german call to boycott british lamb peter blackburn in brussels on monday".split()
 PIECES = ["play", "##ing", "##s"]  # "playing" -> play ##ing, "plays" -> play ##s
 SENTENCES = [
-    [("eu", "B-ORG"), ("rejects", "O"), ("german", "B-MISC"), ("call", "O"), ("to", "O"),
-     ("boycott", "O"), ("british", "B-MISC"), ("lamb", "O")],
+    [
+        ("eu", "B-ORG"),
+        ("rejects", "O"),
+        ("german", "B-MISC"),
+        ("call", "O"),
+        ("to", "O"),
+        ("boycott", "O"),
+        ("british", "B-MISC"),
+        ("lamb", "O"),
+    ],
     [("peter", "B-PER"), ("blackburn", "I-PER")],
     [("brussels", "B-LOC"), ("on", "O"), ("monday", "O"), ("playing", "O")],
 ]
@@ -43,6 +52,7 @@ def hf_init(tmp_path_factory):
 
 # ---------------------------------------------------------------------------- metrics
 
+
 def random_tags(rng, length, scheme_tags):
     return [scheme_tags[i] for i in rng.integers(len(scheme_tags), size=length)]
 
@@ -69,7 +79,8 @@ def test_entity_f1_equals_seqeval_on_random_predictions():
     gold = [random_tags(rng, 12, iobes) for _ in range(200)]
     predicted = [random_tags(rng, 12, iobes) for _ in range(200)]
     assert tagging.entity_metrics(gold, predicted)["f1"] == pytest.approx(
-        100 * seqeval_metrics.f1_score(gold, predicted))
+        100 * seqeval_metrics.f1_score(gold, predicted)
+    )
 
 
 def test_entity_f1_hand_case():
@@ -79,11 +90,11 @@ def test_entity_f1_hand_case():
     m = tagging.entity_metrics(gold, predicted)
     assert (m["precision"], m["recall"]) == (pytest.approx(200 / 3), pytest.approx(200 / 3))
     assert m["per_type"]["LOC"]["recall"] == 0.0 and m["per_type"]["PER"]["f1"] == 100.0
-    assert tagging.entities(["I-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == {
-        ("PER", 0, 1), ("LOC", 3, 3), ("LOC", 4, 4)}
+    assert tagging.entities(["I-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == {("PER", 0, 1), ("LOC", 3, 3), ("LOC", 4, 4)}
 
 
 # ---------------------------------------------------------------------------- head parity
+
 
 def test_token_classifier_predicts_the_same_in_transformers(tmp_path):
     import torch
@@ -100,8 +111,9 @@ def test_token_classifier_predicts_the_same_in_transformers(tmp_path):
     torch_model = transformers.ElectraForTokenClassification.from_pretrained(str(tmp_path / "m")).eval()
     assert torch_model.config.id2label[3] == "C"
     with torch.no_grad():
-        theirs = torch_model(input_ids=torch.tensor(ids, dtype=torch.long),
-                             attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+        theirs = torch_model(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)
+        ).logits.numpy()
     assert ours.shape == (2, 10, 5)
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
     _, loaded = hf.load_pretrained(str(tmp_path / "m"))
@@ -120,16 +132,24 @@ def _pretrained(cfg, vocab_dir):
 
 # ---------------------------------------------------------------------------- alignment
 
+
 def test_labels_sit_on_first_pieces_and_long_sentences_are_chunked(tmp_path):
     write_vocab(str(tmp_path / "vocab.txt"))
     tok = tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt"))
-    sentence = tagging.Sentence(("peter", "playing", "plays", "monday"),
-                                ("B-PER", "O", "B-MISC", "O"), (1, 2, 3, 4))
+    sentence = tagging.Sentence(("peter", "playing", "plays", "monday"), ("B-PER", "O", "B-MISC", "O"), (1, 2, 3, 4))
     label_ids = {"O": 0, "B-PER": 1, "B-MISC": 2}
     features = tagging.encode_sentences(tok, [sentence], label_ids, 12, "f")
     vocab = open(tmp_path / "vocab.txt").read().split()
     assert [vocab[i] for i in features["input_ids"][0] if i] == [
-        "[CLS]", "peter", "play", "##ing", "play", "##s", "monday", "[SEP]"]
+        "[CLS]",
+        "peter",
+        "play",
+        "##ing",
+        "play",
+        "##s",
+        "monday",
+        "[SEP]",
+    ]
     assert features["label_mask"][0].tolist()[:8] == [0, 1, 1, 0, 1, 0, 1, 0]
     assert features["labels"][0].tolist()[:8] == [0, 1, 0, 0, 2, 0, 0, 0]
     # max_seq_length 4 leaves 2 pieces per row: [peter] [play ##ing] [play ##s] [monday]
@@ -146,14 +166,28 @@ def test_labels_sit_on_first_pieces_and_long_sentences_are_chunked(tmp_path):
 
 # ---------------------------------------------------------------------------- end to end
 
+
 def run_config(tmp_path, init, **overrides):
     config = tagging.tagging_config()
     for name, sentences in (("train", SENTENCES * 4), ("dev", SENTENCES), ("test", SENTENCES[:2])):
         write_conll(str(tmp_path / f"{name}.txt"), sentences)
-    config.update(dict(init=init, train_file=str(tmp_path / "train.txt"), dev_file=str(tmp_path / "dev.txt"),
-                       test_file=str(tmp_path / "test.txt"), batch_size=8, eval_batch_size=8,
-                       max_seq_length=16, num_epochs=32.0, learning_rate=1e-2, layerwise_lr_decay=0.8, dropout=0.0,
-                       warmup_fraction=0.0, log_every=8))
+    config.update(
+        dict(
+            init=init,
+            train_file=str(tmp_path / "train.txt"),
+            dev_file=str(tmp_path / "dev.txt"),
+            test_file=str(tmp_path / "test.txt"),
+            batch_size=8,
+            eval_batch_size=8,
+            max_seq_length=16,
+            num_epochs=32.0,
+            learning_rate=1e-2,
+            layerwise_lr_decay=0.8,
+            dropout=0.0,
+            warmup_fraction=0.0,
+            log_every=8,
+        )
+    )
     config.update(overrides)
     return config
 
@@ -177,14 +211,20 @@ def test_ner_end_to_end_learns_exports_and_predicts(tmp_path, hf_init):
     dev = tagging.load_file(config, config.dev_file, tok, {t: i for i, t in enumerate(results["labels"])})
     torch_model = transformers.ElectraForTokenClassification.from_pretrained(export).eval()
     with torch.no_grad():
-        logits = torch_model(**{k: torch.tensor(dev.features[k], dtype=torch.long)
-                                for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+        logits = torch_model(
+            **{
+                k: torch.tensor(dev.features[k], dtype=torch.long)
+                for k in ("input_ids", "attention_mask", "token_type_ids")
+            }
+        ).logits.numpy()
     predicted = [[results["labels"][i] for i in s] for s in tagging.word_predictions(logits, dev.features, 3)]
     assert tagging.entity_metrics([list(s.tags) for s in dev.sentences], predicted)["f1"] == pytest.approx(
-        results["runs"][0]["dev"]["f1"])
+        results["runs"][0]["dev"]["f1"]
+    )
 
 
 # ---------------------------------------------------------------------------- bad inputs
+
 
 def test_bad_conll_files_name_file_line_and_fix(tmp_path, hf_init):
     path = str(tmp_path / "bad.txt")

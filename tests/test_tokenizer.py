@@ -1,4 +1,5 @@
 """Tokenizer tests: sentencepiece training with fixed special ids, WordPiece vs transformers."""
+
 import os
 
 import numpy as np
@@ -24,6 +25,7 @@ def write_corpus(path, repeats=20, num_topics=20):
     """A tiny real-English corpus: the sentences above in shuffled paragraphs, plus a few
     pages of the Python reference that ships with Python (pydoc_data)."""
     from pydoc_data import topics
+
     rng = np.random.default_rng(0)
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(repeats):
@@ -45,7 +47,12 @@ def test_special_tokens_at_fixed_ids(spm_model):
     processor = spm.SentencePieceProcessor(model_file=spm_model.path)
     assert [processor.id_to_piece(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert (spm_model.pad_id, spm_model.unk_id, spm_model.cls_id, spm_model.sep_id, spm_model.mask_id) == (
-        0, 1, 2, 3, 4)
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
     assert set(spm_model.special_ids) >= {0, 2, 3, 4}
     assert spm_model.vocab_size == processor.get_piece_size() == 300
 
@@ -61,9 +68,9 @@ def test_sentencepiece_round_trip(spm_model):
 
 def test_bpe_option(tmp_path):
     corpus = write_corpus(tmp_path / "c.txt")
-    bpe = tokenizer_lib.train_sentencepiece(corpus, str(tmp_path / "bpe.model"), vocab_size=150,
-                                            model_type="bpe")
+    bpe = tokenizer_lib.train_sentencepiece(corpus, str(tmp_path / "bpe.model"), vocab_size=150, model_type="bpe")
     from sentencepiece import sentencepiece_model_pb2
+
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(open(tmp_path / "bpe.model", "rb").read())
     assert proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.BPE
@@ -107,8 +114,10 @@ def bert_pair():
     transformers = pytest.importorskip("transformers")
     if not os.path.exists(BERT_VOCAB):
         pytest.skip(f"{BERT_VOCAB} not present")
-    return (tokenizer_lib.load_tokenizer(BERT_VOCAB),
-            transformers.BertTokenizer.from_pretrained(os.path.dirname(BERT_VOCAB), do_lower_case=True))
+    return (
+        tokenizer_lib.load_tokenizer(BERT_VOCAB),
+        transformers.BertTokenizer.from_pretrained(os.path.dirname(BERT_VOCAB), do_lower_case=True),
+    )
 
 
 def test_wordpiece_matches_transformers(bert_pair):
@@ -128,8 +137,7 @@ def test_wordpiece_pairs_match_transformers(bert_pair):
     # split agree; with an odd budget they give the spare token to different segments.
     cases = [(a, b, n) for a, b in zip(WORDPIECE_TEXTS, WORDPIECE_TEXTS[1:] + [None]) for n in (17, 64)]
     for text_a, text_b, max_length in cases:
-        expected = reference(text_a, text_b, max_length=max_length, truncation="longest_first",
-                             padding="max_length")
+        expected = reference(text_a, text_b, max_length=max_length, truncation="longest_first", padding="max_length")
         features = ours.encode_pair(text_a, text_b, max_length=max_length)
         assert features["input_ids"].tolist() == expected["input_ids"]
         assert features["token_type_ids"].tolist() == expected["token_type_ids"]
@@ -151,8 +159,7 @@ def test_missing_input_is_an_error_and_writes_nothing(tmp_path):
 def test_empty_corpus_is_an_error(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n  \n")
     with pytest.raises(ValueError, match="no text"):
-        tokenizer_lib.train_sentencepiece(str(tmp_path / "empty.txt"), str(tmp_path / "spm.model"),
-                                          vocab_size=50)
+        tokenizer_lib.train_sentencepiece(str(tmp_path / "empty.txt"), str(tmp_path / "spm.model"), vocab_size=50)
     assert not (tmp_path / "spm.model").exists()
 
 
@@ -169,8 +176,9 @@ def test_invalid_utf8_policy(tmp_path):
     more = open(write_corpus(tmp_path / "more.txt"), "rb").read()
     corpus.write_bytes(good.encode() + b"caf\xe9 latin-1 line\n" + more)
     with pytest.raises(ValueError, match=r"bad.txt:61: invalid UTF-8"):
-        tokenizer_lib.train_sentencepiece(str(corpus), str(tmp_path / "a.model"), vocab_size=100,
-                                          on_invalid_utf8="error")
+        tokenizer_lib.train_sentencepiece(
+            str(corpus), str(tmp_path / "a.model"), vocab_size=100, on_invalid_utf8="error"
+        )
     assert not (tmp_path / "a.model").exists()
     skipped = tokenizer_lib.train_sentencepiece(str(corpus), str(tmp_path / "b.model"), vocab_size=100)
     assert skipped.vocab_size == 100

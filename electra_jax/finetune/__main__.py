@@ -19,6 +19,7 @@ GLUE also OUT/results.md and OUT/submission/<Task>.tsv; classify and tagging
 OUT/label_map.json and, with a test file, their test predictions; SQuAD the official
 predictions.json (and null_odds.json for 2.0) beside each model.
 """
+
 import importlib
 
 from absl import app, flags
@@ -33,8 +34,10 @@ def main(argv, config_flag, workdir_flag):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flag.value
     if config.get("program") not in PROGRAMS:
-        raise app.UsageError(f"config.program={config.get('program')!r}; a fine-tuning config names "
-                             f"one of {PROGRAMS} (configs/glue.py, classify.py, tagging.py, squad.py)")
+        raise app.UsageError(
+            f"config.program={config.get('program')!r}; a fine-tuning config names "
+            f"one of {PROGRAMS} (configs/glue.py, classify.py, tagging.py, squad.py)"
+        )
     # imported after flag parsing: importing jax is slow
     program = importlib.import_module(f"electra_jax.finetune.{config.program}")
     print(program.report(config, workdir_flag.value))

@@ -18,6 +18,7 @@ Scored by accuracy and macro-F1 (x100) on the dev file; each run is exported as 
 transformers `ElectraForSequenceClassification` with id2label (`WORKDIR/seed_<k>/`), and
 `label_map.json` holds label -> id.
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,6 +58,7 @@ def classify_config() -> ml_collections.ConfigDict:
 
 # ---------------------------------------------------------------------------- reading files
 
+
 @dataclasses.dataclass(frozen=True)
 class Example:
     text: str
@@ -83,16 +85,17 @@ def _rows(path: str) -> Iterator[tuple[int, dict]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{line_number}: not valid JSON ({e}); a .jsonl file "
-                                     "holds one JSON object per line") from e
+                    raise ValueError(
+                        f"{path}:{line_number}: not valid JSON ({e}); a .jsonl file holds one JSON object per line"
+                    ) from e
                 if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{line_number}: a JSON {type(row).__name__}, not an "
-                                     "object with named columns")
+                    raise ValueError(
+                        f"{path}:{line_number}: a JSON {type(row).__name__}, not an object with named columns"
+                    )
                 yield line_number, row
             return
         # TSV: fields are literal (no quoting), as GLUE's files; CSV: standard quoting.
-        reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if form == "tsv"
-                  else csv.reader(f))
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if form == "tsv" else csv.reader(f)
         header = next(reader, None)
         if header is None:
             return
@@ -102,18 +105,22 @@ def _rows(path: str) -> Iterator[tuple[int, dict]]:
             if not fields:
                 continue
             if len(fields) != len(header):
-                raise ValueError(f"{path}:{start}: {len(fields)} fields but the header names "
-                                 f"{len(header)} ({header}); quote fields that contain the "
-                                 "delimiter")
+                raise ValueError(
+                    f"{path}:{start}: {len(fields)} fields but the header names "
+                    f"{len(header)} ({header}); quote fields that contain the "
+                    "delimiter"
+                )
             yield start, dict(zip(header, fields))
 
 
 def _value(row: dict, column: str, path: str, line: int) -> str:
     value = row.get(column)
     if value is None:
-        raise ValueError(f"{path}:{line}: the row has no {column!r} value (columns: "
-                         f"{sorted(k for k in row if k is not None)}); fill it in, or name the "
-                         "right column with --config.text_column / text_pair_column / label_column")
+        raise ValueError(
+            f"{path}:{line}: the row has no {column!r} value (columns: "
+            f"{sorted(k for k in row if k is not None)}); fill it in, or name the "
+            "right column with --config.text_column / text_pair_column / label_column"
+        )
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -150,8 +157,10 @@ def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
         if len(raw) > 1:
             logging.warning("%s: labels %s are read as one class %r", path, sorted(raw), label)
     if not examples:
-        raise ValueError(f"{path} holds no examples; it needs a header row and at least one row "
-                         f"with a {config.text_column!r} column (.jsonl: one JSON object per line)")
+        raise ValueError(
+            f"{path} holds no examples; it needs a header row and at least one row "
+            f"with a {config.text_column!r} column (.jsonl: one JSON object per line)"
+        )
     return examples
 
 
@@ -163,6 +172,7 @@ def label_list(config, train: list[Example]) -> list[str]:
 
 # ---------------------------------------------------------------------------- features
 
+
 def cut(ids: list[int], keep: int, truncation: str) -> list[int]:
     """`keep` of `ids` by the truncation policy (all of them if they fit)."""
     if len(ids) <= keep:
@@ -170,44 +180,51 @@ def cut(ids: list[int], keep: int, truncation: str) -> list[int]:
     if truncation == "head":
         return list(ids[:keep])
     if truncation == "tail":
-        return list(ids[len(ids) - keep:])
+        return list(ids[len(ids) - keep :])
     head = keep // 4
-    return list(ids[:head]) + list(ids[len(ids) - (keep - head):])
+    return list(ids[:head]) + list(ids[len(ids) - (keep - head) :])
 
 
-def encode_example(tokenizer: tokenizer_lib.Tokenizer, text: str, text_pair: Optional[str],
-                   max_seq_length: int, truncation: str) -> dict[str, np.ndarray]:
+def encode_example(
+    tokenizer: tokenizer_lib.Tokenizer, text: str, text_pair: Optional[str], max_seq_length: int, truncation: str
+) -> dict[str, np.ndarray]:
     ids_a = tokenizer.encode(text)
     ids_b = tokenizer.encode(text_pair) if text_pair is not None else None
     budget = max_seq_length - (3 if ids_b is not None else 2)
     # How many tokens of each text stay: longest-first, the rule of `Tokenizer.encode_pair`.
     kept_a, kept_b = tokenizer_lib.truncate_longest_first(ids_a, ids_b or [], budget)
     return common.pack_features(
-        tokenizer, cut(ids_a, len(kept_a), truncation),
-        None if ids_b is None else cut(ids_b, len(kept_b), truncation), max_seq_length)
+        tokenizer,
+        cut(ids_a, len(kept_a), truncation),
+        None if ids_b is None else cut(ids_b, len(kept_b), truncation),
+        max_seq_length,
+    )
 
 
-def encode_examples(tokenizer, examples: list[Example], label_ids: dict[str, int],
-                    config, path: str) -> dict[str, np.ndarray]:
+def encode_examples(
+    tokenizer, examples: list[Example], label_ids: dict[str, int], config, path: str
+) -> dict[str, np.ndarray]:
     """Model inputs [N, max_seq_length] and `labels` [N] (-1 for unlabelled rows)."""
     for e in examples:
         if e.label is not None and e.label not in label_ids:
-            raise ValueError(f"{path}:{e.line}: label {e.label!r} is not one of {list(label_ids)} "
-                             "(the training labels); add it to --config.labels or fix the row")
+            raise ValueError(
+                f"{path}:{e.line}: label {e.label!r} is not one of {list(label_ids)} "
+                "(the training labels); add it to --config.labels or fix the row"
+            )
     if config.truncation not in TRUNCATIONS:
         raise ValueError(f"config.truncation={config.truncation!r}; use one of {TRUNCATIONS}")
     features = common.stack_features(
-        [encode_example(tokenizer, e.text, e.text_pair, config.max_seq_length, config.truncation)
-         for e in examples], config.max_seq_length)
-    features["labels"] = np.array([-1 if e.label is None else label_ids[e.label] for e in examples],
-                                  np.int32)
+        [encode_example(tokenizer, e.text, e.text_pair, config.max_seq_length, config.truncation) for e in examples],
+        config.max_seq_length,
+    )
+    features["labels"] = np.array([-1 if e.label is None else label_ids[e.label] for e in examples], np.int32)
     return features
 
 
 # ---------------------------------------------------------------------------- metrics
 
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
-                           num_labels: int) -> dict[str, float]:
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
     """Accuracy and macro-F1 (the unweighted mean over classes of per-class F1; a class
     never gold nor predicted counts 0, as sklearn's zero_division=0), both x100."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
@@ -216,28 +233,34 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
         true_positives = np.sum((predictions == c) & (labels == c))
         denominator = np.sum(predictions == c) + np.sum(labels == c)
         f1s.append(2 * true_positives / denominator if denominator else 0.0)
-    return {"accuracy": 100 * float(np.mean(labels == predictions)),
-            "macro_f1": 100 * float(np.mean(f1s))}
+    return {"accuracy": 100 * float(np.mean(labels == predictions)), "macro_f1": 100 * float(np.mean(f1s))}
 
 
 # ---------------------------------------------------------------------------- fine-tuning
+
 
 def classification_loss(logits, batch):
     return common.cross_entropy(logits, batch["labels"])
 
 
 def export_classifier(pretrained: loading.Network, params: dict, labels: list[str], out_dir: str) -> None:
-    common.export_model(pretrained, params, out_dir, "sequence_classification",
-                        {"id2label": {str(i): label for i, label in enumerate(labels)},
-                         "label2id": {label: i for i, label in enumerate(labels)},
-                         "problem_type": "single_label_classification"})
+    common.export_model(
+        pretrained,
+        params,
+        out_dir,
+        "sequence_classification",
+        {
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)},
+            "problem_type": "single_label_classification",
+        },
+    )
 
 
 def write_predictions(path: str, examples: list[Example], predicted: list[str]) -> None:
     """One JSON object per line: the row's line in its file and the predicted label."""
     with files.atomic_open(path) as f:
-        f.writelines(json.dumps({"line": e.line, "label": label}) + "\n"
-                     for e, label in zip(examples, predicted))
+        f.writelines(json.dumps({"line": e.line, "label": label}) + "\n" for e, label in zip(examples, predicted))
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -249,7 +272,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     tokenizer = pretrained.tokenizer
     train_examples = read_examples(config.train_file, config)
     if config.max_train_examples:
-        train_examples = train_examples[:config.max_train_examples]
+        train_examples = train_examples[: config.max_train_examples]
     dev_examples = read_examples(config.dev_file, config)
     labels = label_list(config, train_examples)
     label_ids = {label: i for i, label in enumerate(labels)}
@@ -265,8 +288,9 @@ def run(config, workdir: str) -> dict[str, Any]:
     logging.info("classify: %d training examples, labels %s, %s", len(train_examples), labels, hyper)
 
     def predict(params, features):
-        return np.argmax(common.predict_outputs(program.predict_batch, params, features,
-                                                config.eval_batch_size), axis=-1)
+        return np.argmax(
+            common.predict_outputs(program.predict_batch, params, features, config.eval_batch_size), axis=-1
+        )
 
     def after_run(seed: int, params: dict) -> dict:
         if config.save_models:
@@ -274,16 +298,24 @@ def run(config, workdir: str) -> dict[str, Any]:
         return {"test_predictions": predict(params, test)} if test else {}
 
     runs = common.finetune_seeds(
-        config, pretrained, program, train,
+        config,
+        pretrained,
+        program,
+        train,
         lambda params: classification_metrics(dev["labels"], predict(params, dev), len(labels)),
-        "classify", after_run)
+        "classify",
+        after_run,
+    )
     chosen = runs[common.median_run([run["dev"]["accuracy"] for run in runs])]
-    results = {"init": config.init, "config": config.to_dict(), "labels": labels,
-               "hyperparameters": {**hyper, "num_train_examples": len(train_examples),
-                                   "num_train_steps": program.total_steps},
-               "median": common.median_metrics([run["dev"] for run in runs]),
-               "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
-               "median_seed": chosen["seed"]}
+    results = {
+        "init": config.init,
+        "config": config.to_dict(),
+        "labels": labels,
+        "hyperparameters": {**hyper, "num_train_examples": len(train_examples), "num_train_steps": program.total_steps},
+        "median": common.median_metrics([run["dev"] for run in runs]),
+        "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
+        "median_seed": chosen["seed"],
+    }
     if test:
         predicted = [labels[i] for i in chosen["test_predictions"]]
         write_predictions(os.path.join(workdir, "test_predictions.jsonl"), test_examples, predicted)

@@ -13,6 +13,7 @@ whose params are `{electra, <head>}`), its loss `(outputs, batch) -> scalar` and
 
 `config` is a ConfigDict holding at least the fields of `base_config()`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 # ---------------------------------------------------------------------------- initialisation
 
+
 def require_files(config, keys: Sequence[str], file_kind: str) -> None:
     """Fails before any loading when a required data file is not set, naming the key."""
     for key in keys:
@@ -85,15 +87,14 @@ def init_task_params(net, encoder_params: Any, rng: jax.Array, seq_len: int) -> 
 
 def finetuning_model_config(config, pretrained: loading.Network) -> model.ElectraConfig:
     """The pretrained architecture with the fine-tuning dropout."""
-    return dataclasses.replace(pretrained.model_config, hidden_dropout=config.dropout,
-                               attention_dropout=config.dropout)
+    return dataclasses.replace(pretrained.model_config, hidden_dropout=config.dropout, attention_dropout=config.dropout)
 
 
-def export_model(pretrained: loading.Network, params: dict, out_dir: str, kind: str,
-                 extra_config: dict[str, Any]) -> None:
+def export_model(
+    pretrained: loading.Network, params: dict, out_dir: str, kind: str, extra_config: dict[str, Any]
+) -> None:
     """A transformers directory of `kind` (see hf.KINDS), with the tokenizer file beside it."""
-    hf.save_pretrained(pretrained.model_config, jax.device_get(params), out_dir, kind=kind,
-                       extra_config=extra_config)
+    hf.save_pretrained(pretrained.model_config, jax.device_get(params), out_dir, kind=kind, extra_config=extra_config)
     copy_tokenizer(pretrained.tokenizer, out_dir)
 
 
@@ -107,14 +108,16 @@ def copy_tokenizer(tokenizer: tokenizer_lib.Tokenizer, out_dir: str) -> None:
 
 # ---------------------------------------------------------------------------- recipe
 
-def resolved_hyperparameters(config, cfg: model.ElectraConfig,
-                             default_num_epochs: float) -> dict[str, float]:
+
+def resolved_hyperparameters(config, cfg: model.ElectraConfig, default_num_epochs: float) -> dict[str, float]:
     """learning_rate, layerwise_lr_decay, num_epochs with the 0 = "paper value" rule applied."""
     size = presets.size_of(cfg.hidden_size, cfg.num_layers)
     if (not config.learning_rate or not config.layerwise_lr_decay) and size is None:
-        raise ValueError(f"the model (hidden {cfg.hidden_size}, {cfg.num_layers} layers) is none "
-                         f"of the paper sizes {sorted(presets.MODEL_SIZES)}; set "
-                         "--config.learning_rate and --config.layerwise_lr_decay explicitly")
+        raise ValueError(
+            f"the model (hidden {cfg.hidden_size}, {cfg.num_layers} layers) is none "
+            f"of the paper sizes {sorted(presets.MODEL_SIZES)}; set "
+            "--config.learning_rate and --config.layerwise_lr_decay explicitly"
+        )
     recipe = presets.FINETUNING_RECIPES.get(size, {})
     return {
         "learning_rate": config.learning_rate or recipe["learning_rate"],
@@ -123,16 +126,26 @@ def resolved_hyperparameters(config, cfg: model.ElectraConfig,
     }
 
 
-def make_optimizer(config, hyper: dict[str, float], num_layers: int,
-                   total_steps: int) -> tuple[optax.GradientTransformation, Any]:
+def make_optimizer(
+    config, hyper: dict[str, float], num_layers: int, total_steps: int
+) -> tuple[optax.GradientTransformation, Any]:
     """AdamW + warmup/linear decay + layer-wise LR decay, via `optim.make_optimizer`."""
-    optim_config = ml_collections.ConfigDict(dict(
-        learning_rate=hyper["learning_rate"],
-        warmup_steps=int(config.warmup_fraction * total_steps),
-        decay="linear", end_learning_rate=0.0, power=1.0,
-        b1=config.b1, b2=config.b2, eps=config.eps,
-        weight_decay=config.weight_decay, clip_norm=config.clip_norm,
-        layerwise_lr_decay=hyper["layerwise_lr_decay"], num_layers=num_layers))
+    optim_config = ml_collections.ConfigDict(
+        dict(
+            learning_rate=hyper["learning_rate"],
+            warmup_steps=int(config.warmup_fraction * total_steps),
+            decay="linear",
+            end_learning_rate=0.0,
+            power=1.0,
+            b1=config.b1,
+            b2=config.b2,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            clip_norm=config.clip_norm,
+            layerwise_lr_decay=hyper["layerwise_lr_decay"],
+            num_layers=num_layers,
+        )
+    )
     return optim.make_optimizer(optim_config, total_steps)
 
 
@@ -140,15 +153,19 @@ def num_train_steps(num_examples: int, num_epochs: float, batch_size: int) -> in
     """As the original: int(examples * epochs / batch_size)."""
     steps = int(num_examples * num_epochs / batch_size)
     if steps < 1:
-        raise ValueError(f"{num_examples} examples x {num_epochs} epochs / batch {batch_size} "
-                         "gives no optimizer step; raise num_epochs or lower batch_size")
+        raise ValueError(
+            f"{num_examples} examples x {num_epochs} epochs / batch {batch_size} "
+            "gives no optimizer step; raise num_epochs or lower batch_size"
+        )
     return steps
 
 
 # ---------------------------------------------------------------------------- batching
 
-def pack_features(tokenizer: tokenizer_lib.Tokenizer, ids_a: Sequence[int],
-                  ids_b: Optional[Sequence[int]], max_length: int) -> dict[str, np.ndarray]:
+
+def pack_features(
+    tokenizer: tokenizer_lib.Tokenizer, ids_a: Sequence[int], ids_b: Optional[Sequence[int]], max_length: int
+) -> dict[str, np.ndarray]:
     """[CLS] a [SEP] (b [SEP]) + padding, for ids already cut to fit (as `Tokenizer.encode_pair`
     lays them out). int32 [max_length] input_ids, attention_mask, token_type_ids."""
     input_ids = [tokenizer.cls_id, *ids_a, tokenizer.sep_id]
@@ -157,12 +174,13 @@ def pack_features(tokenizer: tokenizer_lib.Tokenizer, ids_a: Sequence[int],
         input_ids += [*ids_b, tokenizer.sep_id]
         token_type_ids += [1] * (len(ids_b) + 1)
     if len(input_ids) > max_length:
-        raise ValueError(f"{len(input_ids)} tokens do not fit max_length={max_length}; cut the "
-                         "ids first")
+        raise ValueError(f"{len(input_ids)} tokens do not fit max_length={max_length}; cut the ids first")
     num_padding = max_length - len(input_ids)
-    return {"input_ids": np.array(input_ids + [tokenizer.pad_id] * num_padding, np.int32),
-            "attention_mask": np.array([1] * len(input_ids) + [0] * num_padding, np.int32),
-            "token_type_ids": np.array(token_type_ids + [0] * num_padding, np.int32)}
+    return {
+        "input_ids": np.array(input_ids + [tokenizer.pad_id] * num_padding, np.int32),
+        "attention_mask": np.array([1] * len(input_ids) + [0] * num_padding, np.int32),
+        "token_type_ids": np.array(token_type_ids + [0] * num_padding, np.int32),
+    }
 
 
 def stack_features(rows: list[dict[str, np.ndarray]], max_length: int) -> dict[str, np.ndarray]:
@@ -176,41 +194,45 @@ def num_rows(features: dict[str, np.ndarray]) -> int:
     return len(features["input_ids"])
 
 
-def train_batches(features: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator,
-                  keys: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+    features: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator, keys: Sequence[str]
+) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled full batches of `keys`, one permutation per epoch (the remainder is
     dropped, as the original's `drop_remainder=True`)."""
     num_examples = num_rows(features)
     if num_examples < batch_size:
-        raise ValueError(f"{num_examples} training examples cannot fill one batch of "
-                         f"{batch_size}; lower --config.batch_size")
+        raise ValueError(
+            f"{num_examples} training examples cannot fill one batch of {batch_size}; lower --config.batch_size"
+        )
     while True:
         order = rng.permutation(num_examples)
         for start in range(0, num_examples - batch_size + 1, batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             yield {key: features[key][rows] for key in keys}
 
 
-def predict_outputs(predict_batch, params, features: dict[str, np.ndarray], batch_size: int,
-                    keys: Sequence[str] = model.FEATURE_KEYS) -> Any:
+def predict_outputs(
+    predict_batch, params, features: dict[str, np.ndarray], batch_size: int, keys: Sequence[str] = model.FEATURE_KEYS
+) -> Any:
     """`predict_batch` over all rows of `features` in batches; its outputs (any pytree of
     [batch, ...] arrays) concatenated as float32 numpy. The last batch is padded so only
     one shape compiles."""
     num_examples = num_rows(features)
     outputs = []
     for start in range(0, num_examples, batch_size):
-        batch = {key: features[key][start:start + batch_size] for key in keys}
+        batch = {key: features[key][start : start + batch_size] for key in keys}
         real = len(batch["input_ids"])
-        batch = {key: np.pad(value, [(0, batch_size - real)] + [(0, 0)] * (value.ndim - 1))
-                 for key, value in batch.items()}
-        outputs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:real],
-                                              predict_batch(params, batch)))
+        batch = {
+            key: np.pad(value, [(0, batch_size - real)] + [(0, 0)] * (value.ndim - 1)) for key, value in batch.items()
+        }
+        outputs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:real], predict_batch(params, batch)))
     if not outputs:
         raise ValueError("no examples to predict on")
     return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts).astype(np.float32), *outputs)
 
 
 # ---------------------------------------------------------------------------- steps
+
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
@@ -229,15 +251,19 @@ class Placement:
 
     def state_sharding(self, tx: optax.GradientTransformation) -> optim.TrainState:
         return optim.TrainState(
-            step=sharding.replicated(self.mesh), params=self.params_sharding,
-            opt_state=sharding.opt_state_shardings(tx, jax.eval_shape(tx.init, self.abstract_params),
-                                                   self.params_sharding, self.mesh))
+            step=sharding.replicated(self.mesh),
+            params=self.params_sharding,
+            opt_state=sharding.opt_state_shardings(
+                tx, jax.eval_shape(tx.init, self.abstract_params), self.params_sharding, self.mesh
+            ),
+        )
 
     def global_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """A whole batch, which every process holds, as arrays split over the mesh."""
-        return {key: jax.make_array_from_callback(value.shape, self.batch_sharding,
-                                                  lambda index, value=value: value[index])
-                for key, value in batch.items()}
+        return {
+            key: jax.make_array_from_callback(value.shape, self.batch_sharding, lambda index, value=value: value[index])
+            for key, value in batch.items()
+        }
 
 
 def make_placement(config, net, devices: Optional[Sequence[jax.Device]] = None) -> Placement:
@@ -251,20 +277,25 @@ def make_placement(config, net, devices: Optional[Sequence[jax.Device]] = None) 
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     for key in ("batch_size", "eval_batch_size"):
         if config[key] % shards:
-            raise ValueError(f"{key}={config[key]} does not divide over the mesh's {shards} "
-                             f"data x fsdp shards ({mesh.size} devices); set "
-                             f"--config.{key} to a multiple of {shards}, or --config.mesh.data")
+            raise ValueError(
+                f"{key}={config[key]} does not divide over the mesh's {shards} "
+                f"data x fsdp shards ({mesh.size} devices); set "
+                f"--config.{key} to a multiple of {shards}, or --config.mesh.data"
+            )
     return Placement(mesh, rules, abstract_params, params_sharding)
 
 
-def make_train_step(net, loss_fn: Callable[[Any, dict], jax.Array],
-                    tx: optax.GradientTransformation, schedule, placement: Placement):
+def make_train_step(
+    net, loss_fn: Callable[[Any, dict], jax.Array], tx: optax.GradientTransformation, schedule, placement: Placement
+):
     """jitted (state, batch, dropout_rng) -> (state, {loss, learning_rate}) on the mesh;
     state donated. `loss_fn(outputs of net, batch) -> scalar`."""
+
     def train_step(state: optim.TrainState, batch: dict, dropout_rng: jax.Array):
         def loss_of(params):
-            outputs = model.apply_network(net, params, batch, deterministic=False,
-                                          rngs={"dropout": jax.random.fold_in(dropout_rng, state.step)})
+            outputs = model.apply_network(
+                net, params, batch, deterministic=False, rngs={"dropout": jax.random.fold_in(dropout_rng, state.step)}
+            )
             return loss_fn(outputs, batch)
 
         loss, grads = jax.value_and_grad(loss_of)(state.params)
@@ -272,17 +303,23 @@ def make_train_step(net, loss_fn: Callable[[Any, dict], jax.Array],
 
     replicated = sharding.replicated(placement.mesh)
     state_sharding = placement.state_sharding(tx)
-    step = jax.jit(train_step, in_shardings=(state_sharding, placement.batch_sharding, replicated),
-                   out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+    step = jax.jit(
+        train_step,
+        in_shardings=(state_sharding, placement.batch_sharding, replicated),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=(0,),
+    )
     step = sharding.under_mesh(placement.mesh, placement.rules, step)
     return lambda state, batch, dropout_rng: step(state, placement.global_batch(batch), dropout_rng)
 
 
 def make_predict_fn(net, placement: Placement):
     """jitted (params, numpy batch) -> the head's outputs (replicated), dropout off."""
-    predict = jax.jit(lambda params, batch: model.apply_network(net, params, batch, deterministic=True),
-                      in_shardings=(placement.params_sharding, placement.batch_sharding),
-                      out_shardings=sharding.replicated(placement.mesh))
+    predict = jax.jit(
+        lambda params, batch: model.apply_network(net, params, batch, deterministic=True),
+        in_shardings=(placement.params_sharding, placement.batch_sharding),
+        out_shardings=sharding.replicated(placement.mesh),
+    )
     predict = sharding.under_mesh(placement.mesh, placement.rules, predict)
     return lambda params, batch: predict(params, placement.global_batch(batch))
 
@@ -300,22 +337,41 @@ class TaskProgram:
     batch_keys: tuple[str, ...]  # the feature keys a training batch carries
 
 
-def build_program(config, net, loss_fn, hyper: dict[str, float], num_train_examples: int,
-                  batch_keys: Sequence[str] = (*model.FEATURE_KEYS, "labels")) -> TaskProgram:
+def build_program(
+    config,
+    net,
+    loss_fn,
+    hyper: dict[str, float],
+    num_train_examples: int,
+    batch_keys: Sequence[str] = (*model.FEATURE_KEYS, "labels"),
+) -> TaskProgram:
     total_steps = num_train_steps(num_train_examples, hyper["num_epochs"], config.batch_size)
     tx, schedule = make_optimizer(config, hyper, net.config.num_layers, total_steps)
     placement = make_placement(config, net)
-    return TaskProgram(net, tx, placement, make_train_step(net, loss_fn, tx, schedule, placement),
-                       make_predict_fn(net, placement), total_steps, tuple(batch_keys))
+    return TaskProgram(
+        net,
+        tx,
+        placement,
+        make_train_step(net, loss_fn, tx, schedule, placement),
+        make_predict_fn(net, placement),
+        total_steps,
+        tuple(batch_keys),
+    )
 
 
-def fit(config, program: TaskProgram, params: dict, train: dict[str, np.ndarray], seed: int,
-        evaluate: Callable[[Any], Any], desc: str) -> tuple[dict, list[dict]]:
+def fit(
+    config,
+    program: TaskProgram,
+    params: dict,
+    train: dict[str, np.ndarray],
+    seed: int,
+    evaluate: Callable[[Any], Any],
+    desc: str,
+) -> tuple[dict, list[dict]]:
     """Trains one run from `params`; returns (params on the host, log of {step, loss,
     learning_rate, dev: evaluate(params)}), evaluating every `eval_every` steps and at the end."""
     _, dropout_rng = seed_rngs(seed)
-    state = jax.device_put(optim.TrainState.create(params, program.tx),
-                           program.placement.state_sharding(program.tx))
+    state = jax.device_put(optim.TrainState.create(params, program.tx), program.placement.state_sharding(program.tx))
     batches = train_batches(train, config.batch_size, np.random.default_rng(seed), program.batch_keys)
     total_steps = program.total_steps
     log = []
@@ -332,8 +388,7 @@ def fit(config, program: TaskProgram, params: dict, train: dict[str, np.ndarray]
             logging.info("%s step %d: %s", desc, done, entry)
             log.append(entry)
     # Gathered to every process first: fsdp-sharded params are not addressable from one host.
-    gathered = jax.jit(lambda params: params,
-                       out_shardings=sharding.replicated(program.placement.mesh))(state.params)
+    gathered = jax.jit(lambda params: params, out_shardings=sharding.replicated(program.placement.mesh))(state.params)
     return jax.device_get(gathered), log
 
 
@@ -343,9 +398,15 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_rng, dropout_rng
 
 
-def finetune_seed(config, pretrained: loading.Network, program: TaskProgram, seed: int,
-                  train: dict[str, np.ndarray], evaluate: Callable[[Any], Any],
-                  desc: str) -> tuple[dict, list[dict]]:
+def finetune_seed(
+    config,
+    pretrained: loading.Network,
+    program: TaskProgram,
+    seed: int,
+    train: dict[str, np.ndarray],
+    evaluate: Callable[[Any], Any],
+    desc: str,
+) -> tuple[dict, list[dict]]:
     """One run: a fresh head from `seed` on the pretrained encoder (a random one with
     `config.from_scratch`), then `fit`."""
     init_rng, _ = seed_rngs(seed)
@@ -366,15 +427,21 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Ar
 
 # ---------------------------------------------------------------------------- seeds and files
 
-def finetune_seeds(config, pretrained: loading.Network, program: TaskProgram, train: dict[str, np.ndarray],
-                   evaluate: Callable[[Any], Any], desc: str,
-                   after_run: Callable[[int, dict], dict] = lambda seed, params: {}) -> list[dict]:
+
+def finetune_seeds(
+    config,
+    pretrained: loading.Network,
+    program: TaskProgram,
+    train: dict[str, np.ndarray],
+    evaluate: Callable[[Any], Any],
+    desc: str,
+    after_run: Callable[[int, dict], dict] = lambda seed, params: {},
+) -> list[dict]:
     """`config.seeds` runs from `config.seed` on; each gives {seed, dev (the final
     evaluation), log, **after_run(seed, params)} (export, test predictions, ...)."""
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
-        params, log = finetune_seed(config, pretrained, program, seed, train, evaluate,
-                                    f"{desc} seed {seed}")
+        params, log = finetune_seed(config, pretrained, program, seed, train, evaluate, f"{desc} seed {seed}")
         runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, **after_run(seed, params)})
     return runs
 
@@ -391,4 +458,3 @@ def median_metrics(per_seed: list[dict]) -> dict:
     if isinstance(first, dict):
         return {key: median_metrics([run[key] for run in per_seed]) for key in first}
     return float(np.median(per_seed))
-

@@ -15,6 +15,7 @@ directory (`WORKDIR/<task>/seed_<k>/`, tokenizer included), and the run with the
 score writes the test-set predictions in the GLUE leaderboard's format
 (`WORKDIR/submission/<Task>.tsv`). `WORKDIR/results.json` and `results.md` hold the numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,14 +39,31 @@ DEFAULT_NUM_EPOCHS = 3.0
 NUM_EPOCHS = {"rte": 10.0, "stsb": 10.0}  # the small tasks train longer
 
 # task -> (metrics key, split) of the dev and test sets it is scored / predicted on
-DEV_SPLITS = {task: (("mnli_matched", "dev_matched"), ("mnli_mismatched", "dev_mismatched"))
-              if task == "mnli" else ((task, "dev"),) for task in glue_data.TASKS}
-TEST_SPLITS = {task: (("mnli_matched", "test_matched"), ("mnli_mismatched", "test_mismatched"))
-               if task == "mnli" else ((task, "test"),) for task in glue_data.TASKS}
+DEV_SPLITS = {
+    task: (("mnli_matched", "dev_matched"), ("mnli_mismatched", "dev_mismatched"))
+    if task == "mnli"
+    else ((task, "dev"),)
+    for task in glue_data.TASKS
+}
+TEST_SPLITS = {
+    task: (("mnli_matched", "test_matched"), ("mnli_mismatched", "test_mismatched"))
+    if task == "mnli"
+    else ((task, "test"),)
+    for task in glue_data.TASKS
+}
 # metrics key -> the file name the GLUE leaderboard expects in a submission zip
-SUBMISSION_FILES = {"cola": "CoLA.tsv", "sst2": "SST-2.tsv", "mrpc": "MRPC.tsv", "qqp": "QQP.tsv",
-                    "stsb": "STS-B.tsv", "mnli_matched": "MNLI-m.tsv", "mnli_mismatched": "MNLI-mm.tsv",
-                    "qnli": "QNLI.tsv", "rte": "RTE.tsv", "wnli": "WNLI.tsv"}
+SUBMISSION_FILES = {
+    "cola": "CoLA.tsv",
+    "sst2": "SST-2.tsv",
+    "mrpc": "MRPC.tsv",
+    "qqp": "QQP.tsv",
+    "stsb": "STS-B.tsv",
+    "mnli_matched": "MNLI-m.tsv",
+    "mnli_mismatched": "MNLI-mm.tsv",
+    "qnli": "QNLI.tsv",
+    "rte": "RTE.tsv",
+    "wnli": "WNLI.tsv",
+}
 STSB_RANGE = (0.0, 5.0)  # STS-B gold scores; predictions are clipped to it for submission
 
 
@@ -68,27 +86,31 @@ def glue_config() -> ml_collections.ConfigDict:
 
 # ---------------------------------------------------------------------------- data
 
+
 def is_regression(task: str) -> bool:
     return glue_data.LABELS[task] is None
 
 
-def encode_examples(tokenizer: tokenizer_lib.Tokenizer, examples: list, max_seq_length: int,
-                    regression: bool) -> dict[str, np.ndarray]:
+def encode_examples(
+    tokenizer: tokenizer_lib.Tokenizer, examples: list, max_seq_length: int, regression: bool
+) -> dict[str, np.ndarray]:
     """Model inputs [N, max_seq_length], `labels` [N] (0 / NaN on test splits) and `idx` [N]."""
     encoded = [tokenizer.encode_pair(e.text_a, e.text_b, max_seq_length) for e in examples]
     features = common.stack_features(encoded, max_seq_length)
     missing = np.nan if regression else 0
-    features["labels"] = np.array([missing if e.label is None else e.label for e in examples],
-                                  np.float32 if regression else np.int32)
+    features["labels"] = np.array(
+        [missing if e.label is None else e.label for e in examples], np.float32 if regression else np.int32
+    )
     features["idx"] = np.array([e.idx for e in examples], np.int64)
     return features
 
 
 def load_split(config, task: str, split: str, tokenizer) -> dict[str, np.ndarray]:
-    examples = glue_data.load_glue(task, split, data_dir=config.data_dir or None,
-                                   tfds_data_dir=config.tfds_data_dir or None, source=config.source)
+    examples = glue_data.load_glue(
+        task, split, data_dir=config.data_dir or None, tfds_data_dir=config.tfds_data_dir or None, source=config.source
+    )
     if split == "train" and config.max_train_examples:
-        examples = examples[:config.max_train_examples]
+        examples = examples[: config.max_train_examples]
     return encode_examples(tokenizer, examples, config.max_seq_length, is_regression(task))
 
 
@@ -98,13 +120,13 @@ def train_batches(features: dict[str, np.ndarray], batch_size: int, rng: np.rand
 
 # ---------------------------------------------------------------------------- model and optimizer
 
+
 def resolved_hyperparameters(config, task: str, cfg: model.ElectraConfig) -> dict[str, float]:
     """learning_rate, layerwise_lr_decay, num_epochs with the 0 = "paper value" rule applied."""
     return common.resolved_hyperparameters(config, cfg, NUM_EPOCHS.get(task, DEFAULT_NUM_EPOCHS))
 
 
-def init_classifier_params(net: model.SequenceClassifier, encoder_params: Any, rng: jax.Array,
-                           seq_len: int) -> dict:
+def init_classifier_params(net: model.SequenceClassifier, encoder_params: Any, rng: jax.Array, seq_len: int) -> dict:
     return common.init_task_params(net, encoder_params, rng, seq_len)
 
 
@@ -116,8 +138,7 @@ def task_loss(logits: jax.Array, labels: jax.Array, regression: bool) -> jax.Arr
     return common.cross_entropy(logits, labels)
 
 
-def predict_logits(predict_batch, params, features: dict[str, np.ndarray],
-                   batch_size: int) -> np.ndarray:
+def predict_logits(predict_batch, params, features: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
     """[N, num_labels] logits."""
     return common.predict_outputs(predict_batch, params, features, batch_size)
 
@@ -128,13 +149,16 @@ def predictions_from_logits(logits: np.ndarray, regression: bool) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- one task
 
+
 def _label_config(task: str) -> dict[str, Any]:
     """config.json entries transformers needs for a GLUE head."""
     labels = glue_data.LABELS[task] or ("score",)
-    return {"id2label": {str(i): name for i, name in enumerate(labels)},
-            "label2id": {name: i for i, name in enumerate(labels)},
-            "problem_type": "regression" if is_regression(task) else "single_label_classification",
-            "finetuning_task": task}
+    return {
+        "id2label": {str(i): name for i, name in enumerate(labels)},
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "problem_type": "regression" if is_regression(task) else "single_label_classification",
+        "finetuning_task": task,
+    }
 
 
 def export_classifier(pretrained: loading.Network, params: dict, task: str, out_dir: str) -> None:
@@ -142,33 +166,35 @@ def export_classifier(pretrained: loading.Network, params: dict, task: str, out_
     common.export_model(pretrained, params, out_dir, "sequence_classification", _label_config(task))
 
 
-def score_splits(task: str, logits_by_key: dict[str, np.ndarray],
-                 labels_by_key: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def score_splits(
+    task: str, logits_by_key: dict[str, np.ndarray], labels_by_key: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
     regression = is_regression(task)
-    return {key: glue_metrics.task_metrics(key, labels_by_key[key],
-                                           predictions_from_logits(logits, regression))
-            for key, logits in logits_by_key.items()}
+    return {
+        key: glue_metrics.task_metrics(key, labels_by_key[key], predictions_from_logits(logits, regression))
+        for key, logits in logits_by_key.items()
+    }
 
 
-def build_task_program(config, pretrained: loading.Network, task: str, hyper: dict[str, float],
-                       num_train_examples: int) -> common.TaskProgram:
-    net = model.SequenceClassifier(common.finetuning_model_config(config, pretrained),
-                                   glue_data.num_labels(task))
+def build_task_program(
+    config, pretrained: loading.Network, task: str, hyper: dict[str, float], num_train_examples: int
+) -> common.TaskProgram:
+    net = model.SequenceClassifier(common.finetuning_model_config(config, pretrained), glue_data.num_labels(task))
     regression = is_regression(task)
-    return common.build_program(config, net, lambda logits, batch: task_loss(logits, batch["labels"], regression),
-                                hyper, num_train_examples)
+    return common.build_program(
+        config, net, lambda logits, batch: task_loss(logits, batch["labels"], regression), hyper, num_train_examples
+    )
 
 
 def _dev_evaluator(config, program: common.TaskProgram, task: str, dev: dict):
     def evaluate(params):
-        logits = {key: predict_logits(program.predict_batch, params, dev[key], config.eval_batch_size)
-                  for key in dev}
+        logits = {key: predict_logits(program.predict_batch, params, dev[key], config.eval_batch_size) for key in dev}
         return score_splits(task, logits, {k: dev[k]["labels"] for k in dev})
+
     return evaluate
 
 
-def write_submission(task_key: str, idx: np.ndarray, predictions: np.ndarray, task: str,
-                     out_dir: str) -> str:
+def write_submission(task_key: str, idx: np.ndarray, predictions: np.ndarray, task: str, out_dir: str) -> str:
     """`index<TAB>prediction` rows as the GLUE leaderboard reads them: label names for
     classification, STS-B scores clipped to [0, 5]."""
     path = os.path.join(out_dir, SUBMISSION_FILES[task_key])
@@ -176,8 +202,7 @@ def write_submission(task_key: str, idx: np.ndarray, predictions: np.ndarray, ta
     with files.atomic_open(path) as f:
         f.write("index\tprediction\n")
         for index, prediction in zip(idx, predictions):
-            value = (f"{float(np.clip(prediction, *STSB_RANGE)):.3f}" if labels is None
-                     else labels[int(prediction)])
+            value = f"{float(np.clip(prediction, *STSB_RANGE)):.3f}" if labels is None else labels[int(prediction)]
             f.write(f"{int(index)}\t{value}\n")
     return path
 
@@ -205,21 +230,34 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
     def after_run(seed: int, params: dict) -> dict:
         if config.save_models:
             export_classifier(pretrained, params, task, os.path.join(workdir, task, f"seed_{seed}"))
-        return {"test_logits": {key: predict_logits(program.predict_batch, params, test[key],
-                                                    config.eval_batch_size) for key in test}}
+        return {
+            "test_logits": {
+                key: predict_logits(program.predict_batch, params, test[key], config.eval_batch_size) for key in test
+            }
+        }
 
-    runs = common.finetune_seeds(config, pretrained, program, train, _dev_evaluator(config, program, task, dev),
-                                 task, after_run)
+    runs = common.finetune_seeds(
+        config, pretrained, program, train, _dev_evaluator(config, program, task, dev), task, after_run
+    )
     dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
     chosen = runs[common.median_run(dev_scores)]
-    submission = [write_submission(key, test[key]["idx"],
-                                   predictions_from_logits(logits, is_regression(task)), task,
-                                   os.path.join(workdir, "submission"))
-                  for key, logits in chosen["test_logits"].items()]
+    submission = [
+        write_submission(
+            key,
+            test[key]["idx"],
+            predictions_from_logits(logits, is_regression(task)),
+            task,
+            os.path.join(workdir, "submission"),
+        )
+        for key, logits in chosen["test_logits"].items()
+    ]
     return {
         "task": task,
-        "hyperparameters": {**hyper, "num_train_examples": len(train["labels"]),
-                            "num_train_steps": chosen["log"][-1]["step"]},
+        "hyperparameters": {
+            **hyper,
+            "num_train_examples": len(train["labels"]),
+            "num_train_steps": chosen["log"][-1]["step"],
+        },
         "median": common.median_metrics([run["dev"] for run in runs]),
         "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
         "median_seed": chosen["seed"],
@@ -228,6 +266,7 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
 
 
 # ---------------------------------------------------------------------------- the suite
+
 
 def results_table(results: dict[str, Any]) -> str:
     """Markdown table of the median dev metrics, one row per scored split."""
@@ -239,8 +278,9 @@ def results_table(results: dict[str, Any]) -> str:
                 rows.append(f"| {key} | {name} | {value:.2f} | {per_run} |")
     rows.append(f"| **GLUE score** | mean of task scores | {results['glue_score']:.2f} | |")
     if results.get("electra_paper_score") is not None:
-        rows.append(f"| ELECTRA-paper dev average | one metric per task, no WNLI | "
-                    f"{results['electra_paper_score']:.2f} | |")
+        rows.append(
+            f"| ELECTRA-paper dev average | one metric per task, no WNLI | {results['electra_paper_score']:.2f} | |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -287,12 +327,15 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     task = tasks_of(config)[0]
     pretrained = loading.load_network(config.init, None, config.tokenizer, "encoder")
     if pretrained.classifier_params is None:
-        raise ValueError(f"{config.init} has no classification head; eval_only needs a "
-                         "fine-tuned model (a WORKDIR/<task>/seed_<k> directory)")
+        raise ValueError(
+            f"{config.init} has no classification head; eval_only needs a "
+            "fine-tuned model (a WORKDIR/<task>/seed_<k> directory)"
+        )
     trained_task = (pretrained.hf_config or {}).get("finetuning_task")
     if trained_task not in (None, task):
-        raise ValueError(f"{config.init} was fine-tuned on {trained_task!r}, not {task!r}; "
-                         f"set --config.task={trained_task}")
+        raise ValueError(
+            f"{config.init} was fine-tuned on {trained_task!r}, not {task!r}; set --config.task={trained_task}"
+        )
     split = config.eval_split
     key_of_split = {s: key for key, s in (*DEV_SPLITS[task], *TEST_SPLITS[task])}
     if split not in key_of_split:
@@ -301,14 +344,15 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     features = load_split(config, task, split, pretrained.tokenizer)
     net = model.SequenceClassifier(pretrained.model_config, glue_data.num_labels(task))
     params = {"electra": pretrained.encoder_params, "classifier": pretrained.classifier_params}
-    logits = predict_logits(common.make_predict_fn(net, common.make_placement(config, net)), params,
-                            features, config.eval_batch_size)
+    logits = predict_logits(
+        common.make_predict_fn(net, common.make_placement(config, net)), params, features, config.eval_batch_size
+    )
     predictions = predictions_from_logits(logits, is_regression(task))
-    result: dict[str, Any] = {"init": config.init, "task": task, "split": split,
-                              "num_examples": len(predictions)}
+    result: dict[str, Any] = {"init": config.init, "task": task, "split": split, "num_examples": len(predictions)}
     if split.startswith("test"):
-        result["submission_file"] = write_submission(key, features["idx"], predictions, task,
-                                                     os.path.join(workdir, "submission"))
+        result["submission_file"] = write_submission(
+            key, features["idx"], predictions, task, os.path.join(workdir, "submission")
+        )
     else:
         result["metrics"] = glue_metrics.task_metrics(key, features["labels"], predictions)
     os.makedirs(workdir, exist_ok=True)

@@ -4,6 +4,7 @@ Per task (as the GLUE benchmark defines them): CoLA Matthews correlation; SST-2,
 RTE, WNLI, MNLI-m and MNLI-mm accuracy; MRPC and QQP F1 (positive class 1) and accuracy;
 STS-B Pearson and Spearman correlation. All are reported x100, as the leaderboard does.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 # The single metric the ELECTRA paper averages per task on dev (Sec. 3.1: Spearman for
 # STS, Matthews for CoLA, accuracy for the rest; MNLI matched only; WNLI left out).
-ELECTRA_PAPER_METRIC = {task: ("spearman" if task == "stsb" else "mcc" if task == "cola" else "accuracy")
-                        for task in TASK_METRICS if task not in ("wnli", "mnli_mismatched")}
+ELECTRA_PAPER_METRIC = {
+    task: ("spearman" if task == "stsb" else "mcc" if task == "cola" else "accuracy")
+    for task in TASK_METRICS
+    if task not in ("wnli", "mnli_mismatched")
+}
 
 
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
@@ -34,8 +38,12 @@ def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
 def _confusion(labels: np.ndarray, predictions: np.ndarray) -> tuple[int, int, int, int]:
     """(tp, fp, fn, tn) of binary labels, class 1 positive."""
     labels, predictions = np.asarray(labels) == 1, np.asarray(predictions) == 1
-    return (int(np.sum(labels & predictions)), int(np.sum(~labels & predictions)),
-            int(np.sum(labels & ~predictions)), int(np.sum(~labels & ~predictions)))
+    return (
+        int(np.sum(labels & predictions)),
+        int(np.sum(~labels & predictions)),
+        int(np.sum(labels & ~predictions)),
+        int(np.sum(~labels & ~predictions)),
+    )
 
 
 def f1(labels: np.ndarray, predictions: np.ndarray) -> float:
@@ -76,8 +84,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
-_METRIC_FNS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef,
-               "pearson": pearson, "spearman": spearman}
+_METRIC_FNS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef, "pearson": pearson, "spearman": spearman}
 
 
 def task_metrics(task: str, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -85,8 +92,10 @@ def task_metrics(task: str, labels: np.ndarray, predictions: np.ndarray) -> dict
     if task not in TASK_METRICS:
         raise ValueError(f"no GLUE metrics for {task!r}; use one of {sorted(TASK_METRICS)}")
     if len(labels) != len(predictions) or not len(labels):
-        raise ValueError(f"{task}: {len(labels)} labels but {len(predictions)} predictions; "
-                         "score a non-empty split with one prediction per example")
+        raise ValueError(
+            f"{task}: {len(labels)} labels but {len(predictions)} predictions; "
+            "score a non-empty split with one prediction per example"
+        )
     return {name: 100.0 * _METRIC_FNS[name](labels, predictions) for name in TASK_METRICS[task]}
 
 

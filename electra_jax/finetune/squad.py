@@ -35,6 +35,7 @@ official format; "" = no answer), for 2.0 also `null_odds.json` (id -> no-answer
 the official script's `--na-prob-file`), and the transformers model;
 `WORKDIR/results.json` holds the official metrics of every run and their median.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -105,12 +106,15 @@ def na_threshold(config) -> float:
 
 # ---------------------------------------------------------------------------- windows
 
+
 def window_spans(num_tokens: int, window_length: int, doc_stride: int) -> list[tuple[int, int]]:
     """(start, length) of the windows over `num_tokens` context tokens: each starts
     min(length, doc_stride) tokens after the previous, the last one ends at the last token."""
     if num_tokens < 1 or window_length < 1 or doc_stride < 1:
-        raise ValueError(f"window_spans(num_tokens={num_tokens}, window_length={window_length}, "
-                         f"doc_stride={doc_stride}) needs all three >= 1")
+        raise ValueError(
+            f"window_spans(num_tokens={num_tokens}, window_length={window_length}, "
+            f"doc_stride={doc_stride}) needs all three >= 1"
+        )
     spans, start = [], 0
     while True:
         length = min(num_tokens - start, window_length)
@@ -134,14 +138,16 @@ def max_context_windows(spans: Sequence[tuple[int, int]], num_tokens: int) -> np
     return best_window
 
 
-def answer_token_span(char_spans: np.ndarray, answer_start: int, answer_end: int,
-                      qid: str) -> tuple[int, int]:
+def answer_token_span(char_spans: np.ndarray, answer_start: int, answer_end: int, qid: str) -> tuple[int, int]:
     """(first, last) context token overlapping the characters [answer_start, answer_end)."""
-    overlapping = np.flatnonzero((char_spans[:, 0] < answer_end) & (char_spans[:, 1] > answer_start)
-                                 & (char_spans[:, 1] > char_spans[:, 0]))
+    overlapping = np.flatnonzero(
+        (char_spans[:, 0] < answer_end) & (char_spans[:, 1] > answer_start) & (char_spans[:, 1] > char_spans[:, 0])
+    )
     if not len(overlapping):
-        raise ValueError(f"question id={qid}: the answer at characters [{answer_start}, "
-                         f"{answer_end}) covers no token of the context; check its answer_start")
+        raise ValueError(
+            f"question id={qid}: the answer at characters [{answer_start}, "
+            f"{answer_end}) covers no token of the context; check its answer_start"
+        )
     return int(overlapping[0]), int(overlapping[-1])
 
 
@@ -156,9 +162,14 @@ class Windows:
     max_context: np.ndarray  # [N, S] bool: the token's most-context window is this one
 
 
-def featurize(examples: Sequence[squad_data.SquadExample], tokenizer: tokenizer_lib.Tokenizer,
-              max_seq_length: int, max_query_length: int, doc_stride: int,
-              with_labels: bool) -> Windows:
+def featurize(
+    examples: Sequence[squad_data.SquadExample],
+    tokenizer: tokenizer_lib.Tokenizer,
+    max_seq_length: int,
+    max_query_length: int,
+    doc_stride: int,
+    with_labels: bool,
+) -> Windows:
     """Doc-stride windows of every question (labels from its first gold answer)."""
     rows: dict[str, list] = {key: [] for key in (*TRAIN_KEYS, "example_index", "char_spans", "max_context")}
     context_cache: dict[str, tuple[list[int], np.ndarray]] = {}  # questions share paragraphs
@@ -170,9 +181,11 @@ def featurize(examples: Sequence[squad_data.SquadExample], tokenizer: tokenizer_
         context_ids, context_spans = context_cache[example.context]
         window_length = max_seq_length - len(question_ids) - 3
         if window_length < 1:
-            raise ValueError(f"max_seq_length={max_seq_length} leaves no room for context after a "
-                             f"{len(question_ids)}-token question; raise max_seq_length or lower "
-                             "max_query_length")
+            raise ValueError(
+                f"max_seq_length={max_seq_length} leaves no room for context after a "
+                f"{len(question_ids)}-token question; raise max_seq_length or lower "
+                "max_query_length"
+            )
         if not context_ids:
             raise ValueError(f"question id={example.qid}: the context tokenizes to nothing")
         spans = window_spans(len(context_ids), window_length, doc_stride)
@@ -182,33 +195,41 @@ def featurize(examples: Sequence[squad_data.SquadExample], tokenizer: tokenizer_
             answer = answer_token_span(context_spans, char_start, char_start + len(text), example.qid)
         offset = len(question_ids) + 2  # [CLS] question [SEP]
         for window, (start, length) in enumerate(spans):
-            input_ids = [tokenizer.cls_id, *question_ids, tokenizer.sep_id,
-                         *context_ids[start:start + length], tokenizer.sep_id]
+            input_ids = [
+                tokenizer.cls_id,
+                *question_ids,
+                tokenizer.sep_id,
+                *context_ids[start : start + length],
+                tokenizer.sep_id,
+            ]
             padding = max_seq_length - len(input_ids)
             rows["input_ids"].append(input_ids + [tokenizer.pad_id] * padding)
             rows["attention_mask"].append([1] * len(input_ids) + [0] * padding)
             rows["token_type_ids"].append([0] * offset + [1] * (length + 1) + [0] * padding)
             char_spans = np.full((max_seq_length, 2), -1, np.int32)
-            char_spans[offset:offset + length] = context_spans[start:start + length]
+            char_spans[offset : offset + length] = context_spans[start : start + length]
             max_context = np.zeros(max_seq_length, bool)
-            max_context[offset:offset + length] = best_window[start:start + length] == window
+            max_context[offset : offset + length] = best_window[start : start + length] == window
             rows["char_spans"].append(char_spans)
             rows["max_context"].append(max_context)
             rows["example_index"].append(index)
             if with_labels:
-                inside = (not example.is_impossible and start <= answer[0]
-                          and answer[1] < start + length)
+                inside = not example.is_impossible and start <= answer[0] and answer[1] < start + length
                 rows["start_positions"].append(answer[0] - start + offset if inside else 0)
                 rows["end_positions"].append(answer[1] - start + offset if inside else 0)
                 rows["is_impossible"].append(float(example.is_impossible))
     keys = TRAIN_KEYS if with_labels else model.FEATURE_KEYS
-    features = {key: np.asarray(rows[key], np.float32 if key == "is_impossible" else np.int32)
-                for key in keys}
-    return Windows(features, np.asarray(rows["example_index"], np.int64),
-                   np.stack(rows["char_spans"]), np.stack(rows["max_context"]))
+    features = {key: np.asarray(rows[key], np.float32 if key == "is_impossible" else np.int32) for key in keys}
+    return Windows(
+        features,
+        np.asarray(rows["example_index"], np.int64),
+        np.stack(rows["char_spans"]),
+        np.stack(rows["max_context"]),
+    )
 
 
 # ---------------------------------------------------------------------------- loss
+
 
 def squad_loss(outputs: dict, batch: dict, answerable_weight: float) -> jax.Array:
     """Mean over windows of (start CE + end CE) / 2, the softmaxes over the context and
@@ -219,15 +240,19 @@ def squad_loss(outputs: dict, batch: dict, answerable_weight: float) -> jax.Arra
         logits = jnp.where(candidates, logits.astype(jnp.float32), -1e9)
         return optax.softmax_cross_entropy_with_integer_labels(logits, positions)
 
-    loss = (position_loss(outputs["start_logits"], batch["start_positions"])
-            + position_loss(outputs["end_logits"], batch["end_positions"])) / 2
+    loss = (
+        position_loss(outputs["start_logits"], batch["start_positions"])
+        + position_loss(outputs["end_logits"], batch["end_positions"])
+    ) / 2
     if "no_answer_logits" in outputs:
         loss += answerable_weight * optax.sigmoid_binary_cross_entropy(
-            outputs["no_answer_logits"].astype(jnp.float32), batch["is_impossible"])
+            outputs["no_answer_logits"].astype(jnp.float32), batch["is_impossible"]
+        )
     return jnp.mean(loss)
 
 
 # ---------------------------------------------------------------------------- decoding
+
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
@@ -238,8 +263,9 @@ class Decoded:
     num_without_span: int  # questions no window offered a valid span for (predicted "")
 
 
-def _window_candidates(start_logits, end_logits, char_spans, max_context, context: str,
-                       n_best_size: int, max_answer_length: int) -> list[tuple[float, str]]:
+def _window_candidates(
+    start_logits, end_logits, char_spans, max_context, context: str, n_best_size: int, max_answer_length: int
+) -> list[tuple[float, str]]:
     """(start + end logit, text) of the valid spans among the top starts x top ends."""
     in_context = char_spans[:, 0] >= 0
     positions = np.flatnonzero(in_context)
@@ -252,7 +278,7 @@ def _window_candidates(start_logits, end_logits, char_spans, max_context, contex
         for end in ends:
             if end < start or end - start + 1 > max_answer_length:
                 continue
-            text = context[char_spans[start, 0]:char_spans[end, 1]]
+            text = context[char_spans[start, 0] : char_spans[end, 1]]
             candidates.append((float(start_logits[start] + end_logits[end]), text))
     return candidates
 
@@ -270,9 +296,15 @@ def _nbest(candidates: list[tuple[float, str]], n_best_size: int) -> list[dict]:
     return [{"text": t, "score": s, "probability": float(p)} for (s, t), p in zip(kept, probabilities)]
 
 
-def decode(examples: Sequence[squad_data.SquadExample], windows: Windows, outputs: dict[str, np.ndarray],
-           version: str, n_best_size: int, max_answer_length: int,
-           threshold: float = 0.0) -> Decoded:
+def decode(
+    examples: Sequence[squad_data.SquadExample],
+    windows: Windows,
+    outputs: dict[str, np.ndarray],
+    version: str,
+    n_best_size: int,
+    max_answer_length: int,
+    threshold: float = 0.0,
+) -> Decoded:
     """Answers from the model outputs ([N, S] start/end logits, [N] no_answer_logits) of
     `windows`: the best-scoring valid span over all windows of a question; for 2.0 its
     no-answer score (see the module docstring) and "" where that exceeds `threshold`."""
@@ -284,11 +316,20 @@ def decode(examples: Sequence[squad_data.SquadExample], windows: Windows, output
     for example, example_windows in zip(examples, windows_of):
         candidates, null_scores = [], []
         for w in example_windows:
-            candidates += _window_candidates(outputs["start_logits"][w], outputs["end_logits"][w],
-                                             windows.char_spans[w], windows.max_context[w],
-                                             example.context, n_best_size, max_answer_length)
-            null_scores.append(float(outputs["no_answer_logits"][w]) if "no_answer_logits" in outputs
-                               else float(outputs["start_logits"][w, 0] + outputs["end_logits"][w, 0]))
+            candidates += _window_candidates(
+                outputs["start_logits"][w],
+                outputs["end_logits"][w],
+                windows.char_spans[w],
+                windows.max_context[w],
+                example.context,
+                n_best_size,
+                max_answer_length,
+            )
+            null_scores.append(
+                float(outputs["no_answer_logits"][w])
+                if "no_answer_logits" in outputs
+                else float(outputs["start_logits"][w, 0] + outputs["end_logits"][w, 0])
+            )
         nbest[example.qid] = _nbest(candidates, n_best_size)
         best = next((entry for entry in nbest[example.qid] if entry["text"].strip()), None)
         num_without_span += best is None
@@ -300,12 +341,12 @@ def decode(examples: Sequence[squad_data.SquadExample], windows: Windows, output
             na_scores[example.qid] = score_null
             if score_null > threshold:
                 predictions[example.qid] = ""
-    return Decoded(predictions, best_spans, na_scores if version == "2.0" else None, nbest,
-                   num_without_span)
+    return Decoded(predictions, best_spans, na_scores if version == "2.0" else None, nbest, num_without_span)
 
 
-def score(examples: Sequence[squad_data.SquadExample], decoded: Decoded, version: str,
-          threshold: float) -> dict[str, float]:
+def score(
+    examples: Sequence[squad_data.SquadExample], decoded: Decoded, version: str, threshold: float
+) -> dict[str, float]:
     """The official metrics (squad_metrics.evaluate) of `decoded`, as the official script
     scores the best spans with the no-answer scores and `threshold`."""
     return squad_metrics.evaluate(examples, decoded.best_spans, version, decoded.na_scores, threshold)
@@ -313,12 +354,18 @@ def score(examples: Sequence[squad_data.SquadExample], decoded: Decoded, version
 
 # ---------------------------------------------------------------------------- data
 
+
 def load_examples(config, split: str) -> list[squad_data.SquadExample]:
     """The questions of `split` ("train" or "dev") that `config` selects, validated."""
     data_file = config.train_file if split == "train" else config.eval_file
-    dataset = squad_data.load_squad(config.version, split, data_file=data_file,
-                                    data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir or None,
-                                    source=config.source)
+    dataset = squad_data.load_squad(
+        config.version,
+        split,
+        data_file=data_file,
+        data_dir=config.data_dir,
+        tfds_data_dir=config.tfds_data_dir or None,
+        source=config.source,
+    )
     article_slice = config.train_articles if split == "train" else config.eval_articles
     dataset = squad_data.select_articles(dataset, article_slice)
     name = data_file or squad_data.json_file_name(config.version, split)
@@ -326,10 +373,12 @@ def load_examples(config, split: str) -> list[squad_data.SquadExample]:
     if config.version == "1.1":
         impossible = [e.qid for e in examples if e.is_impossible]
         if impossible:
-            raise ValueError(f"{name} has {len(impossible)} unanswerable questions (e.g. "
-                             f"{impossible[0]}) but version=1.1; set --config.version=2.0")
+            raise ValueError(
+                f"{name} has {len(impossible)} unanswerable questions (e.g. "
+                f"{impossible[0]}) but version=1.1; set --config.version=2.0"
+            )
     if split == "train" and config.max_train_examples:
-        examples = examples[:config.max_train_examples]
+        examples = examples[: config.max_train_examples]
     return examples
 
 
@@ -337,17 +386,21 @@ def check_disjoint(train: Sequence[squad_data.SquadExample], dev: Sequence[squad
     """Refuses to evaluate on questions the model was trained on."""
     shared = {e.qid for e in train} & {e.qid for e in dev}
     if shared:
-        raise ValueError(f"{len(shared)} evaluation questions are also training questions (e.g. "
-                         f"{sorted(shared)[:3]}); split the file with --config.train_articles and "
-                         "--config.eval_articles")
+        raise ValueError(
+            f"{len(shared)} evaluation questions are also training questions (e.g. "
+            f"{sorted(shared)[:3]}); split the file with --config.train_articles and "
+            "--config.eval_articles"
+        )
 
 
 def featurize_config(config, examples, tokenizer, with_labels: bool) -> Windows:
-    return featurize(examples, tokenizer, config.max_seq_length, config.max_query_length,
-                     config.doc_stride, with_labels)
+    return featurize(
+        examples, tokenizer, config.max_seq_length, config.max_query_length, config.doc_stride, with_labels
+    )
 
 
 # ---------------------------------------------------------------------------- the run
+
 
 def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs and scores each on the evaluation set; writes
@@ -361,22 +414,28 @@ def run(config, workdir: str) -> dict[str, Any]:
     train = featurize_config(config, train_examples, tokenizer, with_labels=True)
     dev = featurize_config(config, dev_examples, tokenizer, with_labels=False)
     hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
-    logging.info("SQuAD %s: %d train questions -> %d windows, %d eval questions -> %d windows, %s",
-                 config.version, len(train_examples), common.num_rows(train.features),
-                 len(dev_examples), common.num_rows(dev.features), hyper)
-    net = model.QuestionAnswerer(common.finetuning_model_config(config, pretrained),
-                                 answerable_head=uses_answerable_head(config))
+    logging.info(
+        "SQuAD %s: %d train questions -> %d windows, %d eval questions -> %d windows, %s",
+        config.version,
+        len(train_examples),
+        common.num_rows(train.features),
+        len(dev_examples),
+        common.num_rows(dev.features),
+        hyper,
+    )
+    net = model.QuestionAnswerer(
+        common.finetuning_model_config(config, pretrained), answerable_head=uses_answerable_head(config)
+    )
     loss_fn = functools.partial(squad_loss, answerable_weight=config.answerable_weight)
-    program = common.build_program(config, net, loss_fn, hyper, common.num_rows(train.features),
-                                   batch_keys=TRAIN_KEYS)
+    program = common.build_program(config, net, loss_fn, hyper, common.num_rows(train.features), batch_keys=TRAIN_KEYS)
     threshold = na_threshold(config)
     latest: dict[str, Decoded] = {}  # the last evaluation's answers, written after each run
 
     def evaluate(params):
-        outputs = common.predict_outputs(program.predict_batch, params, dev.features,
-                                         config.eval_batch_size)
-        latest["decoded"] = decode(dev_examples, dev, outputs, config.version, config.n_best_size,
-                                   config.max_answer_length, threshold)
+        outputs = common.predict_outputs(program.predict_batch, params, dev.features, config.eval_batch_size)
+        latest["decoded"] = decode(
+            dev_examples, dev, outputs, config.version, config.n_best_size, config.max_answer_length, threshold
+        )
         return score(dev_examples, latest["decoded"], config.version, threshold)
 
     def after_run(seed, params):
@@ -384,19 +443,26 @@ def run(config, workdir: str) -> dict[str, Any]:
         write_predictions(latest["decoded"], run_dir)
         if config.save_models:
             span_params = {"electra": params["electra"], "qa_outputs": params["qa_outputs"]}
-            common.export_model(pretrained, span_params, run_dir, "question_answering",
-                                {"finetuning_task": f"squad_v{config.version}"})
+            common.export_model(
+                pretrained, span_params, run_dir, "question_answering", {"finetuning_task": f"squad_v{config.version}"}
+            )
         return {"num_without_span": latest["decoded"].num_without_span}
 
-    runs = common.finetune_seeds(config, pretrained, program, train.features, evaluate,
-                                 f"squad v{config.version}", after_run)
+    runs = common.finetune_seeds(
+        config, pretrained, program, train.features, evaluate, f"squad v{config.version}", after_run
+    )
     results = {
-        "init": config.init, "config": config.to_dict(), "version": config.version,
+        "init": config.init,
+        "config": config.to_dict(),
+        "version": config.version,
         "na_threshold": threshold if config.version == "2.0" else None,
-        "hyperparameters": {**hyper, "num_train_questions": len(train_examples),
-                            "num_train_windows": common.num_rows(train.features),
-                            "num_train_steps": program.total_steps,
-                            "num_eval_questions": len(dev_examples)},
+        "hyperparameters": {
+            **hyper,
+            "num_train_questions": len(train_examples),
+            "num_train_windows": common.num_rows(train.features),
+            "num_train_steps": program.total_steps,
+            "num_eval_questions": len(dev_examples),
+        },
         "median": common.median_metrics([r["dev"] for r in runs]),
         "runs": runs,
     }
@@ -415,5 +481,7 @@ def write_predictions(decoded: Decoded, out_dir: str) -> None:
 def report(config, workdir: str) -> str:
     """The CLI's program: `run`, its median EM/F1 and the resolved recipe as JSON."""
     results = run(config, workdir)
-    return json.dumps({"version": results["version"], "median": results["median"],
-                       "hyperparameters": results["hyperparameters"]}, indent=2)
+    return json.dumps(
+        {"version": results["version"], "median": results["median"], "hyperparameters": results["hyperparameters"]},
+        indent=2,
+    )

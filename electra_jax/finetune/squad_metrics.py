@@ -14,6 +14,7 @@ the latter also vendored as google-research/electra `finetune/qa/squad_official_
 Scores are percentages, as the scripts print them. A question without a prediction is an
 error here (v1.1 would score it 0, v2.0 would leave it out of the total).
 """
+
 from __future__ import annotations
 
 import collections
@@ -56,14 +57,17 @@ def gold_answers(example: SquadExample, version: str) -> list[str]:
     return [t for t in texts if normalize_answer(t)] or [""]
 
 
-def raw_scores(examples: Sequence[SquadExample], predictions: Mapping[str, str],
-               version: str) -> tuple[dict[str, float], dict[str, float]]:
+def raw_scores(
+    examples: Sequence[SquadExample], predictions: Mapping[str, str], version: str
+) -> tuple[dict[str, float], dict[str, float]]:
     """Per question id: (EM, F1) of its prediction, maxed over the gold answers."""
     check_version(version)
     missing = [e.qid for e in examples if e.qid not in predictions]
     if missing:
-        raise ValueError(f"no prediction for {len(missing)} of {len(examples)} questions "
-                         f"(e.g. {missing[:5]}); predict every question of the evaluated set")
+        raise ValueError(
+            f"no prediction for {len(missing)} of {len(examples)} questions "
+            f"(e.g. {missing[:5]}); predict every question of the evaluated set"
+        )
     exact, f1 = {}, {}
     for example in examples:
         golds, prediction = gold_answers(example, version), predictions[example.qid]
@@ -72,15 +76,19 @@ def raw_scores(examples: Sequence[SquadExample], predictions: Mapping[str, str],
     return exact, f1
 
 
-def apply_no_answer_threshold(scores: Mapping[str, float], na_scores: Mapping[str, float],
-                              has_answer: Mapping[str, bool], threshold: float) -> dict[str, float]:
+def apply_no_answer_threshold(
+    scores: Mapping[str, float], na_scores: Mapping[str, float], has_answer: Mapping[str, bool], threshold: float
+) -> dict[str, float]:
     """Questions whose no-answer score exceeds `threshold` predict "": right iff unanswerable."""
-    return {qid: float(not has_answer[qid]) if na_scores[qid] > threshold else score
-            for qid, score in scores.items()}
+    return {qid: float(not has_answer[qid]) if na_scores[qid] > threshold else score for qid, score in scores.items()}
 
 
-def best_threshold(predictions: Mapping[str, str], scores: Mapping[str, float],
-                   na_scores: Mapping[str, float], has_answer: Mapping[str, bool]) -> tuple[float, float]:
+def best_threshold(
+    predictions: Mapping[str, str],
+    scores: Mapping[str, float],
+    na_scores: Mapping[str, float],
+    has_answer: Mapping[str, bool],
+) -> tuple[float, float]:
     """(best score %, its threshold) over all thresholds, as the official `find_best_thresh`:
     sweep the questions in increasing no-answer score, answering each in turn."""
     score = best = sum(1 for answerable in has_answer.values() if not answerable)
@@ -96,12 +104,20 @@ def best_threshold(predictions: Mapping[str, str], scores: Mapping[str, float],
 
 
 def _percentages(exact: Mapping[str, float], f1: Mapping[str, float], qids: list[str]) -> dict:
-    return {"exact": 100.0 * sum(exact[q] for q in qids) / len(qids),
-            "f1": 100.0 * sum(f1[q] for q in qids) / len(qids), "total": len(qids)}
+    return {
+        "exact": 100.0 * sum(exact[q] for q in qids) / len(qids),
+        "f1": 100.0 * sum(f1[q] for q in qids) / len(qids),
+        "total": len(qids),
+    }
 
 
-def evaluate(examples: Sequence[SquadExample], predictions: Mapping[str, str], version: str,
-             na_scores: Optional[Mapping[str, float]] = None, na_threshold: float = 1.0) -> dict:
+def evaluate(
+    examples: Sequence[SquadExample],
+    predictions: Mapping[str, str],
+    version: str,
+    na_scores: Optional[Mapping[str, float]] = None,
+    na_threshold: float = 1.0,
+) -> dict:
     """The official script's output for `predictions` (question id -> answer text).
 
     v1.1: {"exact_match", "f1"}. v2.0: {"exact", "f1", "total", "HasAns_*", "NoAns_*"}, and
@@ -124,11 +140,14 @@ def evaluate(examples: Sequence[SquadExample], predictions: Mapping[str, str], v
     else:
         exact_thresholded, f1_thresholded = exact, f1
     result = _percentages(exact_thresholded, f1_thresholded, qids)
-    for name, subset in (("HasAns", [q for q in qids if has_answer[q]]),
-                         ("NoAns", [q for q in qids if not has_answer[q]])):
+    for name, subset in (
+        ("HasAns", [q for q in qids if has_answer[q]]),
+        ("NoAns", [q for q in qids if not has_answer[q]]),
+    ):
         if subset:
-            result.update({f"{name}_{k}": v for k, v in
-                           _percentages(exact_thresholded, f1_thresholded, subset).items()})
+            result.update(
+                {f"{name}_{k}": v for k, v in _percentages(exact_thresholded, f1_thresholded, subset).items()}
+            )
     if na_scores is not None:
         result["best_exact"], result["best_exact_thresh"] = best_threshold(predictions, exact, na_scores, has_answer)
         result["best_f1"], result["best_f1_thresh"] = best_threshold(predictions, f1, na_scores, has_answer)

@@ -16,6 +16,7 @@ word is predicted. Scored by entity-level precision / recall / F1 exactly as `se
 (conlleval) counts entities, plus word accuracy. Each run exports a transformers
 `ElectraForTokenClassification` (`WORKDIR/seed_<k>/`); `label_map.json` holds the tags.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,6 +54,7 @@ def tagging_config() -> ml_collections.ConfigDict:
 
 # ---------------------------------------------------------------------------- data
 
+
 @dataclasses.dataclass(frozen=True)
 class Sentence:
     words: tuple[str, ...]
@@ -85,14 +87,16 @@ def read_conll(path: str, label_column: int) -> list[Sentence]:
                 raise ValueError(
                     f"{path}:{line_number}: expected `word ... tag` with at least {needed} "
                     f"whitespace-separated columns, found {len(columns)} ({line.strip()!r}); "
-                    "every word needs its tag (set --config.label_column if the tag is elsewhere)")
+                    "every word needs its tag (set --config.label_column if the tag is elsewhere)"
+                )
             words.append(columns[0])
             tags.append(columns[label_column])
             lines.append(line_number)
     close_sentence()
     if not sentences:
-        raise ValueError(f"{path} holds no sentences; expected CoNLL lines `word ... tag` with "
-                         "blank lines between sentences")
+        raise ValueError(
+            f"{path} holds no sentences; expected CoNLL lines `word ... tag` with blank lines between sentences"
+        )
     return sentences
 
 
@@ -103,8 +107,9 @@ def _split_tag(tag: str) -> tuple[str, str]:
 
 def check_tag(tag: str) -> None:
     if tag != OUTSIDE and not (len(tag) > 2 and tag[0] in ENTITY_PREFIXES and tag[1] == "-"):
-        raise ValueError(f"tag {tag!r} is neither {OUTSIDE!r} nor <B|I|E|S>-<TYPE>; entity F1 "
-                         "needs IOB1/IOB2/IOBES tags")
+        raise ValueError(
+            f"tag {tag!r} is neither {OUTSIDE!r} nor <B|I|E|S>-<TYPE>; entity F1 needs IOB1/IOB2/IOBES tags"
+        )
 
 
 def label_list(config, train: list[Sentence]) -> list[str]:
@@ -130,8 +135,10 @@ def _word_chunks(pieces: list[list[int]], budget: int, where: str) -> list[tuple
     chunks, start, used = [], 0, 0
     for index, word in enumerate(pieces):
         if len(word) > budget:
-            raise ValueError(f"{where}: a word of {len(word)} sub-word pieces cannot fit "
-                             f"max_seq_length - 2 = {budget}; raise --config.max_seq_length")
+            raise ValueError(
+                f"{where}: a word of {len(word)} sub-word pieces cannot fit "
+                f"max_seq_length - 2 = {budget}; raise --config.max_seq_length"
+            )
         if used + len(word) > budget:
             chunks.append((start, index))
             start, used = index, 0
@@ -140,8 +147,13 @@ def _word_chunks(pieces: list[list[int]], budget: int, where: str) -> list[tuple
     return chunks
 
 
-def encode_sentences(tokenizer: tokenizer_lib.Tokenizer, sentences: list[Sentence],
-                     label_ids: dict[str, int], max_seq_length: int, path: str) -> dict[str, np.ndarray]:
+def encode_sentences(
+    tokenizer: tokenizer_lib.Tokenizer,
+    sentences: list[Sentence],
+    label_ids: dict[str, int],
+    max_seq_length: int,
+    path: str,
+) -> dict[str, np.ndarray]:
     """Model inputs [N, S]; `labels` [N, S] (the word's tag id at its first piece, else 0),
     `label_mask` [N, S] (1 at first pieces) and `sentence` [N] (which sentence a row
     continues; rows of a sentence follow each other in word order)."""
@@ -149,9 +161,11 @@ def encode_sentences(tokenizer: tokenizer_lib.Tokenizer, sentences: list[Sentenc
     for index, sentence in enumerate(sentences):
         for tag, line in zip(sentence.tags, sentence.lines):
             if tag not in label_ids:
-                raise ValueError(f"{path}:{line}: tag {tag!r} is not one of the labels "
-                                 f"{list(label_ids)} (taken from the training file); add it to "
-                                 "--config.labels or fix the tag")
+                raise ValueError(
+                    f"{path}:{line}: tag {tag!r} is not one of the labels "
+                    f"{list(label_ids)} (taken from the training file); add it to "
+                    "--config.labels or fix the tag"
+                )
         pieces = [word_pieces(tokenizer, word) for word in sentence.words]
         for start, end in _word_chunks(pieces, max_seq_length - 2, f"{path}:{sentence.lines[0]}"):
             ids, labels, label_mask = [], [0], [0]  # [CLS]
@@ -160,15 +174,18 @@ def encode_sentences(tokenizer: tokenizer_lib.Tokenizer, sentences: list[Sentenc
                 labels += [label_ids[tag]] + [0] * (len(word) - 1)
                 label_mask += [1] + [0] * (len(word) - 1)
             padding = [0] * (max_seq_length - len(labels))
-            rows.append({**common.pack_features(tokenizer, ids, None, max_seq_length),
-                         "labels": np.array(labels + padding, np.int32),
-                         "label_mask": np.array(label_mask + padding, np.int32),
-                         "sentence": np.array(index, np.int32)})
+            rows.append(
+                {
+                    **common.pack_features(tokenizer, ids, None, max_seq_length),
+                    "labels": np.array(labels + padding, np.int32),
+                    "label_mask": np.array(label_mask + padding, np.int32),
+                    "sentence": np.array(index, np.int32),
+                }
+            )
     return common.stack_features(rows, max_seq_length)
 
 
-def word_predictions(logits: np.ndarray, features: dict[str, np.ndarray],
-                     num_sentences: int) -> list[list[int]]:
+def word_predictions(logits: np.ndarray, features: dict[str, np.ndarray], num_sentences: int) -> list[list[int]]:
     """Per sentence, the predicted tag id of each word (argmax at its first piece)."""
     predicted = np.argmax(logits, axis=-1)  # [N, S]
     per_sentence: list[list[int]] = [[] for _ in range(num_sentences)]
@@ -179,16 +196,21 @@ def word_predictions(logits: np.ndarray, features: dict[str, np.ndarray],
 
 # ---------------------------------------------------------------------------- metrics
 
+
 def _ends_entity(prev_prefix: str, prefix: str, prev_type: str, entity_type: str) -> bool:
     """conlleval's rule: does an entity end just before this tag?"""
-    return (prev_prefix in "ES" or (prev_prefix in "BI" and prefix in "BSO")
-            or (prev_prefix not in "O." and prev_type != entity_type))
+    return (
+        prev_prefix in "ES"
+        or (prev_prefix in "BI" and prefix in "BSO")
+        or (prev_prefix not in "O." and prev_type != entity_type)
+    )
 
 
 def _starts_entity(prev_prefix: str, prefix: str, prev_type: str, entity_type: str) -> bool:
     """conlleval's rule: does an entity start at this tag?"""
-    return (prefix in "BS" or (prev_prefix in "ESO" and prefix in "EI")
-            or (prefix not in "O." and prev_type != entity_type))
+    return (
+        prefix in "BS" or (prev_prefix in "ESO" and prefix in "EI") or (prefix not in "O." and prev_type != entity_type)
+    )
 
 
 def entities(tags: list[str]) -> set[tuple[str, int, int]]:
@@ -224,17 +246,24 @@ def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[st
     def counts(entity_type: Optional[str]) -> tuple[int, int, int]:
         def of(sentence):
             return {e for e in sentence if entity_type is None or e[0] == entity_type}
-        return (sum(len(of(g) & of(p)) for g, p in zip(gold_entities, predicted_entities)),
-                sum(len(of(p)) for p in predicted_entities), sum(len(of(g)) for g in gold_entities))
+
+        return (
+            sum(len(of(g) & of(p)) for g, p in zip(gold_entities, predicted_entities)),
+            sum(len(of(p)) for p in predicted_entities),
+            sum(len(of(g)) for g in gold_entities),
+        )
 
     num_words = sum(len(s) for s in gold)
     num_right = sum(g == p for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps))
-    return {**_precision_recall_f1(*counts(None)),
-            "accuracy": 100 * num_right / num_words if num_words else 0.0,
-            "per_type": {t: _precision_recall_f1(*counts(t)) for t in types}}
+    return {
+        **_precision_recall_f1(*counts(None)),
+        "accuracy": 100 * num_right / num_words if num_words else 0.0,
+        "per_type": {t: _precision_recall_f1(*counts(t)) for t in types},
+    }
 
 
 # ---------------------------------------------------------------------------- fine-tuning
+
 
 @dataclasses.dataclass(frozen=True)
 class TaggingData:
@@ -245,15 +274,12 @@ class TaggingData:
 
 def load_file(config, path: str, tokenizer, label_ids: dict[str, int]) -> TaggingData:
     sentences = read_conll(path, config.label_column)
-    return TaggingData(sentences, encode_sentences(tokenizer, sentences, label_ids,
-                                                   config.max_seq_length, path), path)
+    return TaggingData(sentences, encode_sentences(tokenizer, sentences, label_ids, config.max_seq_length, path), path)
 
 
-def tag_sentences(predict_batch, params, data: TaggingData, labels: list[str],
-                  batch_size: int) -> list[list[str]]:
+def tag_sentences(predict_batch, params, data: TaggingData, labels: list[str], batch_size: int) -> list[list[str]]:
     logits = common.predict_outputs(predict_batch, params, data.features, batch_size)
-    return [[labels[i] for i in sentence]
-            for sentence in word_predictions(logits, data.features, len(data.sentences))]
+    return [[labels[i] for i in sentence] for sentence in word_predictions(logits, data.features, len(data.sentences))]
 
 
 def tagging_loss(logits, batch):
@@ -281,39 +307,51 @@ def run(config, workdir: str) -> dict[str, Any]:
     files.write_json(os.path.join(workdir, "label_map.json"), label_ids)
     train, dev = (load_file(config, config[key], tokenizer, label_ids) for key in ("train_file", "dev_file"))
     if config.max_train_examples:
-        train_features = {k: v[:config.max_train_examples] for k, v in train.features.items()}
+        train_features = {k: v[: config.max_train_examples] for k, v in train.features.items()}
     else:
         train_features = train.features
     test = load_file(config, config.test_file, tokenizer, label_ids) if config.test_file else None
 
     hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
     net = model.TokenClassifier(common.finetuning_model_config(config, pretrained), len(labels))
-    program = common.build_program(config, net, tagging_loss, hyper, common.num_rows(train_features),
-                                   batch_keys=(*model.FEATURE_KEYS, "labels", "label_mask"))
+    program = common.build_program(
+        config,
+        net,
+        tagging_loss,
+        hyper,
+        common.num_rows(train_features),
+        batch_keys=(*model.FEATURE_KEYS, "labels", "label_mask"),
+    )
     logging.info("tagging: %d training rows, labels %s, %s", common.num_rows(train_features), labels, hyper)
     gold_dev = [list(s.tags) for s in dev.sentences]
 
     def evaluate(params):
-        return entity_metrics(gold_dev, tag_sentences(program.predict_batch, params, dev, labels,
-                                                      config.eval_batch_size))
+        return entity_metrics(
+            gold_dev, tag_sentences(program.predict_batch, params, dev, labels, config.eval_batch_size)
+        )
 
     def after_run(seed: int, params: dict) -> dict:
         if config.save_models:
             export_tagger(pretrained, params, labels, os.path.join(workdir, f"seed_{seed}"))
         if not test:
             return {}
-        return {"test_tags": tag_sentences(program.predict_batch, params, test, labels,
-                                           config.eval_batch_size)}
+        return {"test_tags": tag_sentences(program.predict_batch, params, test, labels, config.eval_batch_size)}
 
-    runs = common.finetune_seeds(config, pretrained, program, train_features, evaluate, "tagging",
-                                 after_run)
+    runs = common.finetune_seeds(config, pretrained, program, train_features, evaluate, "tagging", after_run)
     chosen = runs[common.median_run([run["dev"]["f1"] for run in runs])]
-    results = {"init": config.init, "config": config.to_dict(), "labels": labels,
-               "hyperparameters": {**hyper, "num_train_rows": common.num_rows(train_features),
-                                   "num_train_steps": program.total_steps},
-               "median": common.median_metrics([run["dev"] for run in runs]),
-               "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
-               "median_seed": chosen["seed"]}
+    results = {
+        "init": config.init,
+        "config": config.to_dict(),
+        "labels": labels,
+        "hyperparameters": {
+            **hyper,
+            "num_train_rows": common.num_rows(train_features),
+            "num_train_steps": program.total_steps,
+        },
+        "median": common.median_metrics([run["dev"] for run in runs]),
+        "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
+        "median_seed": chosen["seed"],
+    }
     if test:
         results["test"] = entity_metrics([list(s.tags) for s in test.sentences], chosen["test_tags"])
         write_conll_predictions(os.path.join(workdir, "test_predictions.txt"), test, chosen["test_tags"])
@@ -323,9 +361,16 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def export_tagger(pretrained: loading.Network, params: dict, labels: list[str], out_dir: str) -> None:
     """A transformers ElectraForTokenClassification dir (tokenizer included)."""
-    common.export_model(pretrained, jax.device_get(params), out_dir, "token_classification",
-                        {"id2label": {str(i): label for i, label in enumerate(labels)},
-                         "label2id": {label: i for i, label in enumerate(labels)}})
+    common.export_model(
+        pretrained,
+        jax.device_get(params),
+        out_dir,
+        "token_classification",
+        {
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)},
+        },
+    )
 
 
 def report(config, workdir: str) -> str:
