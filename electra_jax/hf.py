@@ -1,11 +1,11 @@
 """HuggingFace transformers <-> electra_jax: configs and weights, by an explicit table.
 
 A HF ELECTRA directory holds `config.json` and `model.safetensors` (or `pytorch_model.bin`,
-read with `torch.load(weights_only=True)`, never a plain pickle). Two kinds are supported:
-`discriminator` (`ElectraForPreTraining`), `generator` (`ElectraForMaskedLM`) and
+read with `torch.load(weights_only=True)`, never a plain pickle). The five kinds of `KINDS`:
+`discriminator` (`ElectraForPreTraining`), `generator` (`ElectraForMaskedLM`),
 `sequence_classification` (`ElectraForSequenceClassification`, a fine-tuned GLUE model;
 its config.json also carries num_labels / id2label / problem_type, see `save_pretrained`),
-`question_answering` (`ElectraForQuestionAnswering`, a SQuAD span head),
+`question_answering` (`ElectraForQuestionAnswering`, a SQuAD span head) and
 `token_classification` (`ElectraForTokenClassification`, an NER tagger; id2label as above).
 Nothing here needs torch except reading a `.bin` file.
 """

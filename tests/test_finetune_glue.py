@@ -281,6 +281,16 @@ def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init)
     # Dev metrics equal scipy's on the exported model's predictions, which transformers
     # reproduces. (Duplicate dev rows make near-tied scores, so scipy ranks our own floats.)
     run_dir = os.path.join(tmp_path, "stsb", "seed_0")
+    # The run's metrics.jsonl holds its log: every logged training loss, then the dev metrics.
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        written = [json.loads(line) for line in f]
+    assert [(e["step"], e["loss"]) for e in written if e["split"] == "train"] == [
+        (entry["step"], pytest.approx(entry["loss"])) for entry in stsb["runs"][0]["log"]
+    ]
+    (dev_line,) = [e for e in written if e["split"] == "dev"]
+    assert dev_line["step"] == stsb["runs"][0]["log"][-1]["step"]
+    assert dev_line["stsb/spearman"] == pytest.approx(stsb["runs"][0]["dev"]["stsb"]["spearman"])
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
     restored = loading.load_network(run_dir, network="encoder")
     dev = glue.load_split(config, "stsb", "dev", restored.tokenizer)
     net = model.SequenceClassifier(restored.model_config, 1)

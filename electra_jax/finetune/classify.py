@@ -292,9 +292,9 @@ def run(config, workdir: str) -> dict[str, Any]:
             common.predict_outputs(program.predict_batch, params, features, config.eval_batch_size), axis=-1
         )
 
-    def after_run(seed: int, params: dict) -> dict:
+    def after_run(run_dir: str, params: dict) -> dict:
         if config.save_models:
-            export_classifier(pretrained, params, labels, os.path.join(workdir, f"seed_{seed}"))
+            export_classifier(pretrained, params, labels, run_dir)
         return {"test_predictions": predict(params, test)} if test else {}
 
     runs = common.finetune_seeds(
@@ -304,6 +304,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         train,
         lambda params: classification_metrics(dev["labels"], predict(params, dev), len(labels)),
         "classify",
+        workdir,
         after_run,
     )
     chosen = runs[common.median_run([run["dev"]["accuracy"] for run in runs])]

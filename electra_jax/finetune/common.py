@@ -9,7 +9,10 @@ whose params are `{electra, <head>}`), its loss `(outputs, batch) -> scalar` and
     hyper = resolved_hyperparameters(config, pretrained.model_config, default_num_epochs=3.0)
     program = build_program(config, net, loss_fn, hyper, num_train_examples)
     params, log = fit(config, program, init_task_params(net, encoder, rng, seq_len), train,
-                      seed, evaluate=lambda params: {...}, desc="mrpc seed 0")
+                      seed, evaluate=lambda params: {...}, desc="mrpc seed 0", run_dir=OUT)
+
+Every run writes its training losses and dev metrics to RUN_DIR/metrics.jsonl (and
+RUN_DIR/tensorboard/ with `config.tensorboard`), the same format as pretraining's.
 
 `config` is a ConfigDict holding at least the fields of `base_config()`.
 """
@@ -32,6 +35,7 @@ from absl import logging
 
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import hf, loading, model, optim, presets, sharding
+from electra_jax.metric_writer import MetricWriter, flat_scalars
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.max_train_examples = 0  # 0 = all; else the first N training examples (quick runs)
     c.eval_every = 0  # steps between dev evaluations during training (0 = at the end only)
     c.log_every = 50  # steps between logged training losses
+    c.tensorboard = True  # TensorBoard summaries (needs tensorflow) beside each run's metrics.jsonl
     c.save_models = True  # export each run as a transformers directory (tokenizer included)
     c.from_scratch = False  # baseline: `init`'s architecture and tokenizer, random weights
     c.mesh = presets.mesh_config()  # data-parallel over all devices (set fsdp for Large)
@@ -367,9 +372,12 @@ def fit(
     seed: int,
     evaluate: Callable[[Any], Any],
     desc: str,
+    run_dir: str,
 ) -> tuple[dict, list[dict]]:
     """Trains one run from `params`; returns (params on the host, log of {step, loss,
-    learning_rate, dev: evaluate(params)}), evaluating every `eval_every` steps and at the end."""
+    learning_rate, dev: evaluate(params)}), evaluating every `eval_every` steps and at the end.
+    The log is also written to `run_dir` (splits "train" and "dev")."""
+    writer = MetricWriter(run_dir, config.tensorboard, append=False)
     _, dropout_rng = seed_rngs(seed)
     state = jax.device_put(optim.TrainState.create(params, program.tx), program.placement.state_sharding(program.tx))
     batches = train_batches(train, config.batch_size, np.random.default_rng(seed), program.batch_keys)
@@ -382,11 +390,14 @@ def fit(
         should_eval = done == total_steps or (config.eval_every and done % config.eval_every == 0)
         if should_eval or done % config.log_every == 0:
             entry = {"step": done, **{k: float(v) for k, v in step_metrics.items()}}
+            writer.write(done, "train", flat_scalars(step_metrics))
             if should_eval:
                 entry["dev"] = evaluate(state.params)
+                writer.write(done, "dev", flat_scalars(entry["dev"]))
             progress.set_postfix(loss=f"{entry['loss']:.4f}")
             logging.info("%s step %d: %s", desc, done, entry)
             log.append(entry)
+    writer.close()
     # Gathered to every process first: fsdp-sharded params are not addressable from one host.
     gathered = jax.jit(lambda params: params, out_shardings=sharding.replicated(program.placement.mesh))(state.params)
     return jax.device_get(gathered), log
@@ -406,13 +417,14 @@ def finetune_seed(
     train: dict[str, np.ndarray],
     evaluate: Callable[[Any], Any],
     desc: str,
+    run_dir: str,
 ) -> tuple[dict, list[dict]]:
     """One run: a fresh head from `seed` on the pretrained encoder (a random one with
     `config.from_scratch`), then `fit`."""
     init_rng, _ = seed_rngs(seed)
     encoder_params = None if config.from_scratch else pretrained.encoder_params
     params = init_task_params(program.net, encoder_params, init_rng, config.max_seq_length)
-    return fit(config, program, params, train, seed, evaluate, desc)
+    return fit(config, program, params, train, seed, evaluate, desc, run_dir)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:
@@ -435,14 +447,17 @@ def finetune_seeds(
     train: dict[str, np.ndarray],
     evaluate: Callable[[Any], Any],
     desc: str,
-    after_run: Callable[[int, dict], dict] = lambda seed, params: {},
+    out_dir: str,
+    after_run: Callable[[str, dict], dict] = lambda run_dir, params: {},
 ) -> list[dict]:
-    """`config.seeds` runs from `config.seed` on; each gives {seed, dev (the final
-    evaluation), log, **after_run(seed, params)} (export, test predictions, ...)."""
+    """`config.seeds` runs from `config.seed` on, each in `out_dir/seed_<k>/` (its
+    metrics.jsonl; `after_run` puts the export, predictions, ... beside it); each gives
+    {seed, dev (the final evaluation), log, **after_run(run_dir, params)}."""
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
-        params, log = finetune_seed(config, pretrained, program, seed, train, evaluate, f"{desc} seed {seed}")
-        runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, **after_run(seed, params)})
+        run_dir = os.path.join(out_dir, f"seed_{seed}")
+        params, log = finetune_seed(config, pretrained, program, seed, train, evaluate, f"{desc} seed {seed}", run_dir)
+        runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, **after_run(run_dir, params)})
     return runs
 
 

@@ -227,9 +227,9 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
     logging.info("%s: %d train examples, %s", task, len(train["labels"]), hyper)
     program = build_task_program(config, pretrained, task, hyper, len(train["labels"]))
 
-    def after_run(seed: int, params: dict) -> dict:
+    def after_run(run_dir: str, params: dict) -> dict:
         if config.save_models:
-            export_classifier(pretrained, params, task, os.path.join(workdir, task, f"seed_{seed}"))
+            export_classifier(pretrained, params, task, run_dir)
         return {
             "test_logits": {
                 key: predict_logits(program.predict_batch, params, test[key], config.eval_batch_size) for key in test
@@ -237,7 +237,14 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
         }
 
     runs = common.finetune_seeds(
-        config, pretrained, program, train, _dev_evaluator(config, program, task, dev), task, after_run
+        config,
+        pretrained,
+        program,
+        train,
+        _dev_evaluator(config, program, task, dev),
+        task,
+        os.path.join(workdir, task),
+        after_run,
     )
     dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
     chosen = runs[common.median_run(dev_scores)]

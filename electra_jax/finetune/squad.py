@@ -438,8 +438,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         )
         return score(dev_examples, latest["decoded"], config.version, threshold)
 
-    def after_run(seed, params):
-        run_dir = os.path.join(workdir, f"seed_{seed}")
+    def after_run(run_dir, params):
         write_predictions(latest["decoded"], run_dir)
         if config.save_models:
             span_params = {"electra": params["electra"], "qa_outputs": params["qa_outputs"]}
@@ -449,7 +448,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         return {"num_without_span": latest["decoded"].num_without_span}
 
     runs = common.finetune_seeds(
-        config, pretrained, program, train.features, evaluate, f"squad v{config.version}", after_run
+        config, pretrained, program, train.features, evaluate, f"squad v{config.version}", workdir, after_run
     )
     results = {
         "init": config.init,

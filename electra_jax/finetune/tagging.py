@@ -330,14 +330,14 @@ def run(config, workdir: str) -> dict[str, Any]:
             gold_dev, tag_sentences(program.predict_batch, params, dev, labels, config.eval_batch_size)
         )
 
-    def after_run(seed: int, params: dict) -> dict:
+    def after_run(run_dir: str, params: dict) -> dict:
         if config.save_models:
-            export_tagger(pretrained, params, labels, os.path.join(workdir, f"seed_{seed}"))
+            export_tagger(pretrained, params, labels, run_dir)
         if not test:
             return {}
         return {"test_tags": tag_sentences(program.predict_batch, params, test, labels, config.eval_batch_size)}
 
-    runs = common.finetune_seeds(config, pretrained, program, train_features, evaluate, "tagging", after_run)
+    runs = common.finetune_seeds(config, pretrained, program, train_features, evaluate, "tagging", workdir, after_run)
     chosen = runs[common.median_run([run["dev"]["f1"] for run in runs])]
     results = {
         "init": config.init,
