@@ -60,7 +60,7 @@ setuptools.setup(
             "electra-jax-finetune=electra_jax.finetune.__main__:run",
             "electra-jax-fill-mask=electra_jax.fill_mask:run",
             "electra-jax-inference=electra_jax.inference:run",
-            "electra-jax-prepare-data=data_pipelines.prepare_data:main",
+            "electra-jax-prepare-data=data_pipelines.prepare_data:run",
         ]
     },
 )

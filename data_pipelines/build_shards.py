@@ -26,7 +26,6 @@ CLI:
         --output_dir=shards --max_seq_length=128 --num_shards=16 --num_processes=2
 """
 
-import argparse
 import dataclasses
 import json
 import multiprocessing
@@ -35,7 +34,7 @@ import random
 import time
 from typing import Sequence
 
-from absl import logging
+from absl import app, flags, logging
 
 from data_pipelines import files, text_files
 from data_pipelines import tokenizer as tokenizer_lib
@@ -330,34 +329,40 @@ def _summarize(shard_stats: list[dict], max_seq_length: int) -> dict:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Text files -> TFRecord shards of ELECTRA pretraining examples.")
-    parser.add_argument("--input", required=True, help="comma-separated text files or globs")
-    parser.add_argument("--tokenizer", required=True, help="sentencepiece *.model or WordPiece vocab.txt")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--num_shards", type=int, default=8)
-    parser.add_argument("--num_eval_shards", type=int, default=0, help="extra held-out shards (eval-*)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_processes", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--document_boundary", default="blank_line", choices=text_files.DOCUMENT_BOUNDARIES)
-    parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
+    values = flags.FLAGS
     summary = build_shards(
-        args.input,
-        args.output_dir,
-        tokenizer_path=args.tokenizer,
-        max_seq_length=args.max_seq_length,
-        num_shards=args.num_shards,
-        num_eval_shards=args.num_eval_shards,
-        seed=args.seed,
-        num_processes=args.num_processes,
-        document_boundary=args.document_boundary,
-        on_invalid_utf8=args.on_invalid_utf8,
+        values.input,
+        values.output_dir,
+        tokenizer_path=values.tokenizer,
+        max_seq_length=values.max_seq_length,
+        num_shards=values.num_shards,
+        num_eval_shards=values.num_eval_shards,
+        seed=values.seed,
+        num_processes=values.num_processes,
+        document_boundary=values.document_boundary,
+        on_invalid_utf8=values.on_invalid_utf8,
     )
     print(json.dumps(summary, indent=2))
 
 
+def run() -> None:
+    """The CLI. Its flags are defined here, not at import: prepare_data imports this module."""
+    flags.DEFINE_string("input", None, "Comma-separated text files or globs.", required=True)
+    flags.DEFINE_string("tokenizer", None, "sentencepiece *.model or WordPiece vocab.txt.", required=True)
+    flags.DEFINE_string("output_dir", None, "Where the shards go.", required=True)
+    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
+    flags.DEFINE_integer("num_shards", 8, "Training shards (train-*).")
+    flags.DEFINE_integer("num_eval_shards", 0, "Extra held-out shards (eval-*).")
+    flags.DEFINE_integer("seed", 0, "Seed of the document order and of the held-out split.")
+    flags.DEFINE_integer("num_processes", os.cpu_count() or 1, "Worker processes.")
+    flags.DEFINE_enum("document_boundary", "blank_line", text_files.DOCUMENT_BOUNDARIES, "What ends a document.")
+    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    app.run(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

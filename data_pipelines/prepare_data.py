@@ -13,14 +13,13 @@ A rerun with other settings, or after an input file changed (size or mtime), is 
 with the changed names (`prepare_settings.json` records them); `--rebuild` starts anew.
 """
 
-import argparse
 import json
 import os
 import shutil
 import time
 from typing import Sequence
 
-from absl import logging
+from absl import app, flags, logging
 
 from data_pipelines import build_shards as build_lib
 from data_pipelines import default_corpus, files, text_files
@@ -160,50 +159,50 @@ def prepare_data(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument(
-        "--input", default=None, help="comma-separated text files or globs; default: the embedded corpus"
-    )
-    parser.add_argument("--vocab_size", type=int, default=8192, help="must equal config.model.vocab_size")
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--num_shards", type=int, default=8)
-    parser.add_argument("--num_eval_shards", type=int, default=1)
-    parser.add_argument("--num_processes", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model_type", default="unigram", choices=tokenizer_lib.MODEL_TYPES)
-    parser.add_argument(
-        "--document_boundary",
-        default="blank_line",
-        choices=text_files.DOCUMENT_BOUNDARIES,
-        help="'file' for hard-wrapped books where blank lines only separate paragraphs",
-    )
-    parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
-    parser.add_argument(
-        "--rebuild",
-        action="store_true",
-        help="replace the tokenizer and shards of an output_dir prepared with other settings",
-    )
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
+    values = flags.FLAGS
     result = prepare_data(
-        args.output_dir,
-        inputs=args.input,
-        vocab_size=args.vocab_size,
-        max_seq_length=args.max_seq_length,
-        num_shards=args.num_shards,
-        num_eval_shards=args.num_eval_shards,
-        num_processes=args.num_processes,
-        seed=args.seed,
-        model_type=args.model_type,
-        document_boundary=args.document_boundary,
-        on_invalid_utf8=args.on_invalid_utf8,
-        rebuild=args.rebuild,
+        values.output_dir,
+        inputs=values.input,
+        vocab_size=values.vocab_size,
+        max_seq_length=values.max_seq_length,
+        num_shards=values.num_shards,
+        num_eval_shards=values.num_eval_shards,
+        num_processes=values.num_processes,
+        seed=values.seed,
+        model_type=values.model_type,
+        document_boundary=values.document_boundary,
+        on_invalid_utf8=values.on_invalid_utf8,
+        rebuild=values.rebuild,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "config_flags"}, indent=2))
     print("train with:\n  " + " \\\n  ".join(result["config_flags"]))
 
 
+def run() -> None:
+    """The CLI (`electra-jax-prepare-data`)."""
+    flags.DEFINE_string("output_dir", None, "Where the tokenizer and shards go.", required=True)
+    flags.DEFINE_string("input", None, "Comma-separated text files or globs; default: the embedded corpus.")
+    flags.DEFINE_integer("vocab_size", 8192, "sentencepiece vocabulary; must equal config.model.vocab_size.")
+    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
+    flags.DEFINE_integer("num_shards", 8, "Training shards (train-*).")
+    flags.DEFINE_integer("num_eval_shards", 1, "Held-out shards (eval-*).")
+    flags.DEFINE_integer("num_processes", os.cpu_count() or 1, "Worker processes.")
+    flags.DEFINE_integer("seed", 0, "Seed of the tokenizer's sentence sample, the document order and the split.")
+    flags.DEFINE_enum("model_type", "unigram", tokenizer_lib.MODEL_TYPES, "sentencepiece model type.")
+    flags.DEFINE_enum(
+        "document_boundary",
+        "blank_line",
+        text_files.DOCUMENT_BOUNDARIES,
+        "'file' for hard-wrapped books where blank lines only separate paragraphs.",
+    )
+    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    flags.DEFINE_bool("rebuild", False, "Replace the tokenizer and shards of an output_dir prepared otherwise.")
+    app.run(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

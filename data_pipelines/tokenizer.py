@@ -16,7 +16,6 @@ CLI (train a sentencepiece model):
 """
 
 import abc
-import argparse
 import io
 import itertools
 import os
@@ -25,6 +24,7 @@ import unicodedata
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from absl import app, flags
 
 from data_pipelines import files, text_files
 
@@ -469,32 +469,35 @@ def _iter_sentences(paths: Sequence[str], on_invalid_utf8: str) -> Iterator[str]
         yield from document
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", required=True, help="comma-separated text files or globs")
-    parser.add_argument("--output", required=True, help="path of the model to write, ending in .model")
-    parser.add_argument("--vocab_size", type=int, required=True)
-    parser.add_argument("--model_type", default="unigram", choices=MODEL_TYPES)
-    parser.add_argument(
-        "--input_sentence_size",
-        type=int,
-        default=2_000_000,
-        help="sentences sampled for training; bounds memory on large corpora",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--on_invalid_utf8", default="skip", choices=text_files.INVALID_UTF8_POLICIES)
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    values = flags.FLAGS
     tokenizer = train_sentencepiece(
-        args.input,
-        args.output,
-        vocab_size=args.vocab_size,
-        model_type=args.model_type,
-        input_sentence_size=args.input_sentence_size,
-        seed=args.seed,
-        on_invalid_utf8=args.on_invalid_utf8,
+        values.input,
+        values.output,
+        vocab_size=values.vocab_size,
+        model_type=values.model_type,
+        input_sentence_size=values.input_sentence_size,
+        seed=values.seed,
+        on_invalid_utf8=values.on_invalid_utf8,
     )
-    print(f"wrote {args.output} ({tokenizer.vocab_size} pieces)")
+    print(f"wrote {values.output} ({tokenizer.vocab_size} pieces)")
+
+
+def run() -> None:
+    """The CLI. Its flags are defined here, not at import: other CLIs import this module."""
+    flags.DEFINE_string("input", None, "Comma-separated text files or globs.", required=True)
+    flags.DEFINE_string("output", None, "Path of the model to write, ending in .model.", required=True)
+    flags.DEFINE_integer("vocab_size", None, "Pieces in the vocabulary, special tokens included.", required=True)
+    flags.DEFINE_enum("model_type", "unigram", MODEL_TYPES, "sentencepiece model type.")
+    flags.DEFINE_integer(
+        "input_sentence_size", 2_000_000, "Sentences sampled for training; bounds memory on large corpora."
+    )
+    flags.DEFINE_integer("seed", 0, "Seed of the sentence sample.")
+    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    app.run(main)
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -19,11 +19,6 @@ from absl import app, flags
 
 MASK_TEXT = "[MASK]"
 
-_INIT = flags.DEFINE_string("init", None, "Pretraining workdir or transformers ElectraForMaskedLM dir.")
-_INIT_STEP = flags.DEFINE_integer("init_step", None, "Pretraining checkpoint step (default: latest).")
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer override (default: the one of --init).")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Completions per [MASK].")
-
 
 def load_generator(init: str, init_step: Optional[int] = None, tokenizer_path: str = ""):
     """The generator network (config, params, tokenizer) of a workdir or HF directory."""
@@ -103,14 +98,18 @@ def main(argv):
     texts = argv[1:]
     if not texts:
         raise app.UsageError('give the text(s) to complete, e.g. "The capital of France is [MASK]."')
-    if not _INIT.value:
-        raise app.UsageError("--init is required: a pretraining workdir or an ElectraForMaskedLM dir")
-    generator = load_generator(_INIT.value, _INIT_STEP.value, _TOKENIZER.value)
+    values = flags.FLAGS
+    generator = load_generator(values.init, values.init_step, values.tokenizer)
     for text in texts:
-        print(json.dumps({"text": text, "masks": fill_mask(generator, text, _TOP_K.value)}, ensure_ascii=False))
+        print(json.dumps({"text": text, "masks": fill_mask(generator, text, values.top_k)}, ensure_ascii=False))
 
 
 def run():
+    # Defined here, not at import, so the library above imports without defining flags.
+    flags.DEFINE_string("init", None, "Pretraining workdir or transformers ElectraForMaskedLM dir.", required=True)
+    flags.DEFINE_integer("init_step", None, "Pretraining checkpoint step (default: latest).")
+    flags.DEFINE_string("tokenizer", "", "Tokenizer override (default: the one of --init).")
+    flags.DEFINE_integer("top_k", 5, "Completions per [MASK].")
     app.run(main)
 
 
