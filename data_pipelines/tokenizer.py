@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from absl import app, flags
+from etils import epath
 
 from data_pipelines import files, text_files
 
@@ -379,6 +380,14 @@ def load_tokenizer(path: str) -> Tokenizer:
     raise ValueError(
         f"cannot tell the tokenizer kind of {path}: expected a sentencepiece '*.model' or a WordPiece 'vocab.txt'"
     )
+
+
+def copy_tokenizer_file(tokenizer_path: str, out_dir: str) -> None:
+    """Puts the tokenizer file into `out_dir` where `load_tokenizer(out_dir)` finds it: a
+    WordPiece vocabulary as vocab.txt, a sentencepiece model under its own name."""
+    name = "vocab.txt" if tokenizer_path.endswith(".txt") else os.path.basename(tokenizer_path)
+    if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out_dir, name)):
+        files.write_bytes(os.path.join(out_dir, name), epath.Path(tokenizer_path).read_bytes())
 
 
 def check_vocab_size(config_vocab_size: int, tokenizer: Tokenizer) -> None:

@@ -8,7 +8,6 @@ tokenizer file the run was trained with when the config names one.
 """
 
 import os
-import shutil
 from typing import Optional
 
 from absl import app, flags, logging
@@ -19,6 +18,7 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None) ->
     transformers' format with the run's tokenizer; returns the step."""
     import jax
 
+    from data_pipelines import tokenizer as tokenizer_lib
     from electra_jax import hf, loading, model  # after flag parsing: importing jax is slow
 
     config, step, params = loading.restore_pretraining_params(workdir, step)
@@ -26,7 +26,7 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None) ->
     for kind, cfg in model.pretraining_networks(config).items():
         hf.save_pretrained(cfg, params[kind], os.path.join(out_dir, kind), kind)
         if config.data.tokenizer:
-            shutil.copy(config.data.tokenizer, os.path.join(out_dir, kind))
+            tokenizer_lib.copy_tokenizer_file(config.data.tokenizer, os.path.join(out_dir, kind))
     logging.info("exported step %d of %s to %s", step, workdir, out_dir)
     return step
 

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Optional
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from data_pipelines import files
 from data_pipelines import tokenizer as tokenizer_lib
@@ -267,7 +268,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.jsonl of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), ".csv/.tsv/.jsonl file")
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     tokenizer = pretrained.tokenizer
     train_examples = read_examples(config.train_file, config)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import flax.linen as nn
@@ -100,15 +99,7 @@ def export_model(
 ) -> None:
     """A transformers directory of `kind` (see hf.KINDS), with the tokenizer file beside it."""
     hf.save_pretrained(pretrained.model_config, jax.device_get(params), out_dir, kind=kind, extra_config=extra_config)
-    copy_tokenizer(pretrained.tokenizer, out_dir)
-
-
-def copy_tokenizer(tokenizer: tokenizer_lib.Tokenizer, out_dir: str) -> None:
-    """Puts the tokenizer file where `tokenizer_lib.load_tokenizer(out_dir)` finds it."""
-    tokenizer_path = tokenizer.path
-    name = "vocab.txt" if tokenizer_path.endswith(".txt") else os.path.basename(tokenizer_path)
-    if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out_dir, name)):
-        shutil.copyfile(tokenizer_path, os.path.join(out_dir, name))
+    tokenizer_lib.copy_tokenizer_file(pretrained.tokenizer.path, out_dir)
 
 
 # ---------------------------------------------------------------------------- recipe

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from data_pipelines import files
 from data_pipelines import glue as glue_data
@@ -303,7 +304,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes every task of `config.task`; writes results.json, results.md and the
     leaderboard files into `workdir`. With task=all, tasks whose files are missing are
     skipped (and listed), not fatal."""
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     results: dict[str, Any] = {"init": config.init, "config": config.to_dict(), "tasks": {}, "skipped": {}}
     for task in tasks_of(config):
@@ -321,7 +322,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     has_paper_task = any(key in glue_metrics.ELECTRA_PAPER_METRIC for key in medians)
     results["electra_paper_score"] = glue_metrics.electra_paper_score(medians) if has_paper_task else None
     files.write_json(os.path.join(workdir, "results.json"), results)
-    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+    with files.atomic_open(os.path.join(workdir, "results.md")) as f:
         f.write(results_table(results))
     return results
 
@@ -362,7 +363,7 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
         )
     else:
         result["metrics"] = glue_metrics.task_metrics(key, features["labels"], predictions)
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     files.write_json(os.path.join(workdir, f"eval_{task}_{split}.json"), result)
     return result
 

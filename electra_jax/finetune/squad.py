@@ -50,6 +50,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 
 from data_pipelines import files
 from data_pipelines import squad as squad_data
@@ -406,7 +407,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs and scores each on the evaluation set; writes
     predictions, models and results.json into `workdir` (see the module docstring)."""
     check_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     tokenizer = pretrained.tokenizer
     train_examples, dev_examples = load_examples(config, "train"), load_examples(config, "dev")
@@ -471,7 +472,7 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def write_predictions(decoded: Decoded, out_dir: str) -> None:
     """predictions.json (official format) and, for 2.0, null_odds.json."""
-    os.makedirs(out_dir, exist_ok=True)
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
     files.write_json(os.path.join(out_dir, "predictions.json"), decoded.predictions)
     if decoded.na_scores is not None:
         files.write_json(os.path.join(out_dir, "null_odds.json"), decoded.na_scores)

@@ -28,6 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from data_pipelines import files
 from data_pipelines import tokenizer as tokenizer_lib
@@ -299,7 +300,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.txt of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), "CoNLL file")
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
     tokenizer = pretrained.tokenizer
     labels = label_list(config, read_conll(config.train_file, config.label_column))
