@@ -1,6 +1,6 @@
 """Export a pretraining checkpoint to HuggingFace transformers format.
 
-    python -m electra_jax.export --workdir=DIR [--step=N] --out=HF_DIR
+    python -m electra_jax.export --workdir=DIR [--step=N] --out=HF_DIR [--overwrite]
 
 Writes HF_DIR/discriminator (ElectraForPreTraining; not for an MLM-only run) and
 HF_DIR/generator (ElectraForMaskedLM), each config.json + model.safetensors, plus the
@@ -11,11 +11,15 @@ import os
 from typing import Optional
 
 from absl import app, flags, logging
+from etils import epath
 
 
-def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None) -> int:
+def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False) -> int:
     """Writes OUT/<network> for every network of the run at `step` (latest if None), in
-    transformers' format with the run's tokenizer; returns the step."""
+    transformers' format with the run's tokenizer; returns the step. A non-empty `out_dir`
+    is refused unless `overwrite`, which clears it first: a stale file left beside a new
+    model (an old vocab.txt beside a new spm.model) would be read in its place."""
+    check_export_target(out_dir, overwrite)
     import jax
 
     from data_pipelines import tokenizer as tokenizer_lib
@@ -31,11 +35,26 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None) ->
     return step
 
 
+def check_export_target(out_dir: str, overwrite: bool) -> None:
+    out = epath.Path(out_dir)
+    existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not existing:
+        return
+    if not overwrite:
+        shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise FileExistsError(
+            f"--out={out_dir} is not empty ({len(existing)} entries: {shown}); export into a new or "
+            "empty directory, or pass --overwrite to clear it first"
+        )
+    logging.info("--overwrite: clearing %s (%d entries) before the export", out_dir, len(existing))
+    out.rmtree()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     values = flags.FLAGS
-    step = export_checkpoint(values.workdir, values.out, values.step)
+    step = export_checkpoint(values.workdir, values.out, values.step, values.overwrite)
     print(f"exported step {step} to {values.out}")
 
 
@@ -43,7 +62,8 @@ def run():
     # Flags are defined here, not at import, so the library function above imports freely.
     flags.DEFINE_string("workdir", None, "A pretraining workdir.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_string("out", None, "Output directory.")
+    flags.DEFINE_string("out", None, "Output directory: new or empty, unless --overwrite.")
+    flags.DEFINE_bool("overwrite", False, "Clear a non-empty --out first.")
     flags.mark_flags_as_required(["workdir", "out"])
     app.run(main)
 

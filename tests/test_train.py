@@ -464,6 +464,18 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, reference, 
         np.testing.assert_allclose(theirs, ours, atol=1e-4, err_msg=kind)
 
 
+def test_export_refuses_a_non_empty_target_unless_overwrite(tmp_path, reference):
+    out = tmp_path / "hf"
+    (out / "discriminator").mkdir(parents=True)
+    stale = out / "discriminator" / "vocab.txt"  # would win over the new spm.model in load_tokenizer
+    stale.write_text("[PAD]\n")
+    with pytest.raises(FileExistsError, match=r"--out=.*hf is not empty \(1 entries: discriminator\).*--overwrite"):
+        export.export_checkpoint(reference["workdir"], str(out))
+    assert stale.exists()  # refused before anything was written or removed
+    assert export.export_checkpoint(reference["workdir"], str(out), overwrite=True) == REFERENCE_STEPS
+    assert sorted(os.listdir(out / "discriminator")) == ["config.json", "model.safetensors", "spm.model"]
+
+
 def test_a_workdir_of_another_model_is_refused_unless_fresh(tmp_path, reference, settings):
     workdir = str(tmp_path / "run")
     shutil.copytree(reference["workdir"], workdir)
