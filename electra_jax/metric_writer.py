@@ -1,7 +1,7 @@
 """Scalars of a run, to `metrics.jsonl` (always) and TensorBoard (optional), from process
 0 only: what pretraining and every fine-tuning run write their metrics through.
 
-    writer = MetricWriter(workdir, tensorboard=True)
+    writer = MetricWriter(workdir, tensorboard=True, start_step=0)
     writer.write(step, "train", {"loss": 0.3})
     writer.close()
 
@@ -14,7 +14,10 @@ import json
 import os
 
 import jax
+from absl import logging
 from etils import epath
+
+from data_pipelines import files
 
 
 def flat_scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -30,19 +33,52 @@ def flat_scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-class MetricWriter:
-    """Scalars to WORKDIR/metrics.jsonl and WORKDIR/tensorboard/. `append` keeps the lines of
-    an earlier run (pretraining resumes); False starts the file afresh (a fine-tuning run
-    has no resume, and a rerun into the same directory must not mix two series)."""
+def _drop_rows_after(path: epath.Path, step: int) -> None:
+    """Rewrites `path` (atomically) without its rows for steps after `step`, and without a
+    line cut short by a kill; logs what it dropped."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept, replayed, partial = [], 0, 0
+    for line in lines:
+        try:
+            row_step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            partial += 1
+            continue
+        if row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+        else:
+            replayed += 1
+    if replayed or partial:
+        logging.info(
+            "%s: dropped %d rows of steps after %d (replayed by this run) and %d unreadable lines",
+            path,
+            replayed,
+            step,
+            partial,
+        )
+        with files.atomic_open(path) as f:
+            f.writelines(kept)
 
-    def __init__(self, workdir: str, tensorboard: bool, append: bool = True):
+
+class MetricWriter:
+    """Scalars to WORKDIR/metrics.jsonl and WORKDIR/tensorboard/, for a run that starts at
+    `start_step` (0 for a new run, the restored step on resume). Rows an earlier run wrote
+    for steps after `start_step` are dropped first: a run killed between two checkpoints
+    replays those steps, and its file must not hold two series for them. (TensorBoard's
+    event files are append-only; they keep the replayed steps.)"""
+
+    def __init__(self, workdir: str, tensorboard: bool, *, start_step: int):
         self.enabled = jax.process_index() == 0
         self.tb = None
         if not self.enabled:
             return
         # epath: local or gs:// (TensorFlow's GCS filesystem re-uploads the object on flush)
-        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-        self.jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a" if append else "w", encoding="utf-8")
+        path = epath.Path(workdir) / "metrics.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_rows_after(path, start_step)
+        self.jsonl = path.open("a", encoding="utf-8")
         if tensorboard:
             try:
                 from flax.metrics import tensorboard as flax_tb  # needs tensorflow

@@ -358,7 +358,7 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_ste
     batch_sharding = sharding.batch_sharding(trainer.mesh)
     step_fn = jit_train_step(trainer)
     eval_fn = jit_eval_step(trainer, eval_seed=config.train.seed + 1)
-    writer = MetricWriter(workdir, config.train.tensorboard)
+    writer = MetricWriter(workdir, config.train.tensorboard, start_step=start_step)
     networks = model.pretraining_networks(config)
     flops_per_step = config.train.batch_size * flops.train_flops_per_sequence(
         networks["generator"],

@@ -100,7 +100,7 @@ def test_metrics_are_appended_on_gcs(fake_gcs):
 
     epath.Path(WORKDIR).mkdir(parents=True)  # as train_and_evaluate does first
     for step in (1, 2):  # two writers, as a resumed run appends to the first run's file
-        writer = metric_writer.MetricWriter(WORKDIR, tensorboard=False)
+        writer = metric_writer.MetricWriter(WORKDIR, tensorboard=False, start_step=step - 1)
         writer.write(step, "train", {"loss": 1.0 / step})
         writer.close()
     with open(fake_gcs(f"{WORKDIR}/metrics.jsonl")) as f:

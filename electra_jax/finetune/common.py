@@ -368,7 +368,7 @@ def fit(
     """Trains one run from `params`; returns (params on the host, log of {step, loss,
     learning_rate, dev: evaluate(params)}), evaluating every `eval_every` steps and at the end.
     The log is also written to `run_dir` (splits "train" and "dev")."""
-    writer = MetricWriter(run_dir, config.tensorboard, append=False)
+    writer = MetricWriter(run_dir, config.tensorboard, start_step=0)  # no resume: a rerun starts afresh
     _, dropout_rng = seed_rngs(seed)
     state = jax.device_put(optim.TrainState.create(params, program.tx), program.placement.state_sharding(program.tx))
     batches = train_batches(train, config.batch_size, np.random.default_rng(seed), program.batch_keys)
