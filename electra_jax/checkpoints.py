@@ -6,6 +6,7 @@ Layout of a workdir:
   checkpoints/<step>/meta/        JSON: step, the input pipeline's position
   data_state/<step>/              every process's input-iterator state for that step
   replaced-<time>/                a previous run moved aside by --fresh (same layout)
+  lock.json                       while a trainer runs: its pid, host and start (`workdir_lock`)
 
 Each process writes its data-iterator state before the orbax save of the same step starts,
 so a complete orbax step always has its iterator state beside it (a crash in between
@@ -14,10 +15,12 @@ leaves an orphan iterator state, never a checkpoint without one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import ml_collections
@@ -185,6 +188,79 @@ def check_run_config(
                 _move_run_aside(workdir)
     if jax.process_index() == 0:
         files.write_bytes(path, config_json.encode("utf-8"))
+
+
+LOCK_FILE = "lock.json"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+    """One trainer per workdir: process 0 holds WORKDIR/lock.json ({pid, host, started})
+    while the block runs and removes it after. A second trainer is refused with the
+    holder's pid, host and start. A lock left by a killed trainer on this host (its pid no
+    longer runs) is taken over with a warning; one from another host cannot be checked
+    and is refused with the fix. Local workdirs take the lock atomically (O_EXCL); on
+    gs:// the check and the write are two requests, so two trainers started within the
+    same second may both pass."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = epath.Path(workdir) / LOCK_FILE
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if not _create_exclusive(path, holder):
+        _take_over_if_stale(path, holder)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _create_exclusive(path: epath.Path, holder: dict) -> bool:
+    """Writes the lock file unless one exists; False if it did."""
+    data = json.dumps(holder).encode("utf-8")
+    if "://" in os.fspath(path):
+        if path.exists():
+            return False
+        path.write_bytes(data)
+        return True
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True
+
+
+def _take_over_if_stale(path: epath.Path, holder: dict) -> None:
+    try:
+        other = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, FileNotFoundError):
+        other = {}  # a lock written half (a kill mid-write) or just removed: retry once
+    if other and not (other.get("host") == holder["host"] and not _pid_runs(other.get("pid"))):
+        raise RuntimeError(
+            f"{path.parent} is in use by another trainer: pid {other.get('pid')} on host "
+            f"{other.get('host')}, started {other.get('started')} ({path}). Wait for it or stop "
+            "it, or use another --workdir; if that trainer is gone (another host cannot be "
+            "checked from here), delete the lock file"
+        )
+    if other:
+        logging.warning("taking over %s: its trainer (pid %s on this host) no longer runs", path, other.get("pid"))
+    path.unlink(missing_ok=True)
+    if not _create_exclusive(path, holder):
+        raise RuntimeError(f"{path.parent}: another trainer took {path} at the same moment; use another --workdir")
+
+
+def _pid_runs(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True
 
 
 # Everything a run (and evaluate.py on it) writes at the top of its workdir; default_data

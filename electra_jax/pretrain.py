@@ -335,9 +335,15 @@ def resume_defaults() -> dict[str, dict[str, Any]]:
 def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
     """Pretrain from scratch or resume the latest checkpoint in `workdir`.
 
-    Returns the last logged train metrics and the last evaluation metrics.
+    Returns the last logged train metrics and the last evaluation metrics. A second
+    trainer on the same workdir is refused (`checkpoints.workdir_lock`).
     """
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    with checkpoints.workdir_lock(workdir):
+        return _train_and_evaluate(config, workdir, fresh, stop_at_step)
+
+
+def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | None) -> dict[str, Any]:
     config = input_pipeline.resolve_data_source(config, workdir)
     checkpoints.check_run_config(
         workdir, config.to_json_best_effort(sort_keys=True), fresh, absent_means=resume_defaults()

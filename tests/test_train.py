@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -635,3 +636,42 @@ def test_console_scripts_point_at_cli_run_functions():
         with open(path, encoding="utf-8") as f:
             functions = {node.name for node in ast.parse(f.read()).body if isinstance(node, ast.FunctionDef)}
         assert function in functions, f"{name}: {path} has no {function}()"
+
+
+_HOLD_LOCK = """
+import sys, time
+from electra_jax import checkpoints
+with checkpoints.workdir_lock(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.integration
+def test_a_second_trainer_on_a_workdir_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, settings, compile_cache):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    script = tmp_path / "hold_lock.py"
+    script.write_text(_HOLD_LOCK)
+    holder = start([str(script), str(workdir)], tmp_path / "holder.log", compile_cache)
+    try:
+        wait_for(lambda: "holding" in output(holder), holder, "the lock")
+        second = subprocess.run(
+            [sys.executable, "-m", "electra_jax.train", *cli_args(settings, str(workdir))],
+            cwd=REPO,
+            env=subprocess_env(compile_cache),
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
+        )
+        assert second.returncode != 0
+        assert f"is in use by another trainer: pid {holder.pid} on host {socket.gethostname()}" in second.stderr
+        assert sorted(os.listdir(workdir)) == ["lock.json"]  # refused before it wrote anything
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without removing its lock: the next trainer on this host takes it over.
+    with checkpoints.workdir_lock(str(workdir)):
+        with open(workdir / "lock.json") as f:
+            assert json.load(f)["pid"] == os.getpid()
+    assert not (workdir / "lock.json").exists()
