@@ -74,6 +74,7 @@ def eval_batches(config, batch_sharding):
             repeat=False,
         )
     for _, batch in zip(range(t.eval_steps), it):
+        data.check_token_ids(batch, config.model.vocab_size, f"data.eval_files={d.eval_files}")
         yield data.to_global_batch(batch, batch_sharding)
 
 

@@ -269,6 +269,21 @@ def make_synthetic_iterator(
     )
 
 
+def check_token_ids(batch: dict[str, np.ndarray], vocab_size: int, source: str) -> None:
+    """Refuses a batch with a token id outside [0, vocab_size): the embedding lookup would
+    read past the table and the loss turn NaN, silently."""
+    ids = batch["input_ids"]
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = high if high >= vocab_size else low
+        raise ValueError(
+            f"token id {bad} in a batch of {source} is outside the model's vocabulary (ids 0 to "
+            f"{vocab_size - 1}): the shards were built with another tokenizer. Set "
+            "--config.model.vocab_size to that tokenizer's size, or --config.data.tokenizer so "
+            "that it is checked at start-up"
+        )
+
+
 def to_global_batch(batch: dict[str, np.ndarray], sharding: Any) -> dict[str, Any]:
     """This host's batch -> global jax.Arrays laid out by `sharding` (batch on data axes)."""
     import jax

@@ -17,6 +17,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import tqdm
 from absl import logging
@@ -387,7 +388,9 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
     pending, window_start, window_steps = None, time.perf_counter(), 0
     try:
         for step in range(start_step, end_step):
-            batch = data.to_global_batch(next(train_iter), batch_sharding)
+            host_batch = next(train_iter)
+            data.check_token_ids(host_batch, config.model.vocab_size, f"data.train_files={config.data.train_files}")
+            batch = data.to_global_batch(host_batch, batch_sharding)
             state, metrics = step_fn(state, batch)
             window_steps += 1
             progress.update(1)
@@ -397,7 +400,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
             done = step + 1
             if done % config.train.log_every == 0 or done == end_step:
                 seconds = (time.perf_counter() - window_start) / window_steps
-                pending = (done, metrics, seconds, config, flops_per_step, peak)
+                pending = (done, metrics, seconds, config, flops_per_step, peak, ckpt)
                 window_start, window_steps = time.perf_counter(), 0
             if config.train.eval_every and (done % config.train.eval_every == 0 or done == end_step):
                 result["eval"] = evaluate(
@@ -406,10 +409,12 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
                 writer.write(done, "eval", result["eval"])
                 logging.info("eval step %d: %s", done, _summary(result["eval"]))
             if preemption.requested or ckpt.manager.reached_preemption(done):
+                _check_finite(state, done, ckpt)
                 ckpt.save(done, state, train_iter, force=True)
                 logging.warning("stopped at step %d after a preemption signal", done)
                 break
             if done % config.train.checkpoint_every == 0 or done == end_step:
+                _check_finite(state, done, ckpt)
                 ckpt.save(done, state, train_iter, force=done == end_step)
         if pending is not None:
             result["train"] = _log_train(writer, progress, *pending)
@@ -437,8 +442,30 @@ def _summary(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
-def _log_train(writer, progress, step, metrics, seconds_per_step, config, flops_per_step, peak):
+@jax.jit
+def _params_finite(params) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
+
+
+def _non_finite_error(step: int, what: str, ckpt: checkpoints.Checkpointer) -> FloatingPointError:
+    last = ckpt.latest_step()
+    kept = f"the last checkpoint, step {last}, is kept" if last is not None else "no checkpoint was saved"
+    return FloatingPointError(
+        f"{what} at step {step}; stopped without saving it ({kept}). Lower --config.optim.learning_rate "
+        "or lengthen --config.optim.warmup_steps, check the data, then resume"
+    )
+
+
+def _check_finite(state, step: int, ckpt: checkpoints.Checkpointer) -> None:
+    """Never save a NaN or infinite state: a resume from it could only repeat it."""
+    if not bool(_params_finite(state.params)):
+        raise _non_finite_error(step, "non-finite parameters", ckpt)
+
+
+def _log_train(writer, progress, step, metrics, seconds_per_step, config, flops_per_step, peak, ckpt):
     scalars = metrics_to_host(metrics)
+    if not np.isfinite(scalars["loss"]):
+        raise _non_finite_error(step, f"loss {scalars['loss']}", ckpt)
     scalars.update(
         step_time_s=seconds_per_step,
         tokens_per_s=config.train.batch_size * config.train.max_seq_length / seconds_per_step,

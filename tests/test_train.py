@@ -675,3 +675,22 @@ def test_a_second_trainer_on_a_workdir_is_refused_and_a_dead_ones_lock_taken_ove
         with open(workdir / "lock.json") as f:
             assert json.load(f)["pid"] == os.getpid()
     assert not (workdir / "lock.json").exists()
+
+
+def test_token_ids_beyond_the_vocabulary_are_refused_before_the_first_step(tmp_path, settings):
+    # No tokenizer to check at start-up (the README's advice for pods): the batch is checked.
+    config = make_config(settings, **{"model.vocab_size": 100, "data.tokenizer": ""})
+    with pytest.raises(ValueError, match=r"token id 1\d\d in a batch of data.train_files=.* \(ids 0 to 99\)"):
+        pretrain.train_and_evaluate(config, str(tmp_path / "run"))
+    assert saved_steps(str(tmp_path / "run")) == []
+
+
+def test_a_diverging_run_stops_and_never_saves_a_non_finite_state(tmp_path, settings):
+    workdir = str(tmp_path / "run")
+    config = make_config(settings, **{"optim.learning_rate": 1e30})
+    message = r"(non-finite parameters|loss nan|loss inf) at step \d+; stopped without saving it \(the last"
+    with pytest.raises(FloatingPointError, match=message):
+        pretrain.train_and_evaluate(config, workdir, stop_at_step=REFERENCE_STEPS)
+    for step in saved_steps(workdir):
+        params = saved_params(config, workdir, step)
+        assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(params)), step
