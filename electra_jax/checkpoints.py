@@ -16,11 +16,12 @@ leaves an orphan iterator state, never a checkpoint without one).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import socket
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import jax
 import ml_collections
@@ -151,15 +152,23 @@ class Checkpointer:
 
 
 def check_run_config(
-    workdir: str, config_json: str, fresh: bool, absent_means: Optional[dict[str, dict[str, Any]]] = None
-) -> None:
-    """Refuse to resume a workdir whose saved model/objective config differs from this run's.
+    workdir: str,
+    config_json: str,
+    fresh: bool,
+    absent_means: Optional[dict[str, dict[str, Any]]] = None,
+    may_change: Sequence[str] = (),
+) -> list[str]:
+    """Refuse to resume a workdir whose saved config differs from this run's in a field a
+    resume cannot honour; returns the fields that changed (all in `may_change`). The
+    config is written only after the check passes.
 
+    `may_change` holds "section.key" patterns (fnmatch: "mesh.*") a resume may change.
     `absent_means` ({section: {key: value}}) gives the value a key the saved config lacks
     stood for (a field added after the run was saved behaved as its default then).
     With `fresh`, the old checkpoints are moved aside (never deleted or overwritten).
     """
     path = epath.Path(workdir) / "config.json"
+    changed: list[str] = []
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         current = json.loads(config_json)
@@ -168,26 +177,51 @@ def check_run_config(
                 **{k: v for k, v in defaults.items() if k in current.get(section, {})},
                 **saved.get(section, {}),
             }
-        differing = sorted(section for section in ("model", "objective") if saved.get(section) != current.get(section))
+        differences = _config_differences(saved, current)
+        refused = {key: values for key, values in differences.items() if not _matches(key, may_change)}
         checkpoints_dir = epath.Path(workdir) / "checkpoints"
         has_checkpoints = checkpoints_dir.is_dir() and any(checkpoints_dir.iterdir())
-        if differing and has_checkpoints:
+        if refused and has_checkpoints:
             if not fresh:
-                details = "; ".join(
-                    f"{section}.{key}: saved {saved.get(section, {}).get(key)!r} vs "
-                    f"{current.get(section, {}).get(key)!r}"
-                    for section in differing
-                    for key in sorted(set(saved.get(section, {})) | set(current.get(section, {})))
-                    if saved.get(section, {}).get(key) != current.get(section, {}).get(key)
-                )
+                details = "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in refused.items())
                 raise ValueError(
-                    f"{workdir} holds a run with a different config ({details}); use another "
-                    "--workdir, or pass --fresh to move its checkpoints aside and start over"
+                    f"{workdir} holds a run with a different config ({details}); a resume may change "
+                    f"only {', '.join(may_change) or 'nothing'}. Use another --workdir, or pass --fresh "
+                    "to move its checkpoints aside and start over"
+                    + (
+                        ", or --config.data.reset_iterator=True to go on from the saved step on the new data"
+                        if any(key.startswith("data.") for key in refused)
+                        else ""
+                    )
                 )
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
+        elif has_checkpoints:
+            changed = sorted(differences)
+            for key in changed:
+                logging.info("resume with %s changed: saved %r, now %r", key, *differences[key])
     if jax.process_index() == 0:
         files.write_bytes(path, config_json.encode("utf-8"))
+    return changed
+
+
+def _config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """ "section.key" -> (saved, current) for every field that differs (sections are dicts)."""
+    differences = {}
+    for section in sorted(set(saved) | set(current)):
+        old, new = saved.get(section), current.get(section)
+        if isinstance(old, dict) or isinstance(new, dict):
+            old, new = old or {}, new or {}
+            for key in sorted(set(old) | set(new)):
+                if old.get(key) != new.get(key):
+                    differences[f"{section}.{key}"] = (old.get(key), new.get(key))
+        elif old != new:
+            differences[section] = (old, new)
+    return differences
+
+
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
 
 
 LOCK_FILE = "lock.json"

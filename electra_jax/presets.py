@@ -239,6 +239,9 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     d.eval_files = ""  # glob of held-out TFRecord shards
     d.tokenizer = ""  # sentencepiece .model or WordPiece vocab.txt the shards were built with
     d.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer
+    # True: a resume may change the training data (files, source, shuffle buffer); the input
+    # pipeline then starts afresh at the restored step. False: such a resume is refused.
+    d.reset_iterator = False
 
     c.mesh = mesh_config()
     c.sharding = sharding_config()

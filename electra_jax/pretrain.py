@@ -327,6 +327,37 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+# What a resume may change; any other difference from the saved config.json is refused
+# before anything is written. How long it runs (num_steps: the schedule stretches or
+# shrinks from the restored step), how often it logs, evaluates and saves, where and how it
+# computes (mesh, sharding, compute dtype, remat, attention kernel, microbatches of the
+# same global batch), the held-out files and where the tokenizer lies.
+RESUME_MAY_CHANGE = (
+    "train.num_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_steps",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.tensorboard",
+    "train.grad_accum_steps",
+    "mesh.*",
+    "sharding.*",
+    "model.dtype",
+    "model.remat_policy",
+    "model.attention_impl",
+    "data.eval_files",
+    "data.tokenizer",
+    "data.reset_iterator",
+)
+# ... and with data.reset_iterator, the training data too.
+TRAINING_DATA_FIELDS = ("data.source", "data.train_files", "data.shuffle_buffer")
+
+
+def resume_may_change(config) -> tuple[str, ...]:
+    return RESUME_MAY_CHANGE + (TRAINING_DATA_FIELDS if config.data.get("reset_iterator") else ())
+
+
 def resume_defaults() -> dict[str, dict[str, Any]]:
     """What a field added after a run was saved stood for in that run (so adding it does
     not refuse the old workdir): the model's defaults, the ELECTRA objective, Gumbel-max."""
@@ -346,16 +377,28 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_ste
 
 def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | None) -> dict[str, Any]:
     config = input_pipeline.resolve_data_source(config, workdir)
-    checkpoints.check_run_config(
-        workdir, config.to_json_best_effort(sort_keys=True), fresh, absent_means=resume_defaults()
+    changed = checkpoints.check_run_config(
+        workdir,
+        config.to_json_best_effort(sort_keys=True),
+        fresh,
+        absent_means=resume_defaults(),
+        may_change=resume_may_change(config),
     )
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(
         workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
     )
     train_iter = input_pipeline.make_train_iterator(config)
+    new_data = [key for key in changed if key in TRAINING_DATA_FIELDS]
     if ckpt.latest_step() is not None:
-        state = ckpt.restore(None, abstract_train_state(trainer), train_iter)
+        state = ckpt.restore(None, abstract_train_state(trainer), None if new_data else train_iter)
+        if new_data:
+            logging.warning(
+                "data.reset_iterator: %s changed, so the input pipeline starts afresh at step %d "
+                "(the saved position in the old data is not used)",
+                ", ".join(new_data),
+                int(state.step),
+            )
     else:
         state = init_train_state(trainer)
     start_step = int(state.step)

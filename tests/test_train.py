@@ -694,3 +694,28 @@ def test_a_diverging_run_stops_and_never_saves_a_non_finite_state(tmp_path, sett
     for step in saved_steps(workdir):
         params = saved_params(config, workdir, step)
         assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(params)), step
+
+
+def test_a_resume_that_cannot_be_honoured_is_refused_before_anything_is_written(tmp_path, reference, settings, shards):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    before = file_digests(workdir)
+    new_files = make_config(settings, **{"data.train_files": shards["eval_files"]})
+    with pytest.raises(ValueError, match=r"data\.train_files: saved .*train-\*.* vs .*eval-\*.*reset_iterator=True"):
+        pretrain.train_and_evaluate(new_files, workdir, stop_at_step=REFERENCE_STEPS + 1)
+    # A batch of 4 on the batch-8 run: refused by name, not a shape error after config.json
+    # was rewritten (so evaluate of the old checkpoints still reads the old config).
+    with pytest.raises(ValueError, match=r"train\.batch_size: saved 8 vs 4\); a resume may change only train\.num_steps"):
+        pretrain.train_and_evaluate(make_config(settings, **{"train.batch_size": 4}), workdir)
+    assert file_digests(workdir) == before
+
+
+def test_reset_iterator_resumes_on_new_training_data(tmp_path, reference, settings, shards):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    config = make_config(settings, **{"data.train_files": shards["eval_files"], "data.reset_iterator": True})
+    result = pretrain.train_and_evaluate(config, workdir, stop_at_step=REFERENCE_STEPS + 1)
+    assert result["step"] == REFERENCE_STEPS + 1
+    assert checkpoints.load_run_config(workdir).data.train_files == shards["eval_files"]
+    # The same data again: an exact resume from the new data's iterator position, not a reset.
+    assert pretrain.train_and_evaluate(config, workdir, stop_at_step=REFERENCE_STEPS + 2)["step"] == REFERENCE_STEPS + 2
