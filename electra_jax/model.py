@@ -30,6 +30,9 @@ _REMAT_POLICIES = {
 }
 
 
+FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class ElectraConfig:
     """Static hyper-parameters of one ELECTRA network (a generator or a discriminator)."""
@@ -66,6 +69,9 @@ class ElectraConfig:
             raise ValueError(f"remat_policy={self.remat_policy!r}; choose one of {['none', *_REMAT_POLICIES]}")
         if self.attention_impl not in (None, "xla", "cudnn"):
             raise ValueError(f"attention_impl={self.attention_impl!r}; choose None, 'xla' or 'cudnn'")
+        for field in ("dtype", "param_dtype"):
+            if getattr(self, field) not in FLOAT_DTYPES:
+                raise ValueError(f"{field}={getattr(self, field)!r}; choose one of {FLOAT_DTYPES}")
         if self.vocab_pad_multiple < 1:
             raise ValueError(
                 f"vocab_pad_multiple={self.vocab_pad_multiple}; use 1 (no padding) or a positive multiple such as 128"

@@ -47,8 +47,9 @@ class Pretrainer:
 
 def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer:
     """Model, optimizer and the shardings of the train state, from config."""
-    _check_batch(config, mesh)
+    _check_train_numbers(config.train)
     mesh = mesh or sharding.make_mesh(config.mesh)
+    _check_batch(config, mesh)
     rules = sharding.logical_axis_rules(config)
     net = model.build_pretraining_model(config)
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
@@ -64,19 +65,40 @@ def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer
     return Pretrainer(config, net, tx, schedule, mesh, rules, state_sharding)
 
 
-def _check_batch(config, mesh) -> None:
+# train.<field> -> the least value it may take
+_TRAIN_MINIMUMS = {
+    "batch_size": 1,
+    "grad_accum_steps": 1,
+    "max_seq_length": 2,
+    "num_steps": 0,
+    "log_every": 1,
+    "eval_every": 0,
+    "eval_steps": 1,
+    "checkpoint_every": 1,
+    "keep_checkpoints": 1,
+}
+
+
+def _check_train_numbers(train) -> None:
+    for field, least in _TRAIN_MINIMUMS.items():
+        if train[field] < least:
+            raise ValueError(f"train.{field}={train[field]}; it must be at least {least}")
+
+
+def _check_batch(config, mesh: jax.sharding.Mesh) -> None:
     train = config.train
     if train.batch_size % train.grad_accum_steps:
         raise ValueError(
             f"train.batch_size={train.batch_size} does not divide by train.grad_accum_steps={train.grad_accum_steps}"
         )
-    if mesh is not None:
-        shards = mesh.shape["data"] * mesh.shape["fsdp"]
-        if (train.batch_size // train.grad_accum_steps) % shards:
-            raise ValueError(
-                f"microbatch {train.batch_size // train.grad_accum_steps} (train.batch_size / "
-                f"train.grad_accum_steps) does not divide over {shards} data x fsdp shards"
-            )
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    microbatch = train.batch_size // train.grad_accum_steps
+    if microbatch % shards:
+        raise ValueError(
+            f"microbatch {microbatch} (train.batch_size / train.grad_accum_steps) does not divide over the "
+            f"mesh's {shards} data x fsdp shards ({mesh.size} devices); set --config.train.batch_size to a "
+            f"multiple of {shards * train.grad_accum_steps}, or --config.mesh.data"
+        )
 
 
 def _init_fn(trainer: Pretrainer):

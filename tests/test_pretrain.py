@@ -1,5 +1,7 @@
 """The jitted, mesh-sharded ELECTRA train step on 8 host CPU devices."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -166,8 +168,28 @@ def test_resumed_steps_replay_bit_exactly():
 def test_batch_that_does_not_split_over_the_mesh_is_refused():
     config = tiny_config(data=8)
     config.train.batch_size = 12
-    with pytest.raises(ValueError, match="microbatch 12 .* does not divide over 8"):
+    with pytest.raises(ValueError, match="microbatch 12 .* does not divide over the mesh's 8 .*multiple of 8"):
         pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh))
+    # The same check when the trainer builds its own mesh (the CLI's path).
+    with pytest.raises(ValueError, match="microbatch 12 .* does not divide over the mesh's 8"):
+        pretrain.make_pretrainer(config)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("train.batch_size", -4, "train.batch_size=-4; it must be at least 1"),
+        ("train.batch_size", 0, "train.batch_size=0; it must be at least 1"),
+        ("train.num_steps", -1, "train.num_steps=-1; it must be at least 0"),
+        ("model.dtype", "foo", "dtype='foo'; choose one of"),
+    ],
+)
+def test_bad_numbers_and_dtypes_are_refused_by_name(field, value, message):
+    config = tiny_config(data=8)
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pretrain.make_pretrainer(config)
 
 
 def test_padded_vocabulary_rows_are_never_used_in_training():

@@ -705,7 +705,8 @@ def test_a_resume_that_cannot_be_honoured_is_refused_before_anything_is_written(
         pretrain.train_and_evaluate(new_files, workdir, stop_at_step=REFERENCE_STEPS + 1)
     # A batch of 4 on the batch-8 run: refused by name, not a shape error after config.json
     # was rewritten (so evaluate of the old checkpoints still reads the old config).
-    with pytest.raises(ValueError, match=r"train\.batch_size: saved 8 vs 4\); a resume may change only train\.num_steps"):
+    refused = r"train\.batch_size: saved 8 vs 4\); a resume may change only train\.num_steps"
+    with pytest.raises(ValueError, match=refused):
         pretrain.train_and_evaluate(make_config(settings, **{"train.batch_size": 4}), workdir)
     assert file_digests(workdir) == before
 
