@@ -36,7 +36,7 @@ from typing import Sequence
 
 from absl import app, flags, logging
 
-from data_pipelines import files, text_files
+from data_pipelines import errors, files, text_files
 from data_pipelines import tokenizer as tokenizer_lib
 
 BUILD_CONFIG_FILE = "build_config.json"
@@ -361,7 +361,7 @@ def run() -> None:
     flags.DEFINE_integer("num_processes", os.cpu_count() or 1, "Worker processes.")
     flags.DEFINE_enum("document_boundary", "blank_line", text_files.DOCUMENT_BOUNDARIES, "What ends a document.")
     flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
-    app.run(main)
+    app.run(errors.one_line_errors(main))
 
 
 if __name__ == "__main__":

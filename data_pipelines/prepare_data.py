@@ -22,7 +22,7 @@ from typing import Sequence
 from absl import app, flags, logging
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus, files, text_files
+from data_pipelines import default_corpus, errors, files, text_files
 from data_pipelines import tokenizer as tokenizer_lib
 
 SETTINGS_FILE = "prepare_settings.json"
@@ -201,7 +201,7 @@ def run() -> None:
     )
     flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
     flags.DEFINE_bool("rebuild", False, "Replace the tokenizer and shards of an output_dir prepared otherwise.")
-    app.run(main)
+    app.run(errors.one_line_errors(main))
 
 
 if __name__ == "__main__":

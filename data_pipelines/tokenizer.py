@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from data_pipelines import files, text_files
+from data_pipelines import errors, files, text_files
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # Sentencepiece models trained by `train_sentencepiece` have these pieces at these ids.
@@ -505,7 +505,7 @@ def run() -> None:
     )
     flags.DEFINE_integer("seed", 0, "Seed of the sentence sample.")
     flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
-    app.run(main)
+    app.run(errors.one_line_errors(main))
 
 
 if __name__ == "__main__":

@@ -272,7 +272,7 @@ def _take_over_if_stale(path: epath.Path, holder: dict) -> None:
     except (json.JSONDecodeError, FileNotFoundError):
         other = {}  # a lock written half (a kill mid-write) or just removed: retry once
     if other and not (other.get("host") == holder["host"] and not _pid_runs(other.get("pid"))):
-        raise RuntimeError(
+        raise FileExistsError(
             f"{path.parent} is in use by another trainer: pid {other.get('pid')} on host "
             f"{other.get('host')}, started {other.get('started')} ({path}). Wait for it or stop "
             "it, or use another --workdir; if that trainer is gone (another host cannot be "
@@ -282,7 +282,7 @@ def _take_over_if_stale(path: epath.Path, holder: dict) -> None:
         logging.warning("taking over %s: its trainer (pid %s on this host) no longer runs", path, other.get("pid"))
     path.unlink(missing_ok=True)
     if not _create_exclusive(path, holder):
-        raise RuntimeError(f"{path.parent}: another trainer took {path} at the same moment; use another --workdir")
+        raise FileExistsError(f"{path.parent}: another trainer took {path} at the same moment; use another --workdir")
 
 
 def _pid_runs(pid: Any) -> bool:

@@ -15,6 +15,7 @@ from typing import Optional
 from absl import app, flags, logging
 from etils import epath
 
+from data_pipelines import errors
 from electra_jax import cli
 
 
@@ -50,7 +51,7 @@ def run():
     flags.DEFINE_string("workdir", None, "A pretraining workdir.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
     flags.mark_flags_as_required(["workdir"])
-    app.run(functools.partial(main, config_flag=config_flag), flags_parser=cli.parse_flags)
+    app.run(errors.one_line_errors(functools.partial(main, config_flag=config_flag)), flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

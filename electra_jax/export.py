@@ -13,6 +13,8 @@ from typing import Optional
 from absl import app, flags, logging
 from etils import epath
 
+from data_pipelines import errors
+
 
 def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False) -> int:
     """Writes OUT/<network> for every network of the run at `step` (latest if None), in
@@ -65,7 +67,7 @@ def run():
     flags.DEFINE_string("out", None, "Output directory: new or empty, unless --overwrite.")
     flags.DEFINE_bool("overwrite", False, "Clear a non-empty --out first.")
     flags.mark_flags_as_required(["workdir", "out"])
-    app.run(main)
+    app.run(errors.one_line_errors(main))
 
 
 if __name__ == "__main__":

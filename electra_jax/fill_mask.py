@@ -17,6 +17,8 @@ from typing import Optional
 
 from absl import app, flags
 
+from data_pipelines import errors
+
 MASK_TEXT = "[MASK]"
 
 
@@ -110,7 +112,7 @@ def run():
     flags.DEFINE_integer("init_step", None, "Pretraining checkpoint step (default: latest).")
     flags.DEFINE_string("tokenizer", "", "Tokenizer override (default: the one of --init).")
     flags.DEFINE_integer("top_k", 5, "Completions per [MASK].")
-    app.run(main)
+    app.run(errors.one_line_errors(main))
 
 
 if __name__ == "__main__":

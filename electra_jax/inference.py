@@ -193,6 +193,8 @@ def main(argv):
 def run():
     from absl import app, flags
 
+    from data_pipelines import errors
+
     # Defined here, not at import, so the library above imports without defining flags.
     flags.DEFINE_string("model", None, "Fine-tuned transformers directory (a GLUE export).")
     flags.DEFINE_string("task", None, "GLUE task of the model (sst2, mrpc, ...).")
@@ -200,7 +202,7 @@ def run():
     flags.DEFINE_string("split", "dev", "Split to score.")
     flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
     flags.DEFINE_integer("batch_size", 32, "Examples per prediction batch.")
-    app.run(main)
+    app.run(errors.one_line_errors(main))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 
 from absl import app, flags, logging
 
+from data_pipelines import errors
 from electra_jax import cli
 
 _CONFIG = cli.define_config_file(None, "A configs/electra_*.py file.")
@@ -88,7 +89,7 @@ def main(argv):
 
 
 def run():
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(errors.one_line_errors(main), flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

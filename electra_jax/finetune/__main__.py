@@ -24,6 +24,7 @@ import importlib
 
 from absl import app, flags
 
+from data_pipelines import errors
 from electra_jax import cli
 
 PROGRAMS = ("glue", "classify", "tagging", "squad")  # modules of electra_jax.finetune
@@ -47,7 +48,7 @@ def run():
     config_flag = cli.define_config_file(None, "configs/glue.py, classify.py, tagging.py or squad.py")
     workdir_flag = flags.DEFINE_string("workdir", None, "Results, predictions and fine-tuned models.")
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(lambda argv: main(argv, config_flag, workdir_flag), flags_parser=cli.parse_flags)
+    app.run(errors.one_line_errors(lambda argv: main(argv, config_flag, workdir_flag)), flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""Errors our checks raise reach a CLI user as one line and exit 1; bugs keep a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data_pipelines import errors
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_an_expected_error_is_one_line_with_its_cause(capsys):
+    def main(argv):
+        try:
+            raise OSError("disk full")
+        except OSError as e:
+            raise ValueError("could not write shards to out/; free space or use another --output_dir") from e
+
+    with pytest.raises(SystemExit) as exit_info:
+        errors.one_line_errors(main)(["prog"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: could not write shards to out/; free space or use another --output_dir",
+        "  caused by OSError: disk full",
+        "  (ELECTRA_JAX_TRACEBACK=1 shows the traceback)",
+    ]
+
+
+def test_a_bug_keeps_its_traceback_and_the_environment_shows_every_traceback(monkeypatch):
+    def bug(argv):
+        raise TypeError("unsupported operand")
+
+    with pytest.raises(TypeError):
+        errors.one_line_errors(bug)(["prog"])
+
+    def refused(argv):
+        raise FileExistsError("--out=x is not empty")
+
+    monkeypatch.setenv(errors.TRACEBACK_ENV, "1")
+    with pytest.raises(FileExistsError):
+        errors.one_line_errors(refused)(["prog"])
+
+
+@pytest.mark.integration
+def test_the_export_cli_reports_a_missing_workdir_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != errors.TRACEBACK_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-m", "electra_jax.export", f"--workdir={tmp_path / 'none'}", f"--out={tmp_path / 'out'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert f"error: no config.json in {tmp_path / 'none'}; is it a pretraining workdir?" in proc.stderr.splitlines()
