@@ -71,7 +71,14 @@ def shard_seq_length(path: str) -> int:
     """Length of `input_ids` in the first record of a shard."""
     import tensorflow as tf
 
-    for record in tf.data.TFRecordDataset(path).take(1):
+    try:
+        records = list(tf.data.TFRecordDataset(path).take(1))
+    except tf.errors.DataLossError as e:
+        raise ValueError(
+            f"{path} is not a TFRecord shard ({e.message.splitlines()[0]}); the training and held-out "
+            "patterns must match only the *.tfrecord files of build_shards"
+        ) from None
+    for record in records:
         features = tf.train.Example.FromString(record.numpy()).features.feature
         missing = [name for name in _FEATURE_TO_BATCH_KEY if name not in features]
         if missing:
@@ -144,13 +151,14 @@ def make_pretraining_iterator(
 
     process_index, process_count = _process_topology(process_index, process_count)
     files = list_shards(file_pattern)
-    shard_length = shard_seq_length(files[0])
-    if shard_length != seq_length:
-        raise ValueError(
-            f"seq_length={seq_length} was requested but the shards {file_pattern} hold examples "
-            f"of length {shard_length}; set the sequence length to {shard_length} or rebuild "
-            f"the shards with --max_seq_length={seq_length}"
-        )
+    for path in files:  # one record of each: a stray file fails here, named, not mid-run
+        shard_length = shard_seq_length(path)
+        if shard_length != seq_length:
+            raise ValueError(
+                f"seq_length={seq_length} was requested but the shard {path} (of {file_pattern}) holds "
+                f"examples of length {shard_length}; set the sequence length to {shard_length} or "
+                f"rebuild the shards with --max_seq_length={seq_length}"
+            )
     dataset = tf.data.Dataset.from_tensor_slices(files)
     # With enough files each host reads whole files (cheap); otherwise every host reads all
     # files and keeps every process_count-th record.

@@ -129,6 +129,16 @@ def test_seq_length_mismatch_names_both(shard_dir):
         )
 
 
+def test_a_file_that_is_not_a_shard_is_named_before_training(shard_dir, tmp_path):
+    stray = tmp_path / "train-00009.txt"
+    stray.write_text("this is a text file, not a TFRecord shard\n")
+    pattern = f"{shard_dir}/*.tfrecord,{stray}"
+    with pytest.raises(ValueError, match=rf"{stray} is not a TFRecord shard .*match only the \*\.tfrecord files"):
+        pretraining.make_pretraining_iterator(
+            pattern, batch_size=2, seq_length=SEQ, seed=0, process_index=0, process_count=1
+        )
+
+
 @pytest.mark.integration
 def test_synthetic_iterator_needs_no_tensorflow(tmp_path):
     script = (
