@@ -13,41 +13,31 @@ it has learned which tokens get sampled, not language. Needs scikit-learn.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import input_pipeline
-from electra_jax import checkpoints, objective, pretrain, sharding
+from electra_jax import checkpoints, pretrain, sharding
 
 
 def corrupted_eval_tokens(config, workdir: str, step: int | None = None):
     """(token ids, is_replaced, discriminator logits) of every real held-out token."""
     trainer, state = pretrain.restore_train_state(config, workdir, step)
     net, params = trainer.net, state.params
-    rngs = pretrain.step_rngs(config.train.seed + 1, jnp.zeros((), jnp.int32))  # evaluation's seed
     tokens, labels, logits = [], [], []
     for batch in input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh)):
-        masked = pretrain._mask_batch(config, batch, rngs["mask"])
+        inputs = pretrain.eval_inputs(config, batch, config.train.seed + 1)  # evaluation's masking
         gen_logits = net.apply(
             {"params": params},
-            masked.masked_input_ids,
+            inputs["masked_input_ids"],
             batch["attention_mask"],
             batch["token_type_ids"],
-            masked.masked_positions,
+            inputs["masked_positions"],
             True,
             method=net.generate,
         )
-        example_rngs = jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(
-            jnp.arange(batch["input_ids"].shape[0])
-        )
-        sampled = pretrain._sample_per_example(config, example_rngs, gen_logits, masked.masked_ids)
-        corrupted, is_replaced = objective.corrupt_inputs(
-            batch["input_ids"], masked.masked_positions, masked.masked_weights, sampled
-        )
+        corrupted, is_replaced = pretrain.corrupt(config, inputs, gen_logits)
         disc_logits = net.apply(
             {"params": params},
             corrupted,

@@ -4,6 +4,8 @@
     python -m data_pipelines.prepare_data --output_dir=data/books \\
         --input='../shared/data/gutenberg_nltk/*.txt,../shared/data/wikitext-2/*.txt' \\
         --document_boundary=file --vocab_size=16000
+    python -m data_pipelines.prepare_data --output_dir=data/books_wp --input=... \
+        --tokenizer=electra-small-discriminator/vocab.txt   # a released model's vocabulary
 
 Without --input it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
 `output_dir/corpus.txt`. It writes `output_dir/spm.model` and
@@ -42,7 +44,7 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
     which would reuse a tokenizer and shards they did not make, unless `rebuild` clears them."""
     path = os.path.join(output_dir, SETTINGS_FILE)
     if rebuild:
-        for name in ("spm.model", "spm.vocab", SETTINGS_FILE):
+        for name in ("spm.model", "spm.vocab", "vocab.txt", SETTINGS_FILE):
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
         shutil.rmtree(os.path.join(output_dir, "shards"), ignore_errors=True)
@@ -80,10 +82,13 @@ def prepare_data(
     on_invalid_utf8: str = "skip",
     show_progress: bool = True,
     rebuild: bool = False,
+    tokenizer: str | None = None,
 ) -> dict:
     """Builds tokenizer + shards; returns paths, timings, the shard summary and config flags.
-    A rerun into the same `output_dir` resumes; with other settings or changed inputs it is
-    refused unless `rebuild`."""
+    With `tokenizer` (an existing vocab.txt or sentencepiece .model, e.g. a released
+    model's) no tokenizer is trained: a copy of it goes into `output_dir` and the shards
+    use it (`vocab_size` and `model_type` are then unused). A rerun into the same
+    `output_dir` resumes; with other settings or changed inputs it is refused unless `rebuild`."""
     timings = {}
     start = time.perf_counter()
     if inputs is None:
@@ -94,8 +99,11 @@ def prepare_data(
     paths = text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
     settings = {
         "inputs": input_fingerprints(paths, output_dir),
-        "vocab_size": vocab_size,
-        "model_type": model_type,
+        **(
+            {"tokenizer": input_fingerprints([tokenizer], output_dir)[0]}
+            if tokenizer
+            else {"vocab_size": vocab_size, "model_type": model_type}
+        ),
         "seed": seed,
         "max_seq_length": max_seq_length,
         "num_shards": num_shards,
@@ -105,12 +113,16 @@ def prepare_data(
     }
     check_settings(output_dir, settings, rebuild)
 
-    tokenizer_path = os.path.join(output_dir, "spm.model")
     start = time.perf_counter()
-    if os.path.exists(tokenizer_path):
+    if tokenizer:
+        tokenizer_path = tokenizer_lib.copy_tokenizer_file(tokenizer, output_dir)
+        tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path)
+    elif os.path.exists(os.path.join(output_dir, "spm.model")):
+        tokenizer_path = os.path.join(output_dir, "spm.model")
         logging.info("reusing the tokenizer at %s", tokenizer_path)
         tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path)
     else:
+        tokenizer_path = os.path.join(output_dir, "spm.model")
         tokenizer = tokenizer_lib.train_sentencepiece(
             inputs,
             tokenizer_path,
@@ -177,6 +189,7 @@ def main(argv: Sequence[str]) -> None:
         document_boundary=values.document_boundary,
         on_invalid_utf8=values.on_invalid_utf8,
         rebuild=values.rebuild,
+        tokenizer=values.tokenizer,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "config_flags"}, indent=2))
     print("train with:\n  " + " \\\n  ".join(result["config_flags"]))
@@ -200,6 +213,12 @@ def run() -> None:
         "'file' for hard-wrapped books where blank lines only separate paragraphs.",
     )
     flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    flags.DEFINE_string(
+        "tokenizer",
+        None,
+        "An existing vocab.txt or sentencepiece .model (e.g. a released model's) to build the shards with; "
+        "no tokenizer is trained.",
+    )
     flags.DEFINE_bool("rebuild", False, "Replace the tokenizer and shards of an output_dir prepared otherwise.")
     app.run(errors.one_line_errors(main))
 

@@ -359,15 +359,21 @@ class WordPieceTokenizer(Tokenizer):
         return self._tokens[int(token_id)]
 
 
+def tokenizer_file_in(directory: str) -> str | None:
+    """The tokenizer file `load_tokenizer(directory)` reads: vocab.txt, spm.model, else the
+    first *.model; None if there is none."""
+    candidates = [os.path.join(directory, name) for name in ("vocab.txt", "spm.model")]
+    candidates += sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".model"))
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
 def load_tokenizer(path: str) -> Tokenizer:
     """A sentencepiece `*.model` or a WordPiece `vocab.txt` (a directory holding one works)."""
     if os.path.isdir(path):
-        candidates = [os.path.join(path, name) for name in ("vocab.txt", "spm.model")]
-        candidates += sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".model"))
-        found = [c for c in candidates if os.path.isfile(c)]
-        if not found:
+        found = tokenizer_file_in(path)
+        if found is None:
             raise FileNotFoundError(f"tokenizer directory {path} holds neither vocab.txt nor a *.model file")
-        path = found[0]
+        path = found
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"tokenizer file {path} does not exist; train one with "
@@ -382,12 +388,15 @@ def load_tokenizer(path: str) -> Tokenizer:
     )
 
 
-def copy_tokenizer_file(tokenizer_path: str, out_dir: str) -> None:
+def copy_tokenizer_file(tokenizer_path: str, out_dir: str) -> str:
     """Puts the tokenizer file into `out_dir` where `load_tokenizer(out_dir)` finds it: a
-    WordPiece vocabulary as vocab.txt, a sentencepiece model under its own name."""
+    WordPiece vocabulary as vocab.txt, a sentencepiece model under its own name. Returns
+    the copy's path."""
     name = "vocab.txt" if tokenizer_path.endswith(".txt") else os.path.basename(tokenizer_path)
-    if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out_dir, name)):
-        files.write_bytes(os.path.join(out_dir, name), epath.Path(tokenizer_path).read_bytes())
+    target = os.path.join(out_dir, name)
+    if os.path.abspath(tokenizer_path) != os.path.abspath(target):
+        files.write_bytes(target, epath.Path(tokenizer_path).read_bytes())
+    return target
 
 
 def check_vocab_size(config_vocab_size: int, tokenizer: Tokenizer) -> None:

@@ -179,9 +179,8 @@ def check_run_config(
             }
         differences = _config_differences(saved, current)
         refused = {key: values for key, values in differences.items() if not _matches(key, may_change)}
-        checkpoints_dir = epath.Path(workdir) / "checkpoints"
-        has_checkpoints = checkpoints_dir.is_dir() and any(checkpoints_dir.iterdir())
-        if refused and has_checkpoints:
+        resuming = has_checkpoints(workdir)
+        if refused and resuming:
             if not fresh:
                 details = "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in refused.items())
                 raise ValueError(
@@ -196,13 +195,19 @@ def check_run_config(
                 )
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
-        elif has_checkpoints:
+        elif resuming:
             changed = sorted(differences)
             for key in changed:
                 logging.info("resume with %s changed: saved %r, now %r", key, *differences[key])
     if jax.process_index() == 0:
         files.write_bytes(path, config_json.encode("utf-8"))
     return changed
+
+
+def has_checkpoints(workdir: str) -> bool:
+    """Whether `workdir` holds a run's checkpoints (a start there resumes)."""
+    checkpoints_dir = epath.Path(workdir) / "checkpoints"
+    return checkpoints_dir.is_dir() and any(checkpoints_dir.iterdir())
 
 
 def _config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:

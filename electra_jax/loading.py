@@ -56,12 +56,16 @@ class Network:
         return (self.head_params or {}).get("classifier")
 
 
+def read_hf_config(path: str) -> dict:
+    """config.json of a transformers directory."""
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def is_hf_dir(path: str) -> bool:
-    config_path = os.path.join(path, "config.json")
-    if not os.path.exists(config_path):
+    if not os.path.exists(os.path.join(path, "config.json")):
         return False
-    with open(config_path, encoding="utf-8") as f:
-        return json.load(f).get("model_type") == "electra"
+    return read_hf_config(path).get("model_type") == "electra"
 
 
 def restore_pretraining_params(workdir: str, step: Optional[int] = None) -> tuple[ml_collections.ConfigDict, int, dict]:
@@ -90,16 +94,18 @@ def _check_vocab(cfg: model.ElectraConfig, tokenizer: tokenizer_lib.Tokenizer, i
         )
 
 
-def _workdir_tokenizer(init: str, run_config, tokenizer_path: str) -> tokenizer_lib.Tokenizer:
+def workdir_tokenizer_path(workdir: str, run_config, tokenizer_path: str = "") -> str:
+    """`tokenizer_path`, else the data.tokenizer the run in `workdir` recorded (a relative
+    path that does not exist from here is taken relative to the workdir)."""
     tokenizer_path = tokenizer_path or run_config.data.tokenizer
     if not tokenizer_path:
         raise ValueError(
-            f"the pretraining run in {init} records no data.tokenizer; pass "
+            f"the pretraining run in {workdir} records no data.tokenizer; pass "
             "--config.tokenizer=<the sentencepiece model or vocab.txt it used>"
         )
     if not os.path.isabs(tokenizer_path) and not os.path.exists(tokenizer_path):
-        tokenizer_path = os.path.join(init, tokenizer_path)
-    return tokenizer_lib.load_tokenizer(tokenizer_path)
+        tokenizer_path = os.path.join(workdir, tokenizer_path)
+    return tokenizer_path
 
 
 def _load_hf_network(init: str, init_step: Optional[int], tokenizer_path: str, network: str) -> Network:
@@ -108,8 +114,7 @@ def _load_hf_network(init: str, init_step: Optional[int], tokenizer_path: str, n
             f"init_step={init_step} given but {init} is a transformers "
             "directory (one set of weights); drop --config.init_step"
         )
-    with open(os.path.join(init, "config.json"), encoding="utf-8") as f:
-        hf_config = json.load(f)
+    hf_config = read_hf_config(init)
     cfg, params = hf.load_pretrained(init)
     is_generator = "generator_predictions" in params
     if network != "encoder" and is_generator != (network == "generator"):
@@ -137,7 +142,7 @@ def _load_workdir_network(init: str, init_step: Optional[int], tokenizer_path: s
         )
     params = model.split_pretraining_params(jax.device_get(pretraining_params))[network]
     cfg = networks[network]
-    tokenizer = _workdir_tokenizer(init, run_config, tokenizer_path)
+    tokenizer = tokenizer_lib.load_tokenizer(workdir_tokenizer_path(init, run_config, tokenizer_path))
     _check_vocab(cfg, tokenizer, init)
     return Network(cfg, params, tokenizer)
 

@@ -113,6 +113,42 @@ RECIPE_VARIANTS = {
     },
 }
 
+# The variant of every size that starts from other weights: the size gives the recipe,
+# `init.*` the architecture (electra_jax/init_from.py fills these fields in).
+FROM_INIT = "init"
+ARCHITECTURE = (
+    "vocab_size",
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "generator_hidden_fraction",
+)
+
+
+def init_config() -> ml_collections.ConfigDict:
+    """Where a pretraining run's first weights come from (all empty: random init). A
+    workdir that holds checkpoints resumes from them instead."""
+    c = ml_collections.ConfigDict()
+    c.discriminator = ""  # transformers ELECTRA directory: ElectraForPreTraining, or any ELECTRA's encoder
+    c.generator = ""  # transformers ElectraForMaskedLM directory
+    c.discriminator_only = False  # True: no generator to load; it starts fresh at model.generator_hidden_fraction
+    c.workdir = ""  # an electra-jax pretraining workdir (phase 2, a new corpus, a bigger batch)
+    c.step = ml_collections.config_dict.placeholder(int)  # its checkpoint; None = the latest
+    return c
+
+
+def _leave_architecture_to_init(m: ml_collections.ConfigDict) -> None:
+    """ARCHITECTURE fields unset, keeping their types (so a command line may still set one)
+    and the references to them (optim.num_layers)."""
+    for field in ARCHITECTURE:
+        m.get_ref(field).set(None)
+
+
 DEFAULT_LOGICAL_AXIS_RULES = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -184,10 +220,10 @@ def model_config(size: str) -> ml_collections.ConfigDict:
 def pretraining_config(size: str, variant: str | None = None) -> ml_collections.ConfigDict:
     """The full pretraining config for a paper size (and one of its RECIPE_VARIANTS); lock it
     before handing it to users."""
-    if variant is not None and (size, variant) not in RECIPE_VARIANTS:
+    if variant not in (None, FROM_INIT) and (size, variant) not in RECIPE_VARIANTS:
         raise ValueError(
             f"no recipe variant {variant!r} for size {size!r}; choose one of "
-            f"{sorted(v for s, v in RECIPE_VARIANTS if s == size)}"
+            f"{sorted([FROM_INIT] + [v for s, v in RECIPE_VARIANTS if s == size])}"
         )
     recipe = PRETRAINING_RECIPES[size]
     seq_len, mask_prob = recipe["max_seq_length"], recipe["mask_prob"]
@@ -249,8 +285,11 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     # pipeline then starts afresh at the restored step. False: such a resume is refused.
     d.reset_iterator = False
 
+    c.init = init_config()
     c.mesh = mesh_config()
     c.sharding = sharding_config()
+    if variant == FROM_INIT:
+        _leave_architecture_to_init(c.model)
     overrides = {**RECIPE_OVERRIDES.get(size, {}), **RECIPE_VARIANTS.get((size, variant), {})}
     for key, value in overrides.items():
         section, name = key.split(".")

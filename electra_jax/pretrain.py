@@ -25,7 +25,7 @@ from etils import epath
 
 from data_pipelines import input_pipeline
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, flops, model, objective, optim, sharding
+from electra_jax import checkpoints, flops, init_from, model, objective, optim, presets, sharding
 from electra_jax.metric_writer import MetricWriter
 
 Batch = dict[str, jax.Array]  # input_ids, attention_mask, token_type_ids: [batch, seq] int32
@@ -48,6 +48,7 @@ class Pretrainer:
 def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer:
     """Model, optimizer and the shardings of the train state, from config."""
     _check_train_numbers(config.train)
+    _check_positions(config)
     mesh = mesh or sharding.make_mesh(config.mesh)
     _check_batch(config, mesh)
     rules = sharding.logical_axis_rules(config)
@@ -85,6 +86,15 @@ def _check_train_numbers(train) -> None:
             raise ValueError(f"train.{field}={train[field]}; it must be at least {least}")
 
 
+def _check_positions(config) -> None:
+    if config.train.max_seq_length > config.model.max_position_embeddings:
+        raise ValueError(
+            f"train.max_seq_length={config.train.max_seq_length} exceeds model.max_position_embeddings="
+            f"{config.model.max_position_embeddings}, the model's table of positions. Use sequences that fit, "
+            "or a model whose table covers them (BERT and ELECTRA train phase 1 at 128 tokens with a 512 table)"
+        )
+
+
 def _check_batch(config, mesh: jax.sharding.Mesh) -> None:
     train = config.train
     if train.batch_size % train.grad_accum_steps:
@@ -119,6 +129,15 @@ def init_train_state(trainer: Pretrainer) -> optim.TrainState:
         )
 
 
+def _start_from_source(trainer: Pretrainer, random_state: optim.TrainState) -> optim.TrainState:
+    """The weights `config.init` names (random where it has none, e.g. a fresh generator),
+    a fresh optimizer state, step 0."""
+    params, _ = init_from.initial_params(trainer.config, random_state.params)
+    params = sharding.place(params, trainer.state_sharding.params)
+    with trainer.mesh:
+        return jax.jit(lambda p: optim.TrainState.create(p, trainer.tx), out_shardings=trainer.state_sharding)(params)
+
+
 def abstract_train_state(trainer: Pretrainer) -> optim.TrainState:
     """Shapes, dtypes and shardings of the train state (the target of a restore)."""
     shapes = jax.eval_shape(_init_fn(trainer), jax.random.PRNGKey(0))
@@ -146,7 +165,7 @@ def step_rngs(seed: int, step: jax.Array) -> dict[str, jax.Array]:
     return {"mask": mask_rng, "sample": sample_rng, "dropout": dropout_rng}
 
 
-def _mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
+def mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
     o = config.objective
     return objective.mask_tokens(
         rng,
@@ -162,7 +181,7 @@ def _mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
     )
 
 
-def _sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array, masked_ids: jax.Array) -> jax.Array:
+def sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array, masked_ids: jax.Array) -> jax.Array:
     """One sampling key per example, so samples do not depend on the microbatch split."""
     o = config.objective
 
@@ -195,10 +214,7 @@ def _forward(trainer: Pretrainer, params, micro: dict, rngs: dict, deterministic
     loss = sums["mlm_loss"][0] / totals["masked"]
     if net.discriminator_config is None:
         return loss, sums
-    sampled_ids = _sample_per_example(config, micro["example_rngs"], gen_logits, micro["masked_ids"])
-    corrupted_ids, is_replaced = objective.corrupt_inputs(
-        micro["input_ids"], micro["masked_positions"], micro["masked_weights"], sampled_ids
-    )
+    corrupted_ids, is_replaced = corrupt(config, micro, gen_logits)
     disc_logits = net.apply(
         {"params": params},
         corrupted_ids,
@@ -212,6 +228,30 @@ def _forward(trainer: Pretrainer, params, micro: dict, rngs: dict, deterministic
     return loss + config.objective.disc_weight * sums["disc_loss"][0] / totals["tokens"], sums
 
 
+def corrupt(config, inputs: dict, gen_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(the discriminator's input, is_replaced): replacements sampled from `gen_logits` at
+    the masked positions of `inputs` (a batch with its masking and per-example keys)."""
+    sampled_ids = sample_per_example(config, inputs["example_rngs"], gen_logits, inputs["masked_ids"])
+    return objective.corrupt_inputs(
+        inputs["input_ids"], inputs["masked_positions"], inputs["masked_weights"], sampled_ids
+    )
+
+
+def _with_masking(config, batch: Batch, rngs: dict) -> dict:
+    """`batch` with its masking and one sampling key per example (independent of how the
+    batch is later split into microbatches)."""
+    masked = mask_batch(config, batch, rngs["mask"])
+    example_rngs = jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(
+        jnp.arange(batch["input_ids"].shape[0])
+    )
+    return {**batch, **masked._asdict(), "example_rngs": example_rngs}
+
+
+def eval_inputs(config, batch: Batch, eval_seed: int) -> dict:
+    """A held-out batch as every evaluation masks it (fixed by `eval_seed`)."""
+    return _with_masking(config, batch, step_rngs(eval_seed, jnp.zeros((), jnp.int32)))
+
+
 def _microbatches(batch: dict, num: int) -> dict:
     return jax.tree_util.tree_map(lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch)
 
@@ -220,15 +260,10 @@ def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deter
     """One optimizer step on a global batch. Returns (new state, metrics dict of scalars)."""
     config = trainer.config
     rngs = step_rngs(config.train.seed, state.step)
-    masked = _mask_batch(config, batch, rngs["mask"])
+    inputs = _with_masking(config, batch, rngs)
     batch_size = batch["input_ids"].shape[0]
-    inputs = {
-        **batch,
-        **masked._asdict(),
-        "example_rngs": jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(jnp.arange(batch_size)),
-    }
     totals = {
-        "masked": jnp.maximum(masked.masked_weights.sum(), 1.0),
+        "masked": jnp.maximum(inputs["masked_weights"].sum(), 1.0),
         "tokens": jnp.maximum(batch["attention_mask"].sum().astype(jnp.float32), 1.0),
     }
     grad_fn = jax.value_and_grad(
@@ -267,17 +302,9 @@ def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deter
 def eval_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, eval_seed: int) -> dict:
     """Metric sums (not ratios) on one held-out batch with dropout off; the masking and
     sampling are fixed by `eval_seed` so every evaluation sees the same corruption."""
-    config = trainer.config
-    rngs = step_rngs(eval_seed, jnp.zeros((), jnp.int32))
-    masked = _mask_batch(config, batch, rngs["mask"])
-    inputs = {
-        **batch,
-        **masked._asdict(),
-        "example_rngs": jax.vmap(functools.partial(jax.random.fold_in, rngs["sample"]))(
-            jnp.arange(batch["input_ids"].shape[0])
-        ),
-    }
+    inputs = eval_inputs(trainer.config, batch, eval_seed)
     totals = {"masked": jnp.float32(1.0), "tokens": jnp.float32(1.0)}
+    rngs = step_rngs(eval_seed, jnp.zeros((), jnp.int32))
     _, sums = _forward(trainer, state.params, inputs, rngs, True, totals)
     return sums
 
@@ -382,8 +409,13 @@ def resume_may_change(config) -> tuple[str, ...]:
 
 def resume_defaults() -> dict[str, dict[str, Any]]:
     """What a field added after a run was saved stood for in that run (so adding it does
-    not refuse the old workdir): the model's defaults, the ELECTRA objective, Gumbel-max."""
-    return {"model": model.config_defaults(), "objective": {"kind": "electra", "sampler": "gumbel"}}
+    not refuse the old workdir): the model's defaults, the ELECTRA objective, Gumbel-max,
+    random init."""
+    return {
+        "model": model.config_defaults(),
+        "objective": {"kind": "electra", "sampler": "gumbel"},
+        "init": presets.init_config().to_dict(),
+    }
 
 
 def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
@@ -398,6 +430,7 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_ste
 
 
 def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | None) -> dict[str, Any]:
+    config = init_from.resolve_config(config, workdir if not fresh else None)
     config = input_pipeline.resolve_data_source(config, workdir)
     changed = checkpoints.check_run_config(
         workdir,
@@ -423,6 +456,8 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
             )
     else:
         state = init_train_state(trainer)
+        if init_from.is_set(config):
+            state = _start_from_source(trainer, state)
     start_step = int(state.step)
     end_step = config.train.num_steps
     if stop_at_step is not None:  # 0 is a step to stop at, not "no limit"

@@ -72,6 +72,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def place(host_tree: Any, shardings: Any) -> Any:
+    """Host arrays (every process holding the same full values) as global arrays with
+    `shardings`: each process fills only its own devices' shards (multi-host safe)."""
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index, x=x: x[index]), host_tree, shardings
+    )
+
+
 def param_shardings(boxed_params: Any, mesh: Mesh, rules) -> Any:
     """NamedShardings for (abstract) parameters that carry logical-axis boxes."""
     specs = nn.get_partition_spec(boxed_params)

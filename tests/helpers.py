@@ -6,6 +6,7 @@ import os
 from typing import Sequence
 
 import jax
+import numpy as np
 import pytest
 
 from benchmarks.shared_data import ENV_VAR, shared_path
@@ -52,3 +53,25 @@ def shared_data_or_skip(*parts: str) -> str:
     if not os.path.exists(path):
         pytest.skip(f"{path} not present (set {ENV_VAR} to the shared data folder)")
     return path
+
+
+WORDS = (
+    "time year people way day man thing woman life child world school state family student "
+    "group country problem hand part place case week company system program question work "
+    "government number night point home water room mother area money story fact month lot "
+    "right study book eye job word business issue side kind head house service friend father "
+    "power hour game line end member law car city community name president team minute idea "
+    "kid body information back parent face others level office door health person art war "
+    "history party result change morning reason research girl guy moment air teacher"
+).split()
+
+
+def write_corpus(path, num_documents=12, sentences_per_document=20):
+    """Random sentences over a fixed vocabulary: ELECTRA's text format (a sentence a line,
+    a blank line between documents), instant to write, unlike the embedded corpus."""
+    rng = np.random.default_rng(0)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(num_documents):
+            for _ in range(sentences_per_document):
+                f.write(" ".join(rng.choice(WORDS, rng.integers(6, 16))).capitalize() + ".\n")
+            f.write("\n")

@@ -252,7 +252,7 @@ def test_mlm_only_step_trains_one_masked_lm_whose_loss_matches_numpy():
     _, metrics = pretrain.jit_train_step(trainer, deterministic=True)(state, batch)
     assert "disc_loss" not in metrics and "disc_auc" not in metrics
 
-    masked = pretrain._mask_batch(config, batch, pretrain.step_rngs(config.train.seed, 0)["mask"])
+    masked = pretrain.mask_batch(config, batch, pretrain.step_rngs(config.train.seed, 0)["mask"])
     standalone = model.split_pretraining_params(params)["generator"]
     logits = np.asarray(
         model.Generator(trainer.net.generator_config).apply(

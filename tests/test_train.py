@@ -23,7 +23,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
+from helpers import write_corpus
 
 from data_pipelines import build_shards as build_lib
 from data_pipelines import tokenizer as tokenizer_lib
@@ -37,39 +37,7 @@ TIMING_KEYS = {"step_time_s", "tokens_per_s", "mfu"}  # wall-clock numbers, diff
 SUBPROCESS_TIMEOUT_S = 300  # a cold compile on a loaded 2-core machine; normally ~30 s
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    cache_dir = str(tmp_path_factory.mktemp("xla_cache"))
-    previous = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    compilation_cache.reset_cache()  # the cache is looked up once per process; look again
-    yield cache_dir
-    jax.config.update("jax_compilation_cache_dir", previous[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-    compilation_cache.reset_cache()
-
-
-WORDS = (
-    "time year people way day man thing woman life child world school state family student "
-    "group country problem hand part place case week company system program question work "
-    "government number night point home water room mother area money story fact month lot "
-    "right study book eye job word business issue side kind head house service friend father "
-    "power hour game line end member law car city community name president team minute idea "
-    "kid body information back parent face others level office door health person art war "
-    "history party result change morning reason research girl guy moment air teacher"
-).split()
-
-
-def write_corpus(path, num_documents=12, sentences_per_document=20):
-    """Random sentences over a fixed vocabulary: ELECTRA's text format (a sentence a line,
-    a blank line between documents), instant to write, unlike the embedded corpus."""
-    rng = np.random.default_rng(0)
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(num_documents):
-            for _ in range(sentences_per_document):
-                f.write(" ".join(rng.choice(WORDS, rng.integers(6, 16))).capitalize() + ".\n")
-            f.write("\n")
+pytestmark = pytest.mark.usefixtures("compile_cache")  # conftest: one XLA cache per module
 
 
 @pytest.fixture(scope="module")
