@@ -6,6 +6,9 @@
                                                   presets.POD_LAYOUTS for per-chip memory)
     --config=configs/pretrain.py:tiny             the README quick start (embedded corpus)
     --config=configs/pretrain.py:tiny,cpu_hours   about one CPU core-hour on prepared shards
+    --config=configs/pretrain.py:small,init       the size's recipe, the architecture of the
+                                                  weights --config.init.* names (README
+                                                  "Continue pretraining a released ELECTRA")
 
 Sizes: tiny, small, base, large. Override any field on the command line, e.g.
 --config.train.batch_size=64.
