@@ -534,3 +534,47 @@ def test_from_scratch_baseline_has_the_same_head_and_shapes_but_random_encoder(h
     init_table = from_init["electra"][word[0]][word[1]][word[2]]
     scratch_table = from_scratch["electra"][word[0]][word[1]][word[2]]
     assert scratch_table.shape == init_table.shape and not np.allclose(scratch_table, init_table)
+
+
+# ---------------------------------------------------------------------------- the original's recipe
+
+
+def test_double_unordered_appends_every_training_pair_swapped(glue_dir, hf_init, monkeypatch):
+    tokenizer = tokenizer_lib.load_tokenizer(hf_init)
+    config = small_run_config(glue_dir, hf_init, max_train_examples=5)
+    once = glue.load_split(config, "mrpc", "train", tokenizer)
+    config.double_unordered = True
+    twice = glue.load_split(config, "mrpc", "train", tokenizer)
+    dev = glue.load_split(config, "mrpc", "dev", tokenizer)  # dev and test are never doubled
+    assert len(twice["labels"]) == 2 * len(once["labels"]) == 10
+    assert len(dev["labels"]) == len(
+        glue.load_split(small_run_config(glue_dir, hf_init), "mrpc", "dev", tokenizer)["labels"]
+    )
+    np.testing.assert_array_equal(twice["labels"], np.tile(once["labels"], 2))
+    examples = glue_data.load_glue("mrpc", "train", data_dir=glue_dir, source="tsv")[:5]
+    swapped = [tokenizer.encode_pair(e.text_b, e.text_a, 16) for e in examples]
+    np.testing.assert_array_equal(twice["input_ids"][5:], common.stack_features(swapped, 16)["input_ids"])
+    config.double_unordered = None  # the per-task default
+    assert glue.double_unordered(config, "mrpc") == ("mrpc" in glue.DOUBLE_UNORDERED_TASKS)
+    single = [glue_data.GlueExample("train-0", 0, "it rained", None, 1)]
+    monkeypatch.setattr(glue_data, "load_glue", lambda *args, **kwargs: single)
+    config.double_unordered = True
+    with pytest.raises(ValueError, match="sst2 has one sentence per example"):
+        glue.load_split(config, "sst2", "train", tokenizer)
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_bias_correction_reaches_the_fine_tuning_optimizer(bias_correction):
+    """The knob picks the original's Adam (raw moments) or optax's: the first update differs
+    by sqrt(1 - b2) / (1 - b1) = 0.316 exactly, with clipping and weight decay off."""
+    config = glue.glue_config()
+    config.update(dict(bias_correction=bias_correction, weight_decay=0.0, clip_norm=0.0, warmup_fraction=0.0))
+    hyper = {"learning_rate": 1e-3, "layerwise_lr_decay": 1.0, "num_epochs": 1.0}
+    tx, _ = common.make_optimizer(config, hyper, num_layers=1, total_steps=10)
+    params = {"w": np.ones(3, np.float32)}
+    grads = {"w": np.array([0.5, -2.0, 1e-3], np.float32)}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    m, v = 0.1 * grads["w"], 0.001 * grads["w"] ** 2  # first moments, no correction
+    if bias_correction:
+        m, v = m / 0.1, v / 0.001
+    np.testing.assert_allclose(updates["w"], -1e-3 * m / (np.sqrt(v) + config.eps), rtol=1e-5)

@@ -57,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.b1 = 0.9  # Adam beta1 (the same names as pretraining's optim.b1, b2, eps)
     c.b2 = 0.999  # Adam beta2
     c.eps = 1e-6  # Adam epsilon (ELECTRA's)
+    # False: the original's AdamWeightDecayOptimizer, m / (sqrt(v) + eps) of the raw moments
+    # (optim.scale_by_adam_without_bias_correction); True: optax's bias-corrected Adam
+    c.bias_correction = True
     c.clip_norm = 1.0  # global gradient-norm clip (0 = off)
     c.dropout = 0.1  # hidden, attention and head dropout while fine-tuning
     c.max_train_examples = 0  # 0 = all; else the first N training examples (quick runs)
@@ -136,6 +139,7 @@ def make_optimizer(
             b1=config.b1,
             b2=config.b2,
             eps=config.eps,
+            bias_correction=config.bias_correction,
             weight_decay=config.weight_decay,
             clip_norm=config.clip_norm,
             layerwise_lr_decay=hyper["layerwise_lr_decay"],

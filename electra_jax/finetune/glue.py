@@ -18,6 +18,7 @@ score writes the test-set predictions in the GLUE leaderboard's format
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -38,6 +39,8 @@ from electra_jax.finetune import metrics as glue_metrics
 
 DEFAULT_NUM_EPOCHS = 3.0
 NUM_EPOCHS = {"rte": 10.0, "stsb": 10.0}  # the small tasks train longer
+# Sentence-pair tasks trained on both orders by default (the original's double_unordered).
+DOUBLE_UNORDERED_TASKS = ()
 
 # task -> (metrics key, split) of the dev and test sets it is scored / predicted on
 DEV_SPLITS = {
@@ -79,6 +82,9 @@ def glue_config() -> ml_collections.ConfigDict:
     c.source = "auto"  # auto (TFDS if prepared, else TSV) | tfds | tsv
     c.num_epochs = 0.0  # 0 = per task (3; 10 for RTE and STS-B)
     c.max_seq_length = 128  # [CLS] a [SEP] b [SEP], longest-first truncation
+    # train on both sentence orders (every pair again as b, a; the original's double_unordered)
+    # for the tasks where order carries no meaning: None = per task (DOUBLE_UNORDERED_TASKS)
+    c.double_unordered = ml_collections.config_dict.placeholder(bool)
     c.predict_test = True  # write leaderboard files for the test split when it is available
     c.eval_only = False  # score the fine-tuned `init` on `eval_split` instead of training
     c.eval_split = "dev"  # eval_only: dev | test (MNLI: dev_matched, test_mismatched, ...)
@@ -106,12 +112,27 @@ def encode_examples(
     return features
 
 
+def double_unordered(config, task: str) -> bool:
+    if config.double_unordered is None:
+        return task in DOUBLE_UNORDERED_TASKS
+    return config.double_unordered
+
+
+def with_swapped_pairs(examples: list) -> list:
+    """`examples`, then each again with its sentences swapped (as the original appends them)."""
+    return examples + [dataclasses.replace(e, text_a=e.text_b, text_b=e.text_a) for e in examples]
+
+
 def load_split(config, task: str, split: str, tokenizer) -> dict[str, np.ndarray]:
     examples = glue_data.load_glue(
         task, split, data_dir=config.data_dir or None, tfds_data_dir=config.tfds_data_dir or None, source=config.source
     )
     if split == "train" and config.max_train_examples:
         examples = examples[: config.max_train_examples]
+    if split == "train" and double_unordered(config, task):
+        if examples and examples[0].text_b is None:
+            raise ValueError(f"double_unordered=True but {task} has one sentence per example; drop it")
+        examples = with_swapped_pairs(examples)
     return encode_examples(tokenizer, examples, config.max_seq_length, is_regression(task))
 
 
