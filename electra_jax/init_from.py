@@ -36,8 +36,6 @@ from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import checkpoints, hf, loading, model, presets
 
 ARCHITECTURE = presets.ARCHITECTURE  # model.<field>s a source fixes: the networks' shapes and forward
-# The embeddings both networks share in our pretraining model.
-SHARED = "embeddings"
 
 
 def is_set(config) -> bool:
@@ -141,7 +139,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _resumed_source(config, workdir: str) -> Source:
+def _resumed_source(workdir: str) -> Source:
     """A resume takes the architecture of the run it resumes, whatever init names."""
     saved = checkpoints.load_run_config(workdir)
     logging.info("%s holds checkpoints: resuming from them, init.* is not applied", workdir)
@@ -173,7 +171,7 @@ def resolve_config(config, workdir: Optional[str] = None) -> ml_collections.Conf
             "--tokenizer=<its vocab.txt or .model>) and pass --config.data.source=tfrecord and the data flags"
         )
     resuming = workdir is not None and checkpoints.has_checkpoints(workdir)
-    source = _resumed_source(config, workdir) if resuming else describe_source(config)
+    source = _resumed_source(workdir) if resuming else describe_source(config)
     kind = config.objective.get("kind", "electra")
     if source.objective_kind is not None and source.objective_kind != kind:
         raise ValueError(
@@ -211,36 +209,28 @@ def resolve_config(config, workdir: Optional[str] = None) -> ml_collections.Conf
 # ---------------------------------------------------------------------------- weights
 
 
-def _without_embeddings(electra: dict) -> dict:
-    return {name: subtree for name, subtree in electra.items() if name != "embeddings"}
-
-
 def _hf_pretraining_params(config) -> tuple[dict, dict[str, Any]]:
-    """Pretraining-model subtrees from transformers directories, and what to report."""
+    """Pretraining-model subtrees from transformers directories (a fine-tuned
+    discriminator's task head is left out), and what to report."""
     init = config.init
     layout = dict(scan_layers=config.model.scan_layers, vocab_pad_multiple=config.model.vocab_pad_multiple)
     _, disc = hf.load_pretrained(init.discriminator, **layout)
-    params = {
-        SHARED: disc["electra"]["embeddings"],
-        "discriminator": {
-            "electra": _without_embeddings(disc["electra"]),
-            **{k: v for k, v in disc.items() if k == "discriminator_predictions"},
-        },
-    }
+    networks = {"discriminator": {k: v for k, v in disc.items() if k in ("electra", "discriminator_predictions")}}
     report: dict[str, Any] = {}
     if init.generator:
-        _, gen = hf.load_pretrained(init.generator, kind="generator", **layout)
-        params["generator"] = {**gen, "electra": _without_embeddings(gen["electra"])}
+        _, networks["generator"] = hf.load_pretrained(init.generator, kind="generator", **layout)
         gaps = jax.tree_util.tree_map(
-            lambda a, b: float(np.max(np.abs(a - b))), gen["electra"]["embeddings"], params[SHARED]
+            lambda a, b: float(np.max(np.abs(a - b))),
+            networks["generator"]["electra"]["embeddings"],
+            disc["electra"]["embeddings"],
         )
         report["generator_embedding_max_abs_difference"] = max(jax.tree_util.tree_leaves(gaps))
-    return params, report
+    return model.join_pretraining_params(networks, shared_from="discriminator"), report
 
 
 def _overwrite(fresh: dict, loaded: dict, path: str, kept: list[str]) -> dict:
-    """`fresh` with every leaf `loaded` holds replaced (shapes must agree); the subtrees
-    `loaded` lacks stay fresh and are named in `kept`."""
+    """`fresh` with every leaf `loaded` holds replaced by a host array (shapes must agree);
+    the subtrees `loaded` lacks stay as they are (never fetched) and are named in `kept`."""
     unknown = sorted(set(loaded) - set(fresh))
     if unknown:
         raise ValueError(f"the source has parameters {unknown} under {path or 'the root'} that this model lacks")
@@ -264,10 +254,11 @@ def _overwrite(fresh: dict, loaded: dict, path: str, kept: list[str]) -> dict:
 
 
 def initial_params(config, fresh_params: dict) -> tuple[dict, dict[str, Any]]:
-    """The pretraining model's parameters from `config.init` (host arrays, the layout of
-    `fresh_params`, whose random values fill what the source lacks, e.g. a fresh
-    generator), and a report: the source, the fresh subtrees, and the generator's
-    embedding difference where two directories were given."""
+    """The pretraining model's parameters from `config.init` (host arrays where the source
+    has them; elsewhere `fresh_params`'s own leaves, e.g. a fresh generator, untouched and
+    never fetched, so sharded arrays of a multi-host run stay valid), and a report: the
+    source, the fresh subtrees, and the generator's embedding difference where two
+    directories were given."""
     init = config.init
     if init.workdir:
         _, step, loaded = loading.restore_pretraining_params(init.workdir, init.step)
@@ -277,7 +268,7 @@ def initial_params(config, fresh_params: dict) -> tuple[dict, dict[str, Any]]:
         loaded, report = _hf_pretraining_params(config)
         report["source"] = init.discriminator + (f" + {init.generator}" if init.generator else "")
     kept: list[str] = []
-    params = _overwrite(jax.device_get(fresh_params), loaded, "", kept)
+    params = _overwrite(fresh_params, loaded, "", kept)
     report["fresh"] = kept
     logging.info("init from %s: %s", report["source"], report)
     return params, report

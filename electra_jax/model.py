@@ -506,6 +506,16 @@ def split_pretraining_params(params: dict) -> dict[str, dict]:
     }
 
 
+def join_pretraining_params(networks: dict[str, dict], shared_from: str) -> dict:
+    """The inverse of `split_pretraining_params`: standalone networks as one
+    ElectraPretrainingModel tree, its shared embeddings taken from `networks[shared_from]`."""
+    params = {"embeddings": networks[shared_from]["electra"]["embeddings"]}
+    for network, tree in networks.items():
+        encoder = {name: subtree for name, subtree in tree["electra"].items() if name != "embeddings"}
+        params[network] = {**tree, "electra": encoder}
+    return params
+
+
 class ClassificationHead(nn.Module):
     """HF's `ElectraClassificationHead`: [CLS] -> dropout -> dense(hidden) -> gelu -> dropout
     -> out_proj(num_labels).

@@ -72,12 +72,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def place(host_tree: Any, shardings: Any) -> Any:
+def place(tree: Any, shardings: Any) -> Any:
     """Host arrays (every process holding the same full values) as global arrays with
-    `shardings`: each process fills only its own devices' shards (multi-host safe)."""
-    return jax.tree_util.tree_map(
-        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index, x=x: x[index]), host_tree, shardings
-    )
+    `shardings`: each process fills only its own devices' shards (multi-host safe).
+    Leaves that are jax.Arrays already stay as they are."""
+
+    def place_leaf(x, s):
+        if isinstance(x, jax.Array):
+            return x
+        return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+
+    return jax.tree_util.tree_map(place_leaf, tree, shardings)
 
 
 def param_shardings(boxed_params: Any, mesh: Mesh, rules) -> Any:
