@@ -5,11 +5,17 @@ Packing follows google-research/electra `build_pretraining_dataset.py` (with its
 target length, then become `[CLS] A [SEP] B [SEP]` padded to `max_seq_length`; with
 probability `single_segment_prob` (0.1) the example has only segment A, and with
 probability `random_length_prob` (0.05) the next target length is random in
-[5, max_seq_length]. As in ELECTRA, the tokens of the sentence that crosses the target
-which do not fit are dropped; the summary reports them as `truncated_tokens`.
+[5, max_seq_length]. One change: ELECTRA drops the tokens of the sentence that crosses
+the target which do not fit (11.9% of the embedded default corpus, and all but the first
+`max_seq_length` tokens of a Chinese paragraph that its English splitter saw as one
+sentence). Here that sentence is cut at the target and its rest opens the next example,
+so every token reaches a shard. What the vocabulary cannot spell ([UNK]) or the UTF-8
+policy skips is counted, and the build fails above `max_lost_fraction` (1%).
 
-Each record holds int64 features `input_ids`, `input_mask`, `segment_ids` of length
-`max_seq_length` (ELECTRA's names; the reader renames them).
+Each record holds int64 features `input_ids`, `input_mask`, `segment_ids` (ELECTRA's
+names; the reader renames them) and `word_starts` (1 where a token begins a word, from
+`words.WordBoundaries`: the tokenizer's marks, or jieba for Chinese; for whole-word
+masking), all of length `max_seq_length`.
 
 Determinism, parallelism, resume:
 * document i (in file order) goes to shard slot `i % num_slots`; each slot has its own
@@ -36,11 +42,33 @@ from typing import Sequence
 
 from absl import app, flags, logging
 
-from data_pipelines import errors, files, text_files
+from data_pipelines import errors, files, text_files, words
 from data_pipelines import tokenizer as tokenizer_lib
 
 BUILD_CONFIG_FILE = "build_config.json"
 SUMMARY_FILE = "summary.json"
+# Counted per shard, in its stats sidecar: characters are non-whitespace ones of the
+# sentences read; content_tokens are the tokens that reached the shard's examples.
+SHARD_STATS = (
+    "documents",
+    "sentences",
+    "characters",
+    "tokens",
+    "words",
+    "unk_tokens",
+    "unk_characters",
+    "examples",
+    "real_tokens",
+    "content_tokens",
+)
+DEFAULT_MAX_LOST_FRACTION = 0.01
+# Above this many pieces per word, word starts from the pieces' own marks are whole
+# sentences: text without spaces, which whole-word masking needs a segmenter for.
+MAX_PIECES_PER_WORD = 3.0
+
+
+class DataLossError(ValueError):
+    """More of the corpus than allowed did not reach the shards (which are kept)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +80,8 @@ class PackingConfig:
     single_segment_prob: float = 0.1  # ELECTRA: "small chance to only have one segment"
     random_length_prob: float = 0.05  # ELECTRA: random target length in [5, max_seq_length]
     document_boundary: str = "blank_line"
+    sentence_boundary: str = "punctuation"
+    word_segmenter: str = "pieces"
     max_document_chars: int = 20_000
     on_invalid_utf8: str = "skip"
 
@@ -69,7 +99,9 @@ class ShardJob:
 
 
 class ExampleBuilder:
-    """ELECTRA's sentence packer; `add_sentence` / `end_document` return finished examples."""
+    """ELECTRA's sentence packer, lossless: `add_sentence` / `end_document` return finished
+    examples. Sentences fill an example to its target length; the one that crosses it is
+    cut there and its rest opens the next example (ELECTRA drops that rest)."""
 
     def __init__(self, tokenizer: tokenizer_lib.Tokenizer, packing: PackingConfig, rng: random.Random):
         self._tokenizer = tokenizer
@@ -77,13 +109,20 @@ class ExampleBuilder:
         self._rng = rng
         self._max_length = packing.max_seq_length
         self._target_length = packing.max_seq_length
-        self._sentences: list[list[int]] = []
+        self._sentences: list[tuple[list[int], list[int]]] = []  # (token ids, word starts)
         self._current_length = 0
 
-    def add_sentence(self, token_ids: list[int]) -> list[dict[str, list[int]]]:
-        self._sentences.append(token_ids)
-        self._current_length += len(token_ids)
-        return [self._create_example()] if self._current_length >= self._target_length else []
+    def add_sentence(self, token_ids: list[int], word_starts: list[int]) -> list[dict[str, list[int]]]:
+        examples, start = [], 0
+        while start < len(token_ids):
+            room = self._target_length - 3 - self._current_length  # [CLS] A [SEP] B [SEP]
+            end = start + room
+            self._sentences.append((token_ids[start:end], word_starts[start:end]))
+            self._current_length += len(self._sentences[-1][0])
+            if self._current_length >= self._target_length - 3:
+                examples.append(self._create_example())
+            start = end
+        return examples
 
     def end_document(self) -> list[dict[str, list[int]]]:
         return [self._create_example()] if self._current_length else []
@@ -93,21 +132,22 @@ class ExampleBuilder:
             first_target = 100_000  # everything goes to segment A, as in classification inputs
         else:
             first_target = (self._target_length - 3) // 2  # -3 for [CLS] and two [SEP]
-        first_segment: list[int] = []
-        second_segment: list[int] = []
-        for sentence in self._sentences:
+        first_segment: tuple[list[int], list[int]] = ([], [])
+        second_segment: tuple[list[int], list[int]] = ([], [])
+        for ids, starts in self._sentences:
             # A sentence joins segment A if A is empty, if it fits, or (half the time) if
             # it overflows A while B is still empty; otherwise it goes to B.
+            first_length = len(first_segment[0])
             if (
-                not first_segment
-                or len(first_segment) + len(sentence) < first_target
-                or (not second_segment and len(first_segment) < first_target and self._rng.random() < 0.5)
+                not first_length
+                or first_length + len(ids) < first_target
+                or (not second_segment[0] and first_length < first_target and self._rng.random() < 0.5)
             ):
-                first_segment += sentence
+                segment = first_segment
             else:
-                second_segment += sentence
-        first_segment = first_segment[: self._max_length - 2]
-        second_segment = second_segment[: max(0, self._max_length - len(first_segment) - 3)]
+                segment = second_segment
+            segment[0].extend(ids)
+            segment[1].extend(starts)
         self._sentences, self._current_length = [], 0
         if self._rng.random() < self._packing.random_length_prob:
             self._target_length = self._rng.randint(5, self._max_length)
@@ -115,17 +155,21 @@ class ExampleBuilder:
             self._target_length = self._max_length
         return self._make_example(first_segment, second_segment)
 
-    def _make_example(self, first_segment: list[int], second_segment: list[int]) -> dict[str, list[int]]:
-        input_ids = [self._tokenizer.cls_id, *first_segment, self._tokenizer.sep_id]
+    def _make_example(self, first_segment, second_segment) -> dict[str, list[int]]:
+        (first_ids, first_starts), (second_ids, second_starts) = first_segment, second_segment
+        input_ids = [self._tokenizer.cls_id, *first_ids, self._tokenizer.sep_id]
+        word_starts = [1, *first_starts, 1]
         segment_ids = [0] * len(input_ids)
-        if second_segment:
-            input_ids += [*second_segment, self._tokenizer.sep_id]
-            segment_ids += [1] * (len(second_segment) + 1)
+        if second_ids:
+            input_ids += [*second_ids, self._tokenizer.sep_id]
+            word_starts += [*second_starts, 1]
+            segment_ids += [1] * (len(second_ids) + 1)
         num_padding = self._max_length - len(input_ids)
         return {
             "input_ids": input_ids + [self._tokenizer.pad_id] * num_padding,
             "input_mask": [1] * len(input_ids) + [0] * num_padding,
             "segment_ids": segment_ids + [0] * num_padding,
+            "word_starts": word_starts + [0] * num_padding,
         }
 
 
@@ -149,13 +193,15 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
 
     tokenizer = tokenizer_lib.load_tokenizer(job.tokenizer_path)
     packing = job.packing
+    boundaries = words.WordBoundaries(tokenizer, packing.word_segmenter)
     builder = ExampleBuilder(tokenizer, packing, random.Random(packing.seed * 1_000_003 + job.slot))
-    stats = {"documents": 0, "sentences": 0, "tokens": 0, "examples": 0, "real_tokens": 0, "content_tokens": 0}
+    stats = dict.fromkeys(SHARD_STATS, 0)
     documents = text_files.iter_documents(
         job.paths,
         document_boundary=packing.document_boundary,
         max_document_chars=packing.max_document_chars,
         on_invalid_utf8=packing.on_invalid_utf8,
+        sentence_boundary=packing.sentence_boundary,
     )
     with files.temporary_path(job.output_path) as temp_path, tf.io.TFRecordWriter(temp_path) as writer:
         for document_index, sentences in enumerate(documents):
@@ -164,10 +210,15 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
             stats["documents"] += 1
             examples = []
             for sentence in sentences:
-                token_ids = tokenizer.encode(sentence)
+                token_ids, word_starts = boundaries.encode(sentence)
                 stats["sentences"] += 1
+                stats["characters"] += text_files.non_whitespace_chars(sentence)
                 stats["tokens"] += len(token_ids)
-                examples += builder.add_sentence(token_ids)
+                stats["words"] += sum(word_starts)
+                if tokenizer.unk_id in token_ids:
+                    stats["unk_tokens"] += token_ids.count(tokenizer.unk_id)
+                    stats["unk_characters"] += _unk_characters(tokenizer, sentence)
+                examples += builder.add_sentence(token_ids, word_starts)
             examples += builder.end_document()
             for example in examples:
                 writer.write(_serialize(example))
@@ -178,6 +229,16 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
                 stats["content_tokens"] += num_real - num_specials
     files.write_json(job.output_path + ".stats.json", stats, sort_keys=True)
     return stats
+
+
+def _unk_characters(tokenizer: tokenizer_lib.Tokenizer, sentence: str) -> int:
+    """Non-whitespace characters of `sentence` that the tokenizer turned into [UNK]."""
+    ids, offsets = tokenizer.encode_with_offsets(sentence)
+    return sum(
+        text_files.non_whitespace_chars(sentence[start:end])
+        for token_id, (start, end) in zip(ids, offsets)
+        if token_id == tokenizer.unk_id
+    )
 
 
 def changed_keys(previous: dict, current: dict) -> list[str]:
@@ -211,31 +272,43 @@ def build_shards(
     seed: int = 0,
     num_processes: int = 1,
     document_boundary: str = "blank_line",
+    sentence_boundary: str = "punctuation",
+    word_segmenter: str = "pieces",
     max_document_chars: int = 20_000,
     on_invalid_utf8: str = "skip",
     single_segment_prob: float = 0.1,
     random_length_prob: float = 0.05,
+    max_lost_fraction: float = DEFAULT_MAX_LOST_FRACTION,
     show_progress: bool = True,
 ) -> dict:
     """Builds (or finishes building) the shards in `output_dir`; returns the summary dict.
 
-    The summary has documents, sentences, tokens (tokenizer output before packing),
-    examples, padding_fraction, truncated_tokens (dropped by ELECTRA's segment trimming),
-    invalid_utf8_lines, shards_built / shards_skipped and examples_per_second. It is also
-    written to `output_dir/summary.json`.
+    The summary (also written to `output_dir/summary.json`) counts documents, sentences,
+    characters (not whitespace), tokens (tokenizer output) and words, examples,
+    tokens_in_shards, padding_fraction, and what was lost: truncated_tokens (0: the packer
+    cuts, never drops), unk_tokens / unk_characters (text the vocabulary cannot spell),
+    invalid_utf8_lines / _bytes. `lost_fraction` sums the lost tokens' share of the tokens
+    and the lost characters' share of the text; above `max_lost_fraction` the build raises
+    DataLossError after writing the summary, and a rerun with a higher threshold reuses the
+    finished shards.
     """
     if max_seq_length < 5:
         raise ValueError(f"max_seq_length={max_seq_length} is too short for [CLS] A [SEP] B [SEP]; use >= 5")
     if num_shards < 1 or num_eval_shards < 0:
         raise ValueError(f"num_shards={num_shards}, num_eval_shards={num_eval_shards}; need >= 1 and >= 0")
+    if not 0 <= max_lost_fraction <= 1:
+        raise ValueError(f"max_lost_fraction={max_lost_fraction}; use a fraction in [0, 1]")
     paths = tuple(text_files.expand_input_patterns(inputs))
-    tokenizer_lib.load_tokenizer(tokenizer_path)  # fail before any output if it is unusable
+    # Fail before any output if the tokenizer or the segmenter is unusable.
+    words.WordBoundaries(tokenizer_lib.load_tokenizer(tokenizer_path), word_segmenter)
     packing = PackingConfig(
         max_seq_length=max_seq_length,
         seed=seed,
         single_segment_prob=single_segment_prob,
         random_length_prob=random_length_prob,
         document_boundary=document_boundary,
+        sentence_boundary=sentence_boundary,
+        word_segmenter=word_segmenter,
         max_document_chars=max_document_chars,
         on_invalid_utf8=on_invalid_utf8,
     )
@@ -247,6 +320,7 @@ def build_shards(
         document_boundary=document_boundary,
         max_document_chars=max_document_chars,
         on_invalid_utf8=on_invalid_utf8,
+        sentence_boundary=sentence_boundary,
         stats=text_stats,
     ):
         pass
@@ -284,10 +358,9 @@ def build_shards(
     start = time.perf_counter()
     new_stats = list(_run_jobs(jobs, num_processes, show_progress))
     elapsed = time.perf_counter() - start
-    summary = _summarize(done_stats + new_stats, max_seq_length)
+    summary = _summarize(done_stats + new_stats, text_stats, max_seq_length)
     new_examples = sum(s["examples"] for s in new_stats)
     summary.update(
-        invalid_utf8_lines=text_stats.invalid_utf8_lines,
         shards_built=len(jobs),
         shards_skipped=len(done_stats),
         seconds=round(elapsed, 3),
@@ -295,6 +368,23 @@ def build_shards(
     )
     files.write_json(os.path.join(output_dir, SUMMARY_FILE), summary, sort_keys=True)
     logging.info("shards in %s: %s", output_dir, summary)
+    if word_segmenter == "pieces" and summary["pieces_per_word"] > MAX_PIECES_PER_WORD:
+        logging.warning(
+            "a word averages %.1f pieces by the tokenizer's marks: text without spaces? "
+            "Whole-word masking would mask whole sentences; build with --word_segmenter=jieba "
+            "for Chinese",
+            summary["pieces_per_word"],
+        )
+    if summary["lost_fraction"] > max_lost_fraction:
+        raise DataLossError(
+            f"{summary['lost_fraction']:.2%} of the corpus did not reach the shards (more than "
+            f"max_lost_fraction={max_lost_fraction}): {summary['unk_characters']} characters became "
+            f"[UNK], {summary['invalid_utf8_lines']} lines were invalid UTF-8, "
+            f"{summary['truncated_tokens']} tokens were dropped; see {output_dir}/{SUMMARY_FILE}. "
+            "Fix the tokenizer (a vocabulary for this script; character_coverage=0.9995 and more "
+            "pieces for CJK) or the encoding, or rerun with a higher --max_lost_fraction to keep "
+            "these shards"
+        )
     return summary
 
 
@@ -315,15 +405,23 @@ def _run_jobs(jobs: list[ShardJob], num_processes: int, show_progress: bool):
     progress.close()
 
 
-def _summarize(shard_stats: list[dict], max_seq_length: int) -> dict:
-    totals = {
-        key: sum(s[key] for s in shard_stats)
-        for key in ("documents", "sentences", "tokens", "examples", "real_tokens", "content_tokens")
-    }
+def _summarize(shard_stats: list[dict], text_stats: text_files.TextStats, max_seq_length: int) -> dict:
+    """The build summary from the shards' stats and the reading pass's counts."""
+    totals = {key: sum(s[key] for s in shard_stats) for key in SHARD_STATS}
     total_positions = totals["examples"] * max_seq_length
+    truncated_tokens = totals["tokens"] - totals["content_tokens"]
+    lost_characters = totals["unk_characters"] + text_stats.invalid_utf8_bytes
+    lost_fraction = truncated_tokens / max(totals["tokens"], 1) + lost_characters / max(
+        totals["characters"] + text_stats.invalid_utf8_bytes, 1
+    )
     return {
         **{k: v for k, v in totals.items() if k not in ("real_tokens", "content_tokens")},
-        "truncated_tokens": totals["tokens"] - totals["content_tokens"],
+        "tokens_in_shards": totals["content_tokens"],
+        "truncated_tokens": truncated_tokens,
+        "invalid_utf8_lines": text_stats.invalid_utf8_lines,
+        "invalid_utf8_bytes": text_stats.invalid_utf8_bytes,
+        "lost_fraction": round(lost_fraction, 6),
+        "pieces_per_word": round(totals["tokens"] / max(totals["words"], 1), 3),
         "padding_fraction": round(1 - totals["real_tokens"] / total_positions, 4) if total_positions else 0.0,
         "real_tokens_per_example": round(totals["real_tokens"] / totals["examples"], 2) if totals["examples"] else 0,
     }
@@ -344,7 +442,10 @@ def main(argv: Sequence[str]) -> None:
         seed=values.seed,
         num_processes=values.num_processes,
         document_boundary=values.document_boundary,
+        sentence_boundary=values.sentence_boundary,
+        word_segmenter=values.word_segmenter,
         on_invalid_utf8=values.on_invalid_utf8,
+        max_lost_fraction=values.max_lost_fraction,
     )
     print(json.dumps(summary, indent=2))
 
@@ -360,7 +461,14 @@ def run() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of the document order and of the held-out split.")
     flags.DEFINE_integer("num_processes", os.cpu_count() or 1, "Worker processes.")
     flags.DEFINE_enum("document_boundary", "blank_line", text_files.DOCUMENT_BOUNDARIES, "What ends a document.")
+    flags.DEFINE_enum(
+        "sentence_boundary", "punctuation", text_files.SENTENCE_BOUNDARIES, "Where sentences end: punctuation or lines."
+    )
+    flags.DEFINE_enum("word_segmenter", "pieces", words.WORD_SEGMENTERS, "Word starts for whole-word masking.")
     flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    flags.DEFINE_float(
+        "max_lost_fraction", DEFAULT_MAX_LOST_FRACTION, "Fail above this fraction of the corpus not in the shards."
+    )
     app.run(errors.one_line_errors(main))
 
 

@@ -24,7 +24,7 @@ from typing import Sequence
 from absl import app, flags, logging
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus, errors, files, text_files
+from data_pipelines import default_corpus, errors, files, text_files, words
 from data_pipelines import tokenizer as tokenizer_lib
 
 SETTINGS_FILE = "prepare_settings.json"
@@ -79,7 +79,12 @@ def prepare_data(
     seed: int = 0,
     model_type: str = "unigram",
     document_boundary: str = "blank_line",
+    sentence_boundary: str = "punctuation",
+    word_segmenter: str = "pieces",
+    character_coverage: float = tokenizer_lib.DEFAULT_CHARACTER_COVERAGE,
+    lowercase: bool = False,
     on_invalid_utf8: str = "skip",
+    max_lost_fraction: float = build_lib.DEFAULT_MAX_LOST_FRACTION,
     show_progress: bool = True,
     rebuild: bool = False,
     tokenizer: str | None = None,
@@ -102,13 +107,20 @@ def prepare_data(
         **(
             {"tokenizer": input_fingerprints([tokenizer], output_dir)[0]}
             if tokenizer
-            else {"vocab_size": vocab_size, "model_type": model_type}
+            else {
+                "vocab_size": vocab_size,
+                "model_type": model_type,
+                "character_coverage": character_coverage,
+                "lowercase": lowercase,
+            }
         ),
         "seed": seed,
         "max_seq_length": max_seq_length,
         "num_shards": num_shards,
         "num_eval_shards": num_eval_shards,
         "document_boundary": document_boundary,
+        "sentence_boundary": sentence_boundary,
+        "word_segmenter": word_segmenter,
         "on_invalid_utf8": on_invalid_utf8,
     }
     check_settings(output_dir, settings, rebuild)
@@ -128,8 +140,11 @@ def prepare_data(
             tokenizer_path,
             vocab_size=vocab_size,
             model_type=model_type,
+            character_coverage=character_coverage,
+            lowercase=lowercase,
             seed=seed,
             on_invalid_utf8=on_invalid_utf8,
+            sentence_boundary=sentence_boundary,
             num_threads=num_processes,
         )
     timings["tokenizer_seconds"] = round(time.perf_counter() - start, 2)
@@ -146,7 +161,10 @@ def prepare_data(
         seed=seed,
         num_processes=num_processes,
         document_boundary=document_boundary,
+        sentence_boundary=sentence_boundary,
+        word_segmenter=word_segmenter,
         on_invalid_utf8=on_invalid_utf8,
+        max_lost_fraction=max_lost_fraction,
         show_progress=show_progress,
     )
     timings["shards_seconds"] = round(time.perf_counter() - start, 2)
@@ -187,7 +205,12 @@ def main(argv: Sequence[str]) -> None:
         seed=values.seed,
         model_type=values.model_type,
         document_boundary=values.document_boundary,
+        sentence_boundary=values.sentence_boundary,
+        word_segmenter=values.word_segmenter,
+        character_coverage=values.character_coverage,
+        lowercase=values.lowercase,
         on_invalid_utf8=values.on_invalid_utf8,
+        max_lost_fraction=values.max_lost_fraction,
         rebuild=values.rebuild,
         tokenizer=values.tokenizer,
     )
@@ -212,7 +235,13 @@ def run() -> None:
         text_files.DOCUMENT_BOUNDARIES,
         "'file' for hard-wrapped books where blank lines only separate paragraphs.",
     )
-    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    tokenizer_lib.define_text_flags()
+    flags.DEFINE_enum("word_segmenter", "pieces", words.WORD_SEGMENTERS, "Word starts for whole-word masking.")
+    flags.DEFINE_float(
+        "max_lost_fraction",
+        build_lib.DEFAULT_MAX_LOST_FRACTION,
+        "Fail above this fraction of the corpus not in the shards.",
+    )
     flags.DEFINE_string(
         "tokenizer",
         None,

@@ -33,6 +33,11 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # Sentencepiece models trained by `train_sentencepiece` have these pieces at these ids.
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 MODEL_TYPES = ("unigram", "bpe")
+DEFAULT_CHARACTER_COVERAGE = 0.9999
+# sentencepiece skips training sentences over max_sentence_length bytes; longer ones are
+# cut into chunks of 4096 characters, at most 16384 bytes of UTF-8 in any script.
+MAX_TRAINING_SENTENCE_BYTES = 16384
+TRAINING_CHUNK_CHARS = 4096
 
 
 class Tokenizer(abc.ABC):
@@ -182,8 +187,9 @@ def _is_cjk(code: int) -> bool:
     )
 
 
-def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
-    """BERT's BasicTokenizer: clean, split CJK, lowercase + strip accents, split punctuation."""
+def basic_tokenize(text: str, do_lower_case: bool, strip_accents: bool | None = None) -> list[str]:
+    """BERT's BasicTokenizer: clean, split CJK, lowercase, strip accents (by default when
+    lower-casing, as transformers' `strip_accents=None`), split punctuation."""
     cleaned = []
     for char in text:
         code = ord(char)
@@ -193,11 +199,9 @@ def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
             cleaned.append(f" {char} ")
         else:
             cleaned.append(" " if _is_whitespace(char) else char)
-    words = unicodedata.normalize("NFC", "".join(cleaned)).split()
     tokens = []
-    for word in words:
-        if do_lower_case:
-            word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
+    for word in "".join(cleaned).split():
+        word = _normalize_word(word, do_lower_case, strip_accents)
         current = ""
         for char in word:
             if _is_punctuation(char):
@@ -221,15 +225,19 @@ def _strip_whitespace(text: str, start: int, end: int) -> tuple[int, int]:
     return (start, end) if start < end else (end, end)
 
 
-def _normalize_word(chars: str, do_lower_case: bool) -> str:
-    """basic_tokenize's per-word normalization: NFC, then lowercase + strip accents."""
+def _normalize_word(chars: str, do_lower_case: bool, strip_accents: bool | None) -> str:
+    """basic_tokenize's per-word normalization: NFC, lowercase, strip accents."""
     word = unicodedata.normalize("NFC", chars)
     if do_lower_case:
-        word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
+        word = word.lower()
+    if do_lower_case if strip_accents is None else strip_accents:
+        word = "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
     return word
 
 
-def basic_tokenize_with_offsets(text: str, do_lower_case: bool) -> list[tuple[str, list[tuple[int, int]]]]:
+def basic_tokenize_with_offsets(
+    text: str, do_lower_case: bool, strip_accents: bool | None = None
+) -> list[tuple[str, list[tuple[int, int]]]]:
     """`basic_tokenize(text)` with, for every character of every token, the (start, end)
     span of `text` it came from.
 
@@ -251,8 +259,8 @@ def basic_tokenize_with_offsets(text: str, do_lower_case: bool) -> list[tuple[st
             words.append([])
     tokens = []
     for word in filter(None, words):
-        normalized = _normalize_word("".join(c for c, _ in word), do_lower_case)
-        per_char = [(_normalize_word(c, do_lower_case), (i, i + 1)) for c, i in word]
+        normalized = _normalize_word("".join(c for c, _ in word), do_lower_case, strip_accents)
+        per_char = [(_normalize_word(c, do_lower_case, strip_accents), (i, i + 1)) for c, i in word]
         spans = [span for piece, span in per_char for _ in piece]
         if "".join(piece for piece, _ in per_char) != normalized:
             spans = [(word[0][1], word[-1][1] + 1)] * len(normalized)
@@ -275,13 +283,21 @@ class WordPieceTokenizer(Tokenizer):
     """A BERT/ELECTRA `vocab.txt`: basic tokenization + greedy longest-match-first WordPiece.
 
     `do_lower_case=None` infers casing from the vocabulary (uncased if no entry other than
-    the bracketed special tokens contains an ASCII uppercase letter).
+    the bracketed special tokens contains an ASCII uppercase letter). `strip_accents=None`
+    strips accents exactly when lower-casing, as BERT's uncased models do; False keeps
+    them in lower-cased text (French, Vietnamese). Both are read from a transformers
+    `tokenizer_config.json` beside the vocabulary when given there. Chinese characters
+    are split one per token, as in Google's Chinese BERT; see README "Chinese" for when
+    to prefer sentencepiece.
     """
 
     max_chars_per_word = 100  # as BERT: longer words become [UNK]
 
-    def __init__(self, vocab_path: str, do_lower_case: bool | None = None):
+    def __init__(self, vocab_path: str, do_lower_case: bool | None = None, strip_accents: bool | None = None):
         self.path = vocab_path
+        saved = _saved_casing(vocab_path)
+        do_lower_case = saved.get("do_lower_case") if do_lower_case is None else do_lower_case
+        strip_accents = saved.get("strip_accents") if strip_accents is None else strip_accents
         with open(vocab_path, encoding="utf-8") as f:
             self._tokens = [line.rstrip("\n").rstrip("\r") for line in f]
         self._ids = {token: index for index, token in enumerate(self._tokens)}
@@ -299,6 +315,7 @@ class WordPieceTokenizer(Tokenizer):
                 re.search("[A-Z]", t) for t in self._tokens if not (t.startswith("[") and t.endswith("]"))
             )
         self.do_lower_case = do_lower_case
+        self.strip_accents = strip_accents
         self._special_split = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
     def _wordpiece(self, word: str) -> list[int]:
@@ -325,7 +342,7 @@ class WordPieceTokenizer(Tokenizer):
             if part in SPECIAL_TOKENS:
                 ids.append(self._ids[part])
             else:
-                for word in basic_tokenize(part, self.do_lower_case):
+                for word in basic_tokenize(part, self.do_lower_case, self.strip_accents):
                     ids.extend(self._wordpiece(word))
         return ids
 
@@ -336,7 +353,7 @@ class WordPieceTokenizer(Tokenizer):
                 ids.append(self._ids[part])
                 offsets.append((part_start, part_start + len(part)))
             else:
-                for word, spans in basic_tokenize_with_offsets(part, self.do_lower_case):
+                for word, spans in basic_tokenize_with_offsets(part, self.do_lower_case, self.strip_accents):
                     pieces = self._wordpiece(word)
                     if pieces == [self.unk_id]:  # the whole word, however long
                         piece_lengths = [len(word)]
@@ -357,6 +374,16 @@ class WordPieceTokenizer(Tokenizer):
 
     def id_to_piece(self, token_id: int) -> str:
         return self._tokens[int(token_id)]
+
+
+def _saved_casing(vocab_path: str) -> dict:
+    """do_lower_case / strip_accents of a transformers tokenizer_config.json beside the
+    vocabulary (absent keys, or no file: {})."""
+    path = os.path.join(os.path.dirname(vocab_path), "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return {}
+    config = files.read_json(path)
+    return {key: config[key] for key in ("do_lower_case", "strip_accents") if config.get(key) is not None}
 
 
 def tokenizer_file_in(directory: str) -> str | None:
@@ -419,16 +446,23 @@ def train_sentencepiece(
     vocab_size: int,
     model_type: str = "unigram",
     input_sentence_size: int = 2_000_000,
-    character_coverage: float = 0.9999,
+    character_coverage: float = DEFAULT_CHARACTER_COVERAGE,
+    lowercase: bool = False,
     seed: int = 0,
     on_invalid_utf8: str = "skip",
+    sentence_boundary: str = "punctuation",
     num_threads: int = 2,
 ) -> SentencePieceTokenizer:
     """Trains a sentencepiece model on text files and writes it atomically to `output_path`.
 
     Training sentences come from `text_files` (same UTF-8 policy and sentence splitting as
-    shard building). `input_sentence_size` caps how many sentences sentencepiece keeps
-    (a seeded reservoir sample), so large corpora fit in memory.
+    shard building); one over MAX_TRAINING_SENTENCE_BYTES, which sentencepiece would skip,
+    is cut into chunks of TRAINING_CHUNK_CHARS characters. `input_sentence_size` caps how many sentences
+    sentencepiece keeps (a seeded reservoir sample), so large corpora fit in memory.
+    `character_coverage` is the share of the corpus's characters that get their own piece
+    (the rest become [UNK]): sentencepiece recommends 0.9995 for Chinese or Japanese, whose
+    rare characters are many, and 1.0 for small alphabets. `lowercase` case-folds the text
+    (sentencepiece's nmt_nfkc_cf rule) and keeps accents, unlike BERT's uncased models.
     """
     import sentencepiece as spm
 
@@ -439,7 +473,9 @@ def train_sentencepiece(
     paths = text_files.expand_input_patterns(inputs)
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size={vocab_size} leaves no room beyond the {len(SPECIAL_TOKENS)} special tokens")
-    sentences = _iter_sentences(paths, on_invalid_utf8)
+    if not 0 < character_coverage <= 1:
+        raise ValueError(f"character_coverage={character_coverage}; use a fraction in (0, 1], e.g. 0.9995 for CJK")
+    sentences = _iter_sentences(paths, on_invalid_utf8, sentence_boundary)
     first = next(sentences, None)
     if first is None:
         raise ValueError(
@@ -455,9 +491,10 @@ def train_sentencepiece(
             vocab_size=vocab_size,
             model_type=model_type,
             character_coverage=character_coverage,
+            normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
             input_sentence_size=input_sentence_size,
             shuffle_input_sentence=True,
-            max_sentence_length=16384,
+            max_sentence_length=MAX_TRAINING_SENTENCE_BYTES,
             num_threads=num_threads,
             pad_id=0,
             unk_id=1,
@@ -482,9 +519,15 @@ def train_sentencepiece(
     return SentencePieceTokenizer(output_path)
 
 
-def _iter_sentences(paths: Sequence[str], on_invalid_utf8: str) -> Iterator[str]:
-    for document in text_files.iter_documents(paths, on_invalid_utf8=on_invalid_utf8):
-        yield from document
+def _iter_sentences(paths: Sequence[str], on_invalid_utf8: str, sentence_boundary: str) -> Iterator[str]:
+    documents = text_files.iter_documents(paths, on_invalid_utf8=on_invalid_utf8, sentence_boundary=sentence_boundary)
+    for document in documents:
+        for sentence in document:
+            if len(sentence.encode("utf-8")) <= MAX_TRAINING_SENTENCE_BYTES:
+                yield sentence
+            else:
+                for start in range(0, len(sentence), TRAINING_CHUNK_CHARS):
+                    yield sentence[start : start + TRAINING_CHUNK_CHARS]
 
 
 def main(argv: Sequence[str]) -> None:
@@ -497,10 +540,25 @@ def main(argv: Sequence[str]) -> None:
         vocab_size=values.vocab_size,
         model_type=values.model_type,
         input_sentence_size=values.input_sentence_size,
+        character_coverage=values.character_coverage,
+        lowercase=values.lowercase,
         seed=values.seed,
         on_invalid_utf8=values.on_invalid_utf8,
+        sentence_boundary=values.sentence_boundary,
     )
     print(f"wrote {values.output} ({tokenizer.vocab_size} pieces)")
+
+
+def define_text_flags() -> None:
+    """Flags shared with prepare_data: how the text is read and what the vocabulary covers."""
+    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    flags.DEFINE_enum(
+        "sentence_boundary", "punctuation", text_files.SENTENCE_BOUNDARIES, "Where sentences end: punctuation or lines."
+    )
+    flags.DEFINE_float(
+        "character_coverage", DEFAULT_CHARACTER_COVERAGE, "Share of characters with a piece; 0.9995 for CJK."
+    )
+    flags.DEFINE_bool("lowercase", False, "Case-fold the text (accents are kept).")
 
 
 def run() -> None:
@@ -513,7 +571,7 @@ def run() -> None:
         "input_sentence_size", 2_000_000, "Sentences sampled for training; bounds memory on large corpora."
     )
     flags.DEFINE_integer("seed", 0, "Seed of the sentence sample.")
-    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
+    define_text_flags()
     app.run(errors.one_line_errors(main))
 
 

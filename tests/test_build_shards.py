@@ -86,7 +86,8 @@ def test_examples_are_well_formed(corpus_and_tokenizer, tmp_path):
         assert segments.tolist() == expected_segments.tolist()
         assert not np.isin(ids[1 : num_real - 1], [0, 2, 4]).any()  # no [PAD]/[CLS]/[MASK] inside
         content_tokens += num_real - 1 - len(seps)
-    assert summary["tokens"] - summary["truncated_tokens"] == content_tokens
+    assert summary["tokens"] == summary["tokens_in_shards"] == content_tokens
+    assert summary["truncated_tokens"] == 0 and summary["lost_fraction"] < 0.01
     padding = 1 - sum(sum(e["input_mask"]) for e in examples) / (len(examples) * MAX_LEN)
     assert summary["padding_fraction"] == pytest.approx(padding, abs=1e-4)
     assert summary["documents"] == 60
@@ -109,7 +110,14 @@ def packed(sentences, draw, max_len=16):
 
     packing = build_lib.PackingConfig(max_seq_length=max_len, single_segment_prob=0.0, random_length_prob=0.0)
     builder = build_lib.ExampleBuilder(Specials, packing, FixedDraws(draw))
-    examples = [e for s in sentences for e in builder.add_sentence(s)] + builder.end_document()
+    # Word starts mark each sentence's first token, so they show where its pieces went.
+    examples = [e for s in sentences for e in builder.add_sentence(s, [1] + [0] * (len(s) - 1))]
+    examples += builder.end_document()
+    firsts = {s[0] for s in sentences}
+    for e in examples:
+        assert [int(t in (2, 3, *firsts)) for t in e["input_ids"][: sum(e["input_mask"])]] == (
+            e["word_starts"][: sum(e["input_mask"])]
+        )
     return [e["input_ids"] for e in examples], [e["segment_ids"] for e in examples]
 
 
@@ -123,10 +131,21 @@ def test_packing_hand_computed():
     # Draw 0.1 (< 0.5) keeps b in A; then A (7) is over target, so c goes to B.
     ids, _ = packed([a, b, c], draw=0.1)
     assert ids == [[2, *a, *b, 3, *c, 3, 0]]
-    # 13 + 3 tokens reach the target (16): the example closes, and, as in ELECTRA, B is
-    # trimmed to what is left after [CLS] A [SEP] (nothing), so 7, 8, 9 are dropped.
-    ids, _ = packed([list(range(100, 113)), [7, 8, 9], [40, 41]], draw=0.9)
-    assert ids == [[2, *range(100, 113), 3, 0], [2, 40, 41, 3] + [0] * 12]
+    # 13 content tokens fill the target (16 - 3): the example closes and the next sentences
+    # open the next one (ELECTRA would have added 7, 8, 9 and then trimmed them away).
+    ids, _ = packed([list(range(100, 113)), [70, 8, 9], [40, 41]], draw=0.9)
+    assert ids == [[2, *range(100, 113), 3, 0], [2, 70, 8, 9, 40, 41, 3] + [0] * 9]
+
+
+def test_a_sentence_longer_than_an_example_is_cut_and_carried_not_dropped():
+    long_sentence = [110, *range(111, 140)]  # 30 tokens; 13 fit in an example of 16
+    ids, _ = packed([[10, 11], long_sentence, [50, 51]], draw=0.9)
+    # [10, 11] + 11 tokens fill the first example; the rest of the sentence carries on.
+    assert ids[0] == [2, 10, 11, 3, *range(110, 121), 3]
+    assert ids[1] == [2, *range(121, 134), 3, 0]
+    assert ids[2] == [2, *range(134, 140), 3, 50, 51, 3] + [0] * 5
+    content = [t for example in ids for t in example if t not in (0, 2, 3)]
+    assert content == [10, 11, *long_sentence, 50, 51]
 
 
 def test_resume_after_a_kill_gives_the_same_shards(corpus_and_tokenizer, tmp_path, monkeypatch):
@@ -202,8 +221,12 @@ def test_invalid_utf8_lines_are_skipped_and_counted(tmp_path, corpus_and_tokeniz
     _, tokenizer = corpus_and_tokenizer
     text = "Good line.\n\nCaesar's caf\u00e9 is Latin-1.\n\nAnother line.\r\n\r\nLast one.\n"
     (tmp_path / "latin1.txt").write_bytes(text.encode("latin-1"))
-    summary = build(str(tmp_path / "latin1.txt"), tokenizer, tmp_path / "out", num_shards=1)
-    assert summary["invalid_utf8_lines"] == 1
+    # The skipped line is 22 bytes (not whitespace) of 51: over the 1% threshold, so the build fails after
+    # writing the shard and the summary, and a rerun that accepts the loss reuses them.
+    with pytest.raises(build_lib.DataLossError, match=r"43\.14% of the corpus.* 1 lines were invalid UTF-8"):
+        build(str(tmp_path / "latin1.txt"), tokenizer, tmp_path / "out", num_shards=1)
+    summary = build(str(tmp_path / "latin1.txt"), tokenizer, tmp_path / "out", num_shards=1, max_lost_fraction=0.5)
+    assert summary["invalid_utf8_lines"] == 1 and summary["shards_skipped"] == 1
     assert summary["documents"] == 3  # the bad line's paragraph is gone, CRLF is handled
     decoded = [tokenizer.decode(e["input_ids"]) for e in read_records(f"{tmp_path}/out/*.tfrecord")]
     assert decoded == ["Good line.", "Another line.", "Last one."]
