@@ -27,6 +27,11 @@ def _host_batch_size(config) -> int:
     return config.train.batch_size // jax.process_count()
 
 
+def _word_starts(config) -> bool:
+    """Whether batches carry the shards' word starts: whole-word masking needs them."""
+    return config.objective.get("whole_word_masking", False)
+
+
 def make_train_iterator(config):
     """This process's slice of the training stream (dicts of numpy [host_batch, seq])."""
     d, t = config.data, config.train
@@ -36,6 +41,7 @@ def make_train_iterator(config):
             seq_length=t.max_seq_length,
             vocab_size=config.model.vocab_size,
             seed=t.seed,
+            word_starts=_word_starts(config),
         )
     if d.source != "tfrecord":
         raise ValueError(f"data.source={d.source!r}; choose 'tfrecord' or 'synthetic'")
@@ -51,6 +57,7 @@ def make_train_iterator(config):
         seed=t.seed,
         shuffle_buffer=d.shuffle_buffer,
         repeat=True,
+        word_starts=_word_starts(config),
     )
 
 
@@ -63,6 +70,7 @@ def eval_batches(config, batch_sharding):
             seq_length=t.max_seq_length,
             vocab_size=config.model.vocab_size,
             seed=t.seed + 10_000,
+            word_starts=_word_starts(config),
         )
     else:
         it = data.make_pretraining_iterator(
@@ -72,6 +80,7 @@ def eval_batches(config, batch_sharding):
             seed=0,
             shuffle_buffer=0,
             repeat=False,
+            word_starts=_word_starts(config),
         )
     for _, batch in zip(range(t.eval_steps), it):
         data.check_token_ids(batch, config.model.vocab_size, f"data.eval_files={d.eval_files}")

@@ -31,6 +31,7 @@ from etils import epath
 from data_pipelines import files
 
 BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+WORD_STARTS = "word_starts"  # optional feature and batch key, for whole-word masking
 # Shard features use ELECTRA's names; batches use the model's.
 _FEATURE_TO_BATCH_KEY = {"input_ids": "input_ids", "input_mask": "attention_mask", "segment_ids": "token_type_ids"}
 STATE_PREFIX = "data_iterator"
@@ -67,8 +68,9 @@ def list_shards(file_pattern: str) -> list[str]:
     return files
 
 
-def shard_seq_length(path: str) -> int:
-    """Length of `input_ids` in the first record of a shard."""
+def shard_seq_length(path: str, word_starts: bool = False) -> int:
+    """Length of `input_ids` in the first record of a shard; with `word_starts`, fails if
+    the shard lacks that feature (built before whole-word masking)."""
     import tensorflow as tf
 
     try:
@@ -83,6 +85,12 @@ def shard_seq_length(path: str) -> int:
         missing = [name for name in _FEATURE_TO_BATCH_KEY if name not in features]
         if missing:
             raise ValueError(f"shard {path} lacks features {missing}; it was not written by build_shards")
+        if word_starts and WORD_STARTS not in features:
+            raise ValueError(
+                f"shard {path} has no {WORD_STARTS} feature (built by an older version), which "
+                "objective.whole_word_masking needs; rebuild the shards (prepare_data --rebuild, or "
+                "build_shards into a new directory) or set --config.objective.whole_word_masking=False"
+            )
         return len(features["input_ids"].int64_list.value)
     raise ValueError(f"shard {path} is empty; rebuild it")
 
@@ -140,19 +148,21 @@ def make_pretraining_iterator(
     cycle_length: int = 8,
     drop_remainder: bool = True,
     prefetch: int = 2,
+    word_starts: bool = False,
 ) -> PretrainingIterator:
     """The per-host tf.data pipeline: list, shard by host, interleave, shuffle, repeat, batch.
 
     `shuffle_buffer=0` reads in file order (for evaluation). With `repeat=True` every
     epoch is reshuffled (deterministically for `seed`). `drop_remainder=False` keeps a
-    last partial batch (only sensible with repeat=False on one host).
+    last partial batch (only sensible with repeat=False on one host). `word_starts` adds
+    the shards' word_starts feature to the batches (whole-word masking).
     """
     import tensorflow as tf
 
     process_index, process_count = _process_topology(process_index, process_count)
     files = list_shards(file_pattern)
     for path in files:  # one record of each: a stray file fails here, named, not mid-run
-        shard_length = shard_seq_length(path)
+        shard_length = shard_seq_length(path, word_starts)
         if shard_length != seq_length:
             raise ValueError(
                 f"seq_length={seq_length} was requested but the shard {path} (of {file_pattern}) holds "
@@ -180,11 +190,12 @@ def make_pretraining_iterator(
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    feature_spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in _FEATURE_TO_BATCH_KEY}
+    feature_to_key = {**_FEATURE_TO_BATCH_KEY, **({WORD_STARTS: WORD_STARTS} if word_starts else {})}
+    feature_spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in feature_to_key}
 
     def parse(serialized):  # [batch] strings -> dict of [batch, seq] int32
         features = tf.io.parse_example(serialized, feature_spec)
-        return {_FEATURE_TO_BATCH_KEY[name]: tf.cast(value, tf.int32) for name, value in features.items()}
+        return {feature_to_key[name]: tf.cast(value, tf.int32) for name, value in features.items()}
 
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.prefetch(prefetch)
@@ -211,6 +222,7 @@ class SyntheticIterator:
         cls_id: int = 2,
         sep_id: int = 3,
         first_regular_id: int = 5,
+        word_starts: bool = False,
     ):
         if seq_length < 3 or vocab_size <= first_regular_id:
             raise ValueError(
@@ -220,6 +232,7 @@ class SyntheticIterator:
         self.batch_size, self.seq_length, self.vocab_size, self.seed = batch_size, seq_length, vocab_size, seed
         self.process_index, self.process_count = process_index, process_count
         self._cls_id, self._sep_id, self._first_regular_id = cls_id, sep_id, first_regular_id
+        self._word_starts = word_starts
         self.step = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -236,7 +249,10 @@ class SyntheticIterator:
         input_ids[:, -1] = self._sep_id
         token_type_ids = np.zeros(shape, np.int32)
         token_type_ids[:, middle + 1 :] = 1
-        return {"input_ids": input_ids, "attention_mask": np.ones(shape, np.int32), "token_type_ids": token_type_ids}
+        batch = {"input_ids": input_ids, "attention_mask": np.ones(shape, np.int32), "token_type_ids": token_type_ids}
+        if self._word_starts:  # words of 1.6 pieces on average, as in the embedded corpus
+            batch[WORD_STARTS] = (rng.random(shape) < 0.6).astype(np.int32)
+        return batch
 
     def save(self, directory: str) -> str:
         path = state_prefix(directory, self.process_index, self.process_count) + ".json"

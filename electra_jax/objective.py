@@ -5,7 +5,9 @@ Follows google-research/electra `pretrain_helpers.py` / `run_pretraining.py`:
    non-special tokens; the number is max(1, min(cap, round(n_tokens * mask_prob))) with
    n_tokens counting every attended token (as the original). Of the chosen positions,
    `mask_token_frac` (paper: 85%) become [MASK], `random_token_frac` (paper: 0%) a random
-   token, the rest stay unchanged (the MLM must still predict them).
+   token, the rest stay unchanged (the MLM must still predict them). With `word_starts`
+   (whole-word masking, as BERT's WWM and Chinese-ELECTRA) whole words are chosen, the
+   cap still counted in pieces, and the policy applies to each piece.
 2. `sample_replacements`: sampling from the generator's softmax at those positions
    (Gumbel-max as the original, or the same law by inverse CDF, faster on CPUs), under
    stop_gradient (the discriminator's loss never trains the generator).
@@ -54,6 +56,7 @@ def mask_tokens(
     mask_token_frac: float = 0.85,
     random_token_frac: float = 0.0,
     vocab_size: Optional[int] = None,
+    word_starts: Optional[Array] = None,
 ) -> MaskedInputs:
     """Choose the positions the generator must predict and build its input.
 
@@ -67,6 +70,10 @@ def mask_tokens(
     `max_predictions` slots beyond num_to_predict are padding: position 0, weight 0, and
     they never change the sequence.
 
+    With `word_starts` ([B, S], 1 where a token begins a word) whole words are drawn
+    instead, by `choose_whole_words`: all pieces of a chosen word are predicted, and the
+    number of pieces stays at most num_to_predict.
+
     input_ids, attention_mask: [B, S]. Returns MaskedInputs (see its fields).
     """
     _check_masking_args(input_ids.shape[-1], mask_prob, max_predictions, mask_token_frac, random_token_frac, vocab_size)
@@ -75,10 +82,14 @@ def mask_tokens(
     n_tokens = attention_mask.sum(-1).astype(jnp.float32)
     num_to_predict = jnp.clip(jnp.round(n_tokens * mask_prob).astype(jnp.int32), 1, max_predictions)
     num_to_predict = jnp.minimum(num_to_predict, candidates.sum(-1))  # [B]
-    # A uniformly random order of the candidates: sort random keys, non-candidates last.
-    keys = jnp.where(candidates, jax.random.uniform(choose_rng, input_ids.shape), 2.0)
-    order = jnp.argsort(keys, axis=-1)[:, :max_predictions].astype(jnp.int32)  # [B, P]
-    weights = (jnp.arange(max_predictions)[None, :] < num_to_predict[:, None]).astype(jnp.float32)
+    uniforms = jax.random.uniform(choose_rng, input_ids.shape)
+    if word_starts is None:
+        # A uniformly random order of the candidates: sort random keys, non-candidates last.
+        keys = jnp.where(candidates, uniforms, 2.0)
+        order = jnp.argsort(keys, axis=-1)[:, :max_predictions].astype(jnp.int32)  # [B, P]
+        weights = (jnp.arange(max_predictions)[None, :] < num_to_predict[:, None]).astype(jnp.float32)
+    else:
+        order, weights = choose_whole_words(uniforms, word_starts, candidates, num_to_predict, max_predictions)
     positions = jnp.where(weights > 0, order, 0)
     original = jnp.take_along_axis(input_ids, positions, axis=-1)
 
@@ -90,6 +101,50 @@ def mask_tokens(
     replacement = jnp.where(draw < mask_token_frac, mask_token_id, replacement).astype(input_ids.dtype)
     masked_input_ids = _scatter(input_ids, positions, weights, replacement)
     return MaskedInputs(masked_input_ids, positions, original.astype(jnp.int32), weights)
+
+
+def choose_whole_words(
+    uniforms: Array, word_starts: Array, candidates: Array, num_to_predict: Array, max_predictions: int
+) -> tuple[Array, Array]:
+    """Positions ([B, P] int32) and weights ([B, P]) of whole words, BERT's WWM rule.
+
+    A word is a run of candidate tokens from a start to the next (a non-candidate token,
+    and the token after one, always starts a word, so words never span [CLS] / [SEP]).
+    Words are visited in the random order of `uniforms` at their first piece; a word is
+    taken whole if its pieces fit in what is left of num_to_predict, else skipped (as
+    BERT's `create_masked_lm_predictions`). Static shapes: one stable sort and a scan over
+    the S positions, vectorized over the batch.
+    """
+    batch, seq_len = uniforms.shape
+    index = jnp.arange(seq_len)
+    after_other = jnp.pad(~candidates[:, :-1], ((0, 0), (1, 0)), constant_values=True)
+    starts = (word_starts > 0) | ~candidates | after_other
+    start_of = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)  # each token's word start
+    word_length = jnp.zeros_like(uniforms, jnp.int32).at[jnp.arange(batch)[:, None], start_of].add(1)
+    length = jnp.take_along_axis(word_length, start_of, axis=1)  # of each token's word
+    keys = jnp.where(candidates, jnp.take_along_axis(uniforms, start_of, axis=1), 2.0)
+    # Stable: a word's pieces (equal keys) stay together and in order.
+    order = jnp.argsort(keys, axis=1, stable=True)
+    sorted_first = jnp.take_along_axis(starts, order, axis=1)
+    sorted_length = jnp.take_along_axis(length, order, axis=1)
+    sorted_candidate = jnp.take_along_axis(candidates, order, axis=1)
+
+    def visit(carry, column):
+        count, taking = carry
+        first, word_len, candidate = column
+        fits = candidate & (count + word_len <= num_to_predict)
+        taking = jnp.where(first, fits, taking)
+        count = count + jnp.where(first & taking, word_len, 0)
+        return (count, taking), taking
+
+    zeros = jnp.zeros((batch,), jnp.int32)
+    columns = (sorted_first.T, sorted_length.T, sorted_candidate.T)
+    (num_taken, _), taken = jax.lax.scan(visit, (zeros, zeros > 0), columns)
+    taken = taken.T  # [B, S] in visiting order
+    # The taken positions first, still in visiting order; then the first P of them.
+    chosen = jnp.take_along_axis(order, jnp.argsort(~taken, axis=1, stable=True), axis=1)[:, :max_predictions]
+    weights = (jnp.arange(max_predictions)[None, :] < num_taken[:, None]).astype(jnp.float32)
+    return chosen.astype(jnp.int32), weights
 
 
 def _random_regular_tokens(rng, shape, vocab_size: int, special_token_ids: Sequence[int]) -> Array:

@@ -235,6 +235,7 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     # discriminator's size (the baseline ELECTRA is measured against; disc_* knobs unused)
     o.kind = "electra"
     o.mask_prob = mask_prob  # fraction of real tokens the generator must predict
+    o.whole_word_masking = False  # mask whole words (the shards' word_starts), the cap in pieces
     o.max_predictions_per_seq = max_predictions_per_seq(mask_prob, seq_len)  # static cap per sequence
     o.mask_token_frac = 0.85  # of the chosen positions: replaced by [MASK]
     o.random_token_frac = 0.0  # ... replaced by a random token (the paper: none); the rest stay unchanged

@@ -178,6 +178,7 @@ def mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
         mask_token_frac=o.mask_token_frac,
         random_token_frac=o.random_token_frac,
         vocab_size=config.model.vocab_size,
+        word_starts=batch["word_starts"] if o.get("whole_word_masking", False) else None,
     )
 
 
@@ -309,9 +310,14 @@ def eval_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, eval_s
     return sums
 
 
+def batch_keys(config) -> tuple[str, ...]:
+    """The arrays of a pretraining batch: word starts too under whole-word masking."""
+    return BATCH_KEYS + (("word_starts",) if config.objective.get("whole_word_masking", False) else ())
+
+
 def jit_train_step(trainer: Pretrainer, deterministic: bool = False):
     """`train_step` jitted with explicit shardings; the input state is donated."""
-    batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in BATCH_KEYS}
+    batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in batch_keys(trainer.config)}
     step = jax.jit(
         functools.partial(train_step, trainer, deterministic=deterministic),
         in_shardings=(trainer.state_sharding, batch_sharding),
@@ -322,7 +328,7 @@ def jit_train_step(trainer: Pretrainer, deterministic: bool = False):
 
 
 def jit_eval_step(trainer: Pretrainer, eval_seed: int):
-    batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in BATCH_KEYS}
+    batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in batch_keys(trainer.config)}
     step = jax.jit(
         functools.partial(eval_step, trainer, eval_seed=eval_seed),
         in_shardings=(trainer.state_sharding, batch_sharding),

@@ -427,3 +427,110 @@ def test_metric_sums_add_over_microbatches():
     # Averaging the per-microbatch ratios instead would be wrong here (unequal counts).
     naive = np.mean([float(objective.metrics_from_sums(h)["mlm_loss"]) for h in halves])
     assert abs(naive - m["mlm_loss"]) > 1e-3
+
+
+# ---------------------------------------------------------------------------- whole-word masking
+
+
+def _random_words(seed: int, shape, mean_length: float = 2.0) -> np.ndarray:
+    """word_starts with words of random lengths (geometric, mean `mean_length` pieces)."""
+    return (np.random.default_rng(seed).random(shape) < 1 / mean_length).astype(np.int32)
+
+
+def _whole_words_numpy(uniforms, word_starts, candidates, num_to_predict):
+    """BERT's create_masked_lm_predictions for one sequence, written plainly: words in the
+    order of their first piece's uniform, each taken whole if it fits, else skipped."""
+    words, current = [], None
+    for i, is_candidate in enumerate(candidates):
+        starts = word_starts[i] or not is_candidate or i == 0 or not candidates[i - 1]
+        if starts:
+            current = [i]
+            words.append(current)
+        else:
+            current.append(i)
+    words = sorted((w for w in words if candidates[w[0]]), key=lambda w: (uniforms[w[0]], w[0]))
+    chosen = []
+    for word in words:
+        if len(chosen) + len(word) <= num_to_predict:
+            chosen += word
+    return chosen
+
+
+@functools.partial(jax.jit, static_argnames=("mask_prob", "max_predictions"))
+def _mask_words(rng, ids, mask, word_starts, mask_prob=MASK_PROB, max_predictions=MAX_PREDICTIONS):
+    return objective.mask_tokens(
+        rng,
+        ids,
+        mask,
+        mask_prob=mask_prob,
+        max_predictions=max_predictions,
+        mask_token_id=MASK,
+        special_token_ids=SPECIALS,
+        word_starts=word_starts,
+    )
+
+
+@pytest.fixture(scope="module")
+def word_masking():
+    ids, mask = _random_batch(10, 2000)
+    word_starts = _random_words(11, ids.shape)
+    out = jax.tree_util.tree_map(np.asarray, _mask_words(jax.random.PRNGKey(12), ids, mask, word_starts))
+    return ids, mask, word_starts, out
+
+
+def test_whole_word_masking_matches_numpy_reference_under_jit():
+    ids, mask = _random_batch(13, 16, seq=48)
+    word_starts = _random_words(14, ids.shape, mean_length=3.0)
+    rng = jax.random.PRNGKey(15)
+    out = jax.tree_util.tree_map(np.asarray, _mask_words(rng, ids, mask, word_starts, max_predictions=8))
+    # mask_tokens draws its choosing uniforms from the first of three keys.
+    uniforms = np.asarray(jax.random.uniform(jax.random.split(rng, 3)[0], ids.shape))
+    candidates = mask.astype(bool) & ~np.isin(ids, SPECIALS)
+    num_to_predict = np.minimum(np.clip(np.round(mask.sum(-1) * MASK_PROB), 1, 8), candidates.sum(-1))
+    for row in range(len(ids)):
+        expected = _whole_words_numpy(uniforms[row], word_starts[row], candidates[row], num_to_predict[row])
+        weights = out.masked_weights[row]
+        assert out.masked_positions[row][weights > 0].tolist() == expected
+        assert weights.tolist() == [1.0] * len(expected) + [0.0] * (8 - len(expected))
+
+
+def test_whole_word_masking_masks_whole_words_at_the_fraction_under_the_cap(word_masking):
+    ids, mask, word_starts, out = word_masking
+    candidates = mask.astype(bool) & ~np.isin(ids, SPECIALS)
+    num_to_predict = np.minimum(np.clip(np.round(mask.sum(-1) * MASK_PROB), 1, MAX_PREDICTIONS), candidates.sum(-1))
+    num_masked = out.masked_weights.sum(-1)
+    assert np.all(num_masked <= num_to_predict) and num_masked.max() == MAX_PREDICTIONS
+    assert abs(num_masked.sum() / mask.sum() - MASK_PROB) < 0.01, num_masked.sum() / mask.sum()
+    words_seen = 0
+    for row in range(len(ids)):
+        chosen = np.zeros(ids.shape[1], bool)
+        chosen[out.masked_positions[row][out.masked_weights[row] > 0]] = True
+        assert not np.any(chosen & ~candidates[row])  # never a special token or padding
+        # A word: a start (or the token after a non-candidate) and the candidates after it.
+        starts = word_starts[row].astype(bool) | ~candidates[row] | np.r_[True, ~candidates[row][:-1]]
+        word_of = np.cumsum(starts)
+        for word in np.unique(word_of[chosen]):
+            assert chosen[word_of == word].all(), (row, word)  # every piece of it
+            words_seen += 1
+    assert words_seen > 10_000
+
+
+def test_whole_word_masking_policy_applies_to_each_piece(word_masking):
+    ids, _, _, out = word_masking
+    rows, positions = _chosen(out)
+    became_mask = out.masked_input_ids[rows, positions] == MASK
+    assert abs(became_mask.mean() - 0.85) < 0.01
+    np.testing.assert_array_equal(out.masked_ids[out.masked_weights > 0], ids[rows, positions])
+
+
+def test_whole_word_masking_skips_a_word_longer_than_what_is_left():
+    # One 6-piece word and singletons; num_to_predict = round(12 * 0.5) = 6 with cap 6:
+    # whatever the order, the pieces taken are whole words and never more than 6.
+    ids = np.array([[CLS, *range(10, 20), SEP]], np.int32)
+    word_starts = np.array([[1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]], np.int32)
+    for seed in range(20):
+        out = _mask_words(
+            jax.random.PRNGKey(seed), ids, np.ones_like(ids), word_starts, mask_prob=0.5, max_predictions=6
+        )
+        chosen = set(np.asarray(out.masked_positions[0])[np.asarray(out.masked_weights[0]) > 0].tolist())
+        assert len(chosen) <= 6 and (chosen >= set(range(1, 7)) or not chosen & set(range(1, 7)))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus, pretraining
+from data_pipelines import default_corpus, pretraining, words
 from data_pipelines import tokenizer as tokenizer_lib
 
 SEQ = 32
@@ -66,6 +66,31 @@ def test_batches_have_model_keys_and_types(shard_dir):
         assert value.shape == (4, SEQ) and value.dtype == np.int32
     assert (batch["input_ids"][:, 0] == 2).all()
     np.testing.assert_array_equal(batch["attention_mask"], (batch["input_ids"] != 0).astype(np.int32))
+
+
+def test_word_starts_are_read_when_asked_and_old_shards_are_named(shard_dir, tmp_path):
+    import tensorflow as tf
+
+    pattern = f"{shard_dir}/train-00000-of-00004.tfrecord"
+    it = pretraining.make_pretraining_iterator(pattern, batch_size=2, seq_length=SEQ, seed=0, word_starts=True)
+    batch = next(it)
+    assert sorted(batch) == sorted((*pretraining.BATCH_KEYS, "word_starts"))
+    # The pieces' marks (sentencepiece: "▁" starts a word; specials start one), 0 on padding.
+    tokenizer = tokenizer_lib.load_tokenizer(f"{shard_dir}/../spm.model")
+    starts, ids = batch["word_starts"], batch["input_ids"]
+    expected = np.where(batch["attention_mask"] > 0, words.piece_word_start_table(tokenizer)[ids], 0)
+    np.testing.assert_array_equal(starts, expected)
+    assert 0 < starts[ids > 4].mean() < 1
+    # A shard of an older version (no word_starts) still loads without, and is named with.
+    old = str(tmp_path / "old.tfrecord")
+    with tf.io.TFRecordWriter(old) as writer:
+        for record in tf.data.TFRecordDataset(pattern).as_numpy_iterator():
+            example = tf.train.Example.FromString(record)
+            del example.features.feature["word_starts"]
+            writer.write(example.SerializeToString())
+    assert len(one_epoch(old)) == len(one_epoch(pattern))
+    with pytest.raises(ValueError, match=r"old.tfrecord has no word_starts feature .*whole_word_masking=False"):
+        pretraining.make_pretraining_iterator(old, batch_size=2, seq_length=SEQ, seed=0, word_starts=True)
 
 
 def test_shuffled_repeating_epochs_cover_the_data(shard_dir):
