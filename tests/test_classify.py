@@ -11,7 +11,7 @@ import pytest
 import sklearn.metrics
 
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax.finetune import classify
+from electra_jax.finetune import classify, common
 
 WORDS = "great film loved it awful plot boring dull fun acting superb bad the a was".split()
 REVIEWS = [
@@ -46,10 +46,10 @@ def write_jsonl(path, rows):
 
 def test_truncation_policies_keep_head_tail_or_both(hf_init):
     ids = list(range(10, 30))
-    assert classify.cut(ids, 8, "head") == ids[:8]
-    assert classify.cut(ids, 8, "tail") == ids[-8:]
-    assert classify.cut(ids, 8, "head_tail") == ids[:2] + ids[-6:]
-    assert classify.cut(ids, 30, "tail") == ids
+    assert common.cut(ids, 8, "head") == ids[:8]
+    assert common.cut(ids, 8, "tail") == ids[-8:]
+    assert common.cut(ids, 8, "head_tail") == ids[:2] + ids[-6:]
+    assert common.cut(ids, 30, "tail") == ids
     tok = tokenizer_lib.load_tokenizer(hf_init)
     text = "great film loved it awful plot boring dull"  # 8 tokens
     vocab = open(os.path.join(hf_init, "vocab.txt")).read().split()
@@ -57,7 +57,7 @@ def test_truncation_policies_keep_head_tail_or_both(hf_init):
     def words(features):
         return [vocab[i] for i in features["input_ids"] if i]
 
-    assert words(classify.encode_example(tok, text, None, 6, "tail")) == [
+    assert words(common.encode_text_pair(tok, text, None, 6, "tail")[0]) == [
         "[CLS]",
         "awful",
         "plot",
@@ -65,7 +65,7 @@ def test_truncation_policies_keep_head_tail_or_both(hf_init):
         "dull",
         "[SEP]",
     ]
-    assert words(classify.encode_example(tok, text, None, 6, "head")) == [
+    assert words(common.encode_text_pair(tok, text, None, 6, "head")[0]) == [
         "[CLS]",
         "great",
         "film",
@@ -73,7 +73,7 @@ def test_truncation_policies_keep_head_tail_or_both(hf_init):
         "it",
         "[SEP]",
     ]
-    assert words(classify.encode_example(tok, text, None, 6, "head_tail")) == [
+    assert words(common.encode_text_pair(tok, text, None, 6, "head_tail")[0]) == [
         "[CLS]",
         "great",
         "plot",
@@ -82,13 +82,22 @@ def test_truncation_policies_keep_head_tail_or_both(hf_init):
         "[SEP]",
     ]
     # a pair: the longer text loses tokens first (longest-first), here from its start ("tail")
-    pair = classify.encode_example(tok, text, "fun acting", 9, "tail")
+    pair, num_cut, num_tokens = common.encode_text_pair(tok, text, "fun acting", 9, "tail")
+    assert (num_cut, num_tokens) == (4, 10)
     assert words(pair) == ["[CLS]", "awful", "plot", "boring", "dull", "[SEP]", "fun", "acting", "[SEP]"]
     assert pair["token_type_ids"].tolist() == [0] * 6 + [1] * 3
     with pytest.raises(ValueError, match="truncation='middle'"):
         config = classify.classify_config()
         config.truncation = "middle"
         classify.encode_examples(tok, [], {}, config, "f")
+
+
+def test_cut_examples_are_reported_naming_the_file(hf_init, caplog):
+    tok = tokenizer_lib.load_tokenizer(hf_init)
+    pairs = [("great film loved it awful plot boring dull", None), ("great film", None)]
+    features = common.encode_text_pairs(tok, pairs, 6, "head", "reviews.csv")
+    assert features["attention_mask"].sum(-1).tolist() == [6, 4]
+    assert "reviews.csv: 1 of 2 examples are longer than max_seq_length=6; 4 of their 10 tokens" in caplog.text
 
 
 def test_macro_f1_and_accuracy_equal_sklearn():

@@ -33,12 +33,10 @@ from absl import logging
 from etils import epath
 
 from data_pipelines import files
-from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import loading, model
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
-TRUNCATIONS = ("head", "tail", "head_tail")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -174,34 +172,6 @@ def label_list(config, train: list[Example]) -> list[str]:
 # ---------------------------------------------------------------------------- features
 
 
-def cut(ids: list[int], keep: int, truncation: str) -> list[int]:
-    """`keep` of `ids` by the truncation policy (all of them if they fit)."""
-    if len(ids) <= keep:
-        return list(ids)
-    if truncation == "head":
-        return list(ids[:keep])
-    if truncation == "tail":
-        return list(ids[len(ids) - keep :])
-    head = keep // 4
-    return list(ids[:head]) + list(ids[len(ids) - (keep - head) :])
-
-
-def encode_example(
-    tokenizer: tokenizer_lib.Tokenizer, text: str, text_pair: Optional[str], max_seq_length: int, truncation: str
-) -> dict[str, np.ndarray]:
-    ids_a = tokenizer.encode(text)
-    ids_b = tokenizer.encode(text_pair) if text_pair is not None else None
-    budget = max_seq_length - (3 if ids_b is not None else 2)
-    # How many tokens of each text stay: longest-first, the rule of `Tokenizer.encode_pair`.
-    kept_a, kept_b = tokenizer_lib.truncate_longest_first(ids_a, ids_b or [], budget)
-    return common.pack_features(
-        tokenizer,
-        cut(ids_a, len(kept_a), truncation),
-        None if ids_b is None else cut(ids_b, len(kept_b), truncation),
-        max_seq_length,
-    )
-
-
 def encode_examples(
     tokenizer, examples: list[Example], label_ids: dict[str, int], config, path: str
 ) -> dict[str, np.ndarray]:
@@ -212,12 +182,8 @@ def encode_examples(
                 f"{path}:{e.line}: label {e.label!r} is not one of {list(label_ids)} "
                 "(the training labels); add it to --config.labels or fix the row"
             )
-    if config.truncation not in TRUNCATIONS:
-        raise ValueError(f"config.truncation={config.truncation!r}; use one of {TRUNCATIONS}")
-    features = common.stack_features(
-        [encode_example(tokenizer, e.text, e.text_pair, config.max_seq_length, config.truncation) for e in examples],
-        config.max_seq_length,
-    )
+    pairs = [(e.text, e.text_pair) for e in examples]
+    features = common.encode_text_pairs(tokenizer, pairs, config.max_seq_length, config.truncation, path)
     features["labels"] = np.array([-1 if e.label is None else label_ids[e.label] for e in examples], np.int32)
     return features
 

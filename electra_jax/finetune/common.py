@@ -183,6 +183,71 @@ def pack_features(
     }
 
 
+TRUNCATIONS = ("head", "tail", "head_tail")
+
+
+def cut(ids: list[int], keep: int, truncation: str) -> list[int]:
+    """`keep` of `ids` by the truncation policy (all of them if they fit)."""
+    if len(ids) <= keep:
+        return list(ids)
+    if truncation == "head":
+        return list(ids[:keep])
+    if truncation == "tail":
+        return list(ids[len(ids) - keep :])
+    head = keep // 4
+    return list(ids[:head]) + list(ids[len(ids) - (keep - head) :])
+
+
+def encode_text_pair(
+    tokenizer: tokenizer_lib.Tokenizer, text: str, text_pair: Optional[str], max_seq_length: int, truncation: str
+) -> tuple[dict[str, np.ndarray], int, int]:
+    """(features, tokens cut, tokens of the texts): longest-first between the two texts (the
+    rule of `Tokenizer.encode_pair`), then `truncation` decides which of each text's tokens stay."""
+    ids_a = tokenizer.encode(text)
+    ids_b = tokenizer.encode(text_pair) if text_pair is not None else None
+    budget = max_seq_length - (3 if ids_b is not None else 2)
+    kept_a, kept_b = tokenizer_lib.truncate_longest_first(ids_a, ids_b or [], budget)
+    features = pack_features(
+        tokenizer,
+        cut(ids_a, len(kept_a), truncation),
+        None if ids_b is None else cut(ids_b, len(kept_b), truncation),
+        max_seq_length,
+    )
+    num_tokens = len(ids_a) + len(ids_b or [])
+    return features, num_tokens - len(kept_a) - len(kept_b), num_tokens
+
+
+def encode_text_pairs(
+    tokenizer: tokenizer_lib.Tokenizer,
+    pairs: Sequence[tuple[str, Optional[str]]],
+    max_seq_length: int,
+    truncation: str,
+    where: str,
+) -> dict[str, np.ndarray]:
+    """Stacked features of (text, text_pair) examples; warns, naming `where`, how many
+    examples and tokens `max_seq_length` cut (fine-tuning must truncate, but never quietly)."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"config.truncation={truncation!r}; use one of {TRUNCATIONS}")
+    encoded = [encode_text_pair(tokenizer, a, b, max_seq_length, truncation) for a, b in pairs]
+    num_long = sum(1 for _, dropped, _ in encoded if dropped)
+    if num_long:
+        dropped = sum(d for _, d, _ in encoded)
+        total = sum(n for _, _, n in encoded)
+        logging.warning(
+            "%s: %d of %d examples are longer than max_seq_length=%d; %d of their %d tokens (%.1f%% of "
+            "all) are cut away (truncation=%s); raise --config.max_seq_length to keep them",
+            where,
+            num_long,
+            len(encoded),
+            max_seq_length,
+            dropped,
+            total,
+            100 * dropped / max(total, 1),
+            truncation,
+        )
+    return stack_features([features for features, _, _ in encoded], max_seq_length)
+
+
 def stack_features(rows: list[dict[str, np.ndarray]], max_length: int) -> dict[str, np.ndarray]:
     """[N, ...] arrays from per-example dicts (an empty list gives [0, max_length] inputs)."""
     if not rows:

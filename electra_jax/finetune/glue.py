@@ -99,11 +99,11 @@ def is_regression(task: str) -> bool:
 
 
 def encode_examples(
-    tokenizer: tokenizer_lib.Tokenizer, examples: list, max_seq_length: int, regression: bool
+    tokenizer: tokenizer_lib.Tokenizer, examples: list, max_seq_length: int, regression: bool, where: str = "GLUE"
 ) -> dict[str, np.ndarray]:
     """Model inputs [N, max_seq_length], `labels` [N] (0 / NaN on test splits) and `idx` [N]."""
-    encoded = [tokenizer.encode_pair(e.text_a, e.text_b, max_seq_length) for e in examples]
-    features = common.stack_features(encoded, max_seq_length)
+    pairs = [(e.text_a, e.text_b) for e in examples]
+    features = common.encode_text_pairs(tokenizer, pairs, max_seq_length, "head", where)
     missing = np.nan if regression else 0
     features["labels"] = np.array(
         [missing if e.label is None else e.label for e in examples], np.float32 if regression else np.int32
@@ -133,7 +133,7 @@ def load_split(config, task: str, split: str, tokenizer) -> dict[str, np.ndarray
         if examples and examples[0].text_b is None:
             raise ValueError(f"double_unordered=True but {task} has one sentence per example; drop it")
         examples = with_swapped_pairs(examples)
-    return encode_examples(tokenizer, examples, config.max_seq_length, is_regression(task))
+    return encode_examples(tokenizer, examples, config.max_seq_length, is_regression(task), f"{task} {split}")
 
 
 def train_batches(features: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator):

@@ -174,8 +174,11 @@ def featurize(
     """Doc-stride windows of every question (labels from its first gold answer)."""
     rows: dict[str, list] = {key: [] for key in (*TRAIN_KEYS, "example_index", "char_spans", "max_context")}
     context_cache: dict[str, tuple[list[int], np.ndarray]] = {}  # questions share paragraphs
+    num_long_questions = 0
     for index, example in enumerate(examples):
-        question_ids = tokenizer.encode(example.question)[:max_query_length]
+        question_ids = tokenizer.encode(example.question)
+        num_long_questions += len(question_ids) > max_query_length
+        question_ids = question_ids[:max_query_length]
         if example.context not in context_cache:
             ids, spans = tokenizer.encode_with_offsets(example.context)
             context_cache[example.context] = (ids, np.asarray(spans, np.int32).reshape(-1, 2))
@@ -219,6 +222,14 @@ def featurize(
                 rows["start_positions"].append(answer[0] - start + offset if inside else 0)
                 rows["end_positions"].append(answer[1] - start + offset if inside else 0)
                 rows["is_impossible"].append(float(example.is_impossible))
+    if num_long_questions:  # contexts are never cut (windows cover them), questions are
+        logging.warning(
+            "%d of %d questions are longer than max_query_length=%d tokens and were cut; raise "
+            "--config.max_query_length to keep them",
+            num_long_questions,
+            len(examples),
+            max_query_length,
+        )
     keys = TRAIN_KEYS if with_labels else model.FEATURE_KEYS
     features = {key: np.asarray(rows[key], np.float32 if key == "is_impossible" else np.int32) for key in keys}
     return Windows(
