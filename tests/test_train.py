@@ -44,7 +44,7 @@ pytestmark = pytest.mark.usefixtures("compile_cache")  # conftest: one XLA cache
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     corpus = str(root / "corpus.txt")
-    write_corpus(corpus)
+    write_corpus(corpus, sentences_per_document=16)  # < REFERENCE_STEPS * BATCH examples
     tokenizer = tokenizer_lib.train_sentencepiece(corpus, str(root / "spm.model"), vocab_size=200)
     build_lib.build_shards(
         corpus,
