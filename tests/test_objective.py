@@ -39,7 +39,14 @@ def _random_batch(seed: int, batch: int, seq: int = SEQ, min_length: int = 8):
 
 @functools.partial(jax.jit, static_argnames=("mask_prob", "max_predictions", "mask_token_frac", "random_token_frac"))
 def _mask(
-    rng, ids, mask, mask_prob=MASK_PROB, max_predictions=MAX_PREDICTIONS, mask_token_frac=0.85, random_token_frac=0.0
+    rng,
+    ids,
+    mask,
+    mask_prob=MASK_PROB,
+    max_predictions=MAX_PREDICTIONS,
+    mask_token_frac=0.85,
+    random_token_frac=0.0,
+    word_starts=None,
 ):
     return objective.mask_tokens(
         rng,
@@ -52,6 +59,7 @@ def _mask(
         mask_token_frac=mask_token_frac,
         random_token_frac=random_token_frac,
         vocab_size=VOCAB,
+        word_starts=word_starts,
     )
 
 
@@ -456,25 +464,11 @@ def _whole_words_numpy(uniforms, word_starts, candidates, num_to_predict):
     return chosen
 
 
-@functools.partial(jax.jit, static_argnames=("mask_prob", "max_predictions"))
-def _mask_words(rng, ids, mask, word_starts, mask_prob=MASK_PROB, max_predictions=MAX_PREDICTIONS):
-    return objective.mask_tokens(
-        rng,
-        ids,
-        mask,
-        mask_prob=mask_prob,
-        max_predictions=max_predictions,
-        mask_token_id=MASK,
-        special_token_ids=SPECIALS,
-        word_starts=word_starts,
-    )
-
-
 @pytest.fixture(scope="module")
 def word_masking():
     ids, mask = _random_batch(10, 2000)
     word_starts = _random_words(11, ids.shape)
-    out = jax.tree_util.tree_map(np.asarray, _mask_words(jax.random.PRNGKey(12), ids, mask, word_starts))
+    out = jax.tree_util.tree_map(np.asarray, _mask(jax.random.PRNGKey(12), ids, mask, word_starts=word_starts))
     return ids, mask, word_starts, out
 
 
@@ -482,7 +476,7 @@ def test_whole_word_masking_matches_numpy_reference_under_jit():
     ids, mask = _random_batch(13, 16, seq=48)
     word_starts = _random_words(14, ids.shape, mean_length=3.0)
     rng = jax.random.PRNGKey(15)
-    out = jax.tree_util.tree_map(np.asarray, _mask_words(rng, ids, mask, word_starts, max_predictions=8))
+    out = jax.tree_util.tree_map(np.asarray, _mask(rng, ids, mask, max_predictions=8, word_starts=word_starts))
     # mask_tokens draws its choosing uniforms from the first of three keys.
     uniforms = np.asarray(jax.random.uniform(jax.random.split(rng, 3)[0], ids.shape))
     candidates = mask.astype(bool) & ~np.isin(ids, SPECIALS)
@@ -529,8 +523,8 @@ def test_whole_word_masking_skips_a_word_longer_than_what_is_left():
     ids = np.array([[CLS, *range(10, 20), SEP]], np.int32)
     word_starts = np.array([[1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]], np.int32)
     for seed in range(20):
-        out = _mask_words(
-            jax.random.PRNGKey(seed), ids, np.ones_like(ids), word_starts, mask_prob=0.5, max_predictions=6
+        out = _mask(
+            jax.random.PRNGKey(seed), ids, np.ones_like(ids), mask_prob=0.5, max_predictions=6, word_starts=word_starts
         )
         chosen = set(np.asarray(out.masked_positions[0])[np.asarray(out.masked_weights[0]) > 0].tolist())
         assert len(chosen) <= 6 and (chosen >= set(range(1, 7)) or not chosen & set(range(1, 7)))
