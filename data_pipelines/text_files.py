@@ -62,7 +62,6 @@ class TextStats:
     invalid_utf8_bytes: int = 0  # not whitespace, of the skipped lines: at most their characters
     documents: int = 0
     sentences: int = 0
-    characters: int = 0  # not whitespace, in the sentences read
 
     def add(self, other: "TextStats") -> None:
         for field in dataclasses.fields(self):
@@ -200,7 +199,6 @@ def iter_documents(
         sentences = [s for p in paragraphs for s in paragraph_sentences(p, sentence_boundary)]
         stats.documents += 1
         stats.sentences += len(sentences)
-        stats.characters += sum(map(non_whitespace_chars, sentences))
         return sentences
 
     for path in paths:
