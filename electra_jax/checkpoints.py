@@ -6,6 +6,7 @@ Layout of a workdir:
   checkpoints/<step>/meta/        JSON: step, the input pipeline's position
   data_state/<step>/              every process's input-iterator state for that step
   replaced-<time>/                a previous run moved aside by --fresh (same layout)
+  damaged/<step>-<time>/          a checkpoint that could not be read back, set aside on resume
   lock.json                       while a trainer runs: its pid, host and start (`workdir_lock`)
 
 Each process writes its data-iterator state before the orbax save of the same step starts,
@@ -17,17 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gc
 import json
 import os
 import socket
+import sys
+import threading
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath  # workdirs may be gs:// (or any filesystem epath knows), not only local
+from jax.experimental import multihost_utils
 
 from data_pipelines import files
 
@@ -43,6 +48,7 @@ class Checkpointer:
     def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True, read_only: bool = False):
         self.workdir = absolute_workdir(workdir)
         self.save_every = save_every
+        self.read_only = read_only
         # Readers (evaluate, export, fine-tuning) may open a workdir that a live run is
         # writing: they must neither create it nor clean up that run's in-flight save.
         options = ocp.CheckpointManagerOptions(
@@ -102,46 +108,106 @@ class Checkpointer:
             if name.isdigit() and int(name) not in keep and int(name) < latest_kept:
                 state_dir.rmtree(missing_ok=True)
 
-    def _existing_step(self, step: Optional[int]) -> int:
-        step = self.latest_step() if step is None else step
-        if step is None or step not in self.manager.all_steps():
+    def _existing_step(self, step: int) -> int:
+        if step not in self.manager.all_steps():
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.workdir}/checkpoints; available: {self.all_steps()}"
             )
         return step
 
     def restore(self, step: Optional[int], abstract_state: Any, data_iterator: Any = None) -> Any:
-        """The state at `step` (latest if None), placed as `abstract_state`'s shardings;
-        `data_iterator`, if given, is moved to where it was when that step was saved."""
-        step = self._existing_step(step)
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-        )
-        if data_iterator is not None:
-            if not restored["meta"].get("has_data_state"):
-                raise FileNotFoundError(
-                    f"checkpoint {step} in {self.workdir} was saved without an "
-                    "input-iterator state; the run cannot resume exactly"
-                )
-            data_iterator.restore(self._data_state_dir(step))
+        """The state at `step` (the newest intact one if None, see `_restore_intact`),
+        placed as `abstract_state`'s shardings; `data_iterator`, if given, is moved to
+        where it was when that step was saved."""
+
+        def read(step: int) -> Any:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
+            )
+            if data_iterator is not None:
+                if not restored["meta"].get("has_data_state"):
+                    raise FileNotFoundError(
+                        f"checkpoint {step} in {self.workdir} was saved without an "
+                        "input-iterator state; the run cannot resume exactly"
+                    )
+                data_iterator.restore(self._data_state_dir(step))
+            return restored["state"]
+
+        step, state = self._restore_intact(step, read)
         logging.info("restored step %d from %s", step, self.workdir)
-        return restored["state"]
+        return state
 
     def restore_params(self, step: Optional[int], abstract_params: Any) -> tuple[int, Any]:
-        """(step, the `params` of the TrainState saved at `step`, latest if None) placed as
-        `abstract_params`' shardings; the optimizer moments are never read."""
-        step = self._existing_step(step)
+        """(step, the `params` of the TrainState saved at `step`, the newest intact one if
+        None) placed as `abstract_params`' shardings; the optimizer moments are never read."""
         restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
-                )
-            ),
-        )
+
+        def read(step: int) -> Any:
+            args = ocp.args.PyTreeRestore(
+                item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
+            )
+            return self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]["params"]
+
+        step, params = self._restore_intact(step, read)
         logging.info("restored the params of step %d from %s", step, self.workdir)
-        return step, restored["state"]["params"]
+        return step, params
+
+    def _restore_intact(self, step: Optional[int], read: Callable[[int], Any]) -> tuple[int, Any]:
+        """(step, read(step)). With `step` None, the newest step that reads back whole: a
+        damaged newer step (a truncated or emptied file, a deleted state or metadata) is
+        skipped with a warning naming it and the cause. A trainer moves it to
+        WORKDIR/damaged/, where its next saves cannot meet it; nothing is deleted. Each
+        process decides for itself: on a pod every host must see the same damage (one
+        shared filesystem), or the hosts restore different steps."""
+        if step is not None:
+            step = self._existing_step(step)
+            try:
+                return step, _read_quietly(read, step)
+            except Exception as error:  # orbax raises bare Exception, ValueError, KeyError, ...
+                raise DamagedCheckpointError(
+                    f"checkpoint {step} in {self.workdir} cannot be read ({_first_line(error)}); "
+                    f"the steps there are {self.all_steps()}: choose another, or none for the newest intact one"
+                ) from error
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.workdir}/checkpoints")
+        damaged: list[tuple[int, str]] = []
+        for candidate in steps:
+            try:
+                value = _read_quietly(read, candidate)
+            except Exception as error:  # see above
+                damaged.append((candidate, _first_line(error)))
+                logging.warning(
+                    "checkpoint %d in %s cannot be read (%s); trying the one before",
+                    candidate,
+                    self.workdir,
+                    damaged[-1][1],
+                )
+                continue
+            if damaged and not self.read_only:
+                self._set_aside([s for s, _ in damaged])
+            return candidate, value
+        details = "; ".join(f"step {s}: {why}" for s, why in damaged)
+        raise DamagedCheckpointError(
+            f"no checkpoint in {self.workdir}/checkpoints can be read ({details}). Restore them from a "
+            "copy, or pass --fresh to move them aside and start over"
+        )
+
+    def _set_aside(self, steps: Sequence[int]) -> None:
+        """Moves damaged steps (and their iterator states) to WORKDIR/damaged/<step>-<time>/."""
+        if jax.process_index() == 0:
+            for step in steps:
+                aside = epath.Path(self.workdir) / "damaged" / time.strftime(f"{step}-%Y%m%d-%H%M%S")
+                aside.mkdir(parents=True)
+                (epath.Path(self.workdir) / "checkpoints" / str(step)).rename(aside / "checkpoint")
+                data_state = epath.Path(self._data_state_dir(step))
+                if data_state.exists():
+                    data_state.rename(aside / "data_state")
+                logging.warning("moved the damaged checkpoint %d to %s (nothing deleted)", step, aside)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("checkpoints._set_aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -149,6 +215,29 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint that exists but cannot be read back whole."""
+
+
+def _read_quietly(read: Callable[[int], Any], step: int) -> Any:
+    """read(step), where a failed orbax read leaves tensorstore coroutines and callbacks
+    behind: each would print a traceback ("Event loop is closed") over the one message
+    that matters, so they are collected here and logged at debug level."""
+    hooks = sys.unraisablehook, threading.excepthook
+    sys.unraisablehook = threading.excepthook = lambda args: logging.debug("after a failed read: %r", args.exc_value)
+    try:
+        return read(step)
+    finally:
+        gc.collect()
+        sys.unraisablehook, threading.excepthook = hooks
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(error).__name__}: {line[:limit]}{'...' if len(line) > limit else ''}"
 
 
 def check_run_config(
