@@ -261,6 +261,29 @@ def _check_build_config(output_dir: str, build_config: dict) -> None:
         files.write_json(path, build_config, sort_keys=True)
 
 
+def check_documents(paths: Sequence[str], num_slots: int, *, enough: bool = False, **reading) -> text_files.TextStats:
+    """The text statistics of the corpus (`reading`: iter_documents' options); raises if it
+    has no text or fewer documents than the `num_slots` shards, one per shard at least.
+    With `enough`, reading stops once every shard has a document (a check before a
+    tokenizer is trained, not a count)."""
+    stats = text_files.TextStats()
+    for _ in text_files.iter_documents(paths, stats=stats, **reading):
+        if enough and stats.documents >= num_slots:
+            return stats
+    if stats.documents == 0:
+        raise ValueError(
+            f"the corpus {', '.join(paths)} has no text (after dropping "
+            f"{stats.invalid_utf8_lines} invalid UTF-8 lines); give non-empty files"
+        )
+    if stats.documents < num_slots:
+        raise ValueError(
+            f"the corpus has {stats.documents} documents, fewer than the {num_slots} shards "
+            "asked for; lower --num_shards / --num_eval_shards"
+            + (" or pass --document_boundary=blank_line" if reading.get("document_boundary") == "file" else "")
+        )
+    return stats
+
+
 def build_shards(
     inputs: str | Sequence[str],
     output_dir: str,
@@ -314,27 +337,15 @@ def build_shards(
     )
     # A cheap pass without tokenization: validates the text (UTF-8 policy, emptiness)
     # before anything is written.
-    text_stats = text_files.TextStats()
-    for _ in text_files.iter_documents(
+    num_slots = num_shards + num_eval_shards
+    text_stats = check_documents(
         paths,
+        num_slots,
         document_boundary=document_boundary,
         max_document_chars=max_document_chars,
         on_invalid_utf8=on_invalid_utf8,
         sentence_boundary=sentence_boundary,
-        stats=text_stats,
-    ):
-        pass
-    num_slots = num_shards + num_eval_shards
-    if text_stats.documents == 0:
-        raise ValueError(
-            f"the corpus {inputs!r} has no text (after dropping "
-            f"{text_stats.invalid_utf8_lines} invalid UTF-8 lines); give non-empty files"
-        )
-    if text_stats.documents < num_slots:
-        raise ValueError(
-            f"the corpus has {text_stats.documents} documents, fewer than the {num_slots} shards "
-            "asked for; lower --num_shards / --num_eval_shards"
-        )
+    )
     if text_stats.invalid_utf8_lines:
         logging.warning("skipped %d lines of invalid UTF-8 in %s", text_stats.invalid_utf8_lines, inputs)
 

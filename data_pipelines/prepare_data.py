@@ -102,6 +102,15 @@ def prepare_data(
             default_corpus.write_default_corpus(inputs)
     timings["corpus_seconds"] = round(time.perf_counter() - start, 2)
     paths = text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
+    # Before anything is written or trained: a corpus of too few documents fails in seconds.
+    build_lib.check_documents(
+        paths,
+        num_shards + num_eval_shards,
+        enough=True,
+        document_boundary=document_boundary,
+        sentence_boundary=sentence_boundary,
+        on_invalid_utf8=on_invalid_utf8,
+    )
     settings = {
         "inputs": input_fingerprints(paths, output_dir),
         **(

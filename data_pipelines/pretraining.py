@@ -95,12 +95,28 @@ def shard_seq_length(path: str, word_starts: bool = False) -> int:
     raise ValueError(f"shard {path} is empty; rebuild it")
 
 
+class InputsChangedError(ValueError):
+    """The files being read are not those a saved input position was taken over."""
+
+    def __init__(self, message: str, changes: str):
+        super().__init__(message)
+        self.changes = changes  # "missing: a, b; new: c"
+
+
+def _file_sizes(paths: list[str]) -> list[list]:
+    """[name, bytes] of each file: what a saved position depends on, wherever the files lie."""
+    import tensorflow as tf
+
+    return [[os.path.basename(path), int(tf.io.gfile.stat(path).length)] for path in paths]
+
+
 class PretrainingIterator:
     """Batches from TFRecord shards, with save/restore of the exact tf.data position."""
 
-    def __init__(self, dataset: Any, process_index: int, process_count: int):
+    def __init__(self, dataset: Any, process_index: int, process_count: int, files: list[str] = ()):
         self._iterator = iter(dataset)
         self.process_index, self.process_count = process_index, process_count
+        self.files = list(files)  # every host's, sorted: the position is one into all of them
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
@@ -119,6 +135,7 @@ class PretrainingIterator:
 
         prefix = state_prefix(directory, self.process_index, self.process_count)
         tf.io.gfile.makedirs(directory)  # local or gs://
+        files.write_json(prefix + ".files.json", _file_sizes(self.files))
         return self._checkpoint().write(prefix)
 
     def restore(self, directory: str) -> None:
@@ -132,7 +149,39 @@ class PretrainingIterator:
                 f"{self.process_count} at {prefix}.index; was it saved with this "
                 "process count?"
             )
+        self._check_same_files(prefix)
         self._checkpoint().read(prefix).assert_consumed()
+
+    def _check_same_files(self, prefix: str) -> None:
+        """A position in other files (shards deleted, added or rebuilt) cannot be restored:
+        tf.data would fail with an internal error, or read on from a wrong place."""
+        saved_path = epath.Path(prefix + ".files.json")
+        if not saved_path.exists():  # saved before the files were recorded
+            return
+        saved = {name: size for name, size in files.read_json(saved_path)}
+        now = dict(_file_sizes(self.files))
+        if saved == now:
+            return
+
+        def listed(names):
+            names = sorted(names)
+            return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+        changes = [
+            f"{label}: {listed(names)}"
+            for label, names in (
+                ("missing", saved.keys() - now.keys()),
+                ("new", now.keys() - saved.keys()),
+                ("of another size", {n for n in saved.keys() & now.keys() if saved[n] != now[n]}),
+            )
+            if names
+        ]
+        raise InputsChangedError(
+            f"the saved input position ({prefix}) is one in {len(saved)} training files, but "
+            f"{len(now)} match now ({'; '.join(changes)}). Put the files back as they were, or pass "
+            "--config.data.reset_iterator=True to read the current ones afresh from the saved step",
+            "; ".join(changes),
+        )
 
 
 def make_pretraining_iterator(
@@ -199,7 +248,7 @@ def make_pretraining_iterator(
 
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.prefetch(prefetch)
-    return PretrainingIterator(dataset, process_index, process_count)
+    return PretrainingIterator(dataset, process_index, process_count, files)
 
 
 class SyntheticIterator:

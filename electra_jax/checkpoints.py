@@ -1,7 +1,8 @@
 """Orbax checkpoints of a pretraining run: async, atomic, keep-last-K, exact resume.
 
 Layout of a workdir:
-  config.json                     the resolved config of the run (checked on resume)
+  config.json                     the resolved config of the run (checked on resume; paths
+                                  inside the workdir relative to it, others absolute)
   checkpoints/<step>/state/       TrainState (orbax; a step directory appears only once complete)
   checkpoints/<step>/meta/        JSON: step, the input pipeline's position
   data_state/<step>/              every process's input-iterator state for that step
@@ -35,6 +36,8 @@ from etils import epath  # workdirs may be gs:// (or any filesystem epath knows)
 from jax.experimental import multihost_utils
 
 from data_pipelines import files
+from data_pipelines.pretraining import InputsChangedError
+from electra_jax import run_paths
 
 
 def absolute_workdir(workdir: str) -> str:
@@ -164,6 +167,8 @@ class Checkpointer:
             step = self._existing_step(step)
             try:
                 return step, _read_quietly(read, step)
+            except InputsChangedError:  # the current inputs differ: no checkpoint is damaged
+                raise
             except Exception as error:  # orbax raises bare Exception, ValueError, KeyError, ...
                 raise DamagedCheckpointError(
                     f"checkpoint {step} in {self.workdir} cannot be read ({_first_line(error)}); "
@@ -176,6 +181,8 @@ class Checkpointer:
         for candidate in steps:
             try:
                 value = _read_quietly(read, candidate)
+            except InputsChangedError:
+                raise
             except Exception as error:  # see above
                 damaged.append((candidate, _first_line(error)))
                 logging.warning(
@@ -246,21 +253,23 @@ def check_run_config(
     fresh: bool,
     absent_means: Optional[dict[str, dict[str, Any]]] = None,
     may_change: Sequence[str] = (),
+    hints: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """Refuse to resume a workdir whose saved config differs from this run's in a field a
     resume cannot honour; returns the fields that changed (all in `may_change`). The
     config is written only after the check passes.
 
-    `may_change` holds "section.key" patterns (fnmatch: "mesh.*") a resume may change.
+    `may_change` holds "section.key" patterns (fnmatch: "mesh.*") a resume may change;
+    `hints` (pattern, text) pairs add `text` to the refusal when a refused key matches.
     `absent_means` ({section: {key: value}}) gives the value a key the saved config lacks
     stood for (a field added after the run was saved behaved as its default then).
     With `fresh`, the old checkpoints are moved aside (never deleted or overwritten).
     """
     path = epath.Path(workdir) / "config.json"
     changed: list[str] = []
+    current = run_paths.absolute(json.loads(config_json))
     if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        current = json.loads(config_json)
+        saved = run_paths.resolved(json.loads(path.read_text(encoding="utf-8")), workdir)
         for section, defaults in (absent_means or {}).items():
             saved[section] = {
                 **{k: v for k, v in defaults.items() if k in current.get(section, {})},
@@ -276,11 +285,7 @@ def check_run_config(
                     f"{workdir} holds a run with a different config ({details}); a resume may change "
                     f"only {', '.join(may_change) or 'nothing'}. Use another --workdir, or pass --fresh "
                     "to move its checkpoints aside and start over"
-                    + (
-                        ", or --config.data.reset_iterator=True to go on from the saved step on the new data"
-                        if any(key.startswith("data.") for key in refused)
-                        else ""
-                    )
+                    + "".join(text for pattern, text in hints if any(_matches(key, [pattern]) for key in refused))
                 )
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
@@ -289,7 +294,7 @@ def check_run_config(
             for key in changed:
                 logging.info("resume with %s changed: saved %r, now %r", key, *differences[key])
     if jax.process_index() == 0:
-        files.write_bytes(path, config_json.encode("utf-8"))
+        files.write_json(path, run_paths.stored(current, workdir), sort_keys=True)
     return changed
 
 
@@ -404,6 +409,10 @@ def _move_run_aside(workdir: str) -> str:
     for pattern in RUN_OUTPUTS:
         for path in epath.Path(workdir).glob(pattern):
             path.rename(aside / path.name)
+    if (aside / "config.json").exists():  # its default_data stayed behind: ../default_data
+        saved = run_paths.resolved(files.read_json(aside / "config.json"), workdir)
+        moved = run_paths.stored(saved, os.fspath(aside), within=workdir)
+        files.write_json(aside / "config.json", moved, sort_keys=True)
     logging.warning("--fresh: moved the previous run's checkpoints and logs to %s", aside)
     return os.fspath(aside)
 
@@ -413,7 +422,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     path = epath.Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"no config.json in {workdir}; is it a pretraining workdir?")
-    config = ml_collections.ConfigDict(json.loads(path.read_text(encoding="utf-8")))
+    config = ml_collections.ConfigDict(run_paths.resolved(json.loads(path.read_text(encoding="utf-8")), workdir))
     # JSON turned these tuples into lists; the pretrainer hashes them.
     rules = config.sharding.logical_axis_rules
     config.sharding.logical_axis_rules = tuple(

@@ -13,7 +13,7 @@ from typing import Optional
 from absl import app, flags, logging
 from etils import epath
 
-from data_pipelines import errors
+from data_pipelines import errors, files
 
 
 def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False) -> int:
@@ -28,11 +28,21 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, ov
     from electra_jax import hf, loading, model  # after flag parsing: importing jax is slow
 
     config, step, params = loading.restore_pretraining_params(workdir, step)
+    if config.data.tokenizer and not epath.Path(config.data.tokenizer).exists():
+        raise FileNotFoundError(
+            f"the run in {workdir} names the tokenizer {config.data.tokenizer}, which does not exist "
+            f"(moved or deleted?); put it back there. Nothing was written to {out_dir}"
+        )
     params = model.split_pretraining_params(jax.device_get(params))
-    for kind, cfg in model.pretraining_networks(config).items():
-        hf.save_pretrained(cfg, params[kind], os.path.join(out_dir, kind), kind)
-        if config.data.tokenizer:
-            tokenizer_lib.copy_tokenizer_file(config.data.tokenizer, os.path.join(out_dir, kind))
+    # Written beside OUT and renamed into place: a failure leaves no half an export under OUT.
+    with files.temporary_path(out_dir) as temp:
+        if epath.Path(temp).exists():
+            logging.info("removing %s, left by an export that did not finish", temp)
+            epath.Path(temp).rmtree()
+        for kind, cfg in model.pretraining_networks(config).items():
+            hf.save_pretrained(cfg, params[kind], os.path.join(temp, kind), kind)
+            if config.data.tokenizer:
+                tokenizer_lib.copy_tokenizer_file(config.data.tokenizer, os.path.join(temp, kind))
     logging.info("exported step %d of %s to %s", step, workdir, out_dir)
     return step
 

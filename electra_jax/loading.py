@@ -95,16 +95,13 @@ def _check_vocab(cfg: model.ElectraConfig, tokenizer: tokenizer_lib.Tokenizer, i
 
 
 def workdir_tokenizer_path(workdir: str, run_config, tokenizer_path: str = "") -> str:
-    """`tokenizer_path`, else the data.tokenizer the run in `workdir` recorded (a relative
-    path that does not exist from here is taken relative to the workdir)."""
+    """`tokenizer_path`, else the data.tokenizer the run in `workdir` recorded."""
     tokenizer_path = tokenizer_path or run_config.data.tokenizer
     if not tokenizer_path:
         raise ValueError(
             f"the pretraining run in {workdir} records no data.tokenizer; pass "
             "--config.tokenizer=<the sentencepiece model or vocab.txt it used>"
         )
-    if not os.path.isabs(tokenizer_path) and not os.path.exists(tokenizer_path):
-        tokenizer_path = os.path.join(workdir, tokenizer_path)
     return tokenizer_path
 
 

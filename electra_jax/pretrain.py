@@ -444,6 +444,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
         fresh,
         absent_means=resume_defaults(),
         may_change=resume_may_change(config),
+        hints=(("data.*", ", or --config.data.reset_iterator=True to go on from the saved step on the new data"),),
     )
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(
@@ -452,7 +453,13 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
     train_iter = input_pipeline.make_train_iterator(config)
     new_data = [key for key in changed if key in TRAINING_DATA_FIELDS]
     if ckpt.latest_step() is not None:
-        state = ckpt.restore(None, abstract_train_state(trainer), None if new_data else train_iter)
+        try:
+            state = ckpt.restore(None, abstract_train_state(trainer), None if new_data else train_iter)
+        except data.InputsChangedError as error:  # same flags, other files behind them
+            if not config.data.get("reset_iterator"):
+                raise
+            new_data = [f"the files behind data.train_files ({error.changes})"]
+            state = ckpt.restore(None, abstract_train_state(trainer))
         if new_data:
             logging.warning(
                 "data.reset_iterator: %s changed, so the input pipeline starts afresh at step %d "

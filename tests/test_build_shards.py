@@ -256,6 +256,16 @@ def test_prepare_data_default_corpus_end_to_end(tmp_path):
     assert again["shards"]["shards_built"] == 0 and again["shards"]["examples"] == result["shards"]["examples"]
 
 
+def test_prepare_data_with_fewer_documents_than_shards_fails_before_writing(tmp_path):
+    from data_pipelines import prepare_data
+
+    (tmp_path / "short.txt").write_text("One document.\n\nTwo documents.\n\nThree.\n")
+    out = tmp_path / "prepared"
+    with pytest.raises(ValueError, match="3 documents, fewer than the 9 shards asked for"):
+        prepare_data.prepare_data(str(out), inputs=str(tmp_path / "short.txt"), vocab_size=100, show_progress=False)
+    assert not out.exists()  # no tokenizer trained, no settings recorded: the fixed rerun is not refused
+
+
 def test_prepare_data_refuses_other_settings_or_changed_inputs_unless_rebuilt(tmp_path, corpus_and_tokenizer):
     from data_pipelines import prepare_data
 

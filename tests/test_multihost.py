@@ -244,7 +244,7 @@ def test_two_processes_train_and_save_like_one(first_run):
     assert sorted(os.listdir(os.path.join(workdir, "data_state", str(FIRST_STOP)))) == [
         f"{data.STATE_PREFIX}.process_{p:05d}-of-00002.{suffix}"
         for p in range(PROCESSES)
-        for suffix in ("data-00000-of-00001", "index")
+        for suffix in ("data-00000-of-00001", "files.json", "index")
     ]
     # The parameters are fsdp-sharded across both processes, so this restore (one process,
     # another device layout) succeeds only if each process wrote its own shards.
@@ -290,7 +290,7 @@ def test_sigterm_to_one_process_stops_all_at_one_checkpoint(tmp_path, train_file
     assert len(steps) == 1 and 2 <= steps[0] < 10_000, steps
     for p in range(PROCESSES):
         assert f"stopped at step {steps[0]} after a preemption signal" in read_tail(workdir, p, 10**6)
-    assert len(os.listdir(os.path.join(workdir, "data_state", str(steps[0])))) == 2 * PROCESSES
+    assert len(os.listdir(os.path.join(workdir, "data_state", str(steps[0])))) == 3 * PROCESSES
 
 
 def test_coordinator_without_process_count_is_refused(monkeypatch):

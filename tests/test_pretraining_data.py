@@ -2,6 +2,8 @@
 
 import collections
 import glob
+import os
+import shutil
 import subprocess
 import sys
 
@@ -141,6 +143,30 @@ def test_restore_without_state_names_the_file(shard_dir, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="data_iterator.process_00000-of-00001"):
         it.restore(str(tmp_path))
+
+
+def test_restore_over_other_files_is_refused_naming_them(shard_dir, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shard_dir, copy)
+
+    def make():
+        return pretraining.make_pretraining_iterator(
+            f"{copy}/train-*.tfrecord", batch_size=2, seq_length=SEQ, seed=0, process_index=0, process_count=1
+        )
+
+    it = make()
+    next(it)
+    it.save(str(tmp_path / "state"))
+    make().restore(str(tmp_path / "state"))  # the same files: restored
+    os.remove(copy / "train-00003-of-00004.tfrecord")
+    with open(copy / "train-00000-of-00004.tfrecord", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(
+        pretraining.InputsChangedError,
+        match=r"one in 4 training files, but 3 match now \(missing: train-00003-of-00004.tfrecord; "
+        r"of another size: train-00000-of-00004.tfrecord\).*--config.data.reset_iterator=True",
+    ):
+        make().restore(str(tmp_path / "state"))
 
 
 def test_seq_length_mismatch_names_both(shard_dir):

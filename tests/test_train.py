@@ -447,6 +447,72 @@ def test_export_refuses_a_non_empty_target_unless_overwrite(tmp_path, reference)
     assert sorted(os.listdir(out / "discriminator")) == ["config.json", "model.safetensors", "spm.model"]
 
 
+def test_a_workdir_records_paths_that_work_from_anywhere_and_move_with_it(tmp_path, reference, settings, monkeypatch):
+    # Started as the quick start is: relative --workdir, its data inside it (default_data),
+    # held-out files outside it, all relative to the directory training starts in.
+    start = tmp_path / "start"
+    shutil.copytree(os.path.dirname(settings["data.tokenizer"]), start / "runs" / "w" / "default_data")
+    shutil.copytree(os.path.dirname(settings["data.tokenizer"]), start / "heldout")
+    monkeypatch.chdir(start)
+    relative = {
+        "data.train_files": "runs/w/default_data/shards/train-*.tfrecord",
+        "data.eval_files": "heldout/shards/eval-*.tfrecord",
+        "data.tokenizer": "runs/w/default_data/spm.model",
+    }
+    pretrain.train_and_evaluate(make_config(settings, **relative), "runs/w", stop_at_step=2)
+    with open(start / "runs" / "w" / "config.json") as f:
+        data = json.load(f)["data"]
+    assert data["train_files"] == "default_data/shards/train-*.tfrecord"  # relative to the workdir
+    assert data["tokenizer"] == "default_data/spm.model"
+    assert data["eval_files"] == str(start / "heldout" / "shards" / "eval-*.tfrecord")  # absolute
+
+    # A copy used from another directory reads its own data, not the original's.
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(start / "runs" / "w", copy)
+    shutil.rmtree(start / "runs" / "w" / "default_data")
+    monkeypatch.chdir(tmp_path)
+    config = checkpoints.load_run_config(str(copy))
+    assert config.data.tokenizer == str(copy / "default_data" / "spm.model")
+    assert evaluate.evaluate_checkpoint(config, str(copy))["step"] == 2
+    assert export.export_checkpoint(str(copy), str(tmp_path / "hf")) == 2
+    assert sorted(os.listdir(tmp_path / "hf" / "generator")) == ["config.json", "model.safetensors", "spm.model"]
+
+
+def test_an_older_workdir_with_paths_relative_to_its_start_still_resumes(tmp_path, reference, settings, monkeypatch):
+    # Workdirs written before paths were stored absolute hold them relative to the directory
+    # training started in: from there, the same (relative) command resumes, not refused.
+    start = tmp_path / "start"
+    shutil.copytree(os.path.dirname(settings["data.tokenizer"]), start / "data")
+    shutil.copytree(reference["workdir"], start / "w")
+    relative = {
+        "data.train_files": "data/shards/train-*.tfrecord",
+        "data.eval_files": "data/shards/eval-*.tfrecord",
+        "data.tokenizer": "data/spm.model",
+    }
+    with open(start / "w" / "config.json") as f:
+        saved = json.load(f)
+    saved["data"].update({key.split(".")[1]: value for key, value in relative.items()})
+    with open(start / "w" / "config.json", "w") as f:
+        json.dump(saved, f)
+    monkeypatch.chdir(start)
+    result = pretrain.train_and_evaluate(make_config(settings, **relative), "w", stop_at_step=REFERENCE_STEPS + 1)
+    assert result["step"] == REFERENCE_STEPS + 1
+    assert checkpoints.load_run_config("w").data.tokenizer == str(start / "data" / "spm.model")
+
+
+def test_export_of_a_run_whose_tokenizer_is_gone_writes_nothing(tmp_path, reference):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference["workdir"], workdir)
+    with open(workdir / "config.json") as f:
+        saved = json.load(f)
+    saved["data"]["tokenizer"] = str(tmp_path / "moved" / "spm.model")
+    with open(workdir / "config.json", "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(FileNotFoundError, match=r"names the tokenizer .*moved/spm\.model, which does not exist"):
+        export.export_checkpoint(str(workdir), str(tmp_path / "hf"))
+    assert not os.path.exists(tmp_path / "hf")
+
+
 def test_a_workdir_of_another_model_is_refused_unless_fresh(tmp_path, reference, settings):
     workdir = str(tmp_path / "run")
     shutil.copytree(reference["workdir"], workdir)
@@ -678,6 +744,21 @@ def test_a_resume_that_cannot_be_honoured_is_refused_before_anything_is_written(
     with pytest.raises(ValueError, match=refused):
         pretrain.train_and_evaluate(make_config(settings, **{"train.batch_size": 4}), workdir)
     assert file_digests(workdir) == before
+
+
+def test_a_resume_over_deleted_shards_is_refused_not_taken_for_damage(tmp_path, settings):
+    data_dir = tmp_path / "data"
+    shutil.copytree(os.path.dirname(settings["data.tokenizer"]), data_dir)
+    config = make_config(settings, **{"data.train_files": str(data_dir / "shards" / "train-*.tfrecord")})
+    workdir = str(tmp_path / "run")
+    pretrain.train_and_evaluate(config, workdir, stop_at_step=2)
+    (first, *_) = sorted(glob.glob(str(data_dir / "shards" / "train-*.tfrecord")))
+    os.remove(first)
+    with pytest.raises(ValueError, match=rf"2 training files, but 1 match now \(missing: {os.path.basename(first)}\)"):
+        pretrain.train_and_evaluate(config, workdir, stop_at_step=3)
+    assert saved_steps(workdir) == [2] and not os.path.exists(os.path.join(workdir, "damaged"))
+    reset = make_config(settings, **{"data.train_files": config.data.train_files, "data.reset_iterator": True})
+    assert pretrain.train_and_evaluate(reset, workdir, stop_at_step=3)["step"] == 3
 
 
 def test_reset_iterator_resumes_on_new_training_data(tmp_path, reference, settings, shards):

@@ -1,0 +1,72 @@
+"""config.json's paths (issue 19 item 11): inside the workdir relative to it, elsewhere
+absolute, and older workdirs' paths (relative to where their run started) still found."""
+
+import os
+
+import pytest
+
+from electra_jax import run_paths
+
+
+@pytest.fixture
+def start(tmp_path, monkeypatch):
+    """A quick-start-like layout: START/runs/w/default_data/{spm.model,shards/} and START/heldout/."""
+    data = tmp_path / "start" / "runs" / "w" / "default_data"
+    (data / "shards").mkdir(parents=True)
+    (data / "spm.model").write_text("")
+    (data / "shards" / "train-00000.tfrecord").write_text("")
+    (tmp_path / "start" / "heldout").mkdir()
+    (tmp_path / "start" / "heldout" / "eval-00000.tfrecord").write_text("")
+    monkeypatch.chdir(tmp_path / "start")
+    return tmp_path / "start"
+
+
+AS_GIVEN = {
+    "data": {
+        "train_files": "runs/w/default_data/shards/train-*.tfrecord",
+        "eval_files": "heldout/eval-*.tfrecord",
+        "tokenizer": "runs/w/default_data/spm.model",
+        "source": "tfrecord",
+    },
+    "init": {"workdir": "", "discriminator": "gs://bucket/electra-small"},
+    "model": {"hidden_size": 128},
+}
+
+
+def test_stored_paths_are_workdir_relative_inside_it_and_absolute_outside(start):
+    stored = run_paths.stored(run_paths.absolute(AS_GIVEN), "runs/w")
+    assert stored["data"] == {
+        "train_files": "default_data/shards/train-*.tfrecord",
+        "eval_files": str(start / "heldout" / "eval-*.tfrecord"),
+        "tokenizer": "default_data/spm.model",
+        "source": "tfrecord",
+    }
+    assert stored["init"]["discriminator"] == "gs://bucket/electra-small"  # URLs as given
+    assert stored["model"] == AS_GIVEN["model"]  # nothing else touched
+    # Read back from anywhere: all absolute, inside the workdir it was read from.
+    os.chdir("/")
+    back = run_paths.resolved(stored, str(start / "runs" / "w"))
+    assert back["data"]["tokenizer"] == str(start / "runs" / "w" / "default_data" / "spm.model")
+    assert back["data"]["eval_files"] == str(start / "heldout" / "eval-*.tfrecord")
+
+
+def test_a_run_moved_aside_points_back_at_the_data_that_stayed(start):
+    stored = run_paths.stored(run_paths.absolute(AS_GIVEN), "runs/w")
+    aside = run_paths.stored(run_paths.resolved(stored, "runs/w"), "runs/w/replaced-1", within="runs/w")
+    assert aside["data"]["tokenizer"] == "../default_data/spm.model"
+    (start / "runs" / "w" / "replaced-1").mkdir()
+    assert run_paths.resolved(aside, "runs/w/replaced-1")["data"]["tokenizer"] == str(
+        start / "runs" / "w" / "default_data" / "spm.model"
+    )
+
+
+def test_an_older_workdirs_paths_are_found_from_its_start_and_from_elsewhere(start):
+    # Before the rule, config.json held the paths exactly as given (relative to START).
+    assert run_paths.resolved(AS_GIVEN, "runs/w")["data"]["train_files"] == str(
+        start / "runs" / "w" / "default_data" / "shards" / "train-*.tfrecord"
+    )
+    os.chdir("/")  # from elsewhere: the workdir's own trailing folders locate default_data
+    back = run_paths.resolved(AS_GIVEN, str(start / "runs" / "w"))
+    assert back["data"]["tokenizer"] == str(start / "runs" / "w" / "default_data" / "spm.model")
+    # A path found nowhere stays the workdir's, so the error that follows names it there.
+    assert back["data"]["eval_files"] == str(start / "runs" / "w" / "heldout" / "eval-*.tfrecord")
