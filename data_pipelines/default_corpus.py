@@ -23,6 +23,7 @@ import ast
 import importlib.metadata
 import importlib.util
 import inspect
+import itertools
 import os
 import sysconfig
 from typing import Iterator
@@ -134,7 +135,7 @@ def iter_default_documents(min_chars: int = 200) -> Iterator[list[str]]:
     roots = [source["root"] for source in corpus_sources() if source["root"]]
     docstrings = (d for root in roots for path in _python_sources(root) for d in _docstrings(path))
     seen = set()
-    for text in (*texts, *docstrings):
+    for text in itertools.chain(texts, docstrings):  # lazily: a prefix reads only the files it needs
         paragraphs = _prose_paragraphs(text)
         key = "\n".join(paragraphs)
         if sum(len(p) for p in paragraphs) >= min_chars and key not in seen:
