@@ -34,7 +34,7 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, ov
             f"(moved or deleted?); put it back there. Nothing was written to {out_dir}"
         )
     params = model.split_pretraining_params(jax.device_get(params))
-    # Written beside OUT and renamed into place: a failure leaves no half an export under OUT.
+    # Written beside OUT and renamed into place: a failure leaves no half-written export under OUT.
     with files.temporary_path(out_dir) as temp:
         if epath.Path(temp).exists():
             logging.info("removing %s, left by an export that did not finish", temp)
