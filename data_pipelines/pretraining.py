@@ -21,6 +21,7 @@ TensorFlow is imported only inside the functions that read shards: `make_synthet
 works on machines without it.
 """
 
+import functools
 import json
 import os
 from typing import Any, Iterator
@@ -103,13 +104,6 @@ class InputsChangedError(ValueError):
         self.changes = changes  # "missing: a, b; new: c"
 
 
-def _file_sizes(paths: list[str]) -> list[list]:
-    """[name, bytes] of each file: what a saved position depends on, wherever the files lie."""
-    import tensorflow as tf
-
-    return [[os.path.basename(path), int(tf.io.gfile.stat(path).length)] for path in paths]
-
-
 class PretrainingIterator:
     """Batches from TFRecord shards, with save/restore of the exact tf.data position."""
 
@@ -117,6 +111,14 @@ class PretrainingIterator:
         self._iterator = iter(dataset)
         self.process_index, self.process_count = process_index, process_count
         self.files = list(files)  # every host's, sorted: the position is one into all of them
+
+    @functools.cached_property
+    def file_sizes(self) -> dict[str, int]:
+        """{name: bytes} of the files read: what a saved position depends on, wherever they
+        lie (read once, not at every save)."""
+        import tensorflow as tf
+
+        return {os.path.basename(path): int(tf.io.gfile.stat(path).length) for path in self.files}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
@@ -135,7 +137,7 @@ class PretrainingIterator:
 
         prefix = state_prefix(directory, self.process_index, self.process_count)
         tf.io.gfile.makedirs(directory)  # local or gs://
-        files.write_json(prefix + ".files.json", _file_sizes(self.files))
+        files.write_json(prefix + ".files.json", sorted(self.file_sizes.items()))
         return self._checkpoint().write(prefix)
 
     def restore(self, directory: str) -> None:
@@ -159,7 +161,7 @@ class PretrainingIterator:
         if not saved_path.exists():  # saved before the files were recorded
             return
         saved = {name: size for name, size in files.read_json(saved_path)}
-        now = dict(_file_sizes(self.files))
+        now = self.file_sizes
         if saved == now:
             return
 
