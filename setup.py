@@ -11,6 +11,8 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1.0",
     "numpy>=1.26",
     "sentencepiece>=0.2.0",
+    "protobuf>=3.20",  # reads a sentencepiece model's pieces for its tokenizer.json export
+    "tokenizers>=0.19",  # tokenizer.json beside every export, for transformers' AutoTokenizer
     "safetensors>=0.4.3",
     "tqdm>=4.66",
     # tf.data only; the CPU build keeps installs small and never grabs an accelerator.

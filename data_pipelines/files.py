@@ -4,7 +4,7 @@ a resume, a reader or a user trusts. Every output of electra-jax is written thro
 
     with temporary_path(path) as temp: writer_that_wants_a_path(temp)
     with atomic_open(path, "w") as f: f.write(...)
-    write_json(path, value); write_bytes(path, data); read_json(path)
+    write_json(path, value); write_text(path, text); write_bytes(path, data); read_json(path)
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def write_json(path: str | os.PathLike, value: Any, sort_keys: bool = False) -> None:

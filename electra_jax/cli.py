@@ -1,7 +1,8 @@
 """What the command-line tools share: flag parsing that names a mistyped config key and
-finds `configs/NAME.py` after a plain `pip install .`.
+finds `configs/NAME.py` after a plain `pip install .`, and the multi-process start.
 
     app.run(main, flags_parser=cli.parse_flags)
+    def main(argv): cli.maybe_initialize_distributed(); ...  # before anything touches a device
 """
 
 import importlib.resources
@@ -9,7 +10,7 @@ import os
 import sys
 from typing import NoReturn, Optional
 
-from absl import app
+from absl import app, logging
 from ml_collections import config_flags
 
 CONFIGS_DIR = "configs/"
@@ -68,3 +69,47 @@ def _exit_on_unknown_override(error: BaseException, argv: list[str]) -> NoReturn
     message = f"{' '.join(named) or 'a --config override'} names {missing!r}, which the config does not have. {hint}"
     sys.stderr.write(f"FATAL Flags parsing error: {message.strip()}\n")
     sys.exit(1)
+
+
+def _on_cloud_tpu_vm() -> bool:
+    # Set by `import jax` (cloud_tpu_init) on TPU VMs with libtpu; JAX's own cluster
+    # detection keys on the same flag. Single-host TPU VMs initialize as 1 process.
+    from jax._src import cloud_tpu_init
+
+    return bool(cloud_tpu_init.running_in_cloud_tpu_vm)
+
+
+def maybe_initialize_distributed() -> None:
+    """jax.distributed for multi-process runs; a no-op for one process.
+
+    Cloud TPU VMs, SLURM (one task per host or per GPU) and Open MPI are detected by JAX
+    itself. Anywhere else set JAX_COORDINATOR_ADDRESS=host:port (process 0's address),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID in every process's environment.
+    """
+    import jax
+
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS") and "SLURM_NTASKS" not in env:
+        missing = [name for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not env.get(name)]
+        if missing:
+            raise ValueError(
+                f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']} is set but "
+                f"{' and '.join(missing)} not; set both in every process (process "
+                "ids 0 .. JAX_NUM_PROCESSES-1, the coordinator is process 0)"
+            )
+        jax.distributed.initialize(
+            env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]),
+            process_id=int(env["JAX_PROCESS_ID"]),
+        )
+    elif int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 or _on_cloud_tpu_vm():
+        jax.distributed.initialize()
+    else:
+        return
+    logging.info(
+        "process %d of %d, %d local devices of %d",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )

@@ -24,6 +24,7 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, ov
     check_export_target(out_dir, overwrite)
     import jax
 
+    from data_pipelines import hf_tokenizer
     from data_pipelines import tokenizer as tokenizer_lib
     from electra_jax import hf, loading, model  # after flag parsing: importing jax is slow
 
@@ -33,6 +34,7 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, ov
             f"the run in {workdir} names the tokenizer {config.data.tokenizer}, which does not exist "
             f"(moved or deleted?); put it back there. Nothing was written to {out_dir}"
         )
+    tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer) if config.data.tokenizer else None
     params = model.split_pretraining_params(jax.device_get(params))
     # Written beside OUT and renamed into place: a failure leaves no half-written export under OUT.
     with files.temporary_path(out_dir) as temp:
@@ -41,8 +43,8 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, ov
             epath.Path(temp).rmtree()
         for kind, cfg in model.pretraining_networks(config).items():
             hf.save_pretrained(cfg, params[kind], os.path.join(temp, kind), kind)
-            if config.data.tokenizer:
-                tokenizer_lib.copy_tokenizer_file(config.data.tokenizer, os.path.join(temp, kind))
+            if tokenizer is not None:
+                hf_tokenizer.save_pretrained(tokenizer, os.path.join(temp, kind), cfg.max_position_embeddings)
     logging.info("exported step %d of %s to %s", step, workdir, out_dir)
     return step
 

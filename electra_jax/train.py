@@ -9,9 +9,8 @@ and `jax.distributed.initialize()` is called before anything touches a device.
 """
 
 import json
-import os
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from data_pipelines import errors
 from electra_jax import cli
@@ -29,54 +28,10 @@ _STOP_AT_STEP = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _on_cloud_tpu_vm() -> bool:
-    # Set by `import jax` (cloud_tpu_init) on TPU VMs with libtpu; JAX's own cluster
-    # detection keys on the same flag. Single-host TPU VMs initialize as 1 process.
-    from jax._src import cloud_tpu_init
-
-    return bool(cloud_tpu_init.running_in_cloud_tpu_vm)
-
-
-def maybe_initialize_distributed() -> None:
-    """jax.distributed for multi-process runs; a no-op for one process.
-
-    Cloud TPU VMs, SLURM (one task per host or per GPU) and Open MPI are detected by JAX
-    itself. Anywhere else set JAX_COORDINATOR_ADDRESS=host:port (process 0's address),
-    JAX_NUM_PROCESSES and JAX_PROCESS_ID in every process's environment.
-    """
-    import jax
-
-    env = os.environ
-    if env.get("JAX_COORDINATOR_ADDRESS") and "SLURM_NTASKS" not in env:
-        missing = [name for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not env.get(name)]
-        if missing:
-            raise ValueError(
-                f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']} is set but "
-                f"{' and '.join(missing)} not; set both in every process (process "
-                "ids 0 .. JAX_NUM_PROCESSES-1, the coordinator is process 0)"
-            )
-        jax.distributed.initialize(
-            env["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(env["JAX_NUM_PROCESSES"]),
-            process_id=int(env["JAX_PROCESS_ID"]),
-        )
-    elif int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 or _on_cloud_tpu_vm():
-        jax.distributed.initialize()
-    else:
-        return
-    logging.info(
-        "process %d of %d, %d local devices of %d",
-        jax.process_index(),
-        jax.process_count(),
-        jax.local_device_count(),
-        jax.device_count(),
-    )
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    maybe_initialize_distributed()
+    cli.maybe_initialize_distributed()
     # after distributed init: nothing may touch devices before
     from electra_jax import checkpoints, pretrain
 

@@ -17,14 +17,14 @@ import subprocess
 import sys
 import time
 
+import helpers
 import jax
 import numpy as np
 import pytest
 
 from data_pipelines import build_shards
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, presets, pretrain, sharding
-from electra_jax import train as train_cli
+from electra_jax import checkpoints, cli, presets, pretrain, sharding
 
 pytestmark = pytest.mark.integration  # every test here runs subprocesses
 
@@ -102,32 +102,33 @@ def free_port() -> int:
 
 def start_processes(workdir, train_files, num_steps, extra_args=(), **changes):
     """The same `python -m electra_jax.train` command in 2 processes; logs to files."""
-    address = f"127.0.0.1:{free_port()}"
     flags = [f"--config.{key}={value}" for key, value in overrides(train_files, num_steps, **changes).items()]
+    command = ["electra_jax.train", f"--config={REPO}/configs/electra_tiny.py", f"--workdir={workdir}", *flags]
+    return start_joined(workdir, lambda process_id: [*command, *extra_args])
+
+
+def start_joined(logdir, module_args, processes=PROCESSES, local_devices=LOCAL_DEVICES):
+    """`python -m <module_args(process_id)>` in `processes` processes joined by
+    jax.distributed (a lone process gets no coordinator), `local_devices` CPU devices each;
+    process p logs to logdir/process_<p>.log."""
+    address = f"127.0.0.1:{free_port()}"
     procs = []
-    for process_id in range(PROCESSES):
+    for process_id in range(processes):
         env = {
             **os.environ,
             "JAX_PLATFORMS": "cpu",
             "PYTHONPATH": REPO,
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={local_devices} "
             f"--xla_backend_optimization_level={FAST_COMPILE['xla_backend_optimization_level']}",
-            "JAX_COORDINATOR_ADDRESS": address,
-            "JAX_NUM_PROCESSES": str(PROCESSES),
-            "JAX_PROCESS_ID": str(process_id),
         }
-        log = open(os.path.join(workdir, f"process_{process_id}.log"), "ab")
+        if processes > 1:
+            env.update(
+                JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(process_id)
+            )
+        log = open(os.path.join(logdir, f"process_{process_id}.log"), "ab")
         procs.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "electra_jax.train",
-                    f"--config={REPO}/configs/electra_tiny.py",
-                    f"--workdir={workdir}",
-                    *flags,
-                    *extra_args,
-                ],
+                [sys.executable, "-m", *module_args(process_id)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -299,7 +300,7 @@ def test_coordinator_without_process_count_is_refused(monkeypatch):
     monkeypatch.setenv("JAX_PROCESS_ID", "0")
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     with pytest.raises(ValueError, match="JAX_NUM_PROCESSES not; set both"):
-        train_cli.maybe_initialize_distributed()
+        cli.maybe_initialize_distributed()
 
 
 @pytest.mark.parametrize(
@@ -328,5 +329,89 @@ def test_distributed_initialization_is_chosen_from_the_environment(monkeypatch, 
         monkeypatch.setenv(name, value)
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
-    train_cli.maybe_initialize_distributed()
+    cli.maybe_initialize_distributed()
     assert calls == ([] if expected is None else [expected])
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+
+FINETUNE_WORDS = "the cat sat on a mat dog ran far away it rained was dry he left early".split()
+
+
+def write_mrpc(root):
+    """MRPC-format TSVs of random sentences: 32 train, 16 dev and 8 test pairs."""
+    rng = np.random.default_rng(0)
+
+    def sentence():
+        return " ".join(rng.choice(FINETUNE_WORDS, int(rng.integers(3, 7))))
+
+    os.makedirs(os.path.join(root, "MRPC"))
+    for split, n in (("train", 32), ("dev", 16), ("test", 8)):
+        first = "index" if split == "test" else "Quality"
+        lines = [f"{first}\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+        for i in range(n):
+            lines.append(f"{i if split == 'test' else rng.integers(2)}\t{i}\t{i + 100}\t{sentence()}\t{sentence()}")
+        with open(os.path.join(root, "MRPC", f"{split}.tsv"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def finetune_args(init, glue_dir, workdir):
+    return [
+        "electra_jax.finetune",
+        f"--config={REPO}/configs/glue.py",
+        "--config.task=mrpc",
+        f"--config.init={init}",
+        f"--config.data_dir={glue_dir}",
+        "--config.source=tsv",
+        "--config.batch_size=8",
+        "--config.eval_batch_size=8",
+        "--config.max_seq_length=16",
+        "--config.num_epochs=2",
+        "--config.learning_rate=1e-3",
+        "--config.layerwise_lr_decay=0.8",
+        "--config.seeds=2",
+        "--config.log_every=1",
+        "--config.tensorboard=False",
+        f"--workdir={workdir}",
+    ]
+
+
+def files_under(directory):
+    return sorted(
+        os.path.relpath(os.path.join(d, name), directory) for d, _, names in os.walk(directory) for name in names
+    )
+
+
+@pytest.mark.slow  # 3 processes compile a tiny classifier: ~60-120 s wall on the shared 2-core machine
+def test_two_process_fine_tuning_matches_one_process_and_only_process_zero_writes(tmp_path):
+    init, glue_dir = str(tmp_path / "init"), str(tmp_path / "glue")
+    os.makedirs(init)
+    helpers.write_hf_model(init, FINETUNE_WORDS, seed=1)
+    write_mrpc(glue_dir)
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir(), one.mkdir()
+    # Each process of the pair gets its own --workdir, so anything process 1 wrote would show.
+    pair = start_joined(str(two), lambda p: finetune_args(init, glue_dir, str(two / f"out_{p}")))
+    # The reference: one process with the pair's 4 devices, so the mesh and its sums are the same.
+    single = start_joined(
+        str(one), lambda p: finetune_args(init, glue_dir, str(one / "out")), processes=1, local_devices=4
+    )
+    wait_all(pair, str(two), timeout=600)
+    wait_all(single, str(one), timeout=600)
+
+    assert not os.path.exists(two / "out_1") or files_under(two / "out_1") == []
+    written = files_under(two / "out_0")
+    assert written == files_under(one / "out")
+    assert not [name for name in written if name.endswith(".tmp")]
+    for seed in (0, 1):  # save_models: one transformers directory per run, tokenizer included
+        assert {"config.json", "vocab.txt"} <= set(os.listdir(two / "out_0" / "mrpc" / f"seed_{seed}"))
+    got = json.loads((two / "out_0" / "results.json").read_text())["tasks"]["mrpc"]["runs"]
+    want = json.loads((one / "out" / "results.json").read_text())["tasks"]["mrpc"]["runs"]
+    assert [len(run["log"]) for run in got] == [2 * 32 // 8] * 2  # every step logged, once
+    for got_run, want_run in zip(got, want):
+        np.testing.assert_allclose([e["loss"] for e in got_run["log"]], [e["loss"] for e in want_run["log"]], rtol=1e-5)
+        for name, value in want_run["dev"]["mrpc"].items():
+            assert got_run["dev"]["mrpc"][name] == pytest.approx(value, abs=1e-4), name
+    assert (two / "out_0" / "submission" / "MRPC.tsv").read_text() == (
+        one / "out" / "submission" / "MRPC.tsv"
+    ).read_text()

@@ -34,6 +34,8 @@ SEQ, BATCH = 32, 8
 SCHEDULE_STEPS = 100  # the LR schedule's length; runs end earlier with stop_at_step
 REFERENCE_STEPS = 10
 TIMING_KEYS = {"step_time_s", "tokens_per_s", "mfu"}  # wall-clock numbers, differ run to run
+# a transformers model directory with the tokenizer files AutoTokenizer reads
+EXPORT_FILES = ["config.json", "model.safetensors", "spm.model", "tokenizer.json", "tokenizer_config.json"]
 SUBPROCESS_TIMEOUT_S = 300  # a cold compile on a loaded 2-core machine; normally ~30 s
 
 
@@ -381,7 +383,7 @@ def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert f"exported step {REFERENCE_STEPS}" in proc.stdout
     for kind in ("discriminator", "generator"):
-        assert sorted(os.listdir(os.path.join(out, kind))) == ["config.json", "model.safetensors", "spm.model"]
+        assert sorted(os.listdir(os.path.join(out, kind))) == EXPORT_FILES
 
 
 def _eval_batch(shards):
@@ -417,7 +419,11 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, reference, 
         ("discriminator", disc_cfg, disc_params, transformers.ElectraForPreTraining),
         ("generator", gen_cfg, gen_params, transformers.ElectraForMaskedLM),
     ):
-        assert os.path.exists(os.path.join(out, kind, "spm.model"))  # the run's tokenizer
+        # the run's tokenizer, which transformers opens and which gives the ids ours does
+        text = "ELECTRA trains a discriminator: café, naïve, 2026."
+        hf_tokenizer = transformers.AutoTokenizer.from_pretrained(os.path.join(out, kind))
+        ours_ids = tokenizer_lib.load_tokenizer(reference["config"].data.tokenizer).encode(text)
+        assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == ours_ids
         net = model.Discriminator(cfg) if kind == "discriminator" else model.Generator(cfg)
         ours = np.asarray(
             net.apply(
@@ -444,7 +450,7 @@ def test_export_refuses_a_non_empty_target_unless_overwrite(tmp_path, reference)
         export.export_checkpoint(reference["workdir"], str(out))
     assert stale.exists()  # refused before anything was written or removed
     assert export.export_checkpoint(reference["workdir"], str(out), overwrite=True) == REFERENCE_STEPS
-    assert sorted(os.listdir(out / "discriminator")) == ["config.json", "model.safetensors", "spm.model"]
+    assert sorted(os.listdir(out / "discriminator")) == EXPORT_FILES
 
 
 def test_a_workdir_records_paths_that_work_from_anywhere_and_move_with_it(tmp_path, reference, settings, monkeypatch):
@@ -475,7 +481,7 @@ def test_a_workdir_records_paths_that_work_from_anywhere_and_move_with_it(tmp_pa
     assert config.data.tokenizer == str(copy / "default_data" / "spm.model")
     assert evaluate.evaluate_checkpoint(config, str(copy))["step"] == 2
     assert export.export_checkpoint(str(copy), str(tmp_path / "hf")) == 2
-    assert sorted(os.listdir(tmp_path / "hf" / "generator")) == ["config.json", "model.safetensors", "spm.model"]
+    assert sorted(os.listdir(tmp_path / "hf" / "generator")) == EXPORT_FILES
 
 
 def test_an_older_workdir_with_paths_relative_to_its_start_still_resumes(tmp_path, reference, settings, monkeypatch):

@@ -18,6 +18,10 @@ with save_models, OUT/[<task>/]seed_<k>/ as a transformers directory with its to
 GLUE also OUT/results.md and OUT/submission/<Task>.tsv; classify and tagging
 OUT/label_map.json and, with a test file, their test predictions; SQuAD the official
 predictions.json (and null_odds.json for 2.0) beside each model.
+
+Multi-host (a TPU pod slice, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID as for pretraining): run the same command on every host. Each reads all of
+the task's data, the mesh spans every device, and process 0 alone writes OUT.
 """
 
 import importlib
@@ -39,6 +43,7 @@ def main(argv, config_flag, workdir_flag):
             f"config.program={config.get('program')!r}; a fine-tuning config names "
             f"one of {PROGRAMS} (configs/glue.py, classify.py, tagging.py, squad.py)"
         )
+    cli.maybe_initialize_distributed()  # multi-host: before anything touches a device
     # imported after flag parsing: importing jax is slow
     program = importlib.import_module(f"electra_jax.finetune.{config.program}")
     print(program.report(config, workdir_flag.value))

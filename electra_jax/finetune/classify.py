@@ -224,6 +224,7 @@ def export_classifier(pretrained: loading.Network, params: dict, labels: list[st
     )
 
 
+@common.on_process_zero
 def write_predictions(path: str, examples: list[Example], predicted: list[str]) -> None:
     """One JSON object per line: the row's line in its file and the predicted label."""
     with files.atomic_open(path) as f:
@@ -243,7 +244,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     dev_examples = read_examples(config.dev_file, config)
     labels = label_list(config, train_examples)
     label_ids = {label: i for i, label in enumerate(labels)}
-    files.write_json(os.path.join(workdir, "label_map.json"), label_ids)
+    common.write_json(os.path.join(workdir, "label_map.json"), label_ids)
     train = encode_examples(tokenizer, train_examples, label_ids, config, config.train_file)
     dev = encode_examples(tokenizer, dev_examples, label_ids, config, config.dev_file)
     test_examples = read_examples(config.test_file, config, labelled=False) if config.test_file else []
@@ -289,7 +290,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         write_predictions(os.path.join(workdir, "test_predictions.jsonl"), test_examples, predicted)
         if np.all(test["labels"] >= 0):
             results["test"] = classification_metrics(test["labels"], chosen["test_predictions"], len(labels))
-    files.write_json(os.path.join(workdir, "results.json"), results)
+    common.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 

@@ -20,6 +20,7 @@ RUN_DIR/tensorboard/ with `config.tensorboard`), the same format as pretraining'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -32,6 +33,7 @@ import optax
 import tqdm
 from absl import logging
 
+from data_pipelines import files, hf_tokenizer
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import hf, loading, model, optim, presets, sharding
 from electra_jax.metric_writer import MetricWriter, flat_scalars
@@ -97,12 +99,38 @@ def finetuning_model_config(config, pretrained: loading.Network) -> model.Electr
     return dataclasses.replace(pretrained.model_config, hidden_dropout=config.dropout, attention_dropout=config.dropout)
 
 
+# ---------------------------------------------------------------------------- outputs
+
+
+def on_process_zero(write: Callable) -> Callable:
+    """`write`, run by process 0 alone (a no-op returning None elsewhere). In a multi-host
+    run every process computes the same params, predictions and metrics (batches and
+    outputs are replicated over the mesh) and one writes them, as pretraining's checkpoints
+    and MetricWriter do: two processes renaming the same .tmp file would race. So `write`
+    must not run collectives: everything it writes is computed before it is called."""
+
+    @functools.wraps(write)
+    def on_zero(*args, **kwargs):
+        if jax.process_index() == 0:
+            return write(*args, **kwargs)
+        return None
+
+    return on_zero
+
+
+write_json = on_process_zero(files.write_json)
+write_text = on_process_zero(files.write_text)
+
+
+@on_process_zero
 def export_model(
     pretrained: loading.Network, params: dict, out_dir: str, kind: str, extra_config: dict[str, Any]
 ) -> None:
-    """A transformers directory of `kind` (see hf.KINDS), with the tokenizer file beside it."""
-    hf.save_pretrained(pretrained.model_config, jax.device_get(params), out_dir, kind=kind, extra_config=extra_config)
-    tokenizer_lib.copy_tokenizer_file(pretrained.tokenizer.path, out_dir)
+    """A transformers directory of `kind` (see hf.KINDS) with the tokenizer files beside it
+    (`AutoTokenizer.from_pretrained(out_dir)` opens them)."""
+    cfg = pretrained.model_config
+    hf.save_pretrained(cfg, jax.device_get(params), out_dir, kind=kind, extra_config=extra_config)
+    hf_tokenizer.save_pretrained(pretrained.tokenizer, out_dir, cfg.max_position_embeddings)
 
 
 # ---------------------------------------------------------------------------- recipe

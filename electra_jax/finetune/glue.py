@@ -216,17 +216,20 @@ def _dev_evaluator(config, program: common.TaskProgram, task: str, dev: dict):
     return evaluate
 
 
-def write_submission(task_key: str, idx: np.ndarray, predictions: np.ndarray, task: str, out_dir: str) -> str:
+def submission_path(task_key: str, workdir: str) -> str:
+    return os.path.join(workdir, "submission", SUBMISSION_FILES[task_key])
+
+
+@common.on_process_zero
+def write_submission(path: str, idx: np.ndarray, predictions: np.ndarray, task: str) -> None:
     """`index<TAB>prediction` rows as the GLUE leaderboard reads them: label names for
     classification, STS-B scores clipped to [0, 5]."""
-    path = os.path.join(out_dir, SUBMISSION_FILES[task_key])
     labels = glue_data.LABELS[task]
     with files.atomic_open(path) as f:
         f.write("index\tprediction\n")
         for index, prediction in zip(idx, predictions):
             value = f"{float(np.clip(prediction, *STSB_RANGE)):.3f}" if labels is None else labels[int(prediction)]
             f.write(f"{int(index)}\t{value}\n")
-    return path
 
 
 def _load_test_splits(config, task: str, tokenizer) -> dict[str, dict[str, np.ndarray]]:
@@ -270,16 +273,10 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
     )
     dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
     chosen = runs[common.median_run(dev_scores)]
-    submission = [
-        write_submission(
-            key,
-            test[key]["idx"],
-            predictions_from_logits(logits, is_regression(task)),
-            task,
-            os.path.join(workdir, "submission"),
-        )
-        for key, logits in chosen["test_logits"].items()
-    ]
+    submission = []
+    for key, logits in chosen["test_logits"].items():
+        submission.append(submission_path(key, workdir))
+        write_submission(submission[-1], test[key]["idx"], predictions_from_logits(logits, is_regression(task)), task)
     return {
         "task": task,
         "hyperparameters": {
@@ -342,9 +339,8 @@ def run(config, workdir: str) -> dict[str, Any]:
     results["glue_score"] = glue_metrics.glue_score(medians)
     has_paper_task = any(key in glue_metrics.ELECTRA_PAPER_METRIC for key in medians)
     results["electra_paper_score"] = glue_metrics.electra_paper_score(medians) if has_paper_task else None
-    files.write_json(os.path.join(workdir, "results.json"), results)
-    with files.atomic_open(os.path.join(workdir, "results.md")) as f:
-        f.write(results_table(results))
+    common.write_json(os.path.join(workdir, "results.json"), results)
+    common.write_text(os.path.join(workdir, "results.md"), results_table(results))
     return results
 
 
@@ -379,13 +375,12 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     predictions = predictions_from_logits(logits, is_regression(task))
     result: dict[str, Any] = {"init": config.init, "task": task, "split": split, "num_examples": len(predictions)}
     if split.startswith("test"):
-        result["submission_file"] = write_submission(
-            key, features["idx"], predictions, task, os.path.join(workdir, "submission")
-        )
+        result["submission_file"] = submission_path(key, workdir)
+        write_submission(result["submission_file"], features["idx"], predictions, task)
     else:
         result["metrics"] = glue_metrics.task_metrics(key, features["labels"], predictions)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    files.write_json(os.path.join(workdir, f"eval_{task}_{split}.json"), result)
+    common.write_json(os.path.join(workdir, f"eval_{task}_{split}.json"), result)
     return result
 
 

@@ -477,10 +477,11 @@ def run(config, workdir: str) -> dict[str, Any]:
         "median": common.median_metrics([r["dev"] for r in runs]),
         "runs": runs,
     }
-    files.write_json(os.path.join(workdir, "results.json"), results)
+    common.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
+@common.on_process_zero
 def write_predictions(decoded: Decoded, out_dir: str) -> None:
     """predictions.json (official format) and, for 2.0, null_odds.json."""
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -288,6 +288,7 @@ def tagging_loss(logits, batch):
     return common.cross_entropy(logits, batch["labels"], batch["label_mask"])
 
 
+@common.on_process_zero
 def write_conll_predictions(path: str, data: TaggingData, predicted: list[list[str]]) -> None:
     """`word gold predicted` lines, blank line between sentences (conlleval's input)."""
     with files.atomic_open(path) as f:
@@ -305,7 +306,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     tokenizer = pretrained.tokenizer
     labels = label_list(config, read_conll(config.train_file, config.label_column))
     label_ids = {label: i for i, label in enumerate(labels)}
-    files.write_json(os.path.join(workdir, "label_map.json"), label_ids)
+    common.write_json(os.path.join(workdir, "label_map.json"), label_ids)
     train, dev = (load_file(config, config[key], tokenizer, label_ids) for key in ("train_file", "dev_file"))
     if config.max_train_examples:
         train_features = {k: v[: config.max_train_examples] for k, v in train.features.items()}
@@ -356,7 +357,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     if test:
         results["test"] = entity_metrics([list(s.tags) for s in test.sentences], chosen["test_tags"])
         write_conll_predictions(os.path.join(workdir, "test_predictions.txt"), test, chosen["test_tags"])
-    files.write_json(os.path.join(workdir, "results.json"), results)
+    common.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
