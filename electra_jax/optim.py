@@ -3,8 +3,14 @@
 Fields read from `optim_config`: learning_rate, warmup_steps, decay ('linear' |
 'polynomial'), end_learning_rate, power, b1, b2, eps, weight_decay, clip_norm,
 layerwise_lr_decay (0 or 1.0 = off; fine-tuning uses 0.8 small/base, 0.9 large),
-num_layers (the encoder depth, for layer-wise decay), bias_correction. clip_norm 0
-disables clipping.
+num_layers (the encoder depth, for layer-wise decay), bias_correction, optimizer ('adamw'
+| 'lamb'; absent = 'adamw'). clip_norm 0 disables clipping.
+
+`optimizer='lamb'` is LAMB (You et al. 2020), NVIDIA's choice for large-batch ELECTRA:
+the AdamW update of each weight matrix is rescaled by its trust ratio
+||param|| / ||update|| (1 where either is 0), as tensorflow-addons' LAMB, which NVIDIA's
+ELECTRA uses; LayerNorm parameters and biases, excluded from weight decay, are excluded
+from the trust ratio too (tfa's default for exclude_from_layer_adaptation).
 
 `bias_correction=False` is the original AdamWeightDecayOptimizer: m / (sqrt(v) + eps) of
 the raw moments. optax's Adam (True) divides them by 1 - b**t first, so its early updates
@@ -24,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 _DECAYS = ("linear", "polynomial")
+OPTIMIZERS = ("adamw", "lamb")
 
 
 def make_learning_rate_schedule(
@@ -143,10 +150,13 @@ def make_optimizer(optim_config: Any, total_steps: int) -> tuple[optax.GradientT
     """(transformation, schedule) for `optim_config` (fields in the module docstring).
 
     Order as the original: clip the global norm of the raw gradients, Adam, add decoupled
-    weight decay (masked), scale by the layer-wise multipliers, then by -schedule(step); so
-    decay and weight decay are both scaled by the per-layer learning rate, as in
-    AdamWeightDecayOptimizer."""
+    weight decay (masked), [LAMB's trust ratio (masked),] scale by the layer-wise
+    multipliers, then by -schedule(step); so decay and weight decay are both scaled by the
+    per-layer learning rate, as in AdamWeightDecayOptimizer."""
     c = optim_config
+    optimizer = c.get("optimizer", "adamw")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optim.optimizer={optimizer!r}; choose one of {OPTIMIZERS}")
     schedule = make_learning_rate_schedule(
         c.learning_rate, c.warmup_steps, total_steps, decay=c.decay, end_lr=c.end_learning_rate, power=c.power
     )
@@ -157,6 +167,8 @@ def make_optimizer(optim_config: Any, total_steps: int) -> tuple[optax.GradientT
         else scale_by_adam_without_bias_correction(c.b1, c.b2, c.eps)
     )
     chain += [adam, optax.add_decayed_weights(c.weight_decay, mask=decay_mask)]
+    if optimizer == "lamb":
+        chain.append(optax.masked(optax.scale_by_trust_ratio(), decay_mask))
     if c.layerwise_lr_decay not in (0, 1):
         chain.append(scale_by_layerwise_lr_decay(c.layerwise_lr_decay, c.num_layers))
     chain.append(optax.scale_by_learning_rate(schedule))

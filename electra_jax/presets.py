@@ -256,6 +256,7 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     p.b2 = 0.999  # Adam beta2
     p.eps = 1e-6  # Adam epsilon
     p.bias_correction = True  # False: the original's Adam (raw moments; larger early steps)
+    p.optimizer = "adamw"  # adamw | lamb (per-matrix trust ratio, for large batches; optim.py)
     p.weight_decay = 0.01  # decoupled weight decay; never on LayerNorm or biases
     p.clip_norm = 1.0  # global gradient-norm clip
     p.layerwise_lr_decay = 1.0  # 1.0 = off during pretraining (used by fine-tuning)

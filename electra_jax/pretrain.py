@@ -416,11 +416,12 @@ def resume_may_change(config) -> tuple[str, ...]:
 def resume_defaults() -> dict[str, dict[str, Any]]:
     """What a field added after a run was saved stood for in that run (so adding it does
     not refuse the old workdir): the model's defaults, the ELECTRA objective, Gumbel-max,
-    random init."""
+    random init, AdamW."""
     return {
         "model": model.config_defaults(),
         "objective": {"kind": "electra", "sampler": "gumbel"},
         "init": presets.init_config().to_dict(),
+        "optim": {"optimizer": "adamw"},
     }
 
 

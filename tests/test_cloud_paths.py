@@ -145,21 +145,31 @@ def test_a_model_field_added_since_the_run_was_saved_counts_as_its_default(tmp_p
 
 
 def test_objective_fields_added_since_the_run_was_saved_count_as_the_original(tmp_path):
-    """A Small run saved before objective.kind and objective.sampler existed trained ELECTRA
-    with Gumbel-max: it resumes under today's config, but not under the MLM-only objective."""
+    """A Small run saved before objective.kind, objective.sampler and optim.optimizer existed trained ELECTRA
+    with Gumbel-max and AdamW: it resumes under today's config, but not under the MLM-only
+    objective or LAMB."""
     from electra_jax import pretrain
 
     config = presets.pretraining_config("small")
     workdir = str(tmp_path / "run")
     os.makedirs(os.path.join(workdir, "checkpoints", "3"))
     saved = json.loads(config.to_json_best_effort(sort_keys=True))
-    del saved["objective"]["kind"], saved["objective"]["sampler"]
+    del saved["objective"]["kind"], saved["objective"]["sampler"], saved["optim"]["optimizer"]
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(saved, f)
     current = config.to_json_best_effort(sort_keys=True)
     checkpoints.check_run_config(workdir, current, fresh=False, absent_means=pretrain.resume_defaults())
-    config.objective.kind = "mlm"
-    with pytest.raises(ValueError, match="objective.kind: saved 'electra' vs 'mlm'"):
-        checkpoints.check_run_config(
-            workdir, config.to_json_best_effort(sort_keys=True), fresh=False, absent_means=pretrain.resume_defaults()
-        )
+    for key, value, message in (
+        ("objective.kind", "mlm", "objective.kind: saved 'electra' vs 'mlm'"),
+        ("optim.optimizer", "lamb", "optim.optimizer: saved 'adamw' vs 'lamb'"),
+    ):
+        changed = presets.pretraining_config("small")
+        section, name = key.split(".")
+        changed[section][name] = value
+        with pytest.raises(ValueError, match=message):
+            checkpoints.check_run_config(
+                workdir,
+                changed.to_json_best_effort(sort_keys=True),
+                fresh=False,
+                absent_means=pretrain.resume_defaults(),
+            )

@@ -120,7 +120,8 @@ def test_weight_decay_skips_layernorm_and_biases():
 
 def _numpy_electra_adamw(params, grads_per_step, lr_per_step, c, multipliers=None):
     """clip -> Adam (bias-corrected as optax, or raw moments as the original with
-    c.bias_correction False) -> + wd * param (masked) -> * layer mult * lr."""
+    c.bias_correction False) -> + wd * param (masked) -> [LAMB: * ||param|| / ||update||,
+    masked as the decay, as tensorflow-addons' LAMB] -> * layer mult * lr."""
     names = list(params)
     p = {n: np.asarray(params[n], np.float64) for n in names}
     m = {n: np.zeros_like(p[n]) for n in names}
@@ -138,6 +139,9 @@ def _numpy_electra_adamw(params, grads_per_step, lr_per_step, c, multipliers=Non
                 update = m[n] / (np.sqrt(v[n]) + c.eps)
             if not (n.endswith("bias") or "LayerNorm" in n):
                 update = update + c.weight_decay * p[n]
+                if c.get("optimizer") == "lamb":
+                    param_norm, update_norm = np.linalg.norm(p[n]), np.linalg.norm(update)
+                    update = update * (param_norm / update_norm if param_norm > 0 and update_norm > 0 else 1.0)
             mult = 1.0 if multipliers is None else multipliers[n]
             p[n] = p[n] - lr * mult * update
     return p
@@ -160,10 +164,11 @@ def _random_grads(params, steps, scale, seed=1):
     ]
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
 @pytest.mark.parametrize("bias_correction", [True, False])
 @pytest.mark.parametrize("grad_scale", [5.0, 0.01])  # global norm ~30 (clipped) / ~0.06 (not)
-def test_three_steps_match_numpy_adamw_with_clipping(grad_scale, bias_correction):
-    c = _config(warmup_steps=2, bias_correction=bias_correction)
+def test_three_steps_match_numpy_adamw_with_clipping(grad_scale, bias_correction, optimizer):
+    c = _config(warmup_steps=2, bias_correction=bias_correction, optimizer=optimizer)
     params = _param_tree()
     grads = _random_grads(params, 3, grad_scale)
     tx, schedule = optim.make_optimizer(c, total_steps=10)
@@ -271,3 +276,21 @@ def test_pretraining_config_has_every_field_make_optimizer_reads():
     np.testing.assert_allclose(schedule(10_000), 5e-4 * (1 - 10_000 / 1_000_000), rtol=1e-6)
     params = {"kernel": jnp.ones((2, 2))}
     tx.update(params, tx.init(params), params)
+
+
+def test_lamb_rescales_weight_matrices_by_their_trust_ratio_and_names_a_bad_choice():
+    """One step from zero moments: LAMB's update of a weight matrix has the norm of the
+    weight times lr (the trust ratio undoes Adam's scale); biases and LayerNorm keep AdamW's."""
+    params = _param_tree()
+    grads = _random_grads(params, 1, 0.01)
+    adamw, _ = optim.make_optimizer(_config(), total_steps=10)
+    lamb, _ = optim.make_optimizer(_config(optimizer="lamb"), total_steps=10)
+    adamw_updates = _names(adamw.update(grads[0], adamw.init(params), params)[0])
+    lamb_updates = _names(lamb.update(grads[0], lamb.init(params), params)[0])
+    for name, param in _names(params).items():
+        if name.endswith("bias") or "LayerNorm" in name:
+            np.testing.assert_allclose(lamb_updates[name], adamw_updates[name], rtol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_allclose(np.linalg.norm(lamb_updates[name]), 1e-3 * np.linalg.norm(param), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"optim.optimizer='lars'; choose one of \('adamw', 'lamb'\)"):
+        optim.make_optimizer(_config(optimizer="lars"), total_steps=10)

@@ -277,3 +277,16 @@ def test_unknown_objective_is_named():
     config.objective.kind = "bert"
     with pytest.raises(ValueError, match="objective.kind='bert'; choose one of"):
         pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh, jax.devices()[:1]))
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 (host CPU) devices")
+def test_lamb_trains_the_pretraining_step_with_fsdp_sharded_state():
+    config = tiny_config(fsdp=2)
+    config.optim.optimizer = "lamb"
+    _, state, losses = run_steps(config, 3)
+    _, adamw_state, adamw_losses = run_steps(tiny_config(fsdp=2), 3)
+    assert np.all(np.isfinite(losses)) and losses[0] == adamw_losses[0]  # same start, same batch
+    kernel = state.params["discriminator"]["electra"]["encoder"]["layer_0"]["output_dense"]["kernel"]
+    assert not kernel.sharding.is_fully_replicated  # the update ran on fsdp shards
+    adamw_kernel = adamw_state.params["discriminator"]["electra"]["encoder"]["layer_0"]["output_dense"]["kernel"]
+    assert not np.allclose(np.asarray(kernel), np.asarray(adamw_kernel))  # the trust ratio changed the steps
