@@ -145,9 +145,9 @@ def test_a_model_field_added_since_the_run_was_saved_counts_as_its_default(tmp_p
 
 
 def test_objective_fields_added_since_the_run_was_saved_count_as_the_original(tmp_path):
-    """A Small run saved before objective.kind, objective.sampler and optim.optimizer existed trained ELECTRA
-    with Gumbel-max and AdamW: it resumes under today's config, but not under the MLM-only
-    objective or LAMB."""
+    """A Small run saved before objective.kind, objective.sampler and optim.optimizer
+    existed trained ELECTRA with Gumbel-max and AdamW: it resumes under today's config, but
+    not under the MLM-only objective or LAMB."""
     from electra_jax import pretrain
 
     config = presets.pretraining_config("small")
