@@ -142,12 +142,13 @@ def abstract_pretraining_params(config: Any):
     return jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), *pretraining_dummy_inputs(config))["params"])
 
 
-def _dense(features: int, axes: tuple, cfg: ElectraConfig, name: str) -> nn.Dense:
+def _dense(features: int, axes: tuple, cfg: ElectraConfig, name: str, kernel_init=None) -> nn.Dense:
+    """A dense layer with logical axes; kernel N(0, initializer_range) as BERT unless given."""
     return nn.Dense(
         features,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), axes),
+        kernel_init=nn.with_logical_partitioning(kernel_init or nn.initializers.normal(cfg.initializer_range), axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
         name=name,
     )
@@ -518,12 +519,10 @@ def join_pretraining_params(networks: dict[str, dict], shared_from: str) -> dict
 
 class ClassificationHead(nn.Module):
     """HF's `ElectraClassificationHead`: [CLS] -> dropout -> dense(hidden) -> gelu -> dropout
-    -> out_proj(num_labels).
+    -> out_proj(num_labels). The default, because a fine-tuned model exports to
+    `ElectraForSequenceClassification` and predicts the same there.
 
-    The original TF fine-tuning code (google-research/electra `classification_tasks.py`)
-    instead takes BERT's pooler output (dense(hidden) + tanh on [CLS], never trained during
-    ELECTRA pretraining) -> dropout -> dense(num_labels). We keep HF's layout so a fine-tuned
-    model exports to `ElectraForSequenceClassification` and predicts the same there.
+    The original TF fine-tuning code has one dense layer instead: `OriginalClassificationHead`.
     """
 
     config: ElectraConfig
@@ -539,18 +538,42 @@ class ClassificationHead(nn.Module):
         return _dense(self.num_labels, (None, None), cfg, "out_proj")(cls_vector)  # [B, num_labels]
 
 
+class OriginalClassificationHead(nn.Module):
+    """google-research/electra's head (`classification_tasks.py`): the raw final [CLS] vector
+    -> dropout -> dense(num_labels). ELECTRA's `get_pooled_output` is `sequence_output[:, 0]`:
+    unlike BERT's there is no pooler dense + tanh. The kernel is Glorot-uniform, the default of
+    the `tf.layers.dense` it uses. transformers has no class with this head, so it does not
+    export to `ElectraForSequenceClassification`."""
+
+    config: ElectraConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, hidden: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        cls_vector = nn.Dropout(cfg.hidden_dropout)(hidden[:, 0], deterministic=deterministic)  # [B, H]
+        out = _dense(self.num_labels, ("hidden", None), cfg, "out_proj", nn.initializers.glorot_uniform())
+        return out(cls_vector)  # [B, num_labels]
+
+
+# config value -> the [CLS] head of SequenceClassifier
+CLASSIFIER_HEADS = {"hf": ClassificationHead, "original": OriginalClassificationHead}
+
+
 class SequenceClassifier(nn.Module):
-    """HF `ElectraForSequenceClassification`: the discriminator encoder + a [CLS] head.
+    """HF `ElectraForSequenceClassification`: the discriminator encoder + a [CLS] head
+    (`head`: a CLASSIFIER_HEADS key).
 
     Returns [B, num_labels] logits (num_labels=1: a regression score, as STS-B).
     """
 
     config: ElectraConfig
     num_labels: int
+    head: str = "hf"
 
     def setup(self):
         self.electra = ElectraModel(self.config)
-        self.classifier = ClassificationHead(self.config, self.num_labels)
+        self.classifier = CLASSIFIER_HEADS[self.head](self.config, self.num_labels)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, deterministic=True):
         hidden = self.electra(input_ids, attention_mask, token_type_ids, deterministic)

@@ -578,3 +578,43 @@ def test_bias_correction_reaches_the_fine_tuning_optimizer(bias_correction):
     if bias_correction:
         m, v = m / 0.1, v / 0.001
     np.testing.assert_allclose(updates["w"], -1e-3 * m / (np.sqrt(v) + config.eps), rtol=1e-5)
+
+
+def test_original_head_is_dropout_and_one_glorot_dense_on_the_raw_cls_vector(hf_init):
+    """classifier_head=original: logits = hidden[:, 0] @ W + b (no pooler dense or tanh), W
+    Glorot-uniform (bound sqrt(6 / (fan_in + fan_out))), b zero, dropout in training only."""
+    pretrained = loading.load_network(hf_init, network="encoder")
+    cfg = pretrained.model_config
+    net = model.SequenceClassifier(cfg, 3, head="original")
+    params = glue.init_classifier_params(net, pretrained.encoder_params, jax.random.PRNGKey(0), 16)
+    assert set(params["classifier"]) == {"out_proj"}
+    kernel, bias = params["classifier"]["out_proj"]["kernel"], params["classifier"]["out_proj"]["bias"]
+    np.testing.assert_array_equal(bias, np.zeros(3))
+    ids = np.array([[2, 5, 6, 7, 3, 0], [2, 8, 9, 3, 10, 3]], np.int32)
+    mask = (ids != 0).astype(np.int32)
+    types = np.array([[0] * 6, [0, 0, 0, 0, 1, 1]], np.int32)
+    hidden = model.ElectraModel(cfg).apply({"params": params["electra"]}, ids, mask, types)
+    logits = net.apply({"params": params}, ids, mask, types)
+    np.testing.assert_allclose(logits, np.asarray(hidden[:, 0]) @ kernel + bias, rtol=1e-5, atol=1e-6)
+    train_logits = net.apply({"params": params}, ids, mask, types, False, rngs={"dropout": jax.random.PRNGKey(1)})
+    assert not np.allclose(train_logits, logits)
+    # the init, on a head wide enough to measure: uniform in +-bound, std bound / sqrt(3)
+    wide = model.OriginalClassificationHead(model.ElectraConfig(vocab_size=8, hidden_size=256), 64)
+    hidden = np.zeros((1, 1, 256), np.float32)
+    wide_kernel = model.nn.meta.unbox(wide.init(jax.random.PRNGKey(2), hidden, True))["params"]["out_proj"]["kernel"]
+    bound = np.sqrt(6 / (256 + 64))
+    assert np.abs(wide_kernel).max() <= bound
+    np.testing.assert_allclose(np.std(wide_kernel), bound / np.sqrt(3), rtol=0.03)
+
+
+def test_original_head_fine_tunes_and_refuses_an_export(tmp_path, glue_dir, hf_init):
+    config = small_run_config(glue_dir, hf_init, task="stsb", num_epochs=6.0, classifier_head="original")
+    with pytest.raises(ValueError, match="has no transformers class.*save_models=False"):
+        glue.run(config, str(tmp_path / "refused"))
+    config.save_models = False
+    stsb = glue.run(config, str(tmp_path / "original"))["tasks"]["stsb"]
+    losses = [entry["loss"] for entry in stsb["runs"][0]["log"]]
+    assert losses[-1] < 0.5 * losses[0]
+    config.classifier_head = "pooler"
+    with pytest.raises(ValueError, match=r"classifier_head='pooler'; choose one of \['hf', 'original'\]"):
+        glue.run(config, str(tmp_path / "bad"))

@@ -33,7 +33,7 @@ from absl import logging
 from etils import epath
 
 from data_pipelines import files
-from electra_jax import loading, model
+from electra_jax import loading
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
@@ -51,6 +51,9 @@ def classify_config() -> ml_collections.ConfigDict:
     c.text_pair_column = ""  # second text of a pair task ("" = single texts)
     c.label_column = "label"  # the class
     c.labels = ""  # comma-separated label set, in id order; "" = the training labels sorted
+    # hf: transformers' head (dense + gelu + out_proj; exports) | original: google-research/
+    # electra's dropout + one Glorot dense on [CLS] (needs save_models=False)
+    c.classifier_head = "hf"
     c.truncation = "head"  # head | tail | head_tail: which tokens of a long text are kept
     return c
 
@@ -251,7 +254,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     test = encode_examples(tokenizer, test_examples, label_ids, config, config.test_file) if test_examples else None
 
     hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
-    net = model.SequenceClassifier(common.finetuning_model_config(config, pretrained), len(labels))
+    net = common.sequence_classifier(config, pretrained, len(labels))
     program = common.build_program(config, net, classification_loss, hyper, len(train_examples))
     logging.info("classify: %d training examples, labels %s, %s", len(train_examples), labels, hyper)
 

@@ -99,6 +99,20 @@ def finetuning_model_config(config, pretrained: loading.Network) -> model.Electr
     return dataclasses.replace(pretrained.model_config, hidden_dropout=config.dropout, attention_dropout=config.dropout)
 
 
+def sequence_classifier(config, pretrained: loading.Network, num_labels: int) -> model.SequenceClassifier:
+    """The [CLS] classifier of GLUE and classify, with the head `config.classifier_head` picks."""
+    head = config.classifier_head
+    if head not in model.CLASSIFIER_HEADS:
+        raise ValueError(f"classifier_head={head!r}; choose one of {sorted(model.CLASSIFIER_HEADS)}")
+    if head == "original" and config.save_models:
+        raise ValueError(
+            "classifier_head='original' (dropout + one dense on [CLS]) has no transformers class: "
+            "ElectraForSequenceClassification's head is dense + gelu + out_proj. Set "
+            "--config.save_models=False, or keep --config.classifier_head=hf to export"
+        )
+    return model.SequenceClassifier(finetuning_model_config(config, pretrained), num_labels, head)
+
+
 # ---------------------------------------------------------------------------- outputs
 
 
