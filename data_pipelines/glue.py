@@ -8,7 +8,7 @@ Both sources give the same list of `GlueExample`s: `idx` is the row number of th
 `LABELS[task]` (the TFDS ClassLabel order), a float for STS-B, and None on test splits.
 
 Splits: "train", "dev", "test"; MNLI has "train", "dev_matched", "dev_mismatched",
-"test_matched", "test_mismatched".
+"test_matched", "test_mismatched". "ax", the diagnostic set, has "test" only.
 
 TSV layout (`data_dir/<Folder>/<file>`, as GLUE's download script writes it) is read with
 QUOTE_NONE (sentences contain bare double quotes) and utf-8-sig (MRPC's header has a BOM).
@@ -147,15 +147,26 @@ TASKS: dict[str, TaskSpec] = {
     "rte": _pair_task("RTE", _NLI_2, "sentence1", "sentence2"),
     "wnli": _pair_task("WNLI", _BINARY, "sentence1", "sentence2"),
 }
-# Label names per task, in the order of the integer labels (TFDS ClassLabel order);
+# GLUE's diagnostic set (AX): MNLI-style pairs with a test split only. The leaderboard
+# expects its predictions from the MNLI model (TFDS glue/ax; TSV diagnostic/diagnostic.tsv).
+DIAGNOSTIC = TaskSpec(
+    "diagnostic",
+    TASKS["mnli"].labels,
+    "premise",
+    "hypothesis",
+    {"test": TsvLayout("diagnostic.tsv", True, 3, text_a=1, text_b=2, idx=0)},
+)
+# every readable set: the nine tasks and "ax"
+_SPECS: dict[str, TaskSpec] = {**TASKS, "ax": DIAGNOSTIC}
+# Label names per set, in the order of the integer labels (TFDS ClassLabel order);
 # None for the regression task STS-B.
-LABELS: dict[str, tuple[str, ...] | None] = {task: spec.labels for task, spec in TASKS.items()}
+LABELS: dict[str, tuple[str, ...] | None] = {task: spec.labels for task, spec in _SPECS.items()}
 
 
 def _task_spec(task: str, split: str) -> TaskSpec:
-    if task not in TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; use one of {sorted(TASKS)}")
-    spec = TASKS[task]
+    if task not in _SPECS:
+        raise ValueError(f"unknown GLUE task {task!r}; use one of {sorted(_SPECS)}")
+    spec = _SPECS[task]
     if split not in spec.layouts:
         raise ValueError(f"unknown split {split!r} for {task}; use one of {list(spec.layouts)}")
     return spec
@@ -182,7 +193,7 @@ def _decode(value) -> str:
 def _examples_from_tfds(builder, task: str, split: str) -> list[GlueExample]:
     import tensorflow_datasets as tfds
 
-    spec = TASKS[task]
+    spec = _SPECS[task]
     is_test = split.startswith("test")
     examples = []
     for row in tfds.as_numpy(builder.as_dataset(split=_tfds_split(split))):
@@ -252,7 +263,7 @@ def _mrpc_rows_from_msr(folder: str, split: str) -> list[tuple[str, int, list[st
 
 
 def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample]:
-    spec = TASKS[task]
+    spec = _SPECS[task]
     layout = spec.layouts[split]
     folder = os.path.join(data_dir, spec.folder)
     path = os.path.join(folder, layout.file_name)

@@ -129,7 +129,7 @@ def init_train_state(trainer: Pretrainer) -> optim.TrainState:
         )
 
 
-def _start_from_source(trainer: Pretrainer, random_state: optim.TrainState) -> optim.TrainState:
+def start_from_source(trainer: Pretrainer, random_state: optim.TrainState) -> optim.TrainState:
     """The weights `config.init` names (random where it has none, e.g. a fresh generator),
     a fresh optimizer state, step 0."""
     params, _ = init_from.initial_params(trainer.config, random_state.params)
@@ -471,7 +471,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
     else:
         state = init_train_state(trainer)
         if init_from.is_set(config):
-            state = _start_from_source(trainer, state)
+            state = start_from_source(trainer, state)
     start_step = int(state.step)
     end_step = config.train.num_steps
     if stop_at_step is not None:  # 0 is a step to stop at, not "no limit"

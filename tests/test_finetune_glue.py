@@ -618,3 +618,69 @@ def test_original_head_fine_tunes_and_refuses_an_export(tmp_path, glue_dir, hf_i
     config.classifier_head = "pooler"
     with pytest.raises(ValueError, match=r"classifier_head='pooler'; choose one of \['hf', 'original'\]"):
         glue.run(config, str(tmp_path / "bad"))
+
+
+# ---------------------------------------------------------------------------- MNLI: AX and the MNLI-init trick
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+@pytest.fixture(scope="module")
+def nli_dir(tmp_path_factory):
+    """MNLI (GLUE's 12 / 16 / 10 columns), RTE and the diagnostic set, from PAIRS."""
+    root = str(tmp_path_factory.mktemp("glue_nli"))
+    rng = np.random.default_rng(0)
+
+    def mnli_rows(n, num_columns, labelled=True):
+        header = tuple(f"column{i}" for i in range(num_columns))
+        rows = []
+        for i in range(n):
+            a, b = PAIRS[i % len(PAIRS)]
+            label = (NLI_LABELS[rng.integers(3)],) if labelled else ()
+            rows.append((str(i), *["x"] * 7, a, b, *["-"] * (num_columns - 10 - len(label)), *label))
+        return [header] + rows
+
+    write_tsv(f"{root}/MNLI/train.tsv", mnli_rows(24, 12))
+    for suffix in ("matched", "mismatched"):
+        write_tsv(f"{root}/MNLI/dev_{suffix}.tsv", mnli_rows(6, 16))
+        write_tsv(f"{root}/MNLI/test_{suffix}.tsv", mnli_rows(4, 10, labelled=False))
+    write_tsv(
+        f"{root}/diagnostic/diagnostic.tsv",
+        [("index", "sentence1", "sentence2")] + [(str(i), *PAIRS[i % len(PAIRS)]) for i in range(7)],
+    )
+    nli = ("entailment", "not_entailment")
+    rte = [(str(i), *PAIRS[i % len(PAIRS)], nli[i % 2]) for i in range(16)]
+    write_tsv(f"{root}/RTE/train.tsv", [("index", "sentence1", "sentence2", "label")] + rte)
+    write_tsv(f"{root}/RTE/dev.tsv", [("index", "sentence1", "sentence2", "label")] + rte[:6])
+    return root
+
+
+def encoder_of(directory):
+    return loading.load_network(directory, network="encoder").encoder_params
+
+
+def test_mnli_writes_ax_and_rte_starts_from_the_mnli_model(tmp_path, nli_dir, hf_init):
+    """MNLI's median run predicts the diagnostic set into AX.tsv (as eval_only on "ax" does
+    from its export); RTE with init=that export fine-tunes its encoder under a new head."""
+    mnli = glue.run(small_run_config(nli_dir, hf_init, task="mnli"), str(tmp_path / "mnli"))["tasks"]["mnli"]
+    assert sorted(os.path.basename(f) for f in mnli["submission_files"]) == ["AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv"]
+    with open(tmp_path / "mnli" / "submission" / "AX.tsv", newline="") as f:
+        ax_rows = list(csv.reader(f, delimiter="\t"))
+    assert ax_rows[0] == ["index", "prediction"] and [r[0] for r in ax_rows[1:]] == [str(i) for i in range(7)]
+    assert {r[1] for r in ax_rows[1:]} <= set(NLI_LABELS)
+    mnli_model = str(tmp_path / "mnli" / "mnli" / f"seed_{mnli['median_seed']}")
+    evaluated = glue.evaluate_finetuned(
+        small_run_config(nli_dir, mnli_model, task="mnli", eval_only=True, eval_split="ax"), str(tmp_path / "eval")
+    )
+    with open(evaluated["submission_file"], newline="") as f:
+        assert list(csv.reader(f, delimiter="\t")) == ax_rows
+
+    # lr ~0: the RTE export keeps the MNLI encoder, which fine-tuning on MNLI moved from hf_init
+    rte_config = small_run_config(nli_dir, mnli_model, task="rte", learning_rate=1e-30, predict_test=False)
+    rte = glue.run(rte_config, str(tmp_path / "rte"))["tasks"]["rte"]
+    assert rte["hyperparameters"]["num_train_examples"] == 16
+    rte_model = str(tmp_path / "rte" / "rte" / "seed_0")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, encoder_of(rte_model), encoder_of(mnli_model))
+    moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), encoder_of(mnli_model), encoder_of(hf_init))
+    assert any(jax.tree_util.tree_leaves(moved))
+    assert loading.load_network(rte_model, network="encoder").classifier_params["out_proj"]["kernel"].shape[-1] == 2

@@ -139,7 +139,7 @@ def test_step_zero_metrics_equal_transformers_on_the_same_masked_batch(data, pai
     assert (config.model.hidden_size, config.model.num_heads, config.model.generator_hidden_fraction) == (48, 3, 0.25)
     assert config.data.tokenizer == os.path.join(disc_dir, "vocab.txt")  # the vocabulary came along
     trainer = pretrain.make_pretrainer(config)
-    state = pretrain._start_from_source(trainer, pretrain.init_train_state(trainer))
+    state = pretrain.start_from_source(trainer, pretrain.init_train_state(trainer))
     assert int(state.step) == 0
     batches = list(input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh)))
     ours = pretrain.evaluate(trainer, state, batches, eval_seed=7)

@@ -24,7 +24,7 @@ import pytest
 
 from data_pipelines import build_shards
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, cli, presets, pretrain, sharding
+from electra_jax import checkpoints, cli, init_from, presets, pretrain, sharding
 
 pytestmark = pytest.mark.integration  # every test here runs subprocesses
 
@@ -86,9 +86,9 @@ def overrides(train_files, num_steps, **changes):
     }
 
 
-def reference_config(train_files, num_steps):
+def reference_config(train_files, num_steps, **changes):
     config = presets.pretraining_config("tiny")
-    for key, value in overrides(train_files, num_steps).items():
+    for key, value in overrides(train_files, num_steps, **changes).items():
         section, name = key.split(".")
         config[section][name] = value
     return config
@@ -174,6 +174,8 @@ def reference_run(config, num_steps):
     Returns the trainer, the losses and the host parameters after every step."""
     trainer = pretrain.make_pretrainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
     state = pretrain.init_train_state(trainer)
+    if init_from.is_set(config):
+        state = pretrain.start_from_source(trainer, state)
     hosts = [
         data.make_pretraining_iterator(
             config.data.train_files,
@@ -266,6 +268,27 @@ def test_two_processes_resume_like_one(first_run):
     steps, restored = restore_single_process(workdir, trainer, NUM_STEPS)
     assert steps == [FIRST_STOP, NUM_STEPS]
     assert_params_close(restored, ref_params[NUM_STEPS])
+
+
+@pytest.mark.slow
+def test_two_processes_start_from_another_run_like_one(first_run, tmp_path):
+    """init.workdir on two hosts: each process places its fsdp shards of the source's
+    step-3 weights under a fresh optimizer and schedule, as one process does. Were init
+    ignored on either host, its losses would be those of random init."""
+    source, train_files, _ = first_run
+    init = {"init.workdir": source, "init.step": FIRST_STOP}
+    workdir = str(tmp_path / "continued")
+    os.makedirs(workdir)
+    procs = start_processes(workdir, train_files, FIRST_STOP, **init)
+    try:
+        _, ref_losses, _ = reference_run(reference_config(train_files, FIRST_STOP, **init), FIRST_STOP)
+    finally:
+        wait_all(procs, workdir, timeout=300)
+    logged = logged_train_steps(workdir)
+    assert [row["step"] for row in logged] == list(range(1, FIRST_STOP + 1))
+    np.testing.assert_allclose([row["loss"] for row in logged], ref_losses, rtol=1e-5)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["init"]["workdir"] == source
 
 
 @pytest.mark.slow

@@ -13,7 +13,11 @@ Each task is fine-tuned `seeds` times; the median of every metric is reported (a
 ELECTRA paper does), each run is exported as a transformers `ElectraForSequenceClassification`
 directory (`WORKDIR/<task>/seed_<k>/`, tokenizer included), and the run with the median dev
 score writes the test-set predictions in the GLUE leaderboard's format
-(`WORKDIR/submission/<Task>.tsv`). `WORKDIR/results.json` and `results.md` hold the numbers.
+(`WORKDIR/submission/<Task>.tsv`; MNLI's also predicts the diagnostic set, AX.tsv).
+`WORKDIR/results.json` and `results.md` hold the numbers.
+
+The paper's trick for RTE, STS-B and MRPC, starting from the MNLI-fine-tuned model, is
+`init=WORKDIR/mnli/seed_<median_seed>`: its encoder under a new head.
 """
 
 from __future__ import annotations
@@ -49,10 +53,16 @@ DEV_SPLITS = {
     else ((task, "dev"),)
     for task in glue_data.TASKS
 }
+# task -> (key, GLUE set read, split) of the test sets it predicts: MNLI's model also
+# predicts the diagnostic set (AX), as the leaderboard expects
 TEST_SPLITS = {
-    task: (("mnli_matched", "test_matched"), ("mnli_mismatched", "test_mismatched"))
+    task: (
+        ("mnli_matched", "mnli", "test_matched"),
+        ("mnli_mismatched", "mnli", "test_mismatched"),
+        ("ax", "ax", "test"),
+    )
     if task == "mnli"
-    else ((task, "test"),)
+    else ((task, task, "test"),)
     for task in glue_data.TASKS
 }
 # metrics key -> the file name the GLUE leaderboard expects in a submission zip
@@ -67,6 +77,7 @@ SUBMISSION_FILES = {
     "qnli": "QNLI.tsv",
     "rte": "RTE.tsv",
     "wnli": "WNLI.tsv",
+    "ax": "AX.tsv",
 }
 STSB_RANGE = (0.0, 5.0)  # STS-B gold scores; predictions are clipped to it for submission
 
@@ -90,7 +101,7 @@ def glue_config() -> ml_collections.ConfigDict:
     c.classifier_head = "hf"
     c.predict_test = True  # write leaderboard files for the test split when it is available
     c.eval_only = False  # score the fine-tuned `init` on `eval_split` instead of training
-    c.eval_split = "dev"  # eval_only: dev | test (MNLI: dev_matched, test_mismatched, ...)
+    c.eval_split = "dev"  # eval_only: dev | test (MNLI: dev_matched, test_mismatched, ..., ax)
     return c
 
 
@@ -236,13 +247,16 @@ def write_submission(path: str, idx: np.ndarray, predictions: np.ndarray, task: 
 
 
 def _load_test_splits(config, task: str, tokenizer) -> dict[str, dict[str, np.ndarray]]:
+    """key -> features of each test set of `task` that is available (a missing one is logged)."""
     if not config.predict_test:
         return {}
-    try:
-        return {key: load_split(config, task, split, tokenizer) for key, split in TEST_SPLITS[task]}
-    except FileNotFoundError as e:
-        logging.warning("%s: no test split (%s); no leaderboard file written", task, e)
-        return {}
+    test = {}
+    for key, source, split in TEST_SPLITS[task]:
+        try:
+            test[key] = load_split(config, source, split, tokenizer)
+        except FileNotFoundError as e:
+            logging.warning("%s: no %s %s split (%s); no %s written", task, source, split, e, SUBMISSION_FILES[key])
+    return test
 
 
 def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) -> dict[str, Any]:
@@ -365,11 +379,13 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
             f"{config.init} was fine-tuned on {trained_task!r}, not {task!r}; set --config.task={trained_task}"
         )
     split = config.eval_split
-    key_of_split = {s: key for key, s in (*DEV_SPLITS[task], *TEST_SPLITS[task])}
-    if split not in key_of_split:
-        raise ValueError(f"eval_split={split!r} for {task}; use one of {list(key_of_split)}")
-    key = key_of_split[split]
-    features = load_split(config, task, split, pretrained.tokenizer)
+    # eval_split -> (key, GLUE set, its split); AX is MNLI's eval_split "ax"
+    choices = {s: (key, task, s) for key, s in DEV_SPLITS[task]}
+    choices |= {s if source == task else source: (key, source, s) for key, source, s in TEST_SPLITS[task]}
+    if split not in choices:
+        raise ValueError(f"eval_split={split!r} for {task}; use one of {list(choices)}")
+    key, source, source_split = choices[split]
+    features = load_split(config, source, source_split, pretrained.tokenizer)
     net = model.SequenceClassifier(pretrained.model_config, glue_data.num_labels(task))
     params = {"electra": pretrained.encoder_params, "classifier": pretrained.classifier_params}
     logits = predict_logits(
@@ -377,7 +393,7 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     )
     predictions = predictions_from_logits(logits, is_regression(task))
     result: dict[str, Any] = {"init": config.init, "task": task, "split": split, "num_examples": len(predictions)}
-    if split.startswith("test"):
+    if source_split.startswith("test"):
         result["submission_file"] = submission_path(key, workdir)
         write_submission(result["submission_file"], features["idx"], predictions, task)
     else:
