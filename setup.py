@@ -22,7 +22,7 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.16",  # the summary writer (flax.metrics.tensorboard) and `tensorboard --logdir`
 ]
 
-# Word boundaries of Chinese text for whole-word masking (build_shards --word_segmenter=jieba).
+# Word boundaries of Chinese text for whole-word masking (build_shards word_segmenter=jieba).
 CHINESE_REQUIRE = ["jieba>=0.42"]
 
 TEST_REQUIRES = [

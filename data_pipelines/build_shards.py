@@ -28,8 +28,8 @@ Determinism, parallelism, resume:
 * invalid UTF-8 lines are skipped and counted (or rejected, `on_invalid_utf8="error"`).
 
 CLI:
-    python -m data_pipelines.build_shards --input='corpus/*.txt' --tokenizer=spm.model \\
-        --output_dir=shards --max_seq_length=128 --num_shards=16 --num_processes=2
+    python -m data_pipelines.build_shards --config.inputs='corpus/*.txt' --config.tokenizer_path=spm.model \\
+        --config.output_dir=shards --config.max_seq_length=128 --config.num_shards=16
 """
 
 import dataclasses
@@ -40,7 +40,8 @@ import random
 import time
 from typing import Sequence
 
-from absl import app, flags, logging
+import ml_collections
+from absl import logging
 
 from data_pipelines import errors, files, text_files, words
 from data_pipelines import tokenizer as tokenizer_lib
@@ -255,7 +256,7 @@ def _check_build_config(output_dir: str, build_config: dict) -> None:
         if changed:
             raise ValueError(
                 f"{output_dir} holds shards built with different settings ({', '.join(changed)} "
-                "changed); use a new --output_dir or delete the old one"
+                "changed); use a new output_dir or delete the old one"
             )
     else:
         files.write_json(path, build_config, sort_keys=True)
@@ -278,8 +279,8 @@ def check_documents(paths: Sequence[str], num_slots: int, *, enough: bool = Fals
     if stats.documents < num_slots:
         raise ValueError(
             f"the corpus has {stats.documents} documents, fewer than the {num_slots} shards "
-            "asked for; lower --num_shards / --num_eval_shards"
-            + (" or pass --document_boundary=blank_line" if reading.get("document_boundary") == "file" else "")
+            "asked for; lower num_shards / num_eval_shards"
+            + (" or set document_boundary=blank_line" if reading.get("document_boundary") == "file" else "")
         )
     return stats
 
@@ -382,7 +383,7 @@ def build_shards(
     if word_segmenter == "pieces" and summary["pieces_per_word"] > MAX_PIECES_PER_WORD:
         logging.warning(
             "a word averages %.1f pieces by the tokenizer's marks: text without spaces? "
-            "Whole-word masking would mask whole sentences; build with --word_segmenter=jieba "
+            "Whole-word masking would mask whole sentences; build with word_segmenter=jieba "
             "for Chinese",
             summary["pieces_per_word"],
         )
@@ -393,7 +394,7 @@ def build_shards(
             f"[UNK], {summary['invalid_utf8_lines']} lines were invalid UTF-8, "
             f"{summary['truncated_tokens']} tokens were dropped; see {output_dir}/{SUMMARY_FILE}. "
             "Fix the tokenizer (a vocabulary for this script; character_coverage=0.9995 and more "
-            "pieces for CJK) or the encoding, or rerun with a higher --max_lost_fraction to keep "
+            "pieces for CJK) or the encoding, or rerun with a higher max_lost_fraction to keep "
             "these shards"
         )
     return summary
@@ -438,49 +439,34 @@ def _summarize(shard_stats: list[dict], text_stats: text_files.TextStats, max_se
     }
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def build_shards_config() -> ml_collections.ConfigDict:
+    """The CLI's settings: `build_shards`'s arguments."""
+    c = ml_collections.ConfigDict()
+    c.inputs = ""  # comma-separated text files or globs
+    c.tokenizer_path = ""  # sentencepiece *.model or WordPiece vocab.txt
+    c.output_dir = ""  # where the shards go
+    c.max_seq_length = 128  # tokens per example
+    c.num_shards = 8  # training shards (train-*)
+    c.num_eval_shards = 0  # extra held-out shards (eval-*)
+    c.seed = 0  # seed of the document order and of the held-out split
+    c.num_processes = os.cpu_count() or 1  # worker processes
+    c.document_boundary = "blank_line"  # what ends a document: text_files.DOCUMENT_BOUNDARIES
+    c.sentence_boundary = "punctuation"  # where sentences end: punctuation | line
+    c.word_segmenter = "pieces"  # word starts for whole-word masking: words.WORD_SEGMENTERS
+    c.on_invalid_utf8 = "skip"  # lines that are not UTF-8: text_files.INVALID_UTF8_POLICIES
+    c.max_lost_fraction = DEFAULT_MAX_LOST_FRACTION  # fail above this fraction of the corpus not in the shards
+    return c
+
+
+def main(config, arguments) -> None:
+    del arguments
     logging.set_verbosity(logging.INFO)
-    values = flags.FLAGS
-    summary = build_shards(
-        values.input,
-        values.output_dir,
-        tokenizer_path=values.tokenizer,
-        max_seq_length=values.max_seq_length,
-        num_shards=values.num_shards,
-        num_eval_shards=values.num_eval_shards,
-        seed=values.seed,
-        num_processes=values.num_processes,
-        document_boundary=values.document_boundary,
-        sentence_boundary=values.sentence_boundary,
-        word_segmenter=values.word_segmenter,
-        on_invalid_utf8=values.on_invalid_utf8,
-        max_lost_fraction=values.max_lost_fraction,
-    )
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(build_shards(**config.to_dict()), indent=2))
 
 
 def run() -> None:
-    """The CLI. Its flags are defined here, not at import: prepare_data imports this module."""
-    flags.DEFINE_string("input", None, "Comma-separated text files or globs.", required=True)
-    flags.DEFINE_string("tokenizer", None, "sentencepiece *.model or WordPiece vocab.txt.", required=True)
-    flags.DEFINE_string("output_dir", None, "Where the shards go.", required=True)
-    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
-    flags.DEFINE_integer("num_shards", 8, "Training shards (train-*).")
-    flags.DEFINE_integer("num_eval_shards", 0, "Extra held-out shards (eval-*).")
-    flags.DEFINE_integer("seed", 0, "Seed of the document order and of the held-out split.")
-    flags.DEFINE_integer("num_processes", os.cpu_count() or 1, "Worker processes.")
-    flags.DEFINE_enum("document_boundary", "blank_line", text_files.DOCUMENT_BOUNDARIES, "What ends a document.")
-    flags.DEFINE_enum(
-        "sentence_boundary", "punctuation", text_files.SENTENCE_BOUNDARIES, "Where sentences end: punctuation or lines."
-    )
-    flags.DEFINE_enum("word_segmenter", "pieces", words.WORD_SEGMENTERS, "Word starts for whole-word masking.")
-    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
-    flags.DEFINE_float(
-        "max_lost_fraction", DEFAULT_MAX_LOST_FRACTION, "Fail above this fraction of the corpus not in the shards."
-    )
-    app.run(errors.one_line_errors(main))
+    """The CLI (`python -m data_pipelines.build_shards`)."""
+    errors.run_tool(build_shards_config(), main, required=("inputs", "tokenizer_path", "output_dir"))
 
 
 if __name__ == "__main__":

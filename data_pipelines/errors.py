@@ -1,9 +1,15 @@
-"""How every command-line tool reports an error it expects: one line naming the problem
-and its fix (and a line for each cause), exit status 1, no traceback. Unexpected
-exceptions (a bug: TypeError, KeyError, an XLA error, ...) keep their traceback, and
-ELECTRA_JAX_TRACEBACK=1 shows it for every error.
+"""How every command-line tool takes its settings and reports an error it expects.
 
-    app.run(errors.one_line_errors(main))
+Settings: an ml_collections config, overridden as `--config.KEY=VALUE` (locked, so a
+mistyped key is an error naming it). A small tool's config is its defaults in code
+(`run_tool`); the training and fine-tuning CLIs read a config file (electra_jax/cli.py).
+
+Errors: one line naming the problem and its fix (and a line for each cause), exit status 1,
+no traceback. Unexpected exceptions (a bug: TypeError, KeyError, an XLA error, ...) keep
+their traceback, and ELECTRA_JAX_TRACEBACK=1 shows it for every error.
+
+    errors.run_tool(export_config(), main, required=("workdir", "out"))
+    app.run(errors.one_line_errors(main))  # a CLI with a config file
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable, NoReturn, Sequence
+
+from absl import app
+from ml_collections import config_flags
 
 # The exceptions our checks raise with a message meant for the user.
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError)
@@ -42,3 +51,42 @@ def one_line_errors(main: Callable) -> Callable:
             sys.exit(1)
 
     return wrapped
+
+
+def exit_on_unknown_override(error: BaseException, argv: Sequence[str]) -> NoReturn:
+    """Reports ml_collections' bare AttributeError / KeyError for `--config.typo=1` as one
+    line naming the override, and exits 1."""
+    while error.args and isinstance(error.args[0], BaseException):  # AttributeError(KeyError)
+        error = error.args[0]
+    # ml_collections' message: "'key'" and maybe a line 'Did you mean "x" instead of "y"?'
+    missing, _, hint = str(error.args[0] if error.args else error).partition("\n")
+    missing = missing.strip("'\"")
+    overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+    named = [arg for arg in overrides if missing in arg[len("--config.") :].split(".")]
+    message = f"{' '.join(named) or 'a --config override'} names {missing!r}, which the config does not have. {hint}"
+    sys.stderr.write(f"FATAL Flags parsing error: {message.strip()}\n")
+    sys.exit(1)
+
+
+def run_tool(
+    config, main: Callable[[Any, list[str]], Any], required: Sequence[str] = (), takes_arguments: bool = False
+) -> None:
+    """The CLI of a tool whose settings are `config` (its defaults): `--config.KEY=VALUE`
+    overrides, the `required` keys checked (non-empty) before `main(config, arguments)` runs,
+    errors reported as one line. `arguments` are the positional ones (refused unless
+    `takes_arguments`)."""
+    try:  # ml_collections applies sys.argv's overrides while defining the flag
+        holder = config_flags.DEFINE_config_dict("config", config, lock_config=True)
+    except (AttributeError, KeyError) as error:
+        exit_on_unknown_override(error, sys.argv)
+
+    def checked_main(argv):
+        arguments = list(argv[1:])
+        if arguments and not takes_arguments:
+            raise app.UsageError(f"unexpected arguments: {arguments}")
+        missing = [f"--config.{key}" for key in required if holder.value[key] in ("", None)]
+        if missing:
+            raise app.UsageError(f"{' and '.join(missing)} must be set")
+        return main(holder.value, arguments)
+
+    app.run(one_line_errors(checked_main))

@@ -1,18 +1,18 @@
 """One command from text to training data: corpus -> sentencepiece tokenizer -> shards.
 
-    python -m data_pipelines.prepare_data --output_dir=data/default          # embedded corpus
-    python -m data_pipelines.prepare_data --output_dir=data/books \\
-        --input='../shared/data/gutenberg_nltk/*.txt,../shared/data/wikitext-2/*.txt' \\
-        --document_boundary=file --vocab_size=16000
-    python -m data_pipelines.prepare_data --output_dir=data/books_wp --input=... \
-        --tokenizer=electra-small-discriminator/vocab.txt   # a released model's vocabulary
+    python -m data_pipelines.prepare_data --config.output_dir=data/default   # embedded corpus
+    python -m data_pipelines.prepare_data --config.output_dir=data/books \\
+        --config.inputs='../shared/data/gutenberg_nltk/*.txt,../shared/data/wikitext-2/*.txt' \\
+        --config.document_boundary=file --config.vocab_size=16000
+    python -m data_pipelines.prepare_data --config.output_dir=data/books_wp --config.inputs=... \\
+        --config.tokenizer=electra-small-discriminator/vocab.txt   # a released model's vocabulary
 
-Without --input it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
+Without inputs it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
 `output_dir/corpus.txt`. It writes `output_dir/spm.model` and
 `output_dir/shards/{train,eval}-*.tfrecord`, then prints the config overrides to train on
 them. Rerunning resumes: an existing spm.model is reused and finished shards are skipped.
 A rerun with other settings, or after an input file changed (size or mtime), is refused
-with the changed names (`prepare_settings.json` records them); `--rebuild` starts anew.
+with the changed names (`prepare_settings.json` records them); `rebuild` starts anew.
 """
 
 import json
@@ -21,7 +21,8 @@ import shutil
 import time
 from typing import Sequence
 
-from absl import app, flags, logging
+import ml_collections
+from absl import logging
 
 from data_pipelines import build_shards as build_lib
 from data_pipelines import default_corpus, errors, files, text_files, words
@@ -53,13 +54,13 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
         if changed:
             raise ValueError(
                 f"{output_dir} was prepared with other settings or inputs ({', '.join(changed)} "
-                "changed; see its prepare_settings.json); use a new --output_dir, or "
-                "--rebuild to replace its tokenizer and shards"
+                "changed; see its prepare_settings.json); use a new output_dir, or "
+                "rebuild=True (--config.rebuild=True) to replace its tokenizer and shards"
             )
     elif os.path.exists(os.path.join(output_dir, "spm.model")):
         logging.warning(
             "%s has a tokenizer but no %s (prepared by an older version): reusing it "
-            "unchecked; --rebuild makes it anew",
+            "unchecked; rebuild=True makes it anew",
             output_dir,
             SETTINGS_FILE,
         )
@@ -96,12 +97,13 @@ def prepare_data(
     `output_dir` resumes; with other settings or changed inputs it is refused unless `rebuild`."""
     timings = {}
     start = time.perf_counter()
-    if inputs is None:
+    if not inputs:
         inputs = os.path.join(output_dir, "corpus.txt")
         if not os.path.exists(inputs):
             default_corpus.write_default_corpus(inputs)
     timings["corpus_seconds"] = round(time.perf_counter() - start, 2)
     paths = text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
+    words.check_segmenter(word_segmenter)
     # Before anything is written or trained: a corpus of too few documents fails in seconds.
     build_lib.check_documents(
         paths,
@@ -198,67 +200,37 @@ def prepare_data(
     }
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def prepare_data_config() -> ml_collections.ConfigDict:
+    """The CLI's settings: `prepare_data`'s arguments."""
+    c = ml_collections.ConfigDict()
+    c.output_dir = ""  # where the tokenizer and shards go
+    c.inputs = ""  # comma-separated text files or globs; "" = the embedded default corpus
+    c.tokenizer = ""  # an existing vocab.txt or sentencepiece .model to build with ("" = train one)
+    c.vocab_size = 8192  # sentencepiece pieces; must equal config.model.vocab_size
+    c.model_type = "unigram"  # sentencepiece model type: tokenizer.MODEL_TYPES
+    c.max_seq_length = 128  # tokens per example
+    c.num_shards = 8  # training shards (train-*)
+    c.num_eval_shards = 1  # held-out shards (eval-*)
+    c.num_processes = os.cpu_count() or 1  # worker processes
+    c.seed = 0  # seed of the tokenizer's sentence sample, the document order and the split
+    c.document_boundary = "blank_line"  # "file" for hard-wrapped books whose blank lines part paragraphs
+    c.word_segmenter = "pieces"  # word starts for whole-word masking: words.WORD_SEGMENTERS
+    c.max_lost_fraction = build_lib.DEFAULT_MAX_LOST_FRACTION  # fail above this fraction not in the shards
+    c.rebuild = False  # replace the tokenizer and shards of an output_dir prepared otherwise
+    return tokenizer_lib.add_text_options(c)
+
+
+def main(config, arguments) -> None:
+    del arguments
     logging.set_verbosity(logging.INFO)
-    values = flags.FLAGS
-    result = prepare_data(
-        values.output_dir,
-        inputs=values.input,
-        vocab_size=values.vocab_size,
-        max_seq_length=values.max_seq_length,
-        num_shards=values.num_shards,
-        num_eval_shards=values.num_eval_shards,
-        num_processes=values.num_processes,
-        seed=values.seed,
-        model_type=values.model_type,
-        document_boundary=values.document_boundary,
-        sentence_boundary=values.sentence_boundary,
-        word_segmenter=values.word_segmenter,
-        character_coverage=values.character_coverage,
-        lowercase=values.lowercase,
-        on_invalid_utf8=values.on_invalid_utf8,
-        max_lost_fraction=values.max_lost_fraction,
-        rebuild=values.rebuild,
-        tokenizer=values.tokenizer,
-    )
+    result = prepare_data(**config.to_dict())
     print(json.dumps({k: v for k, v in result.items() if k != "config_flags"}, indent=2))
     print("train with:\n  " + " \\\n  ".join(result["config_flags"]))
 
 
 def run() -> None:
     """The CLI (`electra-jax-prepare-data`)."""
-    flags.DEFINE_string("output_dir", None, "Where the tokenizer and shards go.", required=True)
-    flags.DEFINE_string("input", None, "Comma-separated text files or globs; default: the embedded corpus.")
-    flags.DEFINE_integer("vocab_size", 8192, "sentencepiece vocabulary; must equal config.model.vocab_size.")
-    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
-    flags.DEFINE_integer("num_shards", 8, "Training shards (train-*).")
-    flags.DEFINE_integer("num_eval_shards", 1, "Held-out shards (eval-*).")
-    flags.DEFINE_integer("num_processes", os.cpu_count() or 1, "Worker processes.")
-    flags.DEFINE_integer("seed", 0, "Seed of the tokenizer's sentence sample, the document order and the split.")
-    flags.DEFINE_enum("model_type", "unigram", tokenizer_lib.MODEL_TYPES, "sentencepiece model type.")
-    flags.DEFINE_enum(
-        "document_boundary",
-        "blank_line",
-        text_files.DOCUMENT_BOUNDARIES,
-        "'file' for hard-wrapped books where blank lines only separate paragraphs.",
-    )
-    tokenizer_lib.define_text_flags()
-    flags.DEFINE_enum("word_segmenter", "pieces", words.WORD_SEGMENTERS, "Word starts for whole-word masking.")
-    flags.DEFINE_float(
-        "max_lost_fraction",
-        build_lib.DEFAULT_MAX_LOST_FRACTION,
-        "Fail above this fraction of the corpus not in the shards.",
-    )
-    flags.DEFINE_string(
-        "tokenizer",
-        None,
-        "An existing vocab.txt or sentencepiece .model (e.g. a released model's) to build the shards with; "
-        "no tokenizer is trained.",
-    )
-    flags.DEFINE_bool("rebuild", False, "Replace the tokenizer and shards of an output_dir prepared otherwise.")
-    app.run(errors.one_line_errors(main))
+    errors.run_tool(prepare_data_config(), main, required=("output_dir",))
 
 
 if __name__ == "__main__":

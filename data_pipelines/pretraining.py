@@ -89,7 +89,7 @@ def shard_seq_length(path: str, word_starts: bool = False) -> int:
         if word_starts and WORD_STARTS not in features:
             raise ValueError(
                 f"shard {path} has no {WORD_STARTS} feature (built by an older version), which "
-                "objective.whole_word_masking needs; rebuild the shards (prepare_data --rebuild, or "
+                "objective.whole_word_masking needs; rebuild the shards (prepare_data with --config.rebuild=True, or "
                 "build_shards into a new directory) or set --config.objective.whole_word_masking=False"
             )
         return len(features["input_ids"].int64_list.value)

@@ -12,7 +12,8 @@ Sentencepiece models trained here put ELECTRA's special tokens at fixed ids
 (bert-base-uncased: [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103).
 
 CLI (train a sentencepiece model):
-    python -m data_pipelines.tokenizer --input='corpus/*.txt' --output=spm.model --vocab_size=8000
+    python -m data_pipelines.tokenizer --config.inputs='corpus/*.txt' --config.output_path=spm.model \
+        --config.vocab_size=8000
 """
 
 import abc
@@ -23,8 +24,8 @@ import re
 import unicodedata
 from typing import Iterable, Iterator, Sequence
 
+import ml_collections
 import numpy as np
-from absl import app, flags
 from etils import epath
 
 from data_pipelines import errors, files, text_files
@@ -513,7 +514,7 @@ def train_sentencepiece(
         if too_high:
             raise ValueError(
                 f"vocab_size={vocab_size} is more than the corpus {inputs!r} supports (at most "
-                f"{too_high.group(2)} for model_type={model_type}); set --vocab_size={too_high.group(2)} "
+                f"{too_high.group(2)} for model_type={model_type}); set vocab_size={too_high.group(2)} "
                 "or lower, or add text"
             ) from None
         too_low = _VOCAB_BELOW_CHARACTERS.search(str(e))
@@ -521,7 +522,7 @@ def train_sentencepiece(
             raise ValueError(
                 f"vocab_size={vocab_size} is less than the {too_low.group(2)} pieces that "
                 f"character_coverage={character_coverage} needs for the characters of {inputs!r} (and "
-                f"the special tokens); raise --vocab_size or lower --character_coverage (0.9995 for CJK)"
+                f"the special tokens); raise vocab_size or lower character_coverage (0.9995 for CJK)"
             ) from None
         raise
     files.write_bytes(output_path, model.getvalue())
@@ -539,49 +540,36 @@ def _iter_sentences(paths: Sequence[str], on_invalid_utf8: str, sentence_boundar
                     yield sentence[start : start + TRAINING_CHUNK_CHARS]
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    values = flags.FLAGS
-    tokenizer = train_sentencepiece(
-        values.input,
-        values.output,
-        vocab_size=values.vocab_size,
-        model_type=values.model_type,
-        input_sentence_size=values.input_sentence_size,
-        character_coverage=values.character_coverage,
-        lowercase=values.lowercase,
-        seed=values.seed,
-        on_invalid_utf8=values.on_invalid_utf8,
-        sentence_boundary=values.sentence_boundary,
-    )
-    print(f"wrote {values.output} ({tokenizer.vocab_size} pieces)")
+def add_text_options(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Settings shared with prepare_data: how the text is read and what the vocabulary covers."""
+    c.on_invalid_utf8 = "skip"  # lines that are not UTF-8: text_files.INVALID_UTF8_POLICIES
+    c.sentence_boundary = "punctuation"  # where sentences end: punctuation | line
+    c.character_coverage = DEFAULT_CHARACTER_COVERAGE  # share of characters with a piece; 0.9995 for CJK
+    c.lowercase = False  # case-fold the text (accents are kept)
+    return c
 
 
-def define_text_flags() -> None:
-    """Flags shared with prepare_data: how the text is read and what the vocabulary covers."""
-    flags.DEFINE_enum("on_invalid_utf8", "skip", text_files.INVALID_UTF8_POLICIES, "Lines that are not UTF-8.")
-    flags.DEFINE_enum(
-        "sentence_boundary", "punctuation", text_files.SENTENCE_BOUNDARIES, "Where sentences end: punctuation or lines."
-    )
-    flags.DEFINE_float(
-        "character_coverage", DEFAULT_CHARACTER_COVERAGE, "Share of characters with a piece; 0.9995 for CJK."
-    )
-    flags.DEFINE_bool("lowercase", False, "Case-fold the text (accents are kept).")
+def tokenizer_config() -> ml_collections.ConfigDict:
+    """The CLI's settings: `train_sentencepiece`'s arguments."""
+    c = ml_collections.ConfigDict()
+    c.inputs = ""  # comma-separated text files or globs
+    c.output_path = ""  # the model to write, ending in .model
+    c.vocab_size = ml_collections.config_dict.placeholder(int)  # pieces, special tokens included
+    c.model_type = "unigram"  # MODEL_TYPES
+    c.input_sentence_size = 2_000_000  # sentences sampled for training; bounds memory on large corpora
+    c.seed = 0  # seed of the sentence sample
+    return add_text_options(c)
+
+
+def main(config, arguments) -> None:
+    del arguments
+    tokenizer = train_sentencepiece(**config.to_dict())
+    print(f"wrote {config.output_path} ({tokenizer.vocab_size} pieces)")
 
 
 def run() -> None:
-    """The CLI. Its flags are defined here, not at import: other CLIs import this module."""
-    flags.DEFINE_string("input", None, "Comma-separated text files or globs.", required=True)
-    flags.DEFINE_string("output", None, "Path of the model to write, ending in .model.", required=True)
-    flags.DEFINE_integer("vocab_size", None, "Pieces in the vocabulary, special tokens included.", required=True)
-    flags.DEFINE_enum("model_type", "unigram", MODEL_TYPES, "sentencepiece model type.")
-    flags.DEFINE_integer(
-        "input_sentence_size", 2_000_000, "Sentences sampled for training; bounds memory on large corpora."
-    )
-    flags.DEFINE_integer("seed", 0, "Seed of the sentence sample.")
-    define_text_flags()
-    app.run(errors.one_line_errors(main))
+    """The CLI (`python -m data_pipelines.tokenizer`)."""
+    errors.run_tool(tokenizer_config(), main, required=("inputs", "output_path", "vocab_size"))
 
 
 if __name__ == "__main__":

@@ -37,12 +37,16 @@ def piece_word_start_table(tokenizer: tokenizer_lib.Tokenizer) -> np.ndarray:
     return table
 
 
+def check_segmenter(segmenter: str) -> None:
+    if segmenter not in WORD_SEGMENTERS:
+        raise ValueError(f"word_segmenter={segmenter!r}; use one of {WORD_SEGMENTERS}")
+
+
 class WordBoundaries:
     """Token ids and their word starts for one sentence at a time, by `segmenter`."""
 
     def __init__(self, tokenizer: tokenizer_lib.Tokenizer, segmenter: str = "pieces"):
-        if segmenter not in WORD_SEGMENTERS:
-            raise ValueError(f"word_segmenter={segmenter!r}; use one of {WORD_SEGMENTERS}")
+        check_segmenter(segmenter)
         self._tokenizer = tokenizer
         self._segmenter = segmenter
         self._table = piece_word_start_table(tokenizer)

@@ -8,10 +8,12 @@ finds `configs/NAME.py` after a plain `pip install .`, and the multi-process sta
 import importlib.resources
 import os
 import sys
-from typing import NoReturn, Optional
+from typing import Optional
 
 from absl import app, logging
 from ml_collections import config_flags
+
+from data_pipelines import errors
 
 CONFIGS_DIR = "configs/"
 
@@ -43,7 +45,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return app.parse_flags_with_usage(_resolve_config_flags(argv))
     except (AttributeError, KeyError) as error:
-        _exit_on_unknown_override(error, argv)
+        errors.exit_on_unknown_override(error, argv)
 
 
 def define_config_file(default: Optional[str], help_text: str):
@@ -55,20 +57,7 @@ def define_config_file(default: Optional[str], help_text: str):
     try:
         return config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
     except (AttributeError, KeyError) as error:
-        _exit_on_unknown_override(error, sys.argv)
-
-
-def _exit_on_unknown_override(error: BaseException, argv: list[str]) -> NoReturn:
-    while error.args and isinstance(error.args[0], BaseException):  # AttributeError(KeyError)
-        error = error.args[0]
-    # ml_collections' message: "'key'" and maybe a line 'Did you mean "x" instead of "y"?'
-    missing, _, hint = str(error.args[0] if error.args else error).partition("\n")
-    missing = missing.strip("'\"")
-    overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
-    named = [arg for arg in overrides if missing in arg[len("--config.") :].split(".")]
-    message = f"{' '.join(named) or 'a --config override'} names {missing!r}, which the config does not have. {hint}"
-    sys.stderr.write(f"FATAL Flags parsing error: {message.strip()}\n")
-    sys.exit(1)
+        errors.exit_on_unknown_override(error, sys.argv)
 
 
 def _on_cloud_tpu_vm() -> bool:

@@ -1,6 +1,7 @@
 """Export a pretraining checkpoint to HuggingFace transformers format.
 
-    python -m electra_jax.export --workdir=DIR [--step=N] --out=HF_DIR [--overwrite]
+    python -m electra_jax.export --config.workdir=DIR --config.out=HF_DIR \
+        [--config.step=N] [--config.overwrite=True]
 
 Writes HF_DIR/discriminator (ElectraForPreTraining; not for an MLM-only run) and
 HF_DIR/generator (ElectraForMaskedLM), each config.json + model.safetensors, plus the
@@ -10,7 +11,8 @@ tokenizer file the run was trained with when the config names one.
 import os
 from typing import Optional
 
-from absl import app, flags, logging
+import ml_collections
+from absl import logging
 from etils import epath
 
 from data_pipelines import errors, files
@@ -57,29 +59,30 @@ def check_export_target(out_dir: str, overwrite: bool) -> None:
     if not overwrite:
         shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
         raise FileExistsError(
-            f"--out={out_dir} is not empty ({len(existing)} entries: {shown}); export into a new or "
-            "empty directory, or pass --overwrite to clear it first"
+            f"{out_dir} is not empty ({len(existing)} entries: {shown}); export into a new or "
+            "empty directory, or pass overwrite=True (--config.overwrite=True) to clear it first"
         )
-    logging.info("--overwrite: clearing %s (%d entries) before the export", out_dir, len(existing))
+    logging.info("overwrite: clearing %s (%d entries) before the export", out_dir, len(existing))
     out.rmtree()
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    values = flags.FLAGS
-    step = export_checkpoint(values.workdir, values.out, values.step, values.overwrite)
-    print(f"exported step {step} to {values.out}")
+def export_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.workdir = ""  # the pretraining workdir to export
+    c.step = ml_collections.config_dict.placeholder(int)  # checkpoint step; None = the latest
+    c.out = ""  # output directory: new or empty, unless overwrite
+    c.overwrite = False  # clear a non-empty out first
+    return c
+
+
+def main(config, arguments):
+    del arguments
+    step = export_checkpoint(config.workdir, config.out, config.step, config.overwrite)
+    print(f"exported step {step} to {config.out}")
 
 
 def run():
-    # Flags are defined here, not at import, so the library function above imports freely.
-    flags.DEFINE_string("workdir", None, "A pretraining workdir.")
-    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_string("out", None, "Output directory: new or empty, unless --overwrite.")
-    flags.DEFINE_bool("overwrite", False, "Clear a non-empty --out first.")
-    flags.mark_flags_as_required(["workdir", "out"])
-    app.run(errors.one_line_errors(main))
+    errors.run_tool(export_config(), main, required=("workdir", "out"))
 
 
 if __name__ == "__main__":

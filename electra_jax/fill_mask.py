@@ -1,7 +1,7 @@
 """Fill-mask with the ELECTRA generator: the top-k tokens for every [MASK] in a text.
 
-    python -m electra_jax.fill_mask --init=DIR "The capital of France is [MASK]."
-    python -m electra_jax.fill_mask --init=PRETRAIN_WORKDIR --init_step=1000 --top_k=10 "..."
+    python -m electra_jax.fill_mask --config.init=DIR "The capital of France is [MASK]."
+    python -m electra_jax.fill_mask --config.init=PRETRAIN_WORKDIR --config.init_step=1000 --config.top_k=10 "..."
 
 `DIR` is a pretraining workdir of `electra_jax.train` (its generator) or a transformers
 `ElectraForMaskedLM` directory (with its vocab.txt / sentencepiece model). In Python:
@@ -15,7 +15,8 @@ import functools
 import json
 from typing import Optional
 
-from absl import app, flags
+import ml_collections
+from absl import app
 
 from data_pipelines import errors
 
@@ -96,23 +97,25 @@ def fill_mask(generator, text: str, top_k: int = 5) -> list[list[dict]]:
     return completions
 
 
-def main(argv):
-    texts = argv[1:]
+def fill_mask_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.init = ""  # pretraining workdir or transformers ElectraForMaskedLM directory
+    c.init_step = ml_collections.config_dict.placeholder(int)  # pretraining step; None = the latest
+    c.tokenizer = ""  # tokenizer override; default: the one that comes with init
+    c.top_k = 5  # completions per [MASK]
+    return c
+
+
+def main(config, texts):
     if not texts:
         raise app.UsageError('give the text(s) to complete, e.g. "The capital of France is [MASK]."')
-    values = flags.FLAGS
-    generator = load_generator(values.init, values.init_step, values.tokenizer)
+    generator = load_generator(config.init, config.init_step, config.tokenizer)
     for text in texts:
-        print(json.dumps({"text": text, "masks": fill_mask(generator, text, values.top_k)}, ensure_ascii=False))
+        print(json.dumps({"text": text, "masks": fill_mask(generator, text, config.top_k)}, ensure_ascii=False))
 
 
 def run():
-    # Defined here, not at import, so the library above imports without defining flags.
-    flags.DEFINE_string("init", None, "Pretraining workdir or transformers ElectraForMaskedLM dir.", required=True)
-    flags.DEFINE_integer("init_step", None, "Pretraining checkpoint step (default: latest).")
-    flags.DEFINE_string("tokenizer", "", "Tokenizer override (default: the one of --init).")
-    flags.DEFINE_integer("top_k", 5, "Completions per [MASK].")
-    app.run(errors.one_line_errors(main))
+    errors.run_tool(fill_mask_config(), main, required=("init",), takes_arguments=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ so only int8 weights live in memory. Embedding tables, LayerNorms and biases sta
 (lookups and vectors, not matmuls).
 
 CLI: float vs int8 accuracy and CPU latency of a fine-tuned GLUE model on a dev split:
-    python -m electra_jax.inference --model=OUT/sst2/seed_0 --task=sst2 --data_dir=GLUE_DIR
+    python -m electra_jax.inference --config.model=OUT/sst2/seed_0 --config.task=sst2 --config.data_dir=GLUE_DIR
 """
 
 from __future__ import annotations
@@ -173,36 +173,35 @@ def compare_int8(
     return result
 
 
-def main(argv):
-    from absl import app, flags
+def inference_config():
+    import ml_collections
 
-    del argv
-    values = flags.FLAGS
-    if not values.model or not values.task:
-        raise app.UsageError("--model (a fine-tuned GLUE export) and --task are required")
+    c = ml_collections.ConfigDict()
+    c.model = ""  # fine-tuned transformers directory (a GLUE export)
+    c.task = ""  # its GLUE task (sst2, mrpc, ...)
+    c.data_dir = ""  # GLUE TSV folder
+    c.split = "dev"  # the split to score
+    c.max_seq_length = 128  # tokens per example
+    c.batch_size = 32  # examples per prediction batch
+    return c
+
+
+def main(config, arguments):
+    del arguments
     from electra_jax.finetune import glue
 
-    net, params, tokenizer = load_finetuned(values.model)
-    config = glue.glue_config()
-    config.update(dict(data_dir=values.data_dir, source="tsv", max_seq_length=values.max_seq_length))
-    features = glue.load_split(config, values.task, values.split, tokenizer)
-    result = compare_int8(net, params, features, features["labels"], values.batch_size)
-    print(json.dumps({"model": values.model, "task": values.task, "split": values.split, **result}, indent=2))
+    net, params, tokenizer = load_finetuned(config.model)
+    glue_config = glue.glue_config()
+    glue_config.update(dict(data_dir=config.data_dir, source="tsv", max_seq_length=config.max_seq_length))
+    features = glue.load_split(glue_config, config.task, config.split, tokenizer)
+    result = compare_int8(net, params, features, features["labels"], config.batch_size)
+    print(json.dumps({"model": config.model, "task": config.task, "split": config.split, **result}, indent=2))
 
 
 def run():
-    from absl import app, flags
-
     from data_pipelines import errors
 
-    # Defined here, not at import, so the library above imports without defining flags.
-    flags.DEFINE_string("model", None, "Fine-tuned transformers directory (a GLUE export).")
-    flags.DEFINE_string("task", None, "GLUE task of the model (sst2, mrpc, ...).")
-    flags.DEFINE_string("data_dir", "", "GLUE TSV folder.")
-    flags.DEFINE_string("split", "dev", "Split to score.")
-    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
-    flags.DEFINE_integer("batch_size", 32, "Examples per prediction batch.")
-    app.run(errors.one_line_errors(main))
+    errors.run_tool(inference_config(), main, required=("model", "task"))
 
 
 if __name__ == "__main__":

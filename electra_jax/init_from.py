@@ -168,7 +168,7 @@ def resolve_config(config, workdir: Optional[str] = None) -> ml_collections.Conf
         raise ValueError(
             "init with data.source='default': the embedded corpus gets a tokenizer of its own, not the "
             "source model's. Build shards with the source's vocabulary (python -m data_pipelines.prepare_data "
-            "--tokenizer=<its vocab.txt or .model>) and pass --config.data.source=tfrecord and the data flags"
+            "--config.tokenizer=<its vocab.txt or .model>) and pass --config.data.source=tfrecord and the data flags"
         )
     resuming = workdir is not None and checkpoints.has_checkpoints(workdir)
     source = _resumed_source(workdir) if resuming else describe_source(config)

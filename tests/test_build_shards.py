@@ -288,7 +288,7 @@ def test_prepare_data_refuses_other_settings_or_changed_inputs_unless_rebuilt(tm
     with pytest.raises(
         ValueError,
         match=r"prepared with other settings or inputs \(model_type, vocab_size "
-        r"changed; .*--rebuild",
+        r"changed; .*--config.rebuild=True",
     ):
         prepare(vocab_size=120, model_type="bpe")
     with open(corpus, "a") as f:

@@ -47,7 +47,13 @@ def test_a_bug_keeps_its_traceback_and_the_environment_shows_every_traceback(mon
 def test_the_export_cli_reports_a_missing_workdir_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != errors.TRACEBACK_ENV}
     proc = subprocess.run(
-        [sys.executable, "-m", "electra_jax.export", f"--workdir={tmp_path / 'none'}", f"--out={tmp_path / 'out'}"],
+        [
+            sys.executable,
+            "-m",
+            "electra_jax.export",
+            f"--config.workdir={tmp_path / 'none'}",
+            f"--config.out={tmp_path / 'out'}",
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -57,3 +63,28 @@ def test_the_export_cli_reports_a_missing_workdir_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert f"error: no config.json in {tmp_path / 'none'}; is it a pretraining workdir?" in proc.stderr.splitlines()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "module, required",
+    [
+        ("data_pipelines.prepare_data", "--config.output_dir"),
+        ("data_pipelines.build_shards", "--config.inputs and --config.tokenizer_path and --config.output_dir"),
+        ("electra_jax.inference", "--config.model and --config.task"),
+    ],
+)
+def test_a_small_tool_names_its_missing_and_its_mistyped_settings(module, required):
+    """Every small CLI takes its settings as one ml_collections config (errors.run_tool)."""
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+
+    missing = run()
+    assert missing.returncode == 1 and f"{required} must be set" in missing.stderr
+    mistyped = run("--config.outptu_dir=x")
+    assert mistyped.returncode == 1
+    assert "--config.outptu_dir names 'outptu_dir', which the config does not have." in mistyped.stderr
+    assert "Traceback" not in mistyped.stderr

@@ -165,7 +165,7 @@ def test_empty_corpus_is_an_error(tmp_path):
 
 def test_vocab_too_large_names_the_limit(tmp_path):
     corpus = write_corpus(tmp_path / "c.txt", repeats=1, num_topics=1)
-    with pytest.raises(ValueError, match=r"vocab_size=5000 is more than .* set --vocab_size=\d+"):
+    with pytest.raises(ValueError, match=r"vocab_size=5000 is more than .* set vocab_size=\d+"):
         tokenizer_lib.train_sentencepiece(corpus, str(tmp_path / "spm.model"), vocab_size=5000)
     assert not list(tmp_path.glob("spm.model*"))
 

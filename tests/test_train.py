@@ -373,7 +373,7 @@ def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
 
     out = str(tmp_path / "hf")
     proc = subprocess.run(
-        [sys.executable, "-m", "electra_jax.export", f"--workdir={reference['workdir']}", f"--out={out}"],
+        [sys.executable, "-m", "electra_jax.export", f"--config.workdir={reference['workdir']}", f"--config.out={out}"],
         cwd=REPO,
         env=subprocess_env(compile_cache),
         capture_output=True,
@@ -446,7 +446,7 @@ def test_export_refuses_a_non_empty_target_unless_overwrite(tmp_path, reference)
     (out / "discriminator").mkdir(parents=True)
     stale = out / "discriminator" / "vocab.txt"  # would win over the new spm.model in load_tokenizer
     stale.write_text("[PAD]\n")
-    with pytest.raises(FileExistsError, match=r"--out=.*hf is not empty \(1 entries: discriminator\).*--overwrite"):
+    with pytest.raises(FileExistsError, match=r"hf is not empty \(1 entries: discriminator\).*--config.overwrite=True"):
         export.export_checkpoint(reference["workdir"], str(out))
     assert stale.exists()  # refused before anything was written or removed
     assert export.export_checkpoint(reference["workdir"], str(out), overwrite=True) == REFERENCE_STEPS

@@ -30,7 +30,6 @@ from typing import Any, Iterator, Optional
 import ml_collections
 import numpy as np
 from absl import logging
-from etils import epath
 
 from data_pipelines import files
 from electra_jax import loading
@@ -238,8 +237,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.jsonl of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), ".csv/.tsv/.jsonl file")
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
+    pretrained = common.open_run(config, workdir)
     tokenizer = pretrained.tokenizer
     train_examples = read_examples(config.train_file, config)
     if config.max_train_examples:

@@ -5,7 +5,7 @@ A task (glue.py, classify.py, tagging.py, squad.py) supplies only its data, its 
 module (a flax module taking `(input_ids, attention_mask, token_type_ids, deterministic)`
 whose params are `{electra, <head>}`), its loss `(outputs, batch) -> scalar` and its metrics:
 
-    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
+    pretrained = open_run(config, workdir)  # the encoder config.init names, workdir made
     hyper = resolved_hyperparameters(config, pretrained.model_config, default_num_epochs=3.0)
     program = build_program(config, net, loss_fn, hyper, num_train_examples)
     params, log = fit(config, program, init_task_params(net, encoder, rng, seq_len), train,
@@ -32,6 +32,7 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
+from etils import epath
 
 from data_pipelines import files, hf_tokenizer
 from data_pipelines import tokenizer as tokenizer_lib
@@ -83,6 +84,13 @@ def require_files(config, keys: Sequence[str], file_kind: str) -> None:
     for key in keys:
         if not config[key]:
             raise ValueError(f"config.{key} is empty; set --config.{key}=<{file_kind}>")
+
+
+def open_run(config, workdir: str) -> loading.Network:
+    """Makes `workdir` and loads the encoder `config.init` names (with its tokenizer): how
+    every task's run starts, once its config has been checked."""
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    return loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
 
 
 def init_task_params(net, encoder_params: Any, rng: jax.Array, seq_len: int) -> dict:

@@ -339,8 +339,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes every task of `config.task`; writes results.json, results.md and the
     leaderboard files into `workdir`. With task=all, tasks whose files are missing are
     skipped (and listed), not fatal."""
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
+    pretrained = common.open_run(config, workdir)
     results: dict[str, Any] = {"init": config.init, "config": config.to_dict(), "tasks": {}, "skipped": {}}
     for task in tasks_of(config):
         try:

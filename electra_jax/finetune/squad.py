@@ -55,7 +55,7 @@ from etils import epath
 from data_pipelines import files
 from data_pipelines import squad as squad_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import loading, model
+from electra_jax import model
 from electra_jax.finetune import common, squad_metrics
 
 # google-research/electra configure_finetuning.py: the QA recipe (also the paper's Table 7).
@@ -418,8 +418,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs and scores each on the evaluation set; writes
     predictions, models and results.json into `workdir` (see the module docstring)."""
     check_config(config)
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
+    pretrained = common.open_run(config, workdir)
     tokenizer = pretrained.tokenizer
     train_examples, dev_examples = load_examples(config, "train"), load_examples(config, "dev")
     check_disjoint(train_examples, dev_examples)

@@ -28,7 +28,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from etils import epath
 
 from data_pipelines import files
 from data_pipelines import tokenizer as tokenizer_lib
@@ -301,8 +300,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.txt of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), "CoNLL file")
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    pretrained = loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
+    pretrained = common.open_run(config, workdir)
     tokenizer = pretrained.tokenizer
     labels = label_list(config, read_conll(config.train_file, config.label_column))
     label_ids = {label: i for i, label in enumerate(labels)}
