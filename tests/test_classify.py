@@ -123,7 +123,7 @@ def run_config(tmp_path, init, **overrides):
             eval_batch_size=8,
             max_seq_length=12,
             num_epochs=20.0,
-            learning_rate=1e-2,
+            learning_rate=3e-3,
             layerwise_lr_decay=0.8,
             dropout=0.0,
             warmup_fraction=0.0,

@@ -171,7 +171,8 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
     cfg = tiny_config(40, embedding_size=24, num_layers=3)
     params = model.init_params(model.SequenceClassifier(cfg, 2), jax.random.PRNGKey(0))
     config = glue.glue_config()
-    config.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0))
+    # bias-corrected Adam, whose first step is exactly g / (|g| + eps)
+    config.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0, bias_correction=True))
     lr, decay = 1e-3, 0.8
     tx, _ = common.make_optimizer(
         config, {"learning_rate": lr, "layerwise_lr_decay": decay}, cfg.num_layers, total_steps=10
@@ -222,7 +223,8 @@ def test_mrpc_three_seeds_median_exports_and_submission(tmp_path, glue_dir, hf_i
     results = glue.run(small_run_config(glue_dir, hf_init, seeds=3), workdir)
     mrpc = results["tasks"]["mrpc"]
     assert [run["seed"] for run in mrpc["runs"]] == [0, 1, 2]
-    assert mrpc["hyperparameters"]["num_train_steps"] == 24 * 2 // 8
+    # 24 pairs, both orders (the default for MRPC), 2 epochs, batch 8
+    assert mrpc["hyperparameters"]["num_train_steps"] == 24 * 2 * 2 // 8
     for name in ("f1", "accuracy"):
         per_seed = [run["dev"]["mrpc"][name] for run in mrpc["runs"]]
         assert mrpc["median"]["mrpc"][name] == pytest.approx(np.median(per_seed))
@@ -518,7 +520,7 @@ def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "| mrpc | f1 |" in finished.stdout
     results = json.load(open(os.path.join(out, "results.json")))
-    assert results["tasks"]["mrpc"]["hyperparameters"]["num_train_steps"] == 24 // 8
+    assert results["tasks"]["mrpc"]["hyperparameters"]["num_train_steps"] == 24 * 2 // 8  # both orders
     assert os.path.exists(os.path.join(out, "submission", "MRPC.tsv"))
 
 
@@ -541,7 +543,7 @@ def test_from_scratch_baseline_has_the_same_head_and_shapes_but_random_encoder(h
 
 def test_double_unordered_appends_every_training_pair_swapped(glue_dir, hf_init, monkeypatch):
     tokenizer = tokenizer_lib.load_tokenizer(hf_init)
-    config = small_run_config(glue_dir, hf_init, max_train_examples=5)
+    config = small_run_config(glue_dir, hf_init, max_train_examples=5, double_unordered=False)
     once = glue.load_split(config, "mrpc", "train", tokenizer)
     config.double_unordered = True
     twice = glue.load_split(config, "mrpc", "train", tokenizer)
@@ -561,6 +563,13 @@ def test_double_unordered_appends_every_training_pair_swapped(glue_dir, hf_init,
     config.double_unordered = True
     with pytest.raises(ValueError, match="sst2 has one sentence per example"):
         glue.load_split(config, "sst2", "train", tokenizer)
+
+
+def test_the_defaults_are_the_original_recipe():
+    """Raw-moment Adam for every task, both sentence orders for MRPC and STS-B only."""
+    config = glue.glue_config()
+    assert config.bias_correction is False
+    assert [task for task in glue_data.TASKS if glue.double_unordered(config, task)] == ["mrpc", "stsb"]
 
 
 @pytest.mark.parametrize("bias_correction", [True, False])

@@ -430,7 +430,8 @@ def test_two_process_fine_tuning_matches_one_process_and_only_process_zero_write
         assert {"config.json", "vocab.txt"} <= set(os.listdir(two / "out_0" / "mrpc" / f"seed_{seed}"))
     got = json.loads((two / "out_0" / "results.json").read_text())["tasks"]["mrpc"]["runs"]
     want = json.loads((one / "out" / "results.json").read_text())["tasks"]["mrpc"]["runs"]
-    assert [len(run["log"]) for run in got] == [2 * 32 // 8] * 2  # every step logged, once
+    # every step logged, once: 32 pairs in both orders, 2 epochs, batch 8
+    assert [len(run["log"]) for run in got] == [2 * 2 * 32 // 8] * 2
     for got_run, want_run in zip(got, want):
         np.testing.assert_allclose([e["loss"] for e in got_run["log"]], [e["loss"] for e in want_run["log"]], rtol=1e-5)
         for name, value in want_run["dev"]["mrpc"].items():

@@ -43,8 +43,9 @@ from electra_jax.finetune import metrics as glue_metrics
 
 DEFAULT_NUM_EPOCHS = 3.0
 NUM_EPOCHS = {"rte": 10.0, "stsb": 10.0}  # the small tasks train longer
-# Sentence-pair tasks trained on both orders by default (the original's double_unordered).
-DOUBLE_UNORDERED_TASKS = ()
+# Sentence-pair tasks trained on both orders by default, as the original's double_unordered
+# (symmetric tasks: a paraphrase or a similarity score does not depend on the order).
+DOUBLE_UNORDERED_TASKS = ("mrpc", "stsb")
 
 # task -> (metrics key, split) of the dev and test sets it is scored / predicted on
 DEV_SPLITS = {
