@@ -72,6 +72,8 @@ setuptools.setup(
             "electra-jax-fill-mask=electra_jax.fill_mask:run",
             "electra-jax-inference=electra_jax.inference:run",
             "electra-jax-prepare-data=data_pipelines.prepare_data:run",
+            "electra-jax-build-shards=data_pipelines.build_shards:run",
+            "electra-jax-train-tokenizer=data_pipelines.tokenizer:run",
             "electra-jax-prepare-chinese=data_pipelines.chinese:run",
         ]
     },

@@ -670,6 +670,9 @@ def test_console_scripts_point_at_cli_run_functions():
         "electra-jax-fill-mask",
         "electra-jax-inference",
         "electra-jax-prepare-data",
+        "electra-jax-prepare-chinese",
+        "electra-jax-build-shards",
+        "electra-jax-train-tokenizer",
     } <= set(scripts)
     for name, target in scripts.items():
         module, function = target.split(":")
