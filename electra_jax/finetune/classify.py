@@ -50,9 +50,7 @@ def classify_config() -> ml_collections.ConfigDict:
     c.text_pair_column = ""  # second text of a pair task ("" = single texts)
     c.label_column = "label"  # the class
     c.labels = ""  # comma-separated label set, in id order; "" = the training labels sorted
-    # hf: transformers' head (dense + gelu + out_proj; exports) | original: google-research/
-    # electra's dropout + one Glorot dense on [CLS] (needs save_models=False)
-    c.classifier_head = "hf"
+    common.add_classifier_head(c)
     c.truncation = "head"  # head | tail | head_tail: which tokens of a long text are kept
     return c
 

@@ -80,6 +80,13 @@ def base_config() -> ml_collections.ConfigDict:
 # ---------------------------------------------------------------------------- initialisation
 
 
+def add_classifier_head(c: ml_collections.ConfigDict) -> None:
+    """The knob of the tasks with a [CLS] classifier (GLUE, classify): its head."""
+    # hf: transformers' head (dense + gelu + out_proj; exports) | original: google-research/
+    # electra's dropout + one Glorot dense on [CLS] (needs save_models=False)
+    c.classifier_head = "hf"
+
+
 def require_files(config, keys: Sequence[str], file_kind: str) -> None:
     """Fails before any loading when a required data file is not set, naming the key."""
     for key in keys:

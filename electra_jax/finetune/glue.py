@@ -97,9 +97,7 @@ def glue_config() -> ml_collections.ConfigDict:
     # train on both sentence orders (every pair again as b, a; the original's double_unordered)
     # for the tasks where order carries no meaning: None = per task (DOUBLE_UNORDERED_TASKS)
     c.double_unordered = ml_collections.config_dict.placeholder(bool)
-    # hf: transformers' head (dense + gelu + out_proj; exports) | original: google-research/
-    # electra's dropout + one Glorot dense on [CLS] (needs save_models=False)
-    c.classifier_head = "hf"
+    common.add_classifier_head(c)
     c.predict_test = True  # write leaderboard files for the test split when it is available
     c.eval_only = False  # score the fine-tuned `init` on `eval_split` instead of training
     c.eval_split = "dev"  # eval_only: dev | test (MNLI: dev_matched, test_mismatched, ..., ax)
