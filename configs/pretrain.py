@@ -5,7 +5,7 @@
                                                   v5e-256 (batch, mesh, bfloat16, remat; see
                                                   presets.POD_LAYOUTS for per-chip memory)
     --config=configs/pretrain.py:tiny             the README quick start (embedded corpus)
-    --config=configs/pretrain.py:tiny,cpu_hours   about one CPU core-hour on prepared shards
+    --config=configs/pretrain.py:tiny,cpu_hours   at most two CPU core-hours on prepared shards
     --config=configs/pretrain.py:small,init       the size's recipe, the architecture of the
                                                   weights --config.init.* names (README
                                                   "Continue pretraining a released ELECTRA")

@@ -612,7 +612,7 @@ def test_a_recipe_variant_layers_over_its_size_and_an_unknown_one_is_named():
 
     quick, cpu_hours = electra_tiny.get_config(), electra_tiny.get_config("cpu_hours")
     assert (quick.data.source, cpu_hours.data.source) == ("default", "tfrecord")
-    assert (quick.train.num_steps, cpu_hours.train.num_steps) == (1500, 4337)
+    assert (quick.train.num_steps, cpu_hours.train.num_steps) == (1500, 13500)
     assert (cpu_hours.model.generator_hidden_fraction, cpu_hours.objective.disc_weight) == (1.0, 1.0)
     assert cpu_hours.objective.temperature == quick.objective.temperature == 2.0  # tiny's overrides kept
     with pytest.raises(ValueError, match="no recipe variant 'v4-32' for size 'tiny'; choose one of"):
