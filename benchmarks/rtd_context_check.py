@@ -26,8 +26,8 @@ def corrupted_eval_tokens(config, workdir: str, step: int | None = None):
     trainer, state = pretrain.restore_train_state(config, workdir, step)
     net, params = trainer.net, state.params
     tokens, labels, logits = [], [], []
-    for batch in input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh)):
-        inputs = pretrain.eval_inputs(config, batch, config.train.seed + 1)  # evaluation's masking
+    for index, batch in enumerate(input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh))):
+        inputs = pretrain.eval_inputs(config, batch, config.train.eval_seed, index)  # evaluation's masking
         gen_logits = net.apply(
             {"params": params},
             inputs["masked_input_ids"],

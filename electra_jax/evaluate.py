@@ -28,16 +28,21 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dic
 
     trainer, state = pretrain.restore_train_state(config, workdir, step)
     batches = input_pipeline.eval_batches(config, sharding.batch_sharding(trainer.mesh))
-    return {"step": int(state.step), **pretrain.evaluate(trainer, state, batches, config.train.seed + 1)}
+    return {"step": int(state.step), **pretrain.evaluate(trainer, state, batches, config.train.eval_seed)}
 
 
 def main(argv, config_flag):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from electra_jax import checkpoints
+    from electra_jax import checkpoints, presets
 
     workdir = flags.FLAGS.workdir
     config = config_flag.value or checkpoints.load_run_config(workdir)
+    if "eval_seed" not in config.train:
+        # A run saved before the held-out draw had its own seed: it is scored on today's
+        # draw (the old one, `train.seed + 1` for every batch, is not reproduced).
+        config.train.eval_seed = presets.DEFAULT_EVAL_SEED
+        logging.info("%s/config.json has no train.eval_seed: scoring with %d", workdir, config.train.eval_seed)
     result = evaluate_checkpoint(config, workdir, flags.FLAGS.step)
     path = os.path.join(workdir, f"eval_step_{result['step']}.json")
     epath.Path(path).write_text(json.dumps(result, indent=2), encoding="utf-8")  # local or gs://

@@ -248,9 +248,11 @@ def _with_masking(config, batch: Batch, rngs: dict) -> dict:
     return {**batch, **masked._asdict(), "example_rngs": example_rngs}
 
 
-def eval_inputs(config, batch: Batch, eval_seed: int) -> dict:
-    """A held-out batch as every evaluation masks it (fixed by `eval_seed`)."""
-    return _with_masking(config, batch, step_rngs(eval_seed, jnp.zeros((), jnp.int32)))
+def eval_inputs(config, batch: Batch, eval_seed: int, batch_index) -> dict:
+    """The `batch_index`-th held-out batch as every evaluation masks it: a pure function of
+    (`eval_seed`, `batch_index`), so each batch gets its own draw and runs of any training
+    seed are scored on the same corruption."""
+    return _with_masking(config, batch, step_rngs(eval_seed, batch_index))
 
 
 def _microbatches(batch: dict, num: int) -> dict:
@@ -300,13 +302,13 @@ def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deter
     return state.apply_gradients(grads, trainer.tx), metrics
 
 
-def eval_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, eval_seed: int) -> dict:
+def eval_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, batch_index, eval_seed: int) -> dict:
     """Metric sums (not ratios) on one held-out batch with dropout off; the masking and
-    sampling are fixed by `eval_seed` so every evaluation sees the same corruption."""
-    inputs = eval_inputs(trainer.config, batch, eval_seed)
+    sampling are fixed by (`eval_seed`, `batch_index`) so every evaluation sees the same
+    corruption."""
+    inputs = eval_inputs(trainer.config, batch, eval_seed, batch_index)
     totals = {"masked": jnp.float32(1.0), "tokens": jnp.float32(1.0)}
-    rngs = step_rngs(eval_seed, jnp.zeros((), jnp.int32))
-    _, sums = _forward(trainer, state.params, inputs, rngs, True, totals)
+    _, sums = _forward(trainer, state.params, inputs, step_rngs(eval_seed, batch_index), True, totals)
     return sums
 
 
@@ -331,7 +333,7 @@ def jit_eval_step(trainer: Pretrainer, eval_seed: int):
     batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in batch_keys(trainer.config)}
     step = jax.jit(
         functools.partial(eval_step, trainer, eval_seed=eval_seed),
-        in_shardings=(trainer.state_sharding, batch_sharding),
+        in_shardings=(trainer.state_sharding, batch_sharding, sharding.replicated(trainer.mesh)),
         out_shardings=sharding.replicated(trainer.mesh),
     )
     return sharding.under_mesh(trainer.mesh, trainer.rules, step)
@@ -350,8 +352,8 @@ def evaluate(
     """Held-out MLM and discriminator metrics, pooled over all `eval_batches`."""
     eval_fn = eval_fn or jit_eval_step(trainer, eval_seed)
     totals = None
-    for batch in eval_batches:
-        sums = eval_fn(state, batch)
+    for index, batch in enumerate(eval_batches):
+        sums = eval_fn(state, batch, jnp.int32(index))
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError("the evaluation data produced no batches; check data.eval_files")
@@ -395,6 +397,7 @@ RESUME_MAY_CHANGE = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.tensorboard",
+    "train.eval_seed",
     "train.grad_accum_steps",
     "mesh.*",
     "sharding.*",
@@ -478,7 +481,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
         end_step = min(end_step, stop_at_step)
     batch_sharding = sharding.batch_sharding(trainer.mesh)
     step_fn = jit_train_step(trainer)
-    eval_fn = jit_eval_step(trainer, eval_seed=config.train.seed + 1)
+    eval_fn = jit_eval_step(trainer, eval_seed=config.train.eval_seed)
     writer = MetricWriter(workdir, config.train.tensorboard, start_step=start_step)
     networks = model.pretraining_networks(config)
     flops_per_step = config.train.batch_size * flops.train_flops_per_sequence(
@@ -518,7 +521,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
                 window_start, window_steps = time.perf_counter(), 0
             if config.train.eval_every and (done % config.train.eval_every == 0 or done == end_step):
                 result["eval"] = evaluate(
-                    trainer, state, input_pipeline.eval_batches(config, batch_sharding), config.train.seed + 1, eval_fn
+                    trainer, state, input_pipeline.eval_batches(config, batch_sharding), config.train.eval_seed, eval_fn
                 )
                 writer.write(done, "eval", result["eval"])
                 logging.info("eval step %d: %s", done, _summary(result["eval"]))

@@ -147,8 +147,8 @@ def test_step_zero_metrics_equal_transformers_on_the_same_masked_batch(data, pai
     gen = transformers.ElectraForMaskedLM.from_pretrained(gen_dir).eval()
     disc = transformers.ElectraForPreTraining.from_pretrained(disc_dir).eval()
     mlm_nll = mlm_count = disc_bce = tokens = 0.0
-    for batch in batches:
-        inputs = jax.device_get(pretrain.eval_inputs(config, batch, 7))
+    for index, batch in enumerate(batches):
+        inputs = jax.device_get(pretrain.eval_inputs(config, batch, 7, index))
         attention = torch.tensor(np.asarray(inputs["attention_mask"]))
         segments = torch.tensor(np.asarray(inputs["token_type_ids"]))
         with torch.no_grad():

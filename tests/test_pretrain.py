@@ -138,6 +138,24 @@ def test_tiny_model_learns_a_structured_corpus():
     assert metrics["disc_accuracy"] > 1 - metrics["replaced_fraction"] + 0.05
 
 
+def test_each_held_out_batch_gets_its_own_fixed_masking_draw():
+    """The held-out corruption is a function of (eval seed, batch index) alone: repeatable,
+    different from batch to batch (one draw repeated over 20 batches scored 2.4 points of
+    MLM accuracy apart between eval seeds), and blind to the training seed."""
+    config = tiny_config()
+    batch = batches(config, 1)[0]
+
+    def positions(seed, index):
+        return np.asarray(pretrain.eval_inputs(config, batch, seed, index)["masked_positions"])
+
+    first = positions(0, 0)
+    np.testing.assert_array_equal(positions(0, 0), first)
+    assert not np.array_equal(positions(0, 1), first)  # the same text, as the next batch
+    assert not np.array_equal(positions(1, 0), first)
+    config.train.seed = 5
+    np.testing.assert_array_equal(positions(0, 0), first)
+
+
 def test_gradient_accumulation_matches_full_batch():
     full = tiny_config()
     accumulated = tiny_config()
