@@ -10,7 +10,11 @@ says whether a pretraining run was worth having.
 Each (row, task) is one `python -m electra_jax.finetune` process in ROOT/ROW/TASK with
 the shared flags after `--`, then the task's and the row's `key=value` overrides; one whose
 results.json exists is not repeated, so a killed table continues where it stopped.
-`--cores=0,1` runs that many at once, each pinned to one core. Writes ROOT/summary.json and
+`--cores=0,1` runs that many at once, each pinned to one core. `--split=2` runs each
+(row, task)'s fine-tuning seeds as two processes (ROOT/ROW/TASK/seeds_A-B, the first taking
+the larger half), so that a row of one task fills two cores, and merges their results into
+ROOT/ROW/TASK/results.json (`electra_jax.finetune.glue.merge_seed_splits`): a seed's run
+does not depend on the process it ran in. Writes ROOT/summary.json and
 ROOT/table.md: per task the ELECTRA paper's metric (CoLA MCC, STS-B Spearman, else
 accuracy; x100) as median [min-max] over fine-tuning seeds, and the average of the task
 medians with the min-max of the per-seed averages (the seed spread of the average).
@@ -25,6 +29,7 @@ import statistics
 import sys
 
 from benchmarks.seed_study import parse_overrides, run_all, split_argv
+from electra_jax.finetune import glue
 from electra_jax.finetune.metrics import ELECTRA_PAPER_METRIC
 
 
@@ -40,6 +45,63 @@ def command(workdir: str, task: str, shared: list[str], overrides: list[str]) ->
         "--config.predict_test=False",
         *shared,
     ] + [f"--config.{o}" for o in overrides]
+
+
+def seed_range(argv: list[str]) -> range:
+    """The fine-tuning seeds a `command` asks for: its last `--config.seed=` / `--config.seeds=`
+    (the row's overrides come last), else configs/glue.py's defaults."""
+    defaults = glue.glue_config()
+    values = {"seed": defaults.seed, "seeds": defaults.seeds}
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if name in ("--config.seed", "--config.seeds"):
+            if not sep:
+                raise ValueError(f"{arg}: write it as {arg}=N so that --split can read it")
+            values[name.removeprefix("--config.")] = int(value)
+    return range(values["seed"], values["seed"] + values["seeds"])
+
+
+def split_seeds(seeds: range, parts: int) -> list[range]:
+    """`seeds` in `parts` consecutive ranges, the first ones one seed longer when uneven."""
+    if not 1 <= parts <= len(seeds):
+        raise ValueError(f"--split={parts}: needs 1 to {len(seeds)} parts for seeds {list(seeds)}")
+    size, extra = divmod(len(seeds), parts)
+    bounds = [seeds.start + k * size + min(k, extra) for k in range(parts + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def plan(root: str, tasks: list[str], rows: dict, task_overrides: dict, shared: list[str], split: int):
+    """(jobs to run: [(workdir, argv)], {results.json to merge: [its parts' workdirs]}),
+    task-major so that every row of a task is done before the next task starts. A (row,
+    task) whose results.json exists is done; a part whose results.json exists is not rerun."""
+    jobs, merges = [], {}
+    for task in tasks:
+        for row, row_overrides in rows.items():
+            workdir = os.path.join(root, row, task)
+            if os.path.exists(os.path.join(workdir, "results.json")):
+                continue
+            overrides = task_overrides.get(task, []) + row_overrides
+            if split == 1:
+                jobs.append((workdir, command(workdir, task, shared, overrides)))
+                continue
+            seeds = seed_range(command(workdir, task, shared, overrides))
+            merges[workdir] = []
+            for r in split_seeds(seeds, split):
+                part = os.path.join(workdir, f"seeds_{r.start}-{r.stop - 1}")
+                merges[workdir].append(part)
+                if not os.path.exists(os.path.join(part, "results.json")):
+                    jobs.append((part, command(part, task, shared, [*overrides, f"seed={r.start}", f"seeds={len(r)}"])))
+    return jobs, merges
+
+
+def merge_parts(workdir: str, parts: list[str]) -> None:
+    results = []
+    for part in parts:
+        with open(os.path.join(part, "results.json"), encoding="utf-8") as f:
+            results.append(json.load(f))
+    merged = {**glue.merge_seed_splits(results), "merged_from": [os.path.relpath(p, workdir) for p in parts]}
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(merged, f, indent=1)
 
 
 def task_scores(results: dict, task: str) -> list[float]:
@@ -86,19 +148,17 @@ def main(argv=None) -> None:
     parser.add_argument("--row", action="append", required=True, help="NAME=key=value[,key=value]")
     parser.add_argument("--task", action="append", default=[], help="TASK=key=value[,...]: one task's overrides")
     parser.add_argument("--cores", default="", help="e.g. 0,1: parallel runs, one core each")
+    parser.add_argument("--split", type=int, default=1, help="processes per (row, task), its seeds split")
     args = parser.parse_args(own)
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in ELECTRA_PAPER_METRIC]
     if unknown:
         raise ValueError(f"--tasks {unknown}: choose from {sorted(ELECTRA_PAPER_METRIC)}")
     rows, task_overrides = parse_overrides(args.row), parse_overrides(args.task)
-    jobs = []
-    for task in tasks:  # task-major: every row of a task is done before the next task starts
-        for row, overrides in rows.items():
-            workdir = os.path.join(args.root, row, task)
-            if not os.path.exists(os.path.join(workdir, "results.json")):
-                jobs.append((workdir, command(workdir, task, shared, task_overrides.get(task, []) + overrides)))
+    jobs, merges = plan(args.root, tasks, rows, task_overrides, shared, args.split)
     walls = run_all(jobs, [c for c in args.cores.split(",") if c])
+    for workdir, parts in merges.items():
+        merge_parts(workdir, parts)
     scores = {}
     for row in rows:
         scores[row] = {}

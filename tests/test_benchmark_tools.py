@@ -122,3 +122,23 @@ def test_glue_rows_tabulates_finished_runs_without_running_them_again(tmp_path, 
     assert summary["wall_s"] == {} and summary["rows"]["random"] == ["init=w", "from_scratch=True"]
     with pytest.raises(ValueError, match=r"--tasks \['qqq'\]"):
         glue_rows.main([f"--root={tmp_path}", "--tasks=qqq", "--row", "a=init=w"])
+
+
+def test_glue_rows_split_gives_each_part_its_own_seeds_and_reruns_only_missing_parts(tmp_path):
+    assert glue_rows.split_seeds(range(0, 5), 2) == [range(0, 3), range(3, 5)]
+    assert glue_rows.split_seeds(range(3, 6), 3) == [range(3, 4), range(4, 5), range(5, 6)]
+    with pytest.raises(ValueError, match=r"--split=3: needs 1 to 2 parts"):
+        glue_rows.split_seeds(range(0, 2), 3)
+    # the row's seed= comes after the shared --config.seeds=: seeds 2..6
+    rows = {"electra": ["init=w", "seed=2"]}
+    done = tmp_path / "electra" / "stsb" / "seeds_2-4"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text("{}")
+    jobs, merges = glue_rows.plan(str(tmp_path), ["stsb"], rows, {}, ["--config.seeds=5"], split=2)
+    task_dir = str(tmp_path / "electra" / "stsb")
+    assert merges == {task_dir: [f"{task_dir}/seeds_2-4", f"{task_dir}/seeds_5-6"]}
+    [(workdir, argv)] = jobs  # the finished part is not rerun
+    assert workdir == f"{task_dir}/seeds_5-6"
+    assert f"--workdir={workdir}" in argv and argv[-2:] == ["--config.seed=5", "--config.seeds=2"]
+    with pytest.raises(ValueError, match="--config.seeds=N"):
+        glue_rows.plan(str(tmp_path), ["cola"], rows, {}, ["--config.seeds", "5"], split=2)

@@ -693,3 +693,22 @@ def test_mnli_writes_ax_and_rte_starts_from_the_mnli_model(tmp_path, nli_dir, hf
     moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), encoder_of(mnli_model), encoder_of(hf_init))
     assert any(jax.tree_util.tree_leaves(moved))
     assert loading.load_network(rte_model, network="encoder").classifier_params["out_proj"]["kernel"].shape[-1] == 2
+
+
+def test_seeds_split_over_processes_merge_into_the_single_process_results(tmp_path, glue_dir, hf_init):
+    """benchmarks/glue_rows --split: a seed's run does not depend on the process it ran in."""
+    whole = glue.run(small_run_config(glue_dir, hf_init, seeds=3), str(tmp_path / "whole"))
+    parts = [
+        glue.run(small_run_config(glue_dir, hf_init, seed=2, seeds=1), str(tmp_path / "b")),  # order does not matter
+        glue.run(small_run_config(glue_dir, hf_init, seed=0, seeds=2), str(tmp_path / "a")),
+    ]
+    merged = glue.merge_seed_splits(parts)
+    for key in ("median", "runs", "median_seed"):
+        assert merged["tasks"]["mrpc"][key] == whole["tasks"]["mrpc"][key]
+    assert merged["config"] == whole["config"] and merged["glue_score"] == whole["glue_score"]
+    seed_0 = {**parts[1], "tasks": {"mrpc": {"runs": parts[1]["tasks"]["mrpc"]["runs"][:1]}}}
+    with pytest.raises(ValueError, match=r"seeds \[0, 0, 1\] overlap"):
+        glue.merge_seed_splits([parts[1], seed_0])
+    other_recipe = {**parts[0], "config": {**parts[0]["config"], "learning_rate": 1.0}}
+    with pytest.raises(ValueError, match="differ in tasks or in config"):
+        glue.merge_seed_splits([parts[1], other_recipe])

@@ -258,6 +258,13 @@ def _load_test_splits(config, task: str, tokenizer) -> dict[str, dict[str, np.nd
     return test
 
 
+def median_seed_run(runs: list[dict]) -> dict:
+    """The run whose dev score (the mean of its task scores) is the median: it writes the
+    submission and names `median_seed`."""
+    dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
+    return runs[common.median_run(dev_scores)]
+
+
 def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) -> dict[str, Any]:
     """Fine-tunes `task` `config.seeds` times; returns its results entry."""
     tokenizer = pretrained.tokenizer
@@ -287,8 +294,7 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
         os.path.join(workdir, task),
         after_run,
     )
-    dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
-    chosen = runs[common.median_run(dev_scores)]
+    chosen = median_seed_run(runs)
     submission = []
     for key, logits in chosen["test_logits"].items():
         submission.append(submission_path(key, workdir))
@@ -334,6 +340,42 @@ def tasks_of(config) -> list[str]:
     return [config.task]
 
 
+def suite_scores(task_results: dict[str, dict]) -> dict[str, Any]:
+    """The GLUE score and the ELECTRA paper's dev average of the tasks' medians."""
+    medians = {key: m for r in task_results.values() for key, m in r["median"].items()}
+    has_paper_task = any(key in glue_metrics.ELECTRA_PAPER_METRIC for key in medians)
+    return {
+        "glue_score": glue_metrics.glue_score(medians),
+        "electra_paper_score": glue_metrics.electra_paper_score(medians) if has_paper_task else None,
+    }
+
+
+def merge_seed_splits(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results.json from `run`s of the same tasks and recipe whose seeds were split
+    over processes (`seed`, `seeds` apart): runs in seed order, medians, median seed and
+    scores recomputed over all of them. Test-set submissions stay with their process (the
+    median run of the whole may lie in any of them), so the merge lists none."""
+    recipes = [{k: v for k, v in p["config"].items() if k not in ("seed", "seeds")} for p in parts]
+    if any(r != recipes[0] for r in recipes) or any(p["tasks"].keys() != parts[0]["tasks"].keys() for p in parts):
+        raise ValueError("merge_seed_splits: the parts differ in tasks or in config beyond seed/seeds")
+    seeds = sorted(run["seed"] for p in parts for run in next(iter(p["tasks"].values()))["runs"])
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"merge_seed_splits: seeds {seeds} overlap; give each part its own seed range")
+    tasks = {}
+    for task, first in parts[0]["tasks"].items():
+        runs = sorted((run for p in parts for run in p["tasks"][task]["runs"]), key=lambda run: run["seed"])
+        tasks[task] = {
+            **first,
+            "median": common.median_metrics([run["dev"] for run in runs]),
+            "runs": runs,
+            "median_seed": median_seed_run(runs)["seed"],
+            "submission_files": [],
+        }
+    config = {**parts[0]["config"], "seed": seeds[0], "seeds": len(seeds)}
+    skipped = parts[0]["skipped"]
+    return {"init": parts[0]["init"], "config": config, "tasks": tasks, "skipped": skipped, **suite_scores(tasks)}
+
+
 def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes every task of `config.task`; writes results.json, results.md and the
     leaderboard files into `workdir`. With task=all, tasks whose files are missing are
@@ -348,12 +390,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                 raise
             logging.warning("skipping %s: %s", task, e)
             results["skipped"][task] = str(e)
-    medians = {key: m for r in results["tasks"].values() for key, m in r["median"].items()}
-    if not medians:
+    if not results["tasks"]:
         raise FileNotFoundError(f"no GLUE task could be loaded: {results['skipped']}")
-    results["glue_score"] = glue_metrics.glue_score(medians)
-    has_paper_task = any(key in glue_metrics.ELECTRA_PAPER_METRIC for key in medians)
-    results["electra_paper_score"] = glue_metrics.electra_paper_score(medians) if has_paper_task else None
+    results.update(suite_scores(results["tasks"]))
     common.write_json(os.path.join(workdir, "results.json"), results)
     common.write_text(os.path.join(workdir, "results.md"), results_table(results))
     return results
