@@ -29,6 +29,7 @@ import statistics
 import sys
 
 from benchmarks.seed_study import parse_overrides, run_all, split_argv
+from data_pipelines import files
 from electra_jax.finetune import glue
 from electra_jax.finetune.metrics import ELECTRA_PAPER_METRIC
 
@@ -95,13 +96,10 @@ def plan(root: str, tasks: list[str], rows: dict, task_overrides: dict, shared: 
 
 
 def merge_parts(workdir: str, parts: list[str]) -> None:
-    results = []
-    for part in parts:
-        with open(os.path.join(part, "results.json"), encoding="utf-8") as f:
-            results.append(json.load(f))
+    """Writes the merged results.json atomically: a half-written one would count as done."""
+    results = [files.read_json(os.path.join(part, "results.json")) for part in parts]
     merged = {**glue.merge_seed_splits(results), "merged_from": [os.path.relpath(p, workdir) for p in parts]}
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(merged, f, indent=1)
+    files.write_json(os.path.join(workdir, "results.json"), merged)
 
 
 def task_scores(results: dict, task: str) -> list[float]:
