@@ -13,8 +13,8 @@ results.json exists is not repeated, so a killed table continues where it stoppe
 `--cores=0,1` runs that many at once, each pinned to one core. `--split=2` runs each
 (row, task)'s fine-tuning seeds as two processes (ROOT/ROW/TASK/seeds_A-B, the first taking
 the larger half), so that a row of one task fills two cores, and merges their results into
-ROOT/ROW/TASK/results.json (`electra_jax.finetune.glue.merge_seed_splits`): a seed's run
-does not depend on the process it ran in. Writes ROOT/summary.json and
+ROOT/ROW/TASK/results.json (`electra_jax.finetune.glue.merge_seed_splits`) as soon as the
+last of them ends: a seed's run does not depend on the process it ran in. Writes ROOT/summary.json and
 ROOT/table.md: per task the ELECTRA paper's metric (CoLA MCC, STS-B Spearman, else
 accuracy; x100) as median [min-max] over fine-tuning seeds, and the average of the task
 medians with the min-max of the per-seed averages (the seed spread of the average).
@@ -102,6 +102,15 @@ def merge_parts(workdir: str, parts: list[str]) -> None:
     files.write_json(os.path.join(workdir, "results.json"), merged)
 
 
+def merge_finished(merges: dict[str, list[str]]) -> None:
+    """Merges each (row, task) whose parts have all finished and that is not merged yet: called
+    as every job ends, so that a task's table cell lands while later tasks still run."""
+    for workdir, parts in merges.items():
+        done = [os.path.exists(os.path.join(p, "results.json")) for p in (workdir, *parts)]
+        if not done[0] and all(done[1:]):
+            merge_parts(workdir, parts)
+
+
 def task_scores(results: dict, task: str) -> list[float]:
     """The paper metric of every fine-tuning seed, in seed order."""
     metric = ELECTRA_PAPER_METRIC[task]
@@ -154,9 +163,8 @@ def main(argv=None) -> None:
         raise ValueError(f"--tasks {unknown}: choose from {sorted(ELECTRA_PAPER_METRIC)}")
     rows, task_overrides = parse_overrides(args.row), parse_overrides(args.task)
     jobs, merges = plan(args.root, tasks, rows, task_overrides, shared, args.split)
-    walls = run_all(jobs, [c for c in args.cores.split(",") if c])
-    for workdir, parts in merges.items():
-        merge_parts(workdir, parts)
+    merge_finished(merges)  # parts finished by an earlier, stopped call
+    walls = run_all(jobs, [c for c in args.cores.split(",") if c], on_done=lambda _: merge_finished(merges))
     scores = {}
     for row in rows:
         scores[row] = {}

@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable
 
 METRICS = ("mlm_accuracy", "disc_auc", "disc_accuracy", "disc_baseline_accuracy")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,8 +66,11 @@ def parse_overrides(specs: list[str]) -> dict[str, list[str]]:
     return parsed
 
 
-def run_all(jobs: list[tuple[str, list[str]]], cores: list[str]) -> dict[str, float]:
-    """Runs (workdir, argv) jobs, len(cores) at a time; returns workdir -> wall seconds."""
+def run_all(
+    jobs: list[tuple[str, list[str]]], cores: list[str], on_done: Callable[[str], None] = lambda workdir: None
+) -> dict[str, float]:
+    """Runs (workdir, argv) jobs, len(cores) at a time, calling `on_done(workdir)` as each one
+    succeeds; returns workdir -> wall seconds."""
     pending, running, walls = list(jobs), {}, {}
     while pending or running:
         while pending and len(running) < max(1, len(cores)):
@@ -84,6 +88,7 @@ def run_all(jobs: list[tuple[str, list[str]]], cores: list[str]) -> dict[str, fl
                     raise RuntimeError(f"{workdir}: exit {proc.returncode}; see {workdir}/train.log")
                 walls[workdir] = time.perf_counter() - start
                 del running[workdir]
+                on_done(workdir)
     return walls
 
 

@@ -2,6 +2,7 @@
 the eval rows learning_curve draws, the seed study's commands, the GLUE table's numbers."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -142,3 +143,49 @@ def test_glue_rows_split_gives_each_part_its_own_seeds_and_reruns_only_missing_p
     assert f"--workdir={workdir}" in argv and argv[-2:] == ["--config.seed=5", "--config.seeds=2"]
     with pytest.raises(ValueError, match="--config.seeds=N"):
         glue_rows.plan(str(tmp_path), ["cola"], rows, {}, ["--config.seeds", "5"], split=2)
+
+
+def test_run_all_reports_each_finished_job_and_names_a_failed_one(tmp_path):
+    done = []
+    jobs = [(str(tmp_path / name), [sys.executable, "-c", ""]) for name in ("a", "b")]
+    walls = seed_study.run_all(jobs, [], on_done=done.append)
+    assert done == [str(tmp_path / "a"), str(tmp_path / "b")] and set(walls) == set(done)
+    with pytest.raises(RuntimeError, match=r"/c: exit 3; see .*/c/train.log"):
+        seed_study.run_all([(str(tmp_path / "c"), [sys.executable, "-c", "raise SystemExit(3)"])], [])
+
+
+def test_glue_rows_split_merges_a_task_before_the_next_task_starts(tmp_path, monkeypatch):
+    """Each fake fine-tuning part writes its seeds' results; cola's parts fail unless stsb's
+    merged results.json is already there, so the table's cells land as tasks finish."""
+
+    real_command = glue_rows.command
+
+    def fake_command(workdir, task, shared, overrides):
+        if not overrides[-1].startswith("seeds="):  # plan() reading the seeds asked for
+            return real_command(workdir, task, shared, overrides)
+        seed = int(overrides[-2].removeprefix("seed="))
+        seeds = int(overrides[-1].removeprefix("seeds="))
+        metric = "spearman" if task == "stsb" else "mcc"
+        runs = [{"seed": s, "dev": {task: {metric: float(s)}}} for s in range(seed, seed + seeds)]
+        results = {
+            "init": "w",
+            "config": {"seed": seed, "seeds": seeds},
+            "tasks": {task: {"runs": runs}},
+            "skipped": {},
+        }
+        need = tmp_path / "electra" / "stsb" / "results.json"
+        script = (
+            "import json, os, sys\n"
+            f"if {task == 'cola'} and not os.path.exists({str(need)!r}): sys.exit(7)\n"
+            f"json.dump({results!r}, open(os.path.join({workdir!r}, 'results.json'), 'w'))\n"
+        )
+        return [sys.executable, "-c", script]
+
+    monkeypatch.setattr(glue_rows, "command", fake_command)
+    glue_rows.main(
+        [f"--root={tmp_path}", "--tasks=stsb,cola", "--split=2", "--row", "electra=init=w", "--", "--config.seeds=3"]
+    )
+    merged = json.loads((tmp_path / "electra" / "cola" / "results.json").read_text())
+    assert [run["seed"] for run in merged["tasks"]["cola"]["runs"]] == [0, 1, 2]
+    assert merged["merged_from"] == ["seeds_0-1", "seeds_2-2"]
+    assert "| electra | 1.0 [0.0-2.0] | 1.0 [0.0-2.0] | **1.0** [0.0-2.0] |" in (tmp_path / "table.md").read_text()
