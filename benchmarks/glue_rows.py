@@ -23,7 +23,6 @@ medians with the min-max of the per-seed averages (the seed spread of the averag
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -169,25 +168,19 @@ def main(argv=None) -> None:
     for row in rows:
         scores[row] = {}
         for task in tasks:
-            with open(os.path.join(args.root, row, task, "results.json"), encoding="utf-8") as f:
-                scores[row][task] = task_scores(json.load(f), task)
+            scores[row][task] = task_scores(files.read_json(os.path.join(args.root, row, task, "results.json")), task)
     summary = summarize(scores)
     markdown = table(summary, tasks)
     print(markdown)
-    with open(os.path.join(args.root, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(
-            {
-                "shared_flags": shared,
-                "rows": rows,
-                "task_overrides": task_overrides,
-                "summary": summary,
-                "wall_s": walls,
-            },
-            f,
-            indent=1,
-        )
-    with open(os.path.join(args.root, "table.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
+    summary_file = {
+        "shared_flags": shared,
+        "rows": rows,
+        "task_overrides": task_overrides,
+        "summary": summary,
+        "wall_s": walls,
+    }
+    files.write_json(os.path.join(args.root, "summary.json"), summary_file)
+    files.write_text(os.path.join(args.root, "table.md"), markdown)
 
 
 if __name__ == "__main__":
