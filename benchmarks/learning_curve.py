@@ -59,10 +59,11 @@ def plot(runs: dict[str, list[dict]], out: str, title: str) -> None:
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
     for ax, (key, label) in zip(axes, PANELS):
-        for name, rows in runs.items():
+        # A run keeps its colour in every panel: an MLM-only run has no AUC points.
+        for color, (name, rows) in enumerate(runs.items()):
             points = [(row["step"], row[key]) for row in rows if key in row]
             if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=name)
+                ax.plot(*zip(*points), marker="o", markersize=3, label=name, color=f"C{color}")
         ax.set_xlabel("step")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
