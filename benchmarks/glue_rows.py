@@ -14,8 +14,8 @@ results.json exists is not repeated, so a killed table continues where it stoppe
 (row, task)'s fine-tuning seeds as two processes (ROOT/ROW/TASK/seeds_A-B, the first taking
 the larger half), so that a row of one task fills two cores, and merges their results into
 ROOT/ROW/TASK/results.json (`electra_jax.finetune.glue.merge_seed_splits`) as soon as the
-last of them ends: a seed's run does not depend on the process it ran in. Writes ROOT/summary.json and
-ROOT/table.md: per task the ELECTRA paper's metric (CoLA MCC, STS-B Spearman, else
+last of them ends: a seed's run does not depend on the process it ran in. Writes
+ROOT/summary.json and ROOT/table.md: per task the ELECTRA paper's metric (CoLA MCC, STS-B Spearman, else
 accuracy; x100) as median [min-max] over fine-tuning seeds, and the average of the task
 medians with the min-max of the per-seed averages (the seed spread of the average).
 """
@@ -70,6 +70,11 @@ def split_seeds(seeds: range, parts: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
+def finished(workdir: str) -> bool:
+    """A fine-tuning workdir (a part or a merged (row, task)) is done once its results.json exists."""
+    return os.path.exists(os.path.join(workdir, "results.json"))
+
+
 def plan(root: str, tasks: list[str], rows: dict, task_overrides: dict, shared: list[str], split: int):
     """(jobs to run: [(workdir, argv)], {results.json to merge: [its parts' workdirs]}),
     task-major so that every row of a task is done before the next task starts. A (row,
@@ -78,7 +83,7 @@ def plan(root: str, tasks: list[str], rows: dict, task_overrides: dict, shared: 
     for task in tasks:
         for row, row_overrides in rows.items():
             workdir = os.path.join(root, row, task)
-            if os.path.exists(os.path.join(workdir, "results.json")):
+            if finished(workdir):
                 continue
             overrides = task_overrides.get(task, []) + row_overrides
             if split == 1:
@@ -89,7 +94,7 @@ def plan(root: str, tasks: list[str], rows: dict, task_overrides: dict, shared: 
             for r in split_seeds(seeds, split):
                 part = os.path.join(workdir, f"seeds_{r.start}-{r.stop - 1}")
                 merges[workdir].append(part)
-                if not os.path.exists(os.path.join(part, "results.json")):
+                if not finished(part):
                     jobs.append((part, command(part, task, shared, [*overrides, f"seed={r.start}", f"seeds={len(r)}"])))
     return jobs, merges
 
@@ -105,8 +110,7 @@ def merge_finished(merges: dict[str, list[str]]) -> None:
     """Merges each (row, task) whose parts have all finished and that is not merged yet: called
     as every job ends, so that a task's table cell lands while later tasks still run."""
     for workdir, parts in merges.items():
-        done = [os.path.exists(os.path.join(p, "results.json")) for p in (workdir, *parts)]
-        if not done[0] and all(done[1:]):
+        if not finished(workdir) and all(finished(part) for part in parts):
             merge_parts(workdir, parts)
 
 
