@@ -15,9 +15,10 @@ results.json exists is not repeated, so a killed table continues where it stoppe
 the larger half), so that a row of one task fills two cores, and merges their results into
 ROOT/ROW/TASK/results.json (`electra_jax.finetune.glue.merge_seed_splits`) as soon as the
 last of them ends: a seed's run does not depend on the process it ran in. Writes
-ROOT/summary.json and ROOT/table.md: per task the ELECTRA paper's metric (CoLA MCC, STS-B Spearman, else
-accuracy; x100) as median [min-max] over fine-tuning seeds, and the average of the task
-medians with the min-max of the per-seed averages (the seed spread of the average).
+ROOT/summary.json and ROOT/table.md: per task the ELECTRA paper's metric (CoLA MCC, STS-B
+Spearman, else accuracy; x100) as median [min-max] over fine-tuning seeds, and the average
+of the task medians with the min-max of the per-seed averages (the seed spread of the
+average).
 """
 
 from __future__ import annotations
