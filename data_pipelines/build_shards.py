@@ -23,8 +23,8 @@ Determinism, parallelism, resume:
   tokenizer and settings, never on `num_processes` or on which shards were built before.
 * shards are written under `<name>.tmp` and renamed when complete, then a
   `<name>.stats.json` sidecar marks them done; a rerun skips done shards and rebuilds the
-  others. `build_config.json` records the settings, and a rerun with different ones
-  into the same directory is refused.
+  others. `build_config.json` records the settings, the inputs' size and mtime and the
+  tokenizer's hash; a rerun with different ones into the same directory is refused.
 * invalid UTF-8 lines are skipped and counted (or rejected, `on_invalid_utf8="error"`).
 
 CLI:
@@ -247,16 +247,30 @@ def changed_keys(previous: dict, current: dict) -> list[str]:
     return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
 
 
-def _check_build_config(output_dir: str, build_config: dict) -> None:
-    """Refuses to resume into a directory built with other settings (would mix shards)."""
+def _check_build_config(output_dir: str, build_config: dict, unfingerprinted: dict) -> None:
+    """Refuses to resume into a directory built with other settings or from inputs or a
+    tokenizer that changed since (would mix shards, or keep shards of the old text).
+    `unfingerprinted` is `build_config` as versions before the fingerprints recorded it
+    (paths only): a directory they built that matches it is reused, with a warning."""
     path = os.path.join(output_dir, BUILD_CONFIG_FILE)
     if os.path.exists(path):
         previous = files.read_json(path)
+        if isinstance(previous.get("tokenizer"), str) and not changed_keys(previous, unfingerprinted):
+            logging.warning(
+                "%s was built by an older version that recorded no fingerprints of its inputs: "
+                "reusing its shards unchecked, and recording the fingerprints from now on",
+                output_dir,
+            )
+            files.write_json(path, build_config, sort_keys=True)
+            return
         changed = changed_keys(previous, build_config)
+        if "inputs" in changed and all(isinstance(f, dict) for f in previous.get("inputs", [])):
+            names = files.changed_fingerprints(previous["inputs"], build_config["inputs"])
+            changed[changed.index("inputs")] = f"inputs: {', '.join(names)}"
         if changed:
             raise ValueError(
-                f"{output_dir} holds shards built with different settings ({', '.join(changed)} "
-                "changed); use a new output_dir or delete the old one"
+                f"{output_dir} holds shards built with different settings or inputs ({'; '.join(changed)} "
+                f"changed, against its {BUILD_CONFIG_FILE}); build into a new output_dir, or move the old one away"
             )
     else:
         files.write_json(path, build_config, sort_keys=True)
@@ -353,12 +367,15 @@ def build_shards(
     os.makedirs(output_dir, exist_ok=True)
     build_config = {
         **dataclasses.asdict(packing),
-        "inputs": list(paths),
+        # Size and mtime of each text file, the tokenizer's content: shards of edited text or
+        # of a replaced tokenizer are never reused.
+        "inputs": files.fingerprints(paths, output_dir),
         "num_shards": num_shards,
         "num_eval_shards": num_eval_shards,
-        "tokenizer": os.path.abspath(tokenizer_path),
+        "tokenizer": {"path": os.path.relpath(tokenizer_path, output_dir), "sha256": files.sha256(tokenizer_path)},
     }
-    _check_build_config(output_dir, build_config)
+    unfingerprinted = {**build_config, "inputs": list(paths), "tokenizer": os.path.abspath(tokenizer_path)}
+    _check_build_config(output_dir, build_config, unfingerprinted)
     jobs, done_stats = [], []
     for slot, name in enumerate(shard_file_names(num_shards, num_eval_shards)):
         output_path = os.path.join(output_dir, name)

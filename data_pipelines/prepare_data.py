@@ -12,12 +12,12 @@ Without inputs it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
 `output_dir/shards/{train,eval}-*.tfrecord`, then prints the config overrides to train on
 them. Rerunning resumes: an existing spm.model is reused and finished shards are skipped.
 A rerun with other settings, or after an input file changed (size or mtime), is refused
-with the changed names (`prepare_settings.json` records them); `rebuild` starts anew.
+with the changed names (`prepare_settings.json` records them); `rebuild` starts anew, moving
+the old tokenizer and shards to `output_dir/replaced-<time>/`.
 """
 
 import json
 import os
-import shutil
 import time
 from typing import Sequence
 
@@ -31,24 +31,25 @@ from data_pipelines import tokenizer as tokenizer_lib
 SETTINGS_FILE = "prepare_settings.json"
 
 
-def input_fingerprints(paths: Sequence[str], output_dir: str) -> list[dict]:
-    """Path (relative to output_dir, so that a workdir holding both can move), size and mtime
-    of each input: an edit in place, or a copy that did not keep the mtime, shows as a change."""
-    return [
-        {"path": os.path.relpath(p, output_dir), "bytes": os.path.getsize(p), "mtime_ns": os.stat(p).st_mtime_ns}
-        for p in paths
-    ]
+# What `rebuild` replaces in output_dir (moved aside, never deleted); a default corpus.txt stays.
+REBUILT = ("spm.model", "spm.vocab", "vocab.txt", SETTINGS_FILE, "shards")
 
 
-def check_settings(output_dir: str, settings: dict, rebuild: bool) -> None:
+def check_settings(output_dir: str, settings: dict, rebuild: bool, inputs: dict) -> None:
     """Records `settings` in output_dir; refuses a rerun with other ones (or changed inputs),
-    which would reuse a tokenizer and shards they did not make, unless `rebuild` clears them."""
+    which would reuse a tokenizer and shards they did not make, unless `rebuild` moves them
+    aside. `inputs` ({what: paths}) must survive that: a rebuild that would move one is refused."""
     path = os.path.join(output_dir, SETTINGS_FILE)
     if rebuild:
-        for name in ("spm.model", "spm.vocab", "vocab.txt", SETTINGS_FILE):
-            if os.path.exists(os.path.join(output_dir, name)):
-                os.remove(os.path.join(output_dir, name))
-        shutil.rmtree(os.path.join(output_dir, "shards"), ignore_errors=True)
+        files.check_spares_inputs(
+            [os.path.join(output_dir, name) for name in REBUILT],
+            inputs,
+            fix=f"rebuild=True replaces {', '.join(REBUILT)} in {output_dir}: prepare into a new output_dir "
+            "(--config.tokenizer may name the old one's spm.model), or copy the input elsewhere first",
+        )
+        aside = files.move_aside(output_dir, REBUILT)
+        if aside:
+            logging.warning("rebuild: moved the previous tokenizer and shards to %s; delete it when done", aside)
     elif os.path.exists(path):
         changed = build_lib.changed_keys(files.read_json(path), settings)
         if changed:
@@ -114,9 +115,9 @@ def prepare_data(
         on_invalid_utf8=on_invalid_utf8,
     )
     settings = {
-        "inputs": input_fingerprints(paths, output_dir),
+        "inputs": files.fingerprints(paths, output_dir),
         **(
-            {"tokenizer": input_fingerprints([tokenizer], output_dir)[0]}
+            {"tokenizer": files.fingerprints([tokenizer], output_dir)[0]}
             if tokenizer
             else {
                 "vocab_size": vocab_size,
@@ -134,7 +135,9 @@ def prepare_data(
         "word_segmenter": word_segmenter,
         "on_invalid_utf8": on_invalid_utf8,
     }
-    check_settings(output_dir, settings, rebuild)
+    if tokenizer:
+        tokenizer_lib.load_tokenizer(tokenizer)  # a missing or unreadable one fails before anything is moved
+    check_settings(output_dir, settings, rebuild, {"the corpus (inputs)": paths, "tokenizer": tokenizer})
 
     start = time.perf_counter()
     if tokenizer:
@@ -216,7 +219,7 @@ def prepare_data_config() -> ml_collections.ConfigDict:
     c.document_boundary = "blank_line"  # "file" for hard-wrapped books whose blank lines part paragraphs
     c.word_segmenter = "pieces"  # word starts for whole-word masking: words.WORD_SEGMENTERS
     c.max_lost_fraction = build_lib.DEFAULT_MAX_LOST_FRACTION  # fail above this fraction not in the shards
-    c.rebuild = False  # replace the tokenizer and shards of an output_dir prepared otherwise
+    c.rebuild = False  # replace (move aside) the tokenizer and shards of an output_dir prepared otherwise
     return tokenizer_lib.add_text_options(c)
 
 

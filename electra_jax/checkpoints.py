@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import ml_collections
@@ -254,6 +254,7 @@ def check_run_config(
     absent_means: Optional[dict[str, dict[str, Any]]] = None,
     may_change: Sequence[str] = (),
     hints: Sequence[tuple[str, str]] = (),
+    inputs: Optional[Mapping[str, Any]] = None,
 ) -> list[str]:
     """Refuse to resume a workdir whose saved config differs from this run's in a field a
     resume cannot honour; returns the fields that changed (all in `may_change`). The
@@ -263,7 +264,9 @@ def check_run_config(
     `hints` (pattern, text) pairs add `text` to the refusal when a refused key matches.
     `absent_means` ({section: {key: value}}) gives the value a key the saved config lacks
     stood for (a field added after the run was saved behaved as its default then).
-    With `fresh`, the old checkpoints are moved aside (never deleted or overwritten).
+    With `fresh`, a previous run's checkpoints and logs are moved aside (never deleted or
+    overwritten), whatever its config; refused when that would move one of `inputs`
+    ({config key: path or glob}, e.g. an init source inside this workdir).
     """
     path = epath.Path(workdir) / "config.json"
     changed: list[str] = []
@@ -278,17 +281,23 @@ def check_run_config(
         differences = _config_differences(saved, current)
         refused = {key: values for key, values in differences.items() if not _matches(key, may_change)}
         resuming = has_checkpoints(workdir)
-        if refused and resuming:
-            if not fresh:
-                details = "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in refused.items())
-                raise ValueError(
-                    f"{workdir} holds a run with a different config ({details}); a resume may change "
-                    f"only {', '.join(may_change) or 'nothing'}. Use another --workdir, or pass --fresh "
-                    "to move its checkpoints aside and start over"
-                    + "".join(text for pattern, text in hints if any(_matches(key, [pattern]) for key in refused))
-                )
+        if resuming and fresh:
+            files.check_spares_inputs(
+                [os.fspath(path) for pattern in RUN_OUTPUTS for path in epath.Path(workdir).glob(pattern)],
+                inputs or {},
+                fix="--fresh moves the previous run aside: copy that input out of the workdir first, or use "
+                "another --workdir",
+            )
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
+        elif refused and resuming:
+            details = "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in refused.items())
+            raise ValueError(
+                f"{workdir} holds a run with a different config ({details}); a resume may change "
+                f"only {', '.join(may_change) or 'nothing'}. Use another --workdir, or pass --fresh "
+                "to move its checkpoints aside and start over"
+                + "".join(text for pattern, text in hints if any(_matches(key, [pattern]) for key in refused))
+            )
         elif resuming:
             changed = sorted(differences)
             for key in changed:
@@ -404,11 +413,7 @@ RUN_OUTPUTS = ("config.json", "checkpoints", "data_state", "metrics.jsonl", "ten
 def _move_run_aside(workdir: str) -> str:
     """Moves the previous run's outputs into WORKDIR/replaced-<time>/, itself a complete
     workdir (evaluate.py and export.py still read it); nothing is deleted or overwritten."""
-    aside = epath.Path(workdir) / time.strftime("replaced-%Y%m%d-%H%M%S")
-    aside.mkdir(parents=True)  # exists already: fail rather than mix two previous runs
-    for pattern in RUN_OUTPUTS:
-        for path in epath.Path(workdir).glob(pattern):
-            path.rename(aside / path.name)
+    aside = epath.Path(files.move_aside(workdir, RUN_OUTPUTS))
     if (aside / "config.json").exists():  # its default_data stayed behind: ../default_data
         saved = run_paths.resolved(files.read_json(aside / "config.json"), workdir)
         moved = run_paths.stored(saved, os.fspath(aside), within=workdir)

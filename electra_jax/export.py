@@ -21,8 +21,10 @@ from data_pipelines import errors, files
 def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False) -> int:
     """Writes OUT/<network> for every network of the run at `step` (latest if None), in
     transformers' format with the run's tokenizer; returns the step. A non-empty `out_dir`
-    is refused unless `overwrite`, which clears it first: a stale file left beside a new
-    model (an old vocab.txt beside a new spm.model) would be read in its place."""
+    is refused unless `overwrite`: a stale file left beside a new model (an old vocab.txt
+    beside a new spm.model) would be read in its place. With `overwrite` the old export is
+    replaced only once the new one is complete, and refused when it holds the workdir or
+    the tokenizer (the inputs are read before anything is removed)."""
     check_export_target(out_dir, overwrite)
     import jax
 
@@ -38,15 +40,21 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, ov
         )
     tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer) if config.data.tokenizer else None
     params = model.split_pretraining_params(jax.device_get(params))
+    temp = epath.Path(f"{out_dir}.tmp")
+    files.check_spares_inputs(
+        [path for path in (out_dir, temp) if epath.Path(path).exists()],
+        {"the workdir": workdir, "its tokenizer (data.tokenizer)": config.data.tokenizer},
+        fix="Export to a folder that is neither the run's workdir nor inside or around it or its tokenizer.",
+    )
     # Written beside OUT and renamed into place: a failure leaves no half-written export under OUT.
-    with files.temporary_path(out_dir) as temp:
-        if epath.Path(temp).exists():
+    with files.temporary_path(out_dir) as temp_dir:
+        if temp.exists():
             logging.info("removing %s, left by an export that did not finish", temp)
-            epath.Path(temp).rmtree()
+            temp.rmtree()
         for kind, cfg in model.pretraining_networks(config).items():
-            hf.save_pretrained(cfg, params[kind], os.path.join(temp, kind), kind)
+            hf.save_pretrained(cfg, params[kind], os.path.join(temp_dir, kind), kind)
             if tokenizer is not None:
-                hf_tokenizer.save_pretrained(tokenizer, os.path.join(temp, kind), cfg.max_position_embeddings)
+                hf_tokenizer.save_pretrained(tokenizer, os.path.join(temp_dir, kind), cfg.max_position_embeddings)
     logging.info("exported step %d of %s to %s", step, workdir, out_dir)
     return step
 
@@ -54,16 +62,14 @@ def export_checkpoint(workdir: str, out_dir: str, step: Optional[int] = None, ov
 def check_export_target(out_dir: str, overwrite: bool) -> None:
     out = epath.Path(out_dir)
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if not existing:
-        return
-    if not overwrite:
+    if existing and not overwrite:
         shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
         raise FileExistsError(
             f"{out_dir} is not empty ({len(existing)} entries: {shown}); export into a new or "
-            "empty directory, or pass overwrite=True (--config.overwrite=True) to clear it first"
+            "empty directory, or pass overwrite=True (--config.overwrite=True) to replace it"
         )
-    logging.info("overwrite: clearing %s (%d entries) before the export", out_dir, len(existing))
-    out.rmtree()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; export into a directory")
 
 
 def export_config() -> ml_collections.ConfigDict:
@@ -71,7 +77,7 @@ def export_config() -> ml_collections.ConfigDict:
     c.workdir = ""  # the pretraining workdir to export
     c.step = ml_collections.config_dict.placeholder(int)  # checkpoint step; None = the latest
     c.out = ""  # output directory: new or empty, unless overwrite
-    c.overwrite = False  # clear a non-empty out first
+    c.overwrite = False  # replace a non-empty out (once the new export is complete)
     return c
 
 

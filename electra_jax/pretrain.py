@@ -411,6 +411,16 @@ RESUME_MAY_CHANGE = (
 # ... and with data.reset_iterator, the training data too.
 TRAINING_DATA_FIELDS = ("data.source", "data.train_files", "data.shuffle_buffer")
 
+# The files a run reads ((section, key) of the config): --fresh must not move them aside.
+RUN_INPUTS = (
+    ("data", "train_files"),
+    ("data", "eval_files"),
+    ("data", "tokenizer"),
+    ("init", "discriminator"),
+    ("init", "generator"),
+    ("init", "workdir"),
+)
+
 
 def resume_may_change(config) -> tuple[str, ...]:
     return RESUME_MAY_CHANGE + (TRAINING_DATA_FIELDS if config.data.get("reset_iterator") else ())
@@ -449,6 +459,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
         absent_means=resume_defaults(),
         may_change=resume_may_change(config),
         hints=(("data.*", ", or --config.data.reset_iterator=True to go on from the saved step on the new data"),),
+        inputs={f"{section}.{key}": config[section][key] for section, key in RUN_INPUTS if config.get(section)},
     )
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(

@@ -20,7 +20,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and TensorBoa
 _FRESH = flags.DEFINE_bool(
     "fresh",
     False,
-    "Start over in a workdir whose run has a different config (its checkpoints are moved aside, never deleted).",
+    "Start over in a workdir that holds a run: its checkpoints and logs are moved to WORKDIR/replaced-<time>/, "
+    "never deleted.",
 )
 _STOP_AT_STEP = flags.DEFINE_integer(
     "stop_at_step", None, "Stop (with a checkpoint) at this step; the schedule still spans config.train.num_steps."

@@ -180,8 +180,45 @@ def test_resume_after_a_kill_gives_the_same_shards(corpus_and_tokenizer, tmp_pat
 def test_resume_with_other_settings_is_refused(corpus_and_tokenizer, tmp_path):
     corpus, tokenizer = corpus_and_tokenizer
     build(corpus, tokenizer, tmp_path / "s", num_shards=2)
-    with pytest.raises(ValueError, match=r"different settings \(max_seq_length changed\)"):
+    with pytest.raises(ValueError, match=r"different settings or inputs \(max_seq_length changed"):
         build(corpus, tokenizer, tmp_path / "s", num_shards=2, max_seq_length=32)
+
+
+def test_shards_of_changed_text_or_a_replaced_tokenizer_are_refused_not_reused(corpus_and_tokenizer, tmp_path):
+    # Issue 45, item 4: build_config.json recorded paths only, so a rerun after the text or
+    # the tokenizer changed kept the old shards and exited 0.
+    corpus = tmp_path / "corpus.txt"
+    shutil.copyfile(corpus_and_tokenizer[0], corpus)
+    tokenizer_path = tmp_path / "spm.model"
+    shutil.copyfile(corpus_and_tokenizer[1].path, tokenizer_path)
+    tokenizer = tokenizer_lib.load_tokenizer(str(tokenizer_path))
+    build(str(corpus), tokenizer, tmp_path / "s", num_shards=2)
+    assert build(str(corpus), tokenizer, tmp_path / "s", num_shards=2)["shards_skipped"] == 2  # unchanged: resumes
+    text = corpus.read_text()
+    corpus.write_text(text.replace("the", "a", 1))  # same files, other content
+    with pytest.raises(ValueError, match=r"different settings or inputs \(inputs: \.\./corpus\.txt changed"):
+        build(str(corpus), tokenizer, tmp_path / "s", num_shards=2)
+    corpus.write_text(text)
+    os.utime(corpus, ns=(0, 0))
+    build(str(corpus), tokenizer, tmp_path / "t", num_shards=2)
+    other = tokenizer_lib.train_sentencepiece(str(corpus), str(tmp_path / "other.model"), vocab_size=300)
+    shutil.copyfile(other.path, tokenizer_path)  # replaced under the same name
+    with pytest.raises(ValueError, match=r"\(tokenizer changed"):
+        build(str(corpus), tokenizer, tmp_path / "t", num_shards=2)
+
+
+def test_a_directory_built_before_fingerprints_is_reused_once_and_then_checked(corpus_and_tokenizer, tmp_path):
+    import json
+
+    corpus, tokenizer = corpus_and_tokenizer
+    build(corpus, tokenizer, tmp_path / "s", num_shards=2)
+    record = tmp_path / "s" / build_lib.BUILD_CONFIG_FILE
+    saved = json.loads(record.read_text())
+    fingerprinted = dict(saved)
+    saved.update(inputs=[corpus], tokenizer=os.path.abspath(tokenizer.path))  # as older versions wrote it
+    record.write_text(json.dumps(saved))
+    assert build(corpus, tokenizer, tmp_path / "s", num_shards=2)["shards_skipped"] == 2
+    assert json.loads(record.read_text()) == fingerprinted
 
 
 def test_bad_inputs_fail_before_writing(corpus_and_tokenizer, tmp_path):
@@ -298,3 +335,48 @@ def test_prepare_data_refuses_other_settings_or_changed_inputs_unless_rebuilt(tm
     rebuilt = prepare(vocab_size=120, rebuild=True)
     assert rebuilt["vocab_size"] == 120 and rebuilt["shards"]["shards_built"] == 3
     assert tokenizer_lib.load_tokenizer(rebuilt["tokenizer"]).vocab_size == 120 != first["vocab_size"]
+    # The old tokenizer and shards were moved aside, not deleted.
+    [aside] = glob.glob(f"{out}/replaced-*")
+    assert sorted(os.listdir(aside)) == ["prepare_settings.json", "shards", "spm.model"]
+    assert tokenizer_lib.load_tokenizer(f"{aside}/spm.model").vocab_size == first["vocab_size"]
+
+
+def test_prepare_data_rebuild_never_removes_the_tokenizer_it_was_given(tmp_path, corpus_and_tokenizer):
+    # Issue 45, item 3: re-sharding with --config.tokenizer=D/spm.model --config.rebuild=True
+    # deleted D/spm.model, then failed because it was gone.
+    from data_pipelines import prepare_data
+
+    corpus, _ = corpus_and_tokenizer
+    out = tmp_path / "prepared"
+    prepare_data.prepare_data(str(out), inputs=corpus, vocab_size=100, num_shards=2, show_progress=False)
+    model_bytes = (out / "spm.model").read_bytes()
+    with pytest.raises(ValueError, match=r"refusing to remove .*prepared/spm.model: it is tokenizer .*new output_dir"):
+        prepare_data.prepare_data(
+            str(out),
+            inputs=corpus,
+            tokenizer=str(out / "spm.model"),
+            max_seq_length=32,
+            num_shards=2,
+            show_progress=False,
+            rebuild=True,
+        )
+    assert (out / "spm.model").read_bytes() == model_bytes and not glob.glob(f"{out}/replaced-*")
+    with pytest.raises(ValueError, match=r"refusing to remove .*prepared/shards: it holds the corpus"):
+        prepare_data.prepare_data(
+            str(out),
+            inputs=f"{out}/shards/summary.json",
+            num_shards=1,
+            num_eval_shards=0,
+            rebuild=True,
+            show_progress=False,
+        )
+    # The way the message suggests: a new output_dir naming the old tokenizer.
+    again = prepare_data.prepare_data(
+        str(tmp_path / "seq32"),
+        inputs=corpus,
+        tokenizer=str(out / "spm.model"),
+        max_seq_length=32,
+        num_shards=2,
+        show_progress=False,
+    )
+    assert again["shards"]["examples"] > 0 and (out / "spm.model").read_bytes() == model_bytes

@@ -453,6 +453,38 @@ def test_export_refuses_a_non_empty_target_unless_overwrite(tmp_path, reference)
     assert sorted(os.listdir(out / "discriminator")) == EXPORT_FILES
 
 
+def test_export_overwrite_never_removes_its_own_inputs(tmp_path, reference):
+    # Issue 45, items 1-2: overwrite cleared `out` before reading the workdir, so out=W,
+    # out=parent of W, or a workdir typo deleted the run or the previous export.
+    workdir = tmp_path / "runs" / "w"
+    shutil.copytree(reference["workdir"], workdir)
+    tokenizer_dir = tmp_path / "tok"
+    shutil.copytree(os.path.dirname(reference["config"].data.tokenizer), tokenizer_dir)
+    with open(workdir / "config.json") as f:
+        saved = json.load(f)
+    saved["data"]["tokenizer"] = str(tokenizer_dir / "spm.model")
+    with open(workdir / "config.json", "w") as f:
+        json.dump(saved, f)
+    before = file_digests(tmp_path)
+    for out, what in (
+        (workdir, "is the workdir"),
+        (tmp_path / "runs", "holds the workdir"),
+        (tokenizer_dir, "holds its tokenizer"),
+    ):
+        with pytest.raises(ValueError, match=f"refusing to remove {out}: it {what}"):
+            export.export_checkpoint(str(workdir), str(out), overwrite=True)
+    assert file_digests(tmp_path) == before
+    previous = tmp_path / "hf"
+    assert export.export_checkpoint(str(workdir), str(previous)) == REFERENCE_STEPS
+    kept = file_digests(previous)
+    with pytest.raises(FileNotFoundError, match="no config.json in .*typo"):
+        export.export_checkpoint(str(tmp_path / "runs" / "typo"), str(previous), overwrite=True)
+    assert file_digests(previous) == kept
+    # A real overwrite still replaces, and leaves no temporary folder behind.
+    assert export.export_checkpoint(str(workdir), str(previous), step=REFERENCE_STEPS - 2, overwrite=True) == 8
+    assert sorted(os.listdir(tmp_path)) == ["hf", "runs", "tok"]
+
+
 def test_a_workdir_records_paths_that_work_from_anywhere_and_move_with_it(tmp_path, reference, settings, monkeypatch):
     # Started as the quick start is: relative --workdir, its data inside it (default_data),
     # held-out files outside it, all relative to the directory training starts in.
@@ -539,6 +571,21 @@ def test_a_workdir_of_another_model_is_refused_unless_fresh(tmp_path, reference,
     assert checkpoints.load_run_config(workdir).model.initializer_range == 0.03
     assert saved_steps(workdir) == []
     assert logged_rows(workdir, "train") == {}
+
+
+def test_fresh_starts_over_whatever_the_config_but_never_moves_an_input(tmp_path, reference, settings):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    before = file_digests(workdir)
+    # Continuing from this run's own weights while moving them aside cannot work: refused.
+    from_itself = make_config(settings, **{"init.workdir": workdir})
+    with pytest.raises(ValueError, match=r"refusing to remove .*run/config.json: it lies inside init.workdir"):
+        pretrain.train_and_evaluate(from_itself, workdir, fresh=True, stop_at_step=0)
+    assert file_digests(workdir) == before
+    # The same config with --fresh starts over too (a damaged run's way out), not a resume.
+    assert pretrain.train_and_evaluate(make_config(settings), workdir, fresh=True, stop_at_step=0)["step"] == 0
+    (aside,) = glob.glob(os.path.join(workdir, "replaced-*"))
+    assert saved_steps(aside) == [6, 8, 10]
 
 
 def test_a_finished_run_resumed_again_changes_no_checkpoint(tmp_path, reference, settings):
