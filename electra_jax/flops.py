@@ -57,6 +57,17 @@ def train_flops_per_sequence(
     return 3.0 * forward
 
 
+def train_flops_per_step(config) -> float:
+    """Model FLOPs of one optimizer step (the whole global batch) of a pretraining config."""
+    networks = model.pretraining_networks(config)
+    return config.train.batch_size * train_flops_per_sequence(
+        networks["generator"],
+        networks.get("discriminator"),
+        config.train.max_seq_length,
+        config.objective.max_predictions_per_seq,
+    )
+
+
 _HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]")
 
 

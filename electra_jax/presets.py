@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from electra_jax import tpu
+
 # Apart from train.seed, so that runs of different training seeds are scored on the same
 # held-out corruption.
 DEFAULT_EVAL_SEED = 0
@@ -173,6 +175,7 @@ def mesh_config() -> ml_collections.ConfigDict:
     mh.data = -1  # data-parallel axis; -1 takes the remaining devices
     mh.fsdp = 1  # parameters and optimizer state sharded over this axis
     mh.tensor = 1  # tensor (model) parallel axis
+    mh.tpu_slice = ""  # the TPU slice (tpu.SLICES) a layout is for; python -m electra_jax.compile compiles for it
     return mh
 
 
@@ -307,9 +310,6 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
 
 
 # ------------------------------------------------------------------ TPU pod layouts
-# pod -> (chips, HBM GiB per chip). JAX sees one device per chip (v4: megacore).
-TPU_PODS = {"v4-8": (4, 32), "v4-32": (16, 32), "v5e-256": (256, 16)}
-
 # (size, pod) -> (global batch, grad_accum_steps, mesh.fsdp, remat_policy), bfloat16 compute,
 # float32 parameters and Adam moments. Batches are the paper's except where a pod has more
 # chips than sequences; then the batch grows (tune the learning rate: not validated here).
@@ -329,6 +329,11 @@ POD_LAYOUTS = {
     ("large", "v4-8"): (2048, 16, 4, "full"),  # 32 seq/chip x 16 microbatches; 1.3 / 3.8 / 5.1 GiB
     ("large", "v4-32"): (2048, 4, 16, "full"),  # 32 seq/chip x 4; 0.3 / 3.8 / 4.1 GiB
     ("large", "v5e-256"): (2048, 1, 256, "full"),  # 8 seq/chip; 0.02 / 1.0 / 1.0 GiB
+    # v5p (95 GiB a chip) and v6e / Trillium (32 GB a chip)
+    ("base", "v5p-32"): (256, 1, 1, "none"),  # 16 seq/chip
+    ("base", "v6e-64"): (256, 1, 1, "none"),  # 4 seq/chip
+    ("large", "v5p-32"): (2048, 4, 16, "none"),  # 32 seq/chip x 4
+    ("large", "v6e-64"): (2048, 1, 64, "full"),  # 32 seq/chip
 }
 
 
@@ -337,13 +342,14 @@ def pod_config(size: str, pod: str) -> ml_collections.ConfigDict:
     if (size, pod) not in POD_LAYOUTS:
         raise ValueError(
             f"no layout for size={size!r} on pod={pod!r}; choose a pod of "
-            f"{sorted(TPU_PODS)} for a size of {sorted({s for s, _ in POD_LAYOUTS})}"
+            f"{sorted({p for _, p in POD_LAYOUTS})} for a size of {sorted({s for s, _ in POD_LAYOUTS})}"
         )
     batch, grad_accum, fsdp, remat = POD_LAYOUTS[(size, pod)]
     c = pretraining_config(size)
     c.train.batch_size = batch
     c.train.grad_accum_steps = grad_accum
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, fsdp, 1
+    c.mesh.tpu_slice = pod
     c.model.dtype = "bfloat16"
     c.model.remat_policy = remat
     c.model.scan_layers = size != "small"  # one compiled layer: minutes less compile for 12-24 layers
@@ -353,7 +359,7 @@ def pod_config(size: str, pod: str) -> ml_collections.ConfigDict:
 def named_config(size: str, variant: str | None = None) -> ml_collections.ConfigDict:
     """The locked pretraining config of `size`, with `variant` a RECIPE_VARIANTS name or a
     TPU pod slice of POD_LAYOUTS (None: the size's own recipe)."""
-    if variant in TPU_PODS:
+    if variant in tpu.SLICES:
         config = pod_config(size, variant)
     else:
         config = pretraining_config(size, variant)

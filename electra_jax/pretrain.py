@@ -494,13 +494,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
     step_fn = jit_train_step(trainer)
     eval_fn = jit_eval_step(trainer, eval_seed=config.train.eval_seed)
     writer = MetricWriter(workdir, config.train.tensorboard, start_step=start_step)
-    networks = model.pretraining_networks(config)
-    flops_per_step = config.train.batch_size * flops.train_flops_per_sequence(
-        networks["generator"],
-        networks.get("discriminator"),
-        config.train.max_seq_length,
-        config.objective.max_predictions_per_seq,
-    )
+    flops_per_step = flops.train_flops_per_step(config)
     peak = flops.peak_flops(jax.devices()[0].device_kind, config.model.dtype)
     preemption = _Preemption()
     result: dict[str, Any] = {"train": {}, "eval": {}}

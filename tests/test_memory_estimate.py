@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import memory_estimate
-from electra_jax import presets, pretrain, sharding
+from electra_jax import presets, pretrain, sharding, tpu
 
 # LLVM optimisation changes code, not XLA's buffer assignment; skipping it compiles faster.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
@@ -71,13 +71,13 @@ def test_shard_elements_by_hand():
 def test_every_pod_layout_fits_its_chips():
     for (size, pod), (batch, grad_accum, _, _) in presets.POD_LAYOUTS.items():
         config = presets.pod_config(size, pod)
-        chips, hbm_gib = presets.TPU_PODS[pod]
+        chips, hbm_bytes = tpu.SLICES[pod].chips, tpu.CHIPS[tpu.SLICES[pod].chip].hbm_bytes
         mesh = sharding.mesh_shape(config.mesh, chips)
         microbatch = batch // grad_accum
         assert microbatch % (mesh[0] * mesh[1]) == 0, (size, pod)  # splits evenly over the chips
         estimate = memory_estimate.estimate(config, chips)
         # 25% headroom for what the estimate leaves out (XLA temporaries, the runtime)
-        assert estimate["total"] < 0.75 * hbm_gib * memory_estimate.GIB, (size, pod, estimate)
+        assert estimate["total"] < 0.75 * hbm_bytes, (size, pod, estimate)
 
 
 def test_unknown_pod_is_refused():

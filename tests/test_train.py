@@ -713,6 +713,7 @@ def test_console_scripts_point_at_cli_run_functions():
         "electra-jax-train",
         "electra-jax-evaluate",
         "electra-jax-export",
+        "electra-jax-compile",
         "electra-jax-finetune",
         "electra-jax-fill-mask",
         "electra-jax-inference",

@@ -1,0 +1,269 @@
+"""Compile the real pretraining step for a TPU slice on any machine, without the TPU.
+
+    python -m electra_jax.compile --config=configs/pretrain.py:base,v4-32 [--config.* overrides] \\
+        [--topology=v5p-32] [--step=train|eval] [--out=FILE.json]
+
+The step is the one `train` runs (`pretrain.jit_train_step` on a mesh of the slice's
+devices), lowered and compiled by libtpu's own compiler for the slice the config's layout
+names (`mesh.tpu_slice`, or --topology). The compiler's memory analysis says whether it fits
+a chip; its cost analysis, the collectives in the optimized HLO and the chip's published
+figures (tpu.CHIPS) bound the step time from below:
+
+    roofline = max(FLOPs / peak FLOP/s, HBM bytes / HBM bandwidth) + collective bytes / all-reduce bandwidth
+
+That is a bound, not a measurement: real step time and MFU need the hardware. XLA counts a
+loop body once (scanned layers, gradient microbatches), so where the step has loops the
+FLOPs are the analytic model FLOPs (4/3 of them under full remat) and XLA's HBM bytes are
+scaled by the same undercount; the JSON says which count was used. Exits 1 with one line
+when the step does not fit the chip.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from absl import app, flags
+
+from data_pipelines import errors, files
+from electra_jax import cli
+
+_CONFIG = cli.define_config_file(None, "configs/pretrain.py:SIZE,SLICE, e.g. configs/pretrain.py:base,v4-32.")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice to compile for (tpu.SLICES); default: mesh.tpu_slice.")
+_STEP = flags.DEFINE_enum("step", "train", ["train", "eval"], "Which step to compile.")
+_OUT = flags.DEFINE_string("out", None, "Write the report as JSON here.")
+flags.mark_flags_as_required(["config"])
+
+STEPS = ("train", "eval")
+
+
+class DoesNotFitError(ValueError):
+    """The compiled step needs more memory than a chip of the slice has."""
+
+
+def compile_step(config, devices: list, step: str = "train"):
+    """The jitted `step` of `config` lowered and compiled for `devices` (never run)."""
+    import jax
+    import numpy as np
+
+    from electra_jax import pretrain, sharding
+
+    mesh = sharding.make_mesh(config.mesh, devices)
+    trainer = pretrain.make_pretrainer(config, mesh)
+    shape = (step_sequences(config, step), config.train.max_seq_length)
+    batch = {
+        key: jax.ShapeDtypeStruct(shape, np.int32, sharding=sharding.batch_sharding(mesh))
+        for key in pretrain.batch_keys(config)
+    }
+    state = pretrain.abstract_train_state(trainer)
+    if step == "train":
+        lowered = pretrain.jit_train_step(trainer).lower(state, batch)
+    else:
+        lowered = pretrain.jit_eval_step(trainer, config.train.eval_seed).lower(state, batch, np.int32(0))
+    return lowered.compile()
+
+
+def step_sequences(config, step: str) -> int:
+    """Sequences in one call of the step: the global batch, or one microbatch for eval."""
+    return config.train.batch_size // (1 if step == "train" else config.train.grad_accum_steps)
+
+
+def _has_loops(config, step: str) -> bool:
+    """Whether the step runs loops whose bodies XLA's cost analysis counts once."""
+    return bool(config.model.get("scan_layers")) or (step == "train" and config.train.grad_accum_steps > 1)
+
+
+def model_flops_per_chip(config, num_chips: int, step: str) -> float:
+    """Analytic model FLOPs (flops.py) one chip does in one step: the eval step is one
+    forward pass of one microbatch."""
+    from electra_jax import flops
+
+    per_step = flops.train_flops_per_step(config)
+    if step == "eval":
+        per_step /= 3 * config.train.grad_accum_steps
+    return per_step / num_chips
+
+
+def report(config, compiled, slice_name: str, step: str, compile_seconds: float) -> dict[str, Any]:
+    """The figures of the module doc, per chip and per step, from a compiled step."""
+    from electra_jax import hlo, tpu
+
+    tpu_slice = tpu.get_slice(slice_name)
+    chip = tpu.CHIPS[tpu_slice.chip]
+    memory = compiled.memory_analysis()
+    per_device = {
+        "arguments": memory.argument_size_in_bytes,
+        "temporaries": memory.temp_size_in_bytes,
+        "outputs": memory.output_size_in_bytes,
+        "aliased": memory.alias_size_in_bytes,
+        "generated_code": memory.generated_code_size_in_bytes,
+    }
+    # Donated state buffers are reused for the new state (aliased): counted once.
+    per_device["peak"] = sum(per_device[k] for k in ("arguments", "temporaries", "outputs", "generated_code"))
+    per_device["peak"] -= per_device["aliased"]
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    xla_flops, xla_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    model_flops = model_flops_per_chip(config, tpu_slice.chips, step)
+    loops = _has_loops(config, step)
+    if loops:  # XLA counted each loop body once: FLOPs from the model, XLA's bytes scaled alike
+        remat = 4 / 3 if step == "train" and config.model.remat_policy != "none" else 1.0
+        flops_used, flops_source = model_flops * remat, "analytic (XLA counts loop bodies once)"
+        bytes_used = xla_bytes * max(1.0, flops_used / xla_flops) if xla_flops else xla_bytes
+    else:
+        flops_used, flops_source, bytes_used = xla_flops, "xla", xla_bytes
+    collectives = hlo.collective_bytes(compiled.as_text())
+    seconds = {
+        "compute": flops_used / chip.peak_bf16_flops,
+        "hbm": bytes_used / chip.hbm_bytes_per_s,
+        "collectives": collectives["allreduce_equivalent"] / chip.allreduce_bytes_per_s,
+    }
+    roofline = max(seconds["compute"], seconds["hbm"]) + seconds["collectives"]
+    tokens = config.train.max_seq_length * step_sequences(config, step)
+    return {
+        "topology": tpu_slice.topology,
+        "slice": slice_name,
+        "step": step,
+        "devices": tpu_slice.chips,
+        "device_kind": chip.device_kind,
+        "batch_per_device": config.train.batch_size // config.train.grad_accum_steps // tpu_slice.chips,
+        "per_device_bytes": per_device,
+        "hbm_bytes": chip.hbm_bytes,
+        "fits": per_device["peak"] <= chip.hbm_bytes,
+        "hbm_headroom": 1 - per_device["peak"] / chip.hbm_bytes,
+        "xla_flops_per_step": xla_flops,
+        "model_flops_per_step": model_flops,
+        "roofline_flops_per_step": flops_used,
+        "roofline_flops_source": flops_source,
+        "hbm_bytes_accessed": xla_bytes,
+        "roofline_hbm_bytes": bytes_used,
+        "collective_bytes": {k: v for k, v in collectives.items() if k != "loops_of_unknown_trip_count"},
+        "loops_of_unknown_trip_count": collectives["loops_of_unknown_trip_count"],
+        "roofline_seconds": seconds,
+        "roofline_step_seconds": roofline,
+        "bound": max(seconds, key=seconds.get),
+        "mfu_ceiling": model_flops / chip.peak_bf16_flops / roofline if roofline else None,
+        "tokens_per_s_ceiling": tokens / roofline if roofline else None,
+        "chip": {
+            "peak_bf16_flops": chip.peak_bf16_flops,
+            "hbm_bytes_per_s": chip.hbm_bytes_per_s,
+            "allreduce_bytes_per_s": chip.allreduce_bytes_per_s,
+        },
+        "compile_seconds": round(compile_seconds, 1),
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    import jax
+
+    found = {"jax": jax.__version__}
+    for package in ("libtpu", "libtpu-nightly"):
+        try:
+            found["libtpu"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def check_fits(result: dict, config) -> None:
+    """Raises the one-line refusal of the module doc when the step does not fit a chip."""
+    if result["fits"]:
+        return
+    gib = 2**30
+    raise DoesNotFitError(
+        f"{result['slice']} at batch {config.train.batch_size} x {config.train.max_seq_length} tokens needs "
+        f"{result['per_device_bytes']['peak'] / gib:.1f} GiB per chip, the {result['device_kind']} chip has "
+        f"{result['hbm_bytes'] / gib:.0f} GiB: lower train.batch_size, raise train.grad_accum_steps, or set "
+        "model.remat_policy"
+    )
+
+
+def compile_for_slice(config, slice_name: str, step: str = "train") -> dict[str, Any]:
+    """Compiles `step` of `config` for TPU slice `slice_name`; returns the report."""
+    from electra_jax import tpu
+
+    if step not in STEPS:
+        raise ValueError(f"step={step!r}; choose one of {STEPS}")
+    devices = tpu.slice_devices(slice_name)
+    start = time.perf_counter()
+    try:
+        compiled = compile_step(config, devices, step)
+    except Exception as error:  # libtpu refuses a program over HBM at compile time
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        raise DoesNotFitError(_out_of_memory(error, config, slice_name)) from None
+    return report(config, compiled, slice_name, step, time.perf_counter() - start)
+
+
+# libtpu: "... HLO temporaries (40.96G) exceeds available HBM (15.75G)."
+_OUT_OF_HBM = re.compile(r"\(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)")
+
+
+def _out_of_memory(error: BaseException, config, slice_name: str) -> str:
+    """The one line for a compile that ran out of HBM, with libtpu's figures when it gives them."""
+    found = _OUT_OF_HBM.search(str(error))
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    need = (
+        f"needs {found.group(1)} GiB per chip for temporaries alone, the chip has {found.group(2)} GiB available"
+        if found
+        else f"does not fit a chip ({lines[0][:300] if lines else type(error).__name__})"
+    )
+    return (
+        f"{slice_name} at batch {config.train.batch_size} x {config.train.max_seq_length} tokens {need}: "
+        "lower train.batch_size, raise train.grad_accum_steps, or set model.remat_policy"
+    )
+
+
+def table(result: dict) -> str:
+    gib = 2**30
+    memory = result["per_device_bytes"]
+    seconds = result["roofline_seconds"]
+    rows = [
+        ("slice", f"{result['slice']} ({result['topology']}, {result['devices']} x {result['device_kind']})"),
+        ("step", f"{result['step']}, {result['batch_per_device']} sequences per chip and microbatch"),
+        (
+            "memory per chip",
+            f"{memory['peak'] / gib:.2f} GiB of {result['hbm_bytes'] / gib:.0f} GiB "
+            f"({'fits' if result['fits'] else 'DOES NOT FIT'}, {result['hbm_headroom']:.0%} free)",
+        ),
+        ("  arguments / temporaries", f"{memory['arguments'] / gib:.2f} / {memory['temporaries'] / gib:.2f} GiB"),
+        (
+            "roofline step",
+            f"{result['roofline_step_seconds'] * 1e3:.1f} ms, bound by {result['bound']} "
+            f"(compute {seconds['compute'] * 1e3:.1f}, HBM {seconds['hbm'] * 1e3:.1f}, "
+            f"collectives {seconds['collectives'] * 1e3:.1f} ms)",
+        ),
+        ("MFU ceiling", f"{result['mfu_ceiling']:.1%}"),
+        ("tokens/s ceiling", f"{result['tokens_per_s_ceiling']:,.0f}"),
+        ("FLOPs used", result["roofline_flops_source"]),
+    ]
+    return "\n".join(f"{name:<26} {value}" for name, value in rows)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    slice_name = _TOPOLOGY.value or config.mesh.get("tpu_slice")
+    if not slice_name:
+        raise ValueError(
+            "no TPU slice to compile for: use a pod layout (--config=configs/pretrain.py:base,v4-32) "
+            "or pass --topology=NAME"
+        )
+    result = compile_for_slice(config, slice_name, _STEP.value)
+    if _OUT.value:
+        files.write_json(_OUT.value, result)
+    print(table(result))
+    check_fits(result, config)
+
+
+def run():
+    app.run(errors.one_line_errors(main), flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,120 @@
+"""What one run of a compiled program moves between chips, read from its optimized HLO text.
+
+XLA's cost analysis counts the body of a while loop once, whatever its trip count, and the
+train step has loops: the scanned layers (model.scan_layers) and the gradient
+microbatches (train.grad_accum_steps). Here each computation gets the number of times one
+step runs it, from the trip counts of the loops that call it (a jax loop's condition
+compares its counter with one integer constant), and the collectives' bytes are summed
+with those counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4}
+_DTYPE_BYTES.update({"f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16})
+_ARRAY = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+\w*)?)\[([\d,]*)\]")
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s+\(.*\{\s*$")
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|\S+)\s+([\w\-]+)\((.*)$")
+_WHILE = re.compile(r"condition=%?([\w.\-]+), body=%?([\w.\-]+)")
+_CALLED = re.compile(r"(?:calls|body|true_computation|false_computation)=%?([\w.\-]+)|branch_computations=\{([^}]*)\}")
+_TRIP_CONSTANT = re.compile(r"s32\[\]\S*\s+constant\((\d+)\)")
+
+# Collective kind -> the share of an all-reduce of the same bytes it costs: an all-reduce is
+# a reduce-scatter then an all-gather; a permute or an all-to-all sends its bytes once.
+COLLECTIVES = {
+    "all-reduce": 1.0,
+    "all-gather": 0.5,
+    "reduce-scatter": 0.5,
+    "all-to-all": 0.5,
+    "collective-permute": 0.5,
+}
+
+
+def shape_bytes(shape: str) -> int:
+    """Bytes of an HLO shape, an array (`bf16[8,128]{1,0}`) or a tuple of them."""
+    return sum(
+        _DTYPE_BYTES.get(dtype, 1 if dtype.startswith("f8") else 4) * math.prod(int(d) for d in dims.split(",") if d)
+        for dtype, dims in _ARRAY.findall(shape)
+    )
+
+
+def _split_computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
+    computations, entry, current = {}, None, None
+    for line in hlo_text.splitlines():
+        header = _HEADER.match(line)
+        if header and not line.startswith(" "):
+            current = header.group(1)
+            computations[current] = []
+            if line.startswith("ENTRY"):
+                entry = current
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            computations[current].append(line)
+    if entry is None:
+        raise ValueError("no ENTRY computation in the HLO text")
+    return computations, entry
+
+
+def _trip_count(condition: list[str]) -> int | None:
+    constants = {int(value) for line in condition for value in _TRIP_CONSTANT.findall(line)}
+    return constants.pop() if len(constants) == 1 else None
+
+
+def multiplicities(hlo_text: str) -> tuple[dict[str, int], int]:
+    """(computation -> times one run executes it, number of loops whose trip count was not
+    found and counted once). Reducers (to_apply) and loop conditions are left out."""
+    computations, entry = _split_computations(hlo_text)
+    times: dict[str, int] = collections.Counter()
+    unknown = 0
+    pending = [(entry, 1)]
+    while pending:
+        name, count = pending.pop()
+        times[name] += count
+        for line in computations.get(name, ()):
+            loop = _WHILE.search(line)
+            if loop and " while(" in line:
+                trips = _trip_count(computations.get(loop.group(1), []))
+                unknown += trips is None
+                pending.append((loop.group(2), count * (trips or 1)))
+                continue
+            for called, branches in _CALLED.findall(line):
+                for callee in [called] if called else re.findall(r"%?([\w.\-]+)", branches):
+                    pending.append((callee, count))
+    return dict(times), unknown
+
+
+def collective_bytes(hlo_text: str) -> dict[str, float]:
+    """Bytes per kind of collective in one run, each loop body counted as often as it runs:
+    all-gather its gathered result, every other kind its operands (for reduce-scatter the
+    input, for collective-permute what it sends). Also `allreduce_equivalent`: the sum
+    weighted by COLLECTIVES, to divide by a chip's all-reduce bandwidth; and
+    `loops_of_unknown_trip_count`."""
+    computations, _ = _split_computations(hlo_text)
+    times, unknown = multiplicities(hlo_text)
+    array_bytes = {}
+    totals = dict.fromkeys(COLLECTIVES, 0.0)
+    for name, lines in computations.items():
+        for line in lines:
+            instruction = _INSTRUCTION.match(line)
+            if not instruction:
+                continue
+            result, shape, op, operands = instruction.groups()
+            array_bytes[result] = shape_bytes(shape)
+            kind = op.removesuffix("-start")
+            if kind not in COLLECTIVES or name not in times:
+                continue
+            if kind == "all-gather":  # the gathered result; an async start's shape is (inputs..., outputs...)
+                arrays = _ARRAY.findall(shape)
+                kept = arrays[len(arrays) // 2 :] if op.endswith("-start") else arrays
+                moved = shape_bytes(" ".join(f"{dtype}[{dims}]" for dtype, dims in kept))
+            else:
+                moved = sum(array_bytes.get(n, 0) for n in re.findall(r"%([\w.\-]+)", operands.split(")")[0]))
+            totals[kind] += moved * times[name]
+    totals["allreduce_equivalent"] = sum(COLLECTIVES[kind] * totals[kind] for kind in COLLECTIVES)
+    totals["loops_of_unknown_trip_count"] = unknown
+    return totals

@@ -1,0 +1,135 @@
+"""electra_jax.compile: the real train step compiled by libtpu's compiler for a TPU slice, on
+this CPU, checked against figures computed here from the shapes and the shardings."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec
+
+from electra_jax import compile as compile_lib
+from electra_jax import hlo, presets, pretrain, sharding, tpu
+
+pytest.importorskip("libtpu", reason="libtpu compiles for TPU topologies: pip install -e '.[test]' on linux x86_64")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLICE = "v5e-4"  # 4 chips of 16 GiB: the smallest slice with a data axis
+BATCH = 16
+
+
+def tiny_config(**changes):
+    config = presets.pretraining_config("tiny")
+    config.train.batch_size = BATCH
+    config.model.dtype = "bfloat16"
+    for key, value in changes.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def compiled_tiny():
+    config = tiny_config()
+    return config, compile_lib.compile_for_slice(config, SLICE)
+
+
+def test_the_report_has_every_figure(compiled_tiny):
+    _, result = compiled_tiny
+    for key in ("arguments", "temporaries", "outputs", "aliased", "peak"):
+        assert result["per_device_bytes"][key] >= 0, key
+    assert (result["topology"], result["devices"], result["device_kind"]) == ("v5e:2x2", 4, "TPU v5 lite")
+    assert result["batch_per_device"] == BATCH // 4  # the data axis takes all 4 chips
+    assert result["hbm_bytes"] == 16 * 2**30 and result["fits"]
+    seconds = result["roofline_seconds"]
+    assert result["roofline_step_seconds"] == pytest.approx(
+        max(seconds["compute"], seconds["hbm"]) + seconds["collectives"]
+    )
+    assert 0 < result["mfu_ceiling"] <= 1
+    assert result["tokens_per_s_ceiling"] == pytest.approx(BATCH * 128 / result["roofline_step_seconds"])
+    assert result["roofline_flops_source"] == "xla"  # no scan, no microbatches: XLA's count stands
+
+
+def test_arguments_are_the_sharded_state_and_batch(compiled_tiny):
+    config, result = compiled_tiny
+    mesh = sharding.make_mesh(config.mesh, tpu.slice_devices(SLICE))
+    state = pretrain.abstract_train_state(pretrain.make_pretrainer(config, mesh))
+    state_bytes = sum(
+        math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+        for leaf in jax.tree_util.tree_leaves(state)
+    )
+    batch_bytes = len(pretrain.batch_keys(config)) * (BATCH // 4) * 128 * 4
+    # TPU layouts pad small dimensions to (8, 128) tiles: a few percent more, never less.
+    assert 1.0 <= result["per_device_bytes"]["arguments"] / (state_bytes + batch_bytes) <= 1.05
+
+
+def test_collectives_and_flops_match_the_model(compiled_tiny):
+    config, result = compiled_tiny
+    params = pretrain.abstract_train_state(pretrain.make_pretrainer(config, sharding.make_mesh(config.mesh))).params
+    gradient_bytes = sum(math.prod(leaf.shape) * 4 for leaf in jax.tree_util.tree_leaves(params))
+    # Pure data parallelism: every step all-reduces the float32 gradients (and a few metrics).
+    assert 1.0 <= result["collective_bytes"]["all-reduce"] / gradient_bytes <= 1.25
+    # XLA counts every FLOP; the model count only the matmuls (flops.py): close, and below.
+    assert 0.8 <= result["model_flops_per_step"] / result["xla_flops_per_step"] <= 1.0
+
+
+def test_loop_bodies_are_counted_by_their_trip_counts():
+    # A psum inside a 5-step scan: XLA's HLO holds one all-reduce; one run makes five.
+    mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))
+
+    def body(carry, _):
+        return carry * 0.5 + jax.lax.psum(carry, "data"), None
+
+    def step(x):
+        return jax.lax.scan(body, x, None, length=5)[0]
+
+    sharded = jax.shard_map(step, mesh=mesh, in_specs=PartitionSpec("data"), out_specs=PartitionSpec("data"))
+    text = jax.jit(sharded).lower(jnp.ones((4, 256), jnp.float32)).compile().as_text()
+    assert text.count(" all-reduce(") + text.count(" all-reduce-start(") == 1
+    found = hlo.collective_bytes(text)
+    assert found["all-reduce"] == 5 * 256 * 4  # each device's [1, 256] float32 shard, five times
+    assert found["loops_of_unknown_trip_count"] == 0
+
+
+def test_a_step_too_large_for_the_chip_is_one_line_and_exit_1(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "electra_jax.compile",
+        "--config=configs/pretrain.py:tiny",
+        f"--topology={SLICE}",
+        "--config.model.vocab_size=16000000",  # a 16M-row embedding table: over 16 GiB per chip
+        f"--out={tmp_path / 'report.json'}",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert "v5e-4 at batch 32 x 128 tokens needs" in errors[0] and "lower train.batch_size" in errors[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_every_pod_layout_names_a_known_slice_of_the_right_chip_count():
+    for (size, pod), (batch, grad_accum, _, _) in presets.POD_LAYOUTS.items():
+        config = presets.pod_config(size, pod)
+        assert config.mesh.tpu_slice == pod
+        chips = tpu.get_slice(pod).chips
+        assert (batch // grad_accum) % (sharding.mesh_shape(config.mesh, chips)[0] * config.mesh.fsdp) == 0, (size, pod)
+    with pytest.raises(ValueError, match="unknown TPU slice 'v9-8'"):
+        tpu.get_slice("v9-8")
+
+
+def test_megacore_slices_have_one_device_per_chip():
+    # Cloud names count cores for v4 / v5p: a v4-32 is 16 chips, as JAX on it sees them.
+    assert len(tpu.slice_devices("v4-32")) == 16
+    assert len(tpu.slice_devices("v5p-32")) == 16
+
+
+def test_report_json_round_trips(compiled_tiny):
+    _, result = compiled_tiny
+    assert json.loads(json.dumps(result)) == result
