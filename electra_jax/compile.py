@@ -11,11 +11,12 @@ figures (tpu.CHIPS) bound the step time from below:
 
     roofline = max(FLOPs / peak FLOP/s, HBM bytes / HBM bandwidth) + collective bytes / all-reduce bandwidth
 
-That is a bound, not a measurement: real step time and MFU need the hardware. XLA counts a
-loop body once (scanned layers, gradient microbatches), so where the step has loops the
-FLOPs are the analytic model FLOPs (4/3 of them under full remat) and XLA's HBM bytes are
-scaled by the same undercount; the JSON says which count was used. Exits 1 with one line
-when the step does not fit the chip.
+That is a bound, not a measurement: real step time and MFU need the hardware. XLA's cost
+analysis counts a loop body once (scanned layers, gradient microbatches), so where the step
+has loops the FLOPs are the analytic model FLOPs (4/3 of them under full remat; the JSON
+says which count was used), and the HBM and collective bytes are summed from the optimized
+HLO with every loop body counted as often as it runs (`hlo.py`). Exits 1 with one line when
+the step does not fit the chip.
 """
 
 from __future__ import annotations
@@ -107,13 +108,14 @@ def report(config, compiled, slice_name: str, step: str, compile_seconds: float)
     xla_flops, xla_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
     model_flops = model_flops_per_chip(config, tpu_slice.chips, step)
     loops = _has_loops(config, step)
-    if loops:  # XLA counted each loop body once: FLOPs from the model, XLA's bytes scaled alike
+    if loops:  # XLA counted each loop body once: the model's FLOPs, and full remat's extra forward
         remat = 4 / 3 if step == "train" and config.model.remat_policy != "none" else 1.0
         flops_used, flops_source = model_flops * remat, "analytic (XLA counts loop bodies once)"
-        bytes_used = xla_bytes * max(1.0, flops_used / xla_flops) if xla_flops else xla_bytes
     else:
-        flops_used, flops_source, bytes_used = xla_flops, "xla", xla_bytes
-    collectives = hlo.collective_bytes(compiled.as_text())
+        flops_used, flops_source = xla_flops, "xla"
+    hlo_text = compiled.as_text()
+    bytes_used = hlo.hbm_bytes(hlo_text)
+    collectives = hlo.collective_bytes(hlo_text)
     seconds = {
         "compute": flops_used / chip.peak_bf16_flops,
         "hbm": bytes_used / chip.hbm_bytes_per_s,

@@ -352,7 +352,8 @@ def pod_config(size: str, pod: str) -> ml_collections.ConfigDict:
     c.mesh.tpu_slice = pod
     c.model.dtype = "bfloat16"
     c.model.remat_policy = remat
-    c.model.scan_layers = size != "small"  # one compiled layer: minutes less compile for 12-24 layers
+    # One compiled layer: libtpu compiles small (12 layers) in 35 s scanned, >20 min unrolled.
+    c.model.scan_layers = True
     return c
 
 

@@ -76,6 +76,8 @@ def test_collectives_and_flops_match_the_model(compiled_tiny):
     assert 1.0 <= result["collective_bytes"]["all-reduce"] / gradient_bytes <= 1.25
     # XLA counts every FLOP; the model count only the matmuls (flops.py): close, and below.
     assert 0.8 <= result["model_flops_per_step"] / result["xla_flops_per_step"] <= 1.0
+    # Without loops, the HBM bytes summed from the HLO follow XLA's own count.
+    assert result["roofline_hbm_bytes"] == pytest.approx(result["hbm_bytes_accessed"], rel=0.05)
 
 
 def test_loop_bodies_are_counted_by_their_trip_counts():
@@ -94,6 +96,16 @@ def test_loop_bodies_are_counted_by_their_trip_counts():
     found = hlo.collective_bytes(text)
     assert found["all-reduce"] == 5 * 256 * 4  # each device's [1, 256] float32 shard, five times
     assert found["loops_of_unknown_trip_count"] == 0
+
+
+def test_hbm_bytes_count_a_loop_body_as_often_as_it_runs():
+    def five_steps(x):
+        return jax.lax.scan(lambda carry, _: (jnp.sin(carry) * 2 + 1, None), x, None, length=5)[0]
+
+    compiled = jax.jit(five_steps).lower(jnp.ones((1024,), jnp.float32)).compile()
+    one_body = 2 * 1024 * 4  # the fused body reads and writes the [1024] float32 carry
+    assert compiled.cost_analysis()["bytes accessed"] < 3 * one_body  # XLA: the body once
+    assert 5 * one_body <= hlo.hbm_bytes(compiled.as_text()) <= 7 * one_body
 
 
 def test_a_step_too_large_for_the_chip_is_one_line_and_exit_1(tmp_path):
