@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     for size, pod in presets.POD_LAYOUTS:
         for seq in SEQ_LENGTHS:
-            if (args.size, args.pod, args.seq) != (args.size or size, args.pod or pod, args.seq or seq):
+            if (args.size or size, args.pod or pod, args.seq or seq) != (size, pod, seq):
                 continue
             path = os.path.join(args.out, f"{size}_{pod}_{seq}.json")
             if os.path.exists(path):

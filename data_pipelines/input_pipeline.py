@@ -139,7 +139,19 @@ def resolve_data_source(config, workdir: str):
     """`config` ready to read: the default corpus's tokenizer and shards built (once) in
     the workdir and named in a copy of it; its vocabulary and special ids checked against
     the tokenizer's."""
-    if config.data.source == "default":
+    d = config.data
+    if d.source == "default":
+        given = [f"data.{key}={d[key]}" for key in ("train_files", "eval_files", "tokenizer") if d[key]]
+        if given:  # the preset's embedded corpus would silently replace them
+            raise ValueError(
+                f"{', '.join(given)} given, but data.source='default' trains on the embedded corpus; "
+                "add --config.data.source=tfrecord to train on your shards"
+            )
         config = _use_default_corpus(config, workdir)
+    elif d.source == "tfrecord" and config.train.eval_every > 0 and not d.eval_files:
+        raise ValueError(
+            f"train.eval_every={config.train.eval_every} but data.eval_files is empty; give held-out "
+            "shards (--config.data.eval_files=GLOB) or --config.train.eval_every=0"
+        )
     check_tokenizer(config)
     return config

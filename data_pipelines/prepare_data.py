@@ -185,13 +185,14 @@ def prepare_data(
     train_files = os.path.join(shard_dir, "train-*.tfrecord")
     eval_files = os.path.join(shard_dir, "eval-*.tfrecord") if num_eval_shards else ""
     flags = [
+        "--config.data.source=tfrecord",
         f"--config.data.train_files={train_files}",
         f"--config.data.tokenizer={tokenizer_path}",
         f"--config.model.vocab_size={tokenizer.vocab_size}",
         f"--config.train.max_seq_length={max_seq_length}",
     ]
     if eval_files:
-        flags.insert(1, f"--config.data.eval_files={eval_files}")
+        flags.insert(2, f"--config.data.eval_files={eval_files}")
     return {
         "tokenizer": tokenizer_path,
         "vocab_size": tokenizer.vocab_size,

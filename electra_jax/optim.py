@@ -146,14 +146,46 @@ def scale_by_adam_without_bias_correction(b1: float, b2: float, eps: float) -> o
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(optim_config: Any, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:
-    """(transformation, schedule) for `optim_config` (fields in the module docstring).
+# field -> (least, most) value it may take, None: no bound. A negative learning rate is
+# gradient ascent that still "succeeds"; these fail before the first step instead.
+RANGES = {
+    "learning_rate": (0.0, None),
+    "warmup_steps": (0, None),
+    "end_learning_rate": (0.0, None),
+    "power": (0.0, None),
+    "b1": (0.0, 1.0),
+    "b2": (0.0, 1.0),
+    "eps": (0.0, None),
+    "weight_decay": (0.0, None),
+    "clip_norm": (0.0, None),
+    "layerwise_lr_decay": (0.0, 1.0),
+}
+
+
+def check_ranges(optim_config: Any, prefix: str = "optim.") -> None:
+    """Raises naming the first field of `optim_config` outside RANGES (`prefix`: how the
+    user sets it, e.g. "optim." for --config.optim.learning_rate)."""
+    for field, (least, most) in RANGES.items():
+        value = optim_config.get(field)
+        if value is None:
+            continue
+        if (least is not None and value < least) or (most is not None and value > most):
+            bounds = f">= {least}" if most is None else f"in [{least}, {most}]"
+            raise ValueError(f"{prefix}{field}={value}; it must be {bounds} (--config.{prefix}{field})")
+
+
+def make_optimizer(
+    optim_config: Any, total_steps: int, prefix: str = "optim."
+) -> tuple[optax.GradientTransformation, Callable]:
+    """(transformation, schedule) for `optim_config` (fields in the module docstring),
+    checked against RANGES first (`prefix` names the fields in errors).
 
     Order as the original: clip the global norm of the raw gradients, Adam, add decoupled
     weight decay (masked), [LAMB's trust ratio (masked),] scale by the layer-wise
     multipliers, then by -schedule(step); so decay and weight decay are both scaled by the
     per-layer learning rate, as in AdamWeightDecayOptimizer."""
     c = optim_config
+    check_ranges(c, prefix)
     optimizer = c.get("optimizer", "adamw")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optim.optimizer={optimizer!r}; choose one of {OPTIMIZERS}")

@@ -444,6 +444,8 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_ste
     Returns the last logged train metrics and the last evaluation metrics. A second
     trainer on the same workdir is refused (`checkpoints.workdir_lock`).
     """
+    if stop_at_step is not None and stop_at_step < 0:
+        raise ValueError(f"--stop_at_step={stop_at_step}; give a step >= 0, or leave it out to run train.num_steps")
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     with checkpoints.workdir_lock(workdir):
         return _train_and_evaluate(config, workdir, fresh, stop_at_step)

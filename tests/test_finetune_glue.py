@@ -167,6 +167,22 @@ def hand_depth(path: str, num_layers: int) -> int:
     return num_layers + 2
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"warmup_fraction": -0.5}, r"warmup_fraction=-0.5; it must be in \[0, 1\] \(--config.warmup_fraction\)"),
+        ({"learning_rate": -1.0}, r"^learning_rate=-1.0; it must be >= 0.0 \(--config.learning_rate\)"),
+    ],
+)
+def test_fine_tuning_numbers_out_of_range_are_refused(change, message):
+    # Issue 45, item 6: fine-tuning at learning_rate=-1 or warmup_fraction=-0.5 exited 0 with results.
+    config = glue.glue_config()
+    config.update(change)
+    hyper = {"learning_rate": config.learning_rate or 1e-4, "layerwise_lr_decay": 0.8}
+    with pytest.raises(ValueError, match=message):
+        common.make_optimizer(config, hyper, num_layers=2, total_steps=10)
+
+
 def test_each_layer_gets_the_learning_rate_of_the_formula():
     cfg = tiny_config(40, embedding_size=24, num_layers=3)
     params = model.init_params(model.SequenceClassifier(cfg, 2), jax.random.PRNGKey(0))

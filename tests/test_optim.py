@@ -294,3 +294,24 @@ def test_lamb_rescales_weight_matrices_by_their_trust_ratio_and_names_a_bad_choi
             np.testing.assert_allclose(np.linalg.norm(lamb_updates[name]), 1e-3 * np.linalg.norm(param), rtol=1e-5)
     with pytest.raises(ValueError, match=r"optim.optimizer='lars'; choose one of \('adamw', 'lamb'\)"):
         optim.make_optimizer(_config(optimizer="lars"), total_steps=10)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("learning_rate", -1.0, r"optim.learning_rate=-1.0; it must be >= 0.0 \(--config.optim.learning_rate\)"),
+        ("warmup_steps", -5, r"optim.warmup_steps=-5; it must be >= 0"),
+        ("b2", 1.5, r"optim.b2=1.5; it must be in \[0.0, 1.0\]"),
+        ("weight_decay", -0.01, r"optim.weight_decay=-0.01"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_training(field, value, message):
+    # Issue 45, item 6: learning_rate=-1 trained by gradient ascent (loss 45 -> 3884) and exited 0.
+    from electra_jax import presets
+
+    config = presets.pretraining_config("tiny")
+    config.optim[field] = value
+    with pytest.raises(ValueError, match=message):
+        optim.make_optimizer(config.optim, config.train.num_steps)
+    config.optim[field] = 0  # the edge of every range is allowed (a zero rate keeps the weights)
+    optim.make_optimizer(config.optim, config.train.num_steps)

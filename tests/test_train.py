@@ -588,6 +588,20 @@ def test_fresh_starts_over_whatever_the_config_but_never_moves_an_input(tmp_path
     assert saved_steps(aside) == [6, 8, 10]
 
 
+def test_settings_that_would_train_on_something_else_are_refused_before_anything_runs(tmp_path, settings):
+    # Issue 45, item 5: tiny's data.source='default' silently replaced the user's shards.
+    default_source = make_config(settings, **{"data.source": "default"})
+    with pytest.raises(ValueError, match=r"data.train_files=.*given, but data.source='default'.*data.source=tfrecord"):
+        pretrain.train_and_evaluate(default_source, str(tmp_path / "a"))
+    # An evaluation without held-out files failed only at the first evaluation, losing its steps.
+    no_eval_files = make_config(settings, **{"data.eval_files": ""})
+    with pytest.raises(ValueError, match=r"train.eval_every=4 but data.eval_files is empty"):
+        pretrain.train_and_evaluate(no_eval_files, str(tmp_path / "b"))
+    with pytest.raises(ValueError, match=r"--stop_at_step=-1; give a step >= 0"):
+        pretrain.train_and_evaluate(make_config(settings), str(tmp_path / "c"), stop_at_step=-1)
+    assert not glob.glob(str(tmp_path / "*" / "checkpoints" / "*"))
+
+
 def test_a_finished_run_resumed_again_changes_no_checkpoint(tmp_path, reference, settings):
     workdir = str(tmp_path / "run")
     shutil.copytree(reference["workdir"], workdir)

@@ -187,6 +187,8 @@ def make_optimizer(
     config, hyper: dict[str, float], num_layers: int, total_steps: int
 ) -> tuple[optax.GradientTransformation, Any]:
     """AdamW + warmup/linear decay + layer-wise LR decay, via `optim.make_optimizer`."""
+    if not 0 <= config.warmup_fraction <= 1:
+        raise ValueError(f"warmup_fraction={config.warmup_fraction}; it must be in [0, 1] (--config.warmup_fraction)")
     optim_config = ml_collections.ConfigDict(
         dict(
             learning_rate=hyper["learning_rate"],
@@ -204,7 +206,7 @@ def make_optimizer(
             num_layers=num_layers,
         )
     )
-    return optim.make_optimizer(optim_config, total_steps)
+    return optim.make_optimizer(optim_config, total_steps, prefix="")
 
 
 def num_train_steps(num_examples: int, num_epochs: float, batch_size: int) -> int:
