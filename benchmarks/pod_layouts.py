@@ -1,7 +1,8 @@
 """Every presets.POD_LAYOUTS entry compiled for its TPU slice at 128 and 512 tokens
 (electra_jax.compile, libtpu's compiler on this CPU): the table in BENCHMARKS.md.
 
-    python benchmarks/pod_layouts.py --out=benchmarks/results/pod_layouts [--size=base] [--pod=v4-32] [--seq=512]
+    python benchmarks/pod_layouts.py --out=benchmarks/results/pod_layouts [--size=base] [--pod=v4-32] [--seq=512] \\
+        [--hlo_dir=DIR]
 
 Each (size, pod, seq) writes OUT/<size>_<pod>_<seq>.json, and is skipped when that file
 exists, so a stopped run resumes; OUT/table.md is rebuilt from every JSON there. A layout
@@ -32,7 +33,7 @@ def layout_config(size: str, pod: str, seq: int):
     return config
 
 
-def compile_layout(size: str, pod: str, seq: int) -> dict:
+def compile_layout(size: str, pod: str, seq: int, hlo_path: str | None = None) -> dict:
     config = layout_config(size, pod, seq)
     entry = {
         "size": size,
@@ -44,7 +45,7 @@ def compile_layout(size: str, pod: str, seq: int) -> dict:
         "remat_policy": config.model.remat_policy,
     }
     try:
-        result = compile_lib.compile_for_slice(config, pod)
+        result = compile_lib.compile_for_slice(config, pod, hlo_path=hlo_path)
         compile_lib.check_fits(result, config)
     except compile_lib.DoesNotFitError as error:
         return {**entry, "error": str(error)}
@@ -86,6 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size")
     parser.add_argument("--pod")
     parser.add_argument("--seq", type=int, choices=SEQ_LENGTHS)
+    parser.add_argument("--hlo_dir", help="also keep each compiled step's optimized HLO text here")
     args = parser.parse_args(argv)
     for size, pod in presets.POD_LAYOUTS:
         for seq in SEQ_LENGTHS:
@@ -94,7 +96,8 @@ def main(argv=None) -> None:
             path = os.path.join(args.out, f"{size}_{pod}_{seq}.json")
             if os.path.exists(path):
                 continue
-            entry = compile_layout(size, pod, seq)
+            hlo_path = os.path.join(args.hlo_dir, f"{size}_{pod}_{seq}.hlo") if args.hlo_dir else None
+            entry = compile_layout(size, pod, seq, hlo_path)
             files.write_json(path, entry)
             print(table_row(entry), flush=True)
     print(write_table(args.out))

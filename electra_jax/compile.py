@@ -34,6 +34,7 @@ _CONFIG = cli.define_config_file(None, "configs/pretrain.py:SIZE,SLICE, e.g. con
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice to compile for (tpu.SLICES); default: mesh.tpu_slice.")
 _STEP = flags.DEFINE_enum("step", "train", ["train", "eval"], "Which step to compile.")
 _OUT = flags.DEFINE_string("out", None, "Write the report as JSON here.")
+_HLO = flags.DEFINE_string("hlo", None, "Write the optimized HLO text of the compiled step here.")
 flags.mark_flags_as_required(["config"])
 
 STEPS = ("train", "eval")
@@ -184,8 +185,9 @@ def check_fits(result: dict, config) -> None:
     )
 
 
-def compile_for_slice(config, slice_name: str, step: str = "train") -> dict[str, Any]:
-    """Compiles `step` of `config` for TPU slice `slice_name`; returns the report."""
+def compile_for_slice(config, slice_name: str, step: str = "train", hlo_path: str | None = None) -> dict[str, Any]:
+    """Compiles `step` of `config` for TPU slice `slice_name`; returns the report. With
+    `hlo_path`, the optimized HLO text is written there too (to re-read it or inspect it)."""
     from electra_jax import tpu
 
     if step not in STEPS:
@@ -198,7 +200,10 @@ def compile_for_slice(config, slice_name: str, step: str = "train") -> dict[str,
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         raise DoesNotFitError(_out_of_memory(error, config, slice_name)) from None
-    return report(config, compiled, slice_name, step, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if hlo_path:
+        files.write_text(hlo_path, compiled.as_text())
+    return report(config, compiled, slice_name, step, seconds)
 
 
 # libtpu: "... HLO temporaries (40.96G) exceeds available HBM (15.75G)."
@@ -256,7 +261,7 @@ def main(argv):
             "no TPU slice to compile for: use a pod layout (--config=configs/pretrain.py:base,v4-32) "
             "or pass --topology=NAME"
         )
-    result = compile_for_slice(config, slice_name, _STEP.value)
+    result = compile_for_slice(config, slice_name, _STEP.value, _HLO.value)
     if _OUT.value:
         files.write_json(_OUT.value, result)
     print(table(result))

@@ -129,9 +129,73 @@ def collective_bytes(hlo_text: str) -> dict[str, float]:
     return totals
 
 
+def _operand_names(operands: str) -> list[str]:
+    return re.findall(r"%([\w.\-]+)", operands.split(")")[0])
+
+
+def _fused_traffic(name: str, computations: dict[str, list[str]], cache: dict) -> tuple[dict[int, int], int | None]:
+    """What the fusion body `name` really moves, where a scan makes it move less than its
+    operands and result: ({parameter index: bytes read} for parameters it only slices
+    (dynamic-slice, also inside a nested fusion) or updates in place (dynamic-update-slice),
+    and the bytes written when its root updates a buffer in place (else None: the result)."""
+    if name in cache:
+        return cache[name]
+    parameters, instructions, root, alias = {}, {}, None, {}
+    for line in computations.get(name, ()):
+        instruction = _INSTRUCTION.match(line)
+        if not instruction:
+            continue
+        result, shape, op, operands = instruction.groups()
+        callee = _FUSED.search(line) if op == "fusion" else None
+        names = [alias.get(operand, operand) for operand in _operand_names(operands)]
+        if names and names[0] in parameters and (op == "bitcast" or "output_to_operand_aliasing={{}: (0" in line):
+            alias[result] = names[0]  # a view of the parameter, or an update of it in place
+            continue
+        instructions[result] = (op, names, shape_bytes(shape), callee and callee.group(1))
+        if op == "parameter":
+            parameters[result] = int(re.match(r"(\d+)", operands).group(1))
+        if line.lstrip().startswith("ROOT"):
+            root = result
+    uses = collections.defaultdict(list)
+    for op, operands, size, callee in instructions.values():
+        for position, operand in enumerate(operands):
+            uses[operand].append((op, position, size, callee))
+
+    def sliced_read(op, position, size, callee) -> int | None:
+        """Bytes one use reads of its operand at `position`, when it reads a slice."""
+        if op == "dynamic-slice" and position == 0:
+            return size
+        if op == "dynamic-update-slice" and position == 0:
+            return 0
+        if op == "fusion" and callee:
+            return _fused_traffic(callee, computations, cache)[0].get(position)
+        return None
+
+    reads = {}
+    for parameter, index in parameters.items():
+        parts = [sliced_read(*use) for use in uses[parameter]]
+        if parts and all(part is not None for part in parts):
+            reads[index] = sum(parts)
+
+    def written(result: str) -> int:
+        op, operands, size, _ = instructions[result]
+        if op == "dynamic-update-slice" and operands[0] in parameters:
+            return instructions[operands[1]][2]  # only the update reaches HBM
+        return size
+
+    if root is None:
+        cache[name] = (reads, None)
+    elif instructions[root][0] == "tuple":
+        cache[name] = (reads, sum(written(element) for element in instructions[root][1]))
+    else:
+        cache[name] = (reads, written(root))
+    return cache[name]
+
+
 def hbm_bytes(hlo_text: str) -> float:
     """Bytes one run reads and writes in HBM: operands + result of every top-level
-    instruction (not those inside a fusion), loop bodies counted as often as they run."""
+    instruction (not those inside a fusion), loop bodies counted as often as they run, and
+    of a buffer a loop slices or updates in place only the slice."""
     computations, _ = _split_computations(hlo_text)
     times, _ = multiplicities(hlo_text)
     # Bodies of fusions and async ops run inside their one instruction; a call's body is its own.
@@ -142,6 +206,8 @@ def hbm_bytes(hlo_text: str) -> float:
         if " call(" not in line
         for callee in _FUSED.findall(line)
     }
+    cache: dict = {}
+    traffic = {name: _fused_traffic(name, computations, cache) for name in fused if name in computations}
     total = 0.0
     for name, lines in computations.items():
         if name not in times or name in fused:
@@ -155,6 +221,17 @@ def hbm_bytes(hlo_text: str) -> float:
             array_bytes[result] = shape_bytes(shape)
             if op in _NO_TRAFFIC or op.endswith("-done"):
                 continue
-            read = sum(array_bytes.get(n, 0) for n in re.findall(r"%([\w.\-]+)", operands.split(")")[0]))
-            total += (array_bytes[result] + read) * times[name]
+            names = _operand_names(operands)
+            reads = [array_bytes.get(n, 0) for n in names]
+            write = array_bytes[result]
+            if op == "dynamic-slice":
+                reads[0] = write
+            elif op == "dynamic-update-slice":
+                reads[0], write = 0, reads[1]
+            callee = _FUSED.search(line)
+            if op == "fusion" and callee and callee.group(1) in traffic:
+                sliced, in_place = traffic[callee.group(1)]
+                reads = [sliced.get(i, size) for i, size in enumerate(reads)]
+                write = write if in_place is None else in_place
+            total += (sum(reads) + write) * times[name]
     return total

@@ -108,6 +108,17 @@ def test_hbm_bytes_count_a_loop_body_as_often_as_it_runs():
     assert 5 * one_body <= hlo.hbm_bytes(compiled.as_text()) <= 7 * one_body
 
 
+def test_a_scanned_step_moves_about_what_the_same_step_unrolled_moves(compiled_tiny):
+    # XLA counts the scanned body once; the loop-aware count stays near the unrolled step's.
+    _, unrolled = compiled_tiny
+    scanned = compile_lib.compile_for_slice(tiny_config(**{"model.scan_layers": True}), SLICE)
+    assert scanned["roofline_flops_source"].startswith("analytic")
+    assert 0.9 <= scanned["roofline_hbm_bytes"] / unrolled["hbm_bytes_accessed"] <= 1.4
+    assert scanned["collective_bytes"]["all-reduce"] == pytest.approx(
+        unrolled["collective_bytes"]["all-reduce"], rel=0.1
+    )
+
+
 def test_a_step_too_large_for_the_chip_is_one_line_and_exit_1(tmp_path):
     command = [
         sys.executable,
