@@ -35,6 +35,9 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice to compile for (tpu
 _STEP = flags.DEFINE_enum("step", "train", ["train", "eval"], "Which step to compile.")
 _OUT = flags.DEFINE_string("out", None, "Write the report as JSON here.")
 _HLO = flags.DEFINE_string("hlo", None, "Write the optimized HLO text of the compiled step here.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Leave the report in WORKDIR/compiled_step.json: train there checks its step against it."
+)
 flags.mark_flags_as_required(["config"])
 
 STEPS = ("train", "eval")
@@ -101,9 +104,7 @@ def report(config, compiled, slice_name: str, step: str, compile_seconds: float)
         "aliased": memory.alias_size_in_bytes,
         "generated_code": memory.generated_code_size_in_bytes,
     }
-    # Donated state buffers are reused for the new state (aliased): counted once.
-    per_device["peak"] = sum(per_device[k] for k in ("arguments", "temporaries", "outputs", "generated_code"))
-    per_device["peak"] -= per_device["aliased"]
+    per_device["peak"] = hlo.peak_bytes(memory)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     xla_flops, xla_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
@@ -264,6 +265,10 @@ def main(argv):
     result = compile_for_slice(config, slice_name, _STEP.value, _HLO.value)
     if _OUT.value:
         files.write_json(_OUT.value, result)
+    if _WORKDIR.value:
+        from electra_jax import pretrain
+
+        files.write_json(f"{_WORKDIR.value}/{pretrain.COMPILED_STEP_FILE}", result)
     print(table(result))
     check_fits(result, config)
 

@@ -43,6 +43,14 @@ COLLECTIVES = {
 }
 
 
+def peak_bytes(memory) -> int:
+    """Bytes a compiled program holds on one device at its peak, from its memory analysis:
+    arguments, temporaries, outputs and code, with the donated buffers the outputs reuse
+    (aliased) counted once."""
+    held = memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
+    return held + memory.generated_code_size_in_bytes - memory.alias_size_in_bytes
+
+
 def shape_bytes(shape: str) -> int:
     """Bytes of an HLO shape, an array (`bf16[8,128]{1,0}`) or a tuple of them."""
     return sum(

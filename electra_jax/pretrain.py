@@ -23,9 +23,9 @@ import tqdm
 from absl import logging
 from etils import epath
 
-from data_pipelines import input_pipeline
+from data_pipelines import files, input_pipeline
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, flops, init_from, model, objective, optim, presets, sharding
+from electra_jax import checkpoints, flops, hlo, init_from, model, objective, optim, presets, sharding
 from electra_jax.metric_writer import MetricWriter
 
 Batch = dict[str, jax.Array]  # input_ids, attention_mask, token_type_ids: [batch, seq] int32
@@ -329,6 +329,51 @@ def jit_train_step(trainer: Pretrainer, deterministic: bool = False):
     return sharding.under_mesh(trainer.mesh, trainer.rules, step)
 
 
+# Where `python -m electra_jax.compile --workdir=W` leaves its report, for the run to check.
+COMPILED_STEP_FILE = "compiled_step.json"
+
+
+def compile_train_step(trainer: Pretrainer, workdir: str):
+    """The train step compiled before the loop, so its memory per device is known (and
+    logged) before step 1, and checked against the prediction COMPILED_STEP_FILE holds."""
+    batch = {
+        key: jax.ShapeDtypeStruct(
+            (trainer.config.train.batch_size, trainer.config.train.max_seq_length),
+            jnp.int32,
+            sharding=sharding.batch_sharding(trainer.mesh),
+        )
+        for key in batch_keys(trainer.config)
+    }
+    compiled = jit_train_step(trainer).lower(abstract_train_state(trainer), batch).compile()
+    memory = compiled.memory_analysis()
+    if memory is None:  # not every backend reports it
+        return compiled
+    _check_prediction(hlo.peak_bytes(memory), workdir)
+    return compiled
+
+
+def _check_prediction(peak: int, workdir: str) -> None:
+    gib = 2**30
+    path = epath.Path(workdir) / COMPILED_STEP_FILE
+    if not path.exists():
+        logging.info("compiled train step: %.2f GiB per device", peak / gib)
+        return
+    predicted = files.read_json(path)
+    expected = predicted["per_device_bytes"]["peak"]
+    if predicted.get("device_kind") == jax.devices()[0].device_kind and abs(peak - expected) <= 0.01 * expected:
+        logging.info("compiled step as predicted: %.2f GiB/chip (%s)", peak / gib, path)
+    else:
+        logging.warning(
+            "compiled train step: %.2f GiB per %s device, but %s predicted %.2f GiB per %s chip: another "
+            "config, jax / libtpu version or device; recompile the prediction to check this program",
+            peak / gib,
+            jax.devices()[0].device_kind,
+            path,
+            expected / gib,
+            predicted.get("device_kind"),
+        )
+
+
 def jit_eval_step(trainer: Pretrainer, eval_seed: int):
     batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in batch_keys(trainer.config)}
     step = jax.jit(
@@ -493,7 +538,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
     if stop_at_step is not None:  # 0 is a step to stop at, not "no limit"
         end_step = min(end_step, stop_at_step)
     batch_sharding = sharding.batch_sharding(trainer.mesh)
-    step_fn = jit_train_step(trainer)
+    step_fn = compile_train_step(trainer, workdir)
     eval_fn = jit_eval_step(trainer, eval_seed=config.train.eval_seed)
     writer = MetricWriter(workdir, config.train.tensorboard, start_step=start_step)
     flops_per_step = flops.train_flops_per_step(config)

@@ -27,7 +27,7 @@ from helpers import write_corpus
 
 from data_pipelines import build_shards as build_lib
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import checkpoints, evaluate, export, model, presets, pretrain
+from electra_jax import checkpoints, evaluate, export, hlo, model, presets, pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ, BATCH = 32, 8
@@ -600,6 +600,23 @@ def test_settings_that_would_train_on_something_else_are_refused_before_anything
     with pytest.raises(ValueError, match=r"--stop_at_step=-1; give a step >= 0"):
         pretrain.train_and_evaluate(make_config(settings), str(tmp_path / "c"), stop_at_step=-1)
     assert not glob.glob(str(tmp_path / "*" / "checkpoints" / "*"))
+
+
+def test_the_compiled_step_is_checked_against_the_prediction_left_in_the_workdir(tmp_path, settings, caplog):
+    import logging
+
+    trainer = pretrain.make_pretrainer(make_config(settings))
+    peak = hlo.peak_bytes(pretrain.compile_train_step(trainer, str(tmp_path)).memory_analysis())
+    prediction = {"device_kind": jax.devices()[0].device_kind, "per_device_bytes": {"peak": peak}}
+    (tmp_path / pretrain.COMPILED_STEP_FILE).write_text(json.dumps(prediction))
+    with caplog.at_level(logging.INFO):
+        pretrain.compile_train_step(trainer, str(tmp_path))
+    assert f"compiled step as predicted: {peak / 2**30:.2f} GiB/chip" in caplog.text
+    prediction["per_device_bytes"]["peak"] = 2 * peak  # e.g. compiled by another libtpu
+    (tmp_path / pretrain.COMPILED_STEP_FILE).write_text(json.dumps(prediction))
+    caplog.clear()
+    pretrain.compile_train_step(trainer, str(tmp_path))
+    assert f"predicted {2 * peak / 2**30:.2f} GiB" in caplog.text and "WARNING" in caplog.text
 
 
 def test_a_finished_run_resumed_again_changes_no_checkpoint(tmp_path, reference, settings):
