@@ -13,7 +13,8 @@ figures (tpu.CHIPS) bound the step time from below:
 
 That is a bound, not a measurement: real step time and MFU need the hardware. XLA's cost
 analysis counts a loop body once (scanned layers, gradient microbatches), so where the step
-has loops the FLOPs are the analytic model FLOPs (4/3 of them under full remat; the JSON
+has loops the FLOPs are the analytic model FLOPs (4/3 of them under full remat, which runs
+the forward twice; the dots policies keep the matmuls' outputs; the JSON
 says which count was used), and the HBM and collective bytes are summed from the optimized
 HLO with every loop body counted as often as it runs (`hlo.py`). Exits 1 with one line when
 the step does not fit the chip.
@@ -35,6 +36,9 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice to compile for (tpu
 _STEP = flags.DEFINE_enum("step", "train", ["train", "eval"], "Which step to compile.")
 _OUT = flags.DEFINE_string("out", None, "Write the report as JSON here.")
 _HLO = flags.DEFINE_string("hlo", None, "Write the optimized HLO text of the compiled step here.")
+_SEARCH = flags.DEFINE_bool(
+    "search", False, "Compile layouts over fsdp, remat and microbatches; print the fastest that fits (slow)."
+)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Leave the report in WORKDIR/compiled_step.json: train there checks its step against it."
 )
@@ -111,7 +115,7 @@ def report(config, compiled, slice_name: str, step: str, compile_seconds: float)
     model_flops = model_flops_per_chip(config, tpu_slice.chips, step)
     loops = _has_loops(config, step)
     if loops:  # XLA counted each loop body once: the model's FLOPs, and full remat's extra forward
-        remat = 4 / 3 if step == "train" and config.model.remat_policy != "none" else 1.0
+        remat = 4 / 3 if step == "train" and config.model.remat_policy == "full" else 1.0
         flops_used, flops_source = model_flops * remat, "analytic (XLA counts loop bodies once)"
     else:
         flops_used, flops_source = xla_flops, "xla"
@@ -226,6 +230,72 @@ def _out_of_memory(error: BaseException, config, slice_name: str) -> str:
     )
 
 
+# What --search varies, in the order it tries them: fewer microbatches and less remat are
+# faster when they fit, so for each (fsdp, remat) the first microbatch count that fits wins.
+SEARCH_FSDP = ("1", "all")
+SEARCH_REMAT = ("none", "dots", "full")
+SEARCH_GRAD_ACCUM = (1, 2, 4, 8, 16)
+HEADROOM = 0.10  # HBM a chosen layout leaves free: the runtime's own buffers, fragmentation
+
+
+def search(config, slice_name: str, log=print) -> tuple[dict, list[dict]]:
+    """The layout with the least roofline step time that fits `slice_name` with HEADROOM,
+    over SEARCH_*; returns (its overrides, every compiled candidate). The layers stay
+    scanned: libtpu takes over 20 minutes to compile an unrolled 12-layer step here."""
+    from electra_jax import tpu
+
+    chips = tpu.get_slice(slice_name).chips
+    tried = []
+    for fsdp in SEARCH_FSDP:
+        for remat in SEARCH_REMAT:
+            for grad_accum in SEARCH_GRAD_ACCUM:
+                overrides = {
+                    "mesh.fsdp": chips if fsdp == "all" else 1,
+                    "model.remat_policy": remat,
+                    "train.grad_accum_steps": grad_accum,
+                    "model.scan_layers": True,
+                }
+                microbatch = config.train.batch_size // grad_accum
+                if config.train.batch_size % grad_accum or microbatch % chips:
+                    continue
+                candidate = config.copy_and_resolve_references()
+                with candidate.unlocked():
+                    candidate.mesh.data = -1
+                    for key, value in overrides.items():
+                        section, name = key.split(".")
+                        candidate[section][name] = value
+                try:
+                    result = compile_for_slice(candidate, slice_name)
+                except DoesNotFitError as error:
+                    result = {"fits": False, "error": str(error)}
+                fits = result["fits"] and result["hbm_headroom"] >= HEADROOM
+                tried.append({"overrides": overrides, "fits_with_headroom": fits, **result})
+                log(_search_row(tried[-1]))
+                if fits:
+                    break
+    fitting = [entry for entry in tried if entry["fits_with_headroom"]]
+    if not fitting:
+        raise DoesNotFitError(
+            f"no layout of {slice_name} tried fits with {HEADROOM:.0%} of HBM free (see the rows above): "
+            "lower train.batch_size or use a larger slice"
+        )
+    best = min(fitting, key=lambda entry: entry["roofline_step_seconds"])
+    return best["overrides"], tried
+
+
+def _search_row(entry: dict) -> str:
+    keys = ("mesh.fsdp", "model.remat_policy", "train.grad_accum_steps")
+    fsdp, remat, microbatches = (entry["overrides"][key] for key in keys)
+    layout = f"fsdp={fsdp:<4} remat={remat:<5} microbatches={microbatches:<3}"
+    if "error" in entry:
+        return f"{layout} does not fit: {entry['error']}"
+    gib = 2**30
+    return (
+        f"{layout} {entry['per_device_bytes']['peak'] / gib:6.2f} GiB ({entry['hbm_headroom']:4.0%} free) "
+        f"{entry['roofline_step_seconds'] * 1e3:8.1f} ms ({entry['bound']}) MFU ceiling {entry['mfu_ceiling']:.0%}"
+    )
+
+
 def table(result: dict) -> str:
     gib = 2**30
     memory = result["per_device_bytes"]
@@ -262,6 +332,12 @@ def main(argv):
             "no TPU slice to compile for: use a pod layout (--config=configs/pretrain.py:base,v4-32) "
             "or pass --topology=NAME"
         )
+    if _SEARCH.value:
+        best, tried = search(config, slice_name)
+        if _OUT.value:
+            files.write_json(_OUT.value, {"best": best, "tried": tried})
+        print("fastest layout that fits: " + " ".join(f"--config.{key}={value}" for key, value in best.items()))
+        return
     result = compile_for_slice(config, slice_name, _STEP.value, _HLO.value)
     if _OUT.value:
         files.write_json(_OUT.value, result)

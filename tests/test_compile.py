@@ -156,3 +156,40 @@ def test_megacore_slices_have_one_device_per_chip():
 def test_report_json_round_trips(compiled_tiny):
     _, result = compiled_tiny
     assert json.loads(json.dumps(result)) == result
+
+
+def test_search_keeps_the_fastest_layout_that_fits_with_headroom(monkeypatch):
+    # The selection, on stand-in reports: memory falls with microbatches and remat, time rises.
+    compiled = []
+
+    def fake_compile(config, slice_name, step="train", hlo_path=None):
+        layout = (config.mesh.fsdp, config.model.remat_policy, config.train.grad_accum_steps)
+        compiled.append(layout)
+        memory = 40 / config.train.grad_accum_steps / {"none": 1, "dots": 2, "full": 4}[layout[1]]
+        if memory > 16:
+            raise compile_lib.DoesNotFitError("out of HBM")
+        seconds = 1 + 0.1 * config.train.grad_accum_steps + {"none": 0, "dots": 0.05, "full": 0.3}[layout[1]]
+        seconds -= 0.01 * (config.mesh.fsdp > 1)
+        return {
+            "fits": True,
+            "hbm_headroom": 1 - memory / 16,
+            "roofline_step_seconds": seconds,
+            "per_device_bytes": {"peak": memory * 2**30},
+            "bound": "compute",
+            "mfu_ceiling": 0.5,
+        }
+
+    monkeypatch.setattr(compile_lib, "compile_for_slice", fake_compile)
+    best, tried = compile_lib.search(tiny_config(), SLICE, log=lambda row: None)
+    # none fits from 4 microbatches (10 GiB, 38% free); dots from 2 (10 GiB); full at 1 (10 GiB).
+    assert best == {
+        "mesh.fsdp": 4,
+        "model.remat_policy": "dots",
+        "train.grad_accum_steps": 2,
+        "model.scan_layers": True,
+    }
+    assert (1, "none", 8) not in compiled  # a fitting count ends that (fsdp, remat) row
+    assert all(BATCH // accum % 4 == 0 for _, _, accum in compiled)  # 16 microbatches of 1 never tried
+    monkeypatch.setattr(compile_lib, "HEADROOM", 0.99)
+    with pytest.raises(compile_lib.DoesNotFitError, match="no layout of v5e-4 tried fits with 99% of HBM free"):
+        compile_lib.search(tiny_config(), SLICE, log=lambda row: None)
