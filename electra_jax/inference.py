@@ -190,6 +190,12 @@ def main(config, arguments):
     del arguments
     from electra_jax.finetune import glue
 
+    trained_on = loading.read_hf_config(config.model).get("finetuning_task")
+    if trained_on and trained_on != config.task:  # another task's head scores as nonsense, not as an error
+        raise ValueError(
+            f"{config.model} was fine-tuned on {trained_on!r} (its config.json), not on "
+            f"--config.task={config.task!r}; score it with --config.task={trained_on}"
+        )
     net, params, tokenizer = load_finetuned(config.model)
     glue_config = glue.glue_config()
     glue_config.update(dict(data_dir=config.data_dir, source="tsv", max_seq_length=config.max_seq_length))

@@ -171,3 +171,21 @@ def test_token_predictor_int8_and_load_finetuned(tmp_path):
     loaded_net, loaded_params, tokenizer = inference.load_finetuned(str(tmp_path / "tagger"))
     assert loaded_net.num_labels == 4 and tokenizer.vocab_size == 40
     np.testing.assert_allclose(inference.make_predictor(loaded_net, loaded_params)(batch), float_logits, atol=1e-6)
+
+
+def test_inference_refuses_a_task_the_model_was_not_fine_tuned_on(tmp_path):
+    # Issue 45, item 10: an RTE export scored on STS-B reported "accuracy 9.27" and exited 0.
+    cfg = model.ElectraConfig(vocab_size=40, **TINY)
+    with open(tmp_path / "vocab.txt", "w") as f:
+        f.write("\n".join(helpers.SPECIALS + [f"w{i}" for i in range(35)]) + "\n")
+    pretrained = loading.Network(cfg, {}, tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt")))
+    params = model.init_params(model.SequenceClassifier(cfg, 2), jax.random.PRNGKey(1))
+    common.export_model(
+        pretrained, params, str(tmp_path / "rte"), "sequence_classification", {"finetuning_task": "rte"}
+    )
+    config = inference.inference_config()
+    config.update(model=str(tmp_path / "rte"), task="stsb", data_dir=str(tmp_path))
+    with pytest.raises(
+        ValueError, match=r"rte was fine-tuned on 'rte' \(its config.json\), not on --config.task='stsb'"
+    ):
+        inference.main(config, [])

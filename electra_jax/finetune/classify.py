@@ -112,7 +112,10 @@ def _rows(path: str) -> Iterator[tuple[int, dict]]:
             yield start, dict(zip(header, fields))
 
 
-def _value(row: dict, column: str, path: str, line: int) -> str:
+def _value(row: dict, column: str, path: str, line: int, text: bool = False) -> str:
+    """The row's `column` as a string: a text must be a string; a label may also be a JSON
+    number or bool (read as its text), never a list or an object, which would become a
+    class of their own."""
     value = row.get(column)
     if value is None:
         raise ValueError(
@@ -120,6 +123,10 @@ def _value(row: dict, column: str, path: str, line: int) -> str:
             f"{sorted(k for k in row if k is not None)}); fill it in, or name the "
             "right column with --config.text_column / text_pair_column / label_column"
         )
+    allowed = (str,) if text else (str, int, float, bool)
+    if not isinstance(value, allowed):
+        wanted = "a string" if text else "a string, number or bool"
+        raise ValueError(f"{path}:{line}: {column!r} is the JSON {json.dumps(value)[:80]}; it must be {wanted}")
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -143,8 +150,8 @@ def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
         raise FileNotFoundError(f"{path} does not exist; check --config.train_file/dev_file/test_file")
     examples, spellings = [], {}
     for line, row in _rows(path):
-        text = _value(row, config.text_column, path, line)
-        text_pair = _value(row, config.text_pair_column, path, line) if config.text_pair_column else None
+        text = _value(row, config.text_column, path, line, text=True)
+        text_pair = _value(row, config.text_pair_column, path, line, text=True) if config.text_pair_column else None
         unlabelled = not labelled and config.label_column not in row
         label = None
         if not unlabelled:
@@ -165,7 +172,12 @@ def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
 
 def label_list(config, train: list[Example]) -> list[str]:
     if config.labels:
-        return [normalize_label(label) for label in config.labels.split(",")]
+        labels = [normalize_label(label) for label in config.labels.split(",")]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated or "" in labels:
+            what = f"names {', '.join(repeated)} more than once" if repeated else "has an empty label"
+            raise ValueError(f"--config.labels={config.labels!r} {what}; give each class once, in id order")
+        return labels
     return sorted({e.label for e in train})
 
 

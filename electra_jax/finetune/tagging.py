@@ -74,6 +74,7 @@ def read_conll(path: str, label_column: int) -> list[Sentence]:
             words.clear(), tags.clear(), lines.clear()
 
     needed = label_column + 1 if label_column >= 0 else max(2, -label_column)
+    width = None  # the file's column count, from its first token line: a short line reads the wrong column
     with open(path, encoding="utf-8") as f:
         for line_number, line in enumerate(f, start=1):
             columns = line.split()
@@ -88,6 +89,13 @@ def read_conll(path: str, label_column: int) -> list[Sentence]:
                     f"{path}:{line_number}: expected `word ... tag` with at least {needed} "
                     f"whitespace-separated columns, found {len(columns)} ({line.strip()!r}); "
                     "every word needs its tag (set --config.label_column if the tag is elsewhere)"
+                )
+            if width is None:
+                width, width_line = len(columns), line_number
+            elif len(columns) != width:
+                raise ValueError(
+                    f"{path}:{line_number}: {len(columns)} columns ({line.strip()!r}) where line {width_line} "
+                    f"has {width}; every token line of a CoNLL file has the same columns (a missing tag?)"
                 )
             words.append(columns[0])
             tags.append(columns[label_column])
