@@ -728,3 +728,27 @@ def test_seeds_split_over_processes_merge_into_the_single_process_results(tmp_pa
     other_recipe = {**parts[0], "config": {**parts[0]["config"], "learning_rate": 1.0}}
     with pytest.raises(ValueError, match="differ in tasks or in config"):
         glue.merge_seed_splits([parts[1], other_recipe])
+
+
+def test_a_fine_tuning_workdir_with_an_earlier_run_is_refused_unless_fresh(tmp_path):
+    # Issue 45, items 7-8: a rerun into a used workdir left the old results.json and submission
+    # beside the new seed_0 model; --fresh moves the earlier run aside, never an input.
+    from electra_jax.finetune import __main__ as finetune_cli
+
+    workdir = tmp_path / "out"
+    (workdir / "seed_0").mkdir(parents=True)
+    (workdir / "results.json").write_text("{}")
+    config = glue.glue_config()
+    finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # a new workdir: nothing to do
+    with pytest.raises(
+        FileExistsError, match=r"out holds an earlier fine-tuning run \(results.json, seed_0\); .*--fresh"
+    ):
+        finetune_cli.claim_workdir(config, str(workdir), fresh=False)
+    config.data_dir = str(workdir / "seed_0")  # an input inside the earlier run: never moved
+    with pytest.raises(ValueError, match=r"refusing to remove .*seed_0: it is config.data_dir"):
+        finetune_cli.claim_workdir(config, str(workdir), fresh=True)
+    assert sorted(os.listdir(workdir)) == ["results.json", "seed_0"]
+    config.data_dir = str(tmp_path / "glue")
+    finetune_cli.claim_workdir(config, str(workdir), fresh=True)
+    [aside] = os.listdir(workdir)
+    assert aside.startswith("replaced-") and sorted(os.listdir(workdir / aside)) == ["results.json", "seed_0"]

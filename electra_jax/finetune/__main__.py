@@ -25,16 +25,47 @@ the task's data, the mesh spans every device, and process 0 alone writes OUT.
 """
 
 import importlib
+import os
 
-from absl import app, flags
+from absl import app, flags, logging
+from etils import epath
 
-from data_pipelines import errors
+from data_pipelines import errors, files
 from electra_jax import cli
 
 PROGRAMS = ("glue", "classify", "tagging", "squad")  # modules of electra_jax.finetune
+# The config keys that name what a fine-tuning run reads: --fresh never moves them aside.
+INPUT_KEYS = ("init", "data_dir", "train_file", "dev_file", "test_file", "eval_file")
 
 
-def main(argv, config_flag, workdir_flag):
+def claim_workdir(config, workdir: str, fresh: bool) -> None:
+    """One run's outputs per workdir: one that holds an earlier run's is refused (their
+    results would stand beside this run's models), or with `fresh` moved to
+    WORKDIR/replaced-<time>/, never deleted, and never when that would move an input."""
+    from electra_jax import checkpoints
+
+    path = epath.Path(workdir)
+    entries = path.iterdir() if path.is_dir() else ()
+    # this run's own lock, and earlier runs already moved aside, are not an earlier run
+    earlier = sorted(p.name for p in entries if p.name != checkpoints.LOCK_FILE and not p.name.startswith("replaced-"))
+    if not earlier:
+        return
+    if not fresh:
+        shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+        raise FileExistsError(
+            f"{workdir} holds an earlier fine-tuning run ({shown}); use another --workdir, or --fresh "
+            f"to move it to {workdir}/replaced-<time>/"
+        )
+    inputs = {f"config.{key}": config[key] for key in INPUT_KEYS if key in config and config[key]}
+    files.check_spares_inputs(
+        [os.path.join(workdir, name) for name in earlier],
+        inputs,
+        fix="--fresh moves the earlier run aside: use another --workdir, or copy that input out first",
+    )
+    logging.warning("--fresh: moved the earlier run to %s", files.move_aside(workdir, earlier))
+
+
+def main(argv, config_flag, workdir_flag, fresh_flag):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flag.value
@@ -45,15 +76,30 @@ def main(argv, config_flag, workdir_flag):
         )
     cli.maybe_initialize_distributed()  # multi-host: before anything touches a device
     # imported after flag parsing: importing jax is slow
+    import jax
+
+    from electra_jax import checkpoints
+
     program = importlib.import_module(f"electra_jax.finetune.{config.program}")
-    print(program.report(config, workdir_flag.value))
+    workdir = workdir_flag.value
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    with checkpoints.workdir_lock(workdir):  # a second run on this workdir is refused
+        if jax.process_index() == 0:
+            claim_workdir(config, workdir, fresh_flag.value)
+        print(program.report(config, workdir))
 
 
 def run():
     config_flag = cli.define_config_file(None, "configs/glue.py, classify.py, tagging.py or squad.py")
     workdir_flag = flags.DEFINE_string("workdir", None, "Results, predictions and fine-tuned models.")
+    fresh_flag = flags.DEFINE_bool(
+        "fresh", False, "Start over in a workdir that holds an earlier run: it is moved to WORKDIR/replaced-<time>/."
+    )
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(errors.one_line_errors(lambda argv: main(argv, config_flag, workdir_flag)), flags_parser=cli.parse_flags)
+    app.run(
+        errors.one_line_errors(lambda argv: main(argv, config_flag, workdir_flag, fresh_flag)),
+        flags_parser=cli.parse_flags,
+    )
 
 
 if __name__ == "__main__":
