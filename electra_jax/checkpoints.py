@@ -255,6 +255,7 @@ def check_run_config(
     may_change: Sequence[str] = (),
     hints: Sequence[tuple[str, str]] = (),
     inputs: Optional[Mapping[str, Any]] = None,
+    write: bool = True,
 ) -> list[str]:
     """Refuse to resume a workdir whose saved config differs from this run's in a field a
     resume cannot honour; returns the fields that changed (all in `may_change`). The
@@ -266,7 +267,9 @@ def check_run_config(
     stood for (a field added after the run was saved behaved as its default then).
     With `fresh`, a previous run's checkpoints and logs are moved aside (never deleted or
     overwritten), whatever its config; refused when that would move one of `inputs`
-    ({config key: path or glob}, e.g. an init source inside this workdir).
+    ({config key: path or glob}, e.g. an init source inside this workdir). With `write`
+    False the caller writes config.json itself (`write_run_config`), once the run has
+    passed its own checks: a refused resume leaves the saved config as it was.
     """
     path = epath.Path(workdir) / "config.json"
     changed: list[str] = []
@@ -302,9 +305,16 @@ def check_run_config(
             changed = sorted(differences)
             for key in changed:
                 logging.info("resume with %s changed: saved %r, now %r", key, *differences[key])
-    if jax.process_index() == 0:
-        files.write_json(path, run_paths.stored(current, workdir), sort_keys=True)
+    if write:
+        write_run_config(workdir, config_json)
     return changed
+
+
+def write_run_config(workdir: str, config_json: str) -> None:
+    """WORKDIR/config.json (process 0), its paths stored relative to the workdir where inside it."""
+    if jax.process_index() == 0:
+        current = run_paths.absolute(json.loads(config_json))
+        files.write_json(epath.Path(workdir) / "config.json", run_paths.stored(current, workdir), sort_keys=True)
 
 
 def has_checkpoints(workdir: str) -> bool:

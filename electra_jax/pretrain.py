@@ -499,14 +499,16 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_ste
 def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | None) -> dict[str, Any]:
     config = init_from.resolve_config(config, workdir if not fresh else None)
     config = input_pipeline.resolve_data_source(config, workdir)
+    config_json = config.to_json_best_effort(sort_keys=True)
     changed = checkpoints.check_run_config(
         workdir,
-        config.to_json_best_effort(sort_keys=True),
+        config_json,
         fresh,
         absent_means=resume_defaults(),
         may_change=resume_may_change(config),
         hints=(("data.*", ", or --config.data.reset_iterator=True to go on from the saved step on the new data"),),
         inputs={f"{section}.{key}": config[section][key] for section, key in RUN_INPUTS if config.get(section)},
+        write=False,
     )
     trainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(
@@ -539,6 +541,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
         end_step = min(end_step, stop_at_step)
     batch_sharding = sharding.batch_sharding(trainer.mesh)
     step_fn = compile_train_step(trainer, workdir)
+    checkpoints.write_run_config(workdir, config_json)  # only a run that passed every check and compiled
     eval_fn = jit_eval_step(trainer, eval_seed=config.train.eval_seed)
     writer = MetricWriter(workdir, config.train.tensorboard, start_step=start_step)
     flops_per_step = flops.train_flops_per_step(config)

@@ -619,6 +619,18 @@ def test_the_compiled_step_is_checked_against_the_prediction_left_in_the_workdir
     assert f"predicted {2 * peak / 2**30:.2f} GiB" in caplog.text and "WARNING" in caplog.text
 
 
+def test_a_refused_resume_leaves_the_saved_config_as_it_was(tmp_path, reference, settings):
+    # Issue 45, item 11: a resume that failed its checks had already rewritten config.json.
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    before = file_digests(workdir)
+    for change, message in (({"mesh.data": 3}, r"mesh .* needs 3 devices"), ({"train.num_steps": -5}, "num_steps=-5")):
+        with pytest.raises(ValueError, match=message):
+            pretrain.train_and_evaluate(make_config(settings, **change), workdir)
+        assert file_digests(workdir) == before
+    assert evaluate.evaluate_checkpoint(checkpoints.load_run_config(workdir), workdir)["step"] == REFERENCE_STEPS
+
+
 def test_a_finished_run_resumed_again_changes_no_checkpoint(tmp_path, reference, settings):
     workdir = str(tmp_path / "run")
     shutil.copytree(reference["workdir"], workdir)
