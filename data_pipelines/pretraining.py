@@ -24,6 +24,7 @@ works on machines without it.
 import functools
 import json
 import os
+import re
 from typing import Any, Iterator
 
 import numpy as np
@@ -55,11 +56,18 @@ def state_prefix(directory: str, process_index: int, process_count: int) -> str:
 
 
 def list_shards(file_pattern: str) -> list[str]:
-    """Sorted files matching a glob or a comma-separated list of globs (local or gs://)."""
+    """Sorted files matching a glob or a comma-separated list of globs (local or gs://);
+    local ones absolute, because a saved tf.data position holds the path of the file it was
+    reading, which a resume from another directory must still find."""
     import tensorflow as tf
 
     files = sorted(
-        {f for pattern in file_pattern.split(",") if pattern.strip() for f in tf.io.gfile.glob(pattern.strip())}
+        {
+            f if "://" in f else os.path.abspath(f)
+            for pattern in file_pattern.split(",")
+            if pattern.strip()
+            for f in tf.io.gfile.glob(pattern.strip())
+        }
     )
     if not files:
         raise FileNotFoundError(
@@ -152,7 +160,19 @@ class PretrainingIterator:
                 "process count?"
             )
         self._check_same_files(prefix)
-        self._checkpoint().read(prefix).assert_consumed()
+        try:
+            self._checkpoint().read(prefix).assert_consumed()
+        except tf.errors.NotFoundError as error:
+            missing = re.search(r"from checkpoint: (\S+?);", str(error))
+            if not missing or os.path.isabs(missing.group(1)) or "://" in missing.group(1):
+                raise
+            # Saved by a version that kept the start directory's relative paths.
+            raise InputsChangedError(
+                f"the saved input position ({prefix}) reads {missing.group(1)}, a path relative to the directory "
+                "the run was started in; resume from there, or pass --config.data.reset_iterator=True to read "
+                "the files afresh from the saved step",
+                f"relative path {missing.group(1)}",
+            ) from error
 
     def _check_same_files(self, prefix: str) -> None:
         """A position in other files (shards deleted, added or rebuilt) cannot be restored:

@@ -169,6 +169,42 @@ def test_restore_over_other_files_is_refused_naming_them(shard_dir, tmp_path):
         make().restore(str(tmp_path / "state"))
 
 
+def test_a_position_saved_from_relative_paths_restores_from_another_directory(shard_dir, tmp_path, monkeypatch):
+    # Issue 45: a run started with relative paths and resumed elsewhere found every checkpoint
+    # "unreadable": tf.data's saved position named the file relative to the start directory.
+    start = tmp_path / "start"
+    shutil.copytree(shard_dir, start / "shards")
+    (tmp_path / "elsewhere").mkdir()
+
+    def make(pattern):
+        return pretraining.make_pretraining_iterator(
+            pattern, batch_size=2, seq_length=SEQ, seed=0, shuffle_buffer=16, process_index=0, process_count=1
+        )
+
+    monkeypatch.chdir(start)
+    it = make("shards/train-*.tfrecord")
+    for _ in range(3):
+        next(it)
+    it.save(str(tmp_path / "state"))
+    expected = next(it)["input_ids"]
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resumed = make(f"{start}/shards/train-*.tfrecord")
+    resumed.restore(str(tmp_path / "state"))
+    np.testing.assert_array_equal(next(resumed)["input_ids"], expected)
+
+    # A position saved by an older version, which kept the relative paths: named, with the fix.
+    monkeypatch.chdir(start)
+    real_list_shards = pretraining.list_shards
+    monkeypatch.setattr(pretraining, "list_shards", lambda p: [os.path.relpath(f) for f in real_list_shards(p)])
+    old = make("shards/train-*.tfrecord")
+    next(old)
+    old.save(str(tmp_path / "old_state"))
+    monkeypatch.setattr(pretraining, "list_shards", real_list_shards)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(pretraining.InputsChangedError, match=r"reads shards/train-.*relative to the directory"):
+        make(f"{start}/shards/train-*.tfrecord").restore(str(tmp_path / "old_state"))
+
+
 def test_seq_length_mismatch_names_both(shard_dir):
     with pytest.raises(ValueError, match=rf"seq_length=128 .* length {SEQ}"):
         pretraining.make_pretraining_iterator(
