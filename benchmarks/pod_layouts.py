@@ -2,7 +2,7 @@
 (electra_jax.compile, libtpu's compiler on this CPU): the table in BENCHMARKS.md.
 
     python benchmarks/pod_layouts.py --out=benchmarks/results/pod_layouts [--size=base] [--pod=v4-32] [--seq=512] \\
-        [--hlo_dir=DIR]
+        [--hlo_dir=DIR] [--reanalyze]
 
 Each (size, pod, seq) writes OUT/<size>_<pod>_<seq>.json, and is skipped when that file
 exists, so a stopped run resumes; OUT/table.md is rebuilt from every JSON there. A layout
@@ -52,6 +52,21 @@ def compile_layout(size: str, pod: str, seq: int, hlo_path: str | None = None) -
     return {**entry, **result}
 
 
+def reanalyze(out_dir: str, hlo_dir: str) -> None:
+    """Recomputes every entry's figures from the compiler's recorded facts and its kept
+    HLO (the memory and XLA's counts do not change; how the HLO is read may)."""
+    for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
+        entry = files.read_json(path)
+        hlo_path = os.path.join(hlo_dir, os.path.basename(path)[: -len(".json")] + ".hlo")
+        if "error" in entry or not os.path.exists(hlo_path):
+            continue
+        config = layout_config(entry["size"], entry["pod"], entry["seq"])
+        facts = {key: entry[key] for key in ("per_device_bytes", "xla_flops_per_step", "hbm_bytes_accessed")}
+        with open(hlo_path, encoding="utf-8") as f:
+            result = compile_lib.report(config, facts, f.read(), entry["pod"], "train")
+        files.write_json(path, {**entry, **result})
+
+
 def table_row(entry: dict) -> str:
     layout = (
         f"| {entry['size']} | {entry['pod']} | {entry['seq']} | {entry['batch']} | {entry['grad_accum_steps']} | "
@@ -88,7 +103,14 @@ def main(argv=None) -> None:
     parser.add_argument("--pod")
     parser.add_argument("--seq", type=int, choices=SEQ_LENGTHS)
     parser.add_argument("--hlo_dir", help="also keep each compiled step's optimized HLO text here")
+    parser.add_argument(
+        "--reanalyze", action="store_true", help="recompute OUT's figures from --hlo_dir; compile nothing"
+    )
     args = parser.parse_args(argv)
+    if args.reanalyze:
+        reanalyze(args.out, args.hlo_dir)
+        print(write_table(args.out))
+        return
     for size, pod in presets.POD_LAYOUTS:
         for seq in SEQ_LENGTHS:
             if (args.size or size, args.pod or pod, args.seq or seq) != (size, pod, seq):

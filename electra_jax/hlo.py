@@ -200,12 +200,14 @@ def _fused_traffic(name: str, computations: dict[str, list[str]], cache: dict) -
     return cache[name]
 
 
-def hbm_bytes(hlo_text: str) -> float:
+def hbm_bytes(hlo_text: str, count_loops: bool = True) -> float:
     """Bytes one run reads and writes in HBM: operands + result of every top-level
     instruction (not those inside a fusion), loop bodies counted as often as they run, and
     of a buffer a loop slices or updates in place only the slice."""
     computations, _ = _split_computations(hlo_text)
     times, _ = multiplicities(hlo_text)
+    if not count_loops:  # every body once, as XLA's cost analysis counts
+        times = dict.fromkeys(times, 1)
     # Bodies of fusions and async ops run inside their one instruction; a call's body is its own.
     fused = {
         callee
