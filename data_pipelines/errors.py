@@ -22,8 +22,9 @@ from typing import Any, Callable, NoReturn, Sequence
 from absl import app
 from ml_collections import config_flags
 
-# The exceptions our checks raise with a message meant for the user.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError)
+# The exceptions our checks raise with a message meant for the user, and the operating
+# system's (disk full, read-only, permission denied: its message names the file).
+EXPECTED_ERRORS = (ValueError, OSError, FloatingPointError)
 TRACEBACK_ENV = "ELECTRA_JAX_TRACEBACK"
 
 

@@ -13,9 +13,8 @@ import os
 from typing import Optional
 
 from absl import app, flags, logging
-from etils import epath
 
-from data_pipelines import errors
+from data_pipelines import errors, files
 from electra_jax import cli
 
 
@@ -43,11 +42,36 @@ def main(argv, config_flag):
         # draw (the old one, `train.seed + 1` for every batch, is not reproduced).
         config.train.eval_seed = presets.DEFAULT_EVAL_SEED
         logging.info("%s/config.json has no train.eval_seed: scoring with %d", workdir, config.train.eval_seed)
+    if not config_flag.value:
+        config = mesh_for_these_devices(config)
     result = evaluate_checkpoint(config, workdir, flags.FLAGS.step)
+    print(json.dumps(result))  # first: a workdir that cannot be written to loses no metrics
     path = os.path.join(workdir, f"eval_step_{result['step']}.json")
-    epath.Path(path).write_text(json.dumps(result, indent=2), encoding="utf-8")  # local or gs://
+    try:
+        files.write_json(path, result)  # local or gs://
+    except OSError as error:
+        raise OSError(f"the metrics above could not be written to {path}: {error}") from error
     logging.info("eval at step %d: %s (written to %s)", result["step"], result, path)
-    print(json.dumps(result))
+
+
+def mesh_for_these_devices(config):
+    """The run's config with a mesh this host can build: the run's own where its fixed axes
+    divide the devices here, else data parallel over all of them (the evaluation is the same
+    computation on any mesh)."""
+    import jax
+
+    from electra_jax import sharding
+
+    try:
+        sharding.mesh_shape(config.mesh, jax.device_count())
+        return config
+    except ValueError:
+        logging.info(
+            "the run's mesh %s does not fit %d devices here: evaluating data parallel", config.mesh, jax.device_count()
+        )
+    config = config.copy_and_resolve_references()
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    return config
 
 
 def run():

@@ -88,3 +88,16 @@ def test_a_small_tool_names_its_missing_and_its_mistyped_settings(module, requir
     assert mistyped.returncode == 1
     assert "--config.outptu_dir names 'outptu_dir', which the config does not have." in mistyped.stderr
     assert "Traceback" not in mistyped.stderr
+
+
+def test_an_os_error_is_one_line_naming_the_file(capsys):
+    # Issue 45: a disk full or a read-only workdir reached the user as a raw traceback.
+    def main(argv):
+        raise OSError(28, "No space left on device", "out/shards/train-00001.tfrecord")
+
+    with pytest.raises(SystemExit) as exit_info:
+        errors.one_line_errors(main)(["prog"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "error: [Errno 28] No space left on device: 'out/shards/train-00001.tfrecord'"
+    )

@@ -631,6 +631,24 @@ def test_a_refused_resume_leaves_the_saved_config_as_it_was(tmp_path, reference,
     assert evaluate.evaluate_checkpoint(checkpoints.load_run_config(workdir), workdir)["step"] == REFERENCE_STEPS
 
 
+def test_evaluate_adapts_the_mesh_and_prints_metrics_it_cannot_write(tmp_path, reference, monkeypatch, capsys):
+    # Issue 45: evaluate computed the metrics, then died writing them to a read-only workdir;
+    # and on a host with other devices it advised a --config flag it does not take.
+    config = checkpoints.load_run_config(reference["workdir"])
+    config.mesh.data = 3  # a layout 8 devices cannot hold
+    assert evaluate.mesh_for_these_devices(config).mesh.data == -1
+    assert evaluate.mesh_for_these_devices(checkpoints.load_run_config(reference["workdir"])).mesh.data == -1
+
+    def read_only(path, value, sort_keys=False):
+        raise OSError(30, "Read-only file system", path)
+
+    monkeypatch.setattr(evaluate.files, "write_json", read_only)
+    monkeypatch.setattr(evaluate.flags, "FLAGS", type("F", (), {"workdir": reference["workdir"], "step": None})())
+    with pytest.raises(OSError, match=r"the metrics above could not be written to .*eval_step_10.json"):
+        evaluate.main(["evaluate"], type("Flag", (), {"value": None})())
+    assert json.loads(capsys.readouterr().out)["step"] == REFERENCE_STEPS
+
+
 def test_a_finished_run_resumed_again_changes_no_checkpoint(tmp_path, reference, settings):
     workdir = str(tmp_path / "run")
     shutil.copytree(reference["workdir"], workdir)
