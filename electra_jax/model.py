@@ -33,6 +33,9 @@ _REMAT_POLICIES = {
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
 
+ATTENTION_IMPLS = (None, "xla", "cudnn", "pallas_tpu")
+
+
 @dataclasses.dataclass(frozen=True)
 class ElectraConfig:
     """Static hyper-parameters of one ELECTRA network (a generator or a discriminator)."""
@@ -53,7 +56,9 @@ class ElectraConfig:
     param_dtype: str = "float32"  # storage dtype of the parameters
     scan_layers: bool = False  # nn.scan over layers: one compiled layer, faster compiles
     remat_policy: str = "none"  # none | full | dots | dots_saveable
-    attention_impl: Optional[str] = None  # jax.nn.dot_product_attention implementation: None/'xla'/'cudnn'
+    # None/'xla'/'cudnn': jax.nn.dot_product_attention's implementation; 'pallas_tpu': the
+    # Pallas flash-attention kernel of TPUs (no [batch, heads, seq, seq] tensor in HBM)
+    attention_impl: Optional[str] = None
     # Word-embedding rows (= MLM logit columns) rounded up to a multiple of this, for
     # tile-aligned matmuls on accelerators; rows past vocab_size are never looked up and
     # their logits are masked, so outputs equal the unpadded model's.
@@ -67,8 +72,13 @@ class ElectraConfig:
             )
         if self.remat_policy != "none" and self.remat_policy not in _REMAT_POLICIES:
             raise ValueError(f"remat_policy={self.remat_policy!r}; choose one of {['none', *_REMAT_POLICIES]}")
-        if self.attention_impl not in (None, "xla", "cudnn"):
-            raise ValueError(f"attention_impl={self.attention_impl!r}; choose None, 'xla' or 'cudnn'")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+        if self.attention_impl == "pallas_tpu" and self.attention_dropout:
+            raise ValueError(
+                "attention_impl='pallas_tpu' fuses the softmax and has no dropout on its "
+                f"probabilities; set attention_dropout=0 (it is {self.attention_dropout})"
+            )
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in FLOAT_DTYPES:
                 raise ValueError(f"{field}={getattr(self, field)!r}; choose one of {FLOAT_DTYPES}")
@@ -227,7 +237,9 @@ class SelfAttention(nn.Module):
             for name in ("query", "key", "value")
         )
         key_mask = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, S]
-        if deterministic or cfg.attention_dropout == 0.0:
+        if cfg.attention_impl == "pallas_tpu":
+            context = _pallas_tpu_attention(query, key, value, attention_mask)
+        elif deterministic or cfg.attention_dropout == 0.0:
             context = jax.nn.dot_product_attention(query, key, value, mask=key_mask, implementation=cfg.attention_impl)
         else:
             # jax.nn.dot_product_attention has no dropout on the probabilities; the paper's
@@ -238,6 +250,32 @@ class SelfAttention(nn.Module):
             probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=False)
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
         return context.reshape(batch, seq_len, cfg.hidden_size)
+
+
+def _pallas_tpu_attention(query: Array, key: Array, value: Array, attention_mask: Array) -> Array:
+    """Softmax attention by the Pallas TPU flash kernel, [B, S, H, D] in and out. Padding
+    becomes segment ids: a real token attends to the real ones only, as under the key mask
+    (a padded query attends to the padding, and its output is never used). A Pallas kernel
+    is not partitioned by XLA, so under a mesh it runs per shard (batch and heads split as
+    the logical-axis rules split them)."""
+    from jax.experimental.pallas.ops.tpu import flash_attention
+    from jax.interpreters import pxla
+
+    def attend(q, k, v, mask):
+        segments = flash_attention.SegmentIds(q=mask, kv=mask)
+        q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # the kernel's [B, H, S, D]
+        out = flash_attention.flash_attention(q, k, v, segment_ids=segments, sm_scale=q.shape[-1] ** -0.5)
+        return out.transpose(0, 2, 1, 3)
+
+    mask = attention_mask.astype(jnp.int32)
+    mesh = pxla.thread_resources.env.physical_mesh  # the one flax's logical constraints use
+    if mesh.empty:
+        return attend(query, key, value, mask)
+    heads = nn.logical_to_mesh_axes(("batch", "length", "heads", None))
+    masks = nn.logical_to_mesh_axes(("batch", "length"))
+    return jax.shard_map(attend, mesh=mesh, in_specs=(heads, heads, heads, masks), out_specs=heads, check_vma=False)(
+        query, key, value, mask
+    )
 
 
 class TransformerLayer(nn.Module):

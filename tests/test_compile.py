@@ -98,6 +98,15 @@ def test_loop_bodies_are_counted_by_their_trip_counts():
     assert found["loops_of_unknown_trip_count"] == 0
 
 
+def test_the_pallas_flash_attention_step_compiles_sharded_for_the_slice():
+    # The Pallas TPU kernel runs per shard (shard_map) inside the scanned, fsdp-sharded step.
+    changes = {"model.attention_impl": "pallas_tpu", "model.attention_dropout": 0.0, "model.scan_layers": True}
+    # Mosaic refuses the "highest" matmul precision conftest asks for on bfloat16 operands.
+    with jax.default_matmul_precision("default"):
+        result = compile_lib.compile_for_slice(tiny_config(**changes, **{"mesh.fsdp": 2}), SLICE)
+    assert result["fits"] and result["batch_per_device"] == BATCH // 4
+
+
 def test_hbm_bytes_count_a_loop_body_as_often_as_it_runs():
     def five_steps(x):
         return jax.lax.scan(lambda carry, _: (jnp.sin(carry) * 2 + 1, None), x, None, length=5)[0]

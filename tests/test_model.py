@@ -61,3 +61,29 @@ def test_split_params_run_standalone_networks(tiny_pretraining):
 def test_bad_head_count_is_refused():
     with pytest.raises(ValueError, match="hidden_size=100 is not divisible by num_heads=3"):
         model.ElectraConfig(hidden_size=100, num_heads=3)
+
+
+def test_pallas_tpu_flash_attention_equals_xla_attention_on_real_tokens():
+    # The TPU kernel run in Pallas' interpreter on the CPU: the same context for every real
+    # token, padding included in the batch (a padded query's output is never used).
+    import dataclasses
+
+    from jax.experimental.pallas import tpu as pltpu
+
+    cfg = model.ElectraConfig(
+        vocab_size=64, hidden_size=128, embedding_size=128, num_layers=1, num_heads=2,
+        intermediate_size=128, attention_dropout=0.0, hidden_dropout=0.0, max_position_embeddings=128,
+    )  # fmt: skip
+    hidden = jax.random.normal(jax.random.PRNGKey(0), (2, 128, 128))
+    mask = np.ones((2, 128), np.int32)
+    mask[1, 100:] = 0
+    params = model.SelfAttention(cfg).init(jax.random.PRNGKey(1), hidden, mask, True)
+    xla = model.SelfAttention(cfg).apply(params, hidden, mask, True)
+    with pltpu.force_tpu_interpret_mode():
+        flash = model.SelfAttention(dataclasses.replace(cfg, attention_impl="pallas_tpu")).apply(
+            params, hidden, mask, True
+        )
+    real = mask.astype(bool)
+    np.testing.assert_allclose(np.asarray(flash)[real], np.asarray(xla)[real], atol=1e-5)
+    with pytest.raises(ValueError, match=r"attention_impl='pallas_tpu' .* set attention_dropout=0 \(it is 0.1\)"):
+        dataclasses.replace(cfg, attention_impl="pallas_tpu", attention_dropout=0.1)
