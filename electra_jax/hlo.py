@@ -59,6 +59,14 @@ def shape_bytes(shape: str) -> int:
     )
 
 
+def _instructions(lines: list[str]):
+    """(result name, shape, op, operands text, line) of every instruction among `lines`."""
+    for line in lines:
+        instruction = _INSTRUCTION.match(line)
+        if instruction:
+            yield (*instruction.groups(), line)
+
+
 def _split_computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
     computations, entry, current = {}, None, None
     for line in hlo_text.splitlines():
@@ -116,11 +124,7 @@ def collective_bytes(hlo_text: str) -> dict[str, float]:
     array_bytes = {}
     totals = dict.fromkeys(COLLECTIVES, 0.0)
     for name, lines in computations.items():
-        for line in lines:
-            instruction = _INSTRUCTION.match(line)
-            if not instruction:
-                continue
-            result, shape, op, operands = instruction.groups()
+        for result, shape, op, operands, _ in _instructions(lines):
             array_bytes[result] = shape_bytes(shape)
             kind = op.removesuffix("-start")
             if kind not in COLLECTIVES or name not in times:
@@ -149,11 +153,7 @@ def _fused_traffic(name: str, computations: dict[str, list[str]], cache: dict) -
     if name in cache:
         return cache[name]
     parameters, instructions, root, alias = {}, {}, None, {}
-    for line in computations.get(name, ()):
-        instruction = _INSTRUCTION.match(line)
-        if not instruction:
-            continue
-        result, shape, op, operands = instruction.groups()
+    for result, shape, op, operands, line in _instructions(computations.get(name, [])):
         callee = _FUSED.search(line) if op == "fusion" else None
         names = [alias.get(operand, operand) for operand in _operand_names(operands)]
         if names and names[0] in parameters and (op == "bitcast" or "output_to_operand_aliasing={{}: (0" in line):
@@ -223,11 +223,7 @@ def hbm_bytes(hlo_text: str, count_loops: bool = True) -> float:
         if name not in times or name in fused:
             continue
         array_bytes = {}
-        for line in lines:
-            instruction = _INSTRUCTION.match(line)
-            if not instruction:
-                continue
-            result, shape, op, operands = instruction.groups()
+        for result, shape, op, operands, line in _instructions(lines):
             array_bytes[result] = shape_bytes(shape)
             if op in _NO_TRAFFIC or op.endswith("-done"):
                 continue

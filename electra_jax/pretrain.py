@@ -25,7 +25,7 @@ from etils import epath
 
 from data_pipelines import files, input_pipeline
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, flops, hlo, init_from, model, objective, optim, presets, sharding
+from electra_jax import checkpoints, flops, hlo, init_from, model, objective, optim, presets, run_paths, sharding
 from electra_jax.metric_writer import MetricWriter
 
 Batch = dict[str, jax.Array]  # input_ids, attention_mask, token_type_ids: [batch, seq] int32
@@ -456,15 +456,14 @@ RESUME_MAY_CHANGE = (
 # ... and with data.reset_iterator, the training data too.
 TRAINING_DATA_FIELDS = ("data.source", "data.train_files", "data.shuffle_buffer")
 
-# The files a run reads ((section, key) of the config): --fresh must not move them aside.
-RUN_INPUTS = (
-    ("data", "train_files"),
-    ("data", "eval_files"),
-    ("data", "tokenizer"),
-    ("init", "discriminator"),
-    ("init", "generator"),
-    ("init", "workdir"),
-)
+
+def run_inputs(config) -> dict[str, Any]:
+    """{config key: paths or globs} of every file the run reads: --fresh never moves them aside."""
+    return {
+        f"{section}.{key}": config[section][key].split(",") if key.endswith("_files") else config[section][key]
+        for section, key in run_paths.PATH_FIELDS
+        if config.get(section) and config[section].get(key)
+    }
 
 
 def resume_may_change(config) -> tuple[str, ...]:
@@ -507,7 +506,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
         absent_means=resume_defaults(),
         may_change=resume_may_change(config),
         hints=(("data.*", ", or --config.data.reset_iterator=True to go on from the saved step on the new data"),),
-        inputs={f"{section}.{key}": config[section][key] for section, key in RUN_INPUTS if config.get(section)},
+        inputs=run_inputs(config),
         write=False,
     )
     trainer = make_pretrainer(config)
