@@ -332,7 +332,7 @@ POD_LAYOUTS = {
     # v5p (95 GiB a chip) and v6e / Trillium (32 GB a chip)
     ("base", "v5p-32"): (256, 1, 1, "none"),  # 16 seq/chip
     ("base", "v6e-64"): (256, 1, 1, "none"),  # 4 seq/chip
-    ("large", "v5p-32"): (2048, 4, 16, "none"),  # 32 seq/chip x 4
+    ("large", "v5p-32"): (2048, 1, 16, "full"),  # 128 seq/chip; without remat 32 x 4 needed 379 GiB at 512 tokens
     ("large", "v6e-64"): (2048, 1, 64, "full"),  # 32 seq/chip
 }
 
