@@ -333,7 +333,7 @@ POD_LAYOUTS = {
     ("base", "v5p-32"): (256, 1, 1, "none"),  # 16 seq/chip
     ("base", "v6e-64"): (256, 1, 1, "none"),  # 4 seq/chip
     ("large", "v5p-32"): (2048, 1, 16, "full"),  # 128 seq/chip; without remat 32 x 4 needed 379 GiB at 512 tokens
-    ("large", "v6e-64"): (2048, 1, 64, "full"),  # 32 seq/chip
+    ("large", "v6e-64"): (2048, 2, 64, "full"),  # 16 seq/chip x 2: 32 a chip needed 32.8 GiB at 512 tokens
 }
 
 
