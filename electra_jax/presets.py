@@ -311,29 +311,29 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
 
 # ------------------------------------------------------------------ TPU pod layouts
 # (size, pod) -> (global batch, grad_accum_steps, mesh.fsdp, remat_policy), bfloat16 compute,
-# float32 parameters and Adam moments. Batches are the paper's except where a pod has more
-# chips than sequences; then the batch grows (tune the learning rate: not validated here).
-# Per-chip microbatch and memory (GiB: params+Adam+grads / activations / total) are
-# `python benchmarks/memory_estimate.py` estimates; mesh.data takes the remaining chips.
+# float32 parameters and Adam moments, scanned layers; mesh.data takes the remaining chips.
+# Batches are the paper's except where a pod has more chips than sequences; then the batch
+# grows (tune the learning rate: not validated here). Every layout is compiled by libtpu for
+# its slice at 128 and 512 tokens: benchmarks/results/pod_layouts/ (python
+# benchmarks/pod_layouts.py); the comments give its compiled peak per chip at 512 tokens.
 POD_LAYOUTS = {
     # small: 14M + 4M generator; data parallel is plenty
-    ("small", "v4-8"): (128, 1, 1, "none"),  # 32 seq/chip; 0.2 / 0.9 / 1.1 GiB
-    ("small", "v4-32"): (128, 1, 1, "none"),  # 8 seq/chip; 0.2 / 0.2 / 0.4 GiB
-    ("small", "v5e-256"): (1024, 1, 1, "none"),  # 4 seq/chip; 0.2 / 0.1 / 0.3 GiB
-    # base: 110M + 34M generator at 512 tokens; activations dominate
-    ("base", "v4-8"): (256, 1, 1, "full"),  # 64 seq/chip; 1.8 / 4.8 / 6.6 GiB
-    ("base", "v4-32"): (256, 1, 1, "none"),  # 16 seq/chip; 1.8 / 7.4 / 9.1 GiB
-    ("base", "v5e-256"): (256, 1, 1, "none"),  # 1 seq/chip; 1.8 / 0.5 / 2.2 GiB
-    # large: 335M + 51M generator at 512 tokens, batch 2048: fsdp shards the 6 GiB of
-    # parameters and moments, microbatches bound the activations
-    ("large", "v4-8"): (2048, 16, 4, "full"),  # 32 seq/chip x 16 microbatches; 1.3 / 3.8 / 5.1 GiB
-    ("large", "v4-32"): (2048, 4, 16, "full"),  # 32 seq/chip x 4; 0.3 / 3.8 / 4.1 GiB
+    ("small", "v4-8"): (128, 1, 1, "none"),  # 32 seq/chip; 8.4 of 32 GiB
+    ("small", "v4-32"): (128, 1, 1, "none"),  # 8 seq/chip; 2.5 of 32 GiB
+    ("small", "v5e-256"): (1024, 1, 1, "none"),  # 4 seq/chip; 1.3 of 16 GiB
+    # base: 110M + 34M generator
+    ("base", "v4-8"): (256, 1, 1, "full"),  # 64 seq/chip; 6.0 of 32 GiB (remat with HBM to spare)
+    ("base", "v4-32"): (256, 1, 1, "none"),  # 16 seq/chip; 16.7 of 32 GiB
+    ("base", "v5e-256"): (256, 1, 1, "none"),  # 1 seq/chip; 2.7 of 16 GiB
+    ("base", "v5p-32"): (256, 1, 1, "none"),  # 16 seq/chip; 16.7 of 95 GiB
+    ("base", "v6e-64"): (256, 1, 1, "none"),  # 4 seq/chip; 5.2 of 30 GiB
+    # large: 335M + 51M generator, batch 2048: fsdp shards the 6 GiB of parameters and
+    # moments, microbatches bound the activations
+    ("large", "v4-8"): (2048, 16, 4, "full"),  # 32 seq/chip x 16; 8.4 of 32 GiB
+    ("large", "v4-32"): (2048, 4, 16, "full"),  # 32 seq/chip x 4; 13.1 of 32 GiB
     ("large", "v5e-256"): (2048, 4, 256, "full"),  # 2 seq/chip x 4: 8 did not fit at 512 tokens, 4 left 8% free
-    # v5p (95 GiB a chip) and v6e / Trillium (32 GB a chip)
-    ("base", "v5p-32"): (256, 1, 1, "none"),  # 16 seq/chip
-    ("base", "v6e-64"): (256, 1, 1, "none"),  # 4 seq/chip
-    ("large", "v5p-32"): (2048, 1, 16, "full"),  # 128 seq/chip; without remat 32 x 4 needed 379 GiB at 512 tokens
-    ("large", "v6e-64"): (2048, 2, 64, "full"),  # 16 seq/chip x 2: 32 a chip needed 32.8 GiB at 512 tokens
+    ("large", "v5p-32"): (2048, 1, 16, "full"),  # 128 seq/chip; without remat 32 x 4 needed 379 GiB
+    ("large", "v6e-64"): (2048, 2, 64, "full"),  # 16 seq/chip x 2: 32 a chip needed 32.8 GiB
 }
 
 
