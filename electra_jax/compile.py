@@ -49,24 +49,21 @@ flags.mark_flags_as_required(["config"])
 STEPS = ("train", "eval")
 
 
+FIT_FIX = "lower train.batch_size, raise train.grad_accum_steps, or set model.remat_policy"
+
+
 class DoesNotFitError(ValueError):
     """The compiled step needs more memory than a chip of the slice has."""
 
 
 def compile_step(config, devices: list, step: str = "train"):
     """The jitted `step` of `config` lowered and compiled for `devices` (never run)."""
-    import jax
     import numpy as np
 
     from electra_jax import pretrain, sharding
 
-    mesh = sharding.make_mesh(config.mesh, devices)
-    trainer = pretrain.make_pretrainer(config, mesh)
-    shape = (step_sequences(config, step), config.train.max_seq_length)
-    batch = {
-        key: jax.ShapeDtypeStruct(shape, np.int32, sharding=sharding.batch_sharding(mesh))
-        for key in pretrain.batch_keys(config)
-    }
+    trainer = pretrain.make_pretrainer(config, sharding.make_mesh(config.mesh, devices))
+    batch = pretrain.abstract_batch(trainer, step_sequences(config, step))
     state = pretrain.abstract_train_state(trainer)
     if step == "train":
         lowered = pretrain.jit_train_step(trainer).lower(state, batch)
@@ -199,8 +196,7 @@ def check_fits(result: dict, config) -> None:
     raise DoesNotFitError(
         f"{result['slice']} at batch {config.train.batch_size} x {config.train.max_seq_length} tokens needs "
         f"{result['per_device_bytes']['peak'] / gib:.1f} GiB per chip, the {result['device_kind']} chip has "
-        f"{result['hbm_bytes'] / gib:.0f} GiB: lower train.batch_size, raise train.grad_accum_steps, or set "
-        "model.remat_policy"
+        f"{result['hbm_bytes'] / gib:.0f} GiB: {FIT_FIX}"
     )
 
 
@@ -240,10 +236,7 @@ def _out_of_memory(error: BaseException, config, slice_name: str) -> str:
         if found
         else f"does not fit a chip ({lines[0][:300] if lines else type(error).__name__})"
     )
-    return (
-        f"{slice_name} at batch {config.train.batch_size} x {config.train.max_seq_length} tokens {need}: "
-        "lower train.batch_size, raise train.grad_accum_steps, or set model.remat_policy"
-    )
+    return f"{slice_name} at batch {config.train.batch_size} x {config.train.max_seq_length} tokens {need}: {FIT_FIX}"
 
 
 # What --search varies, in the order it tries them: fewer microbatches and less remat are

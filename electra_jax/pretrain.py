@@ -138,6 +138,15 @@ def start_from_source(trainer: Pretrainer, random_state: optim.TrainState) -> op
         return jax.jit(lambda p: optim.TrainState.create(p, trainer.tx), out_shardings=trainer.state_sharding)(params)
 
 
+def abstract_batch(trainer: Pretrainer, sequences: int) -> Batch:
+    """Shapes, dtypes and shardings of a batch of `sequences` (to lower a step ahead of time)."""
+    shape = (sequences, trainer.config.train.max_seq_length)
+    return {
+        key: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding.batch_sharding(trainer.mesh))
+        for key in batch_keys(trainer.config)
+    }
+
+
 def abstract_train_state(trainer: Pretrainer) -> optim.TrainState:
     """Shapes, dtypes and shardings of the train state (the target of a restore)."""
     shapes = jax.eval_shape(_init_fn(trainer), jax.random.PRNGKey(0))
@@ -336,14 +345,7 @@ COMPILED_STEP_FILE = "compiled_step.json"
 def compile_train_step(trainer: Pretrainer, workdir: str):
     """The train step compiled before the loop, so its memory per device is known (and
     logged) before step 1, and checked against the prediction COMPILED_STEP_FILE holds."""
-    batch = {
-        key: jax.ShapeDtypeStruct(
-            (trainer.config.train.batch_size, trainer.config.train.max_seq_length),
-            jnp.int32,
-            sharding=sharding.batch_sharding(trainer.mesh),
-        )
-        for key in batch_keys(trainer.config)
-    }
+    batch = abstract_batch(trainer, trainer.config.train.batch_size)
     compiled = jit_train_step(trainer).lower(abstract_train_state(trainer), batch).compile()
     memory = compiled.memory_analysis()
     if memory is None:  # not every backend reports it
