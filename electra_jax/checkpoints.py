@@ -281,8 +281,8 @@ def check_run_config(
                 **{k: v for k, v in defaults.items() if k in current.get(section, {})},
                 **saved.get(section, {}),
             }
-        differences = _config_differences(saved, current)
-        refused = {key: values for key, values in differences.items() if not _matches(key, may_change)}
+        differences = config_differences(saved, current)
+        refused = {key: values for key, values in differences.items() if not matches(key, may_change)}
         resuming = has_checkpoints(workdir)
         if resuming and fresh:
             files.check_spares_inputs(
@@ -299,7 +299,7 @@ def check_run_config(
                 f"{workdir} holds a run with a different config ({details}); a resume may change "
                 f"only {', '.join(may_change) or 'nothing'}. Use another --workdir, or pass --fresh "
                 "to move its checkpoints aside and start over"
-                + "".join(text for pattern, text in hints if any(_matches(key, [pattern]) for key in refused))
+                + "".join(text for pattern, text in hints if any(matches(key, [pattern]) for key in refused))
             )
         elif resuming:
             changed = sorted(differences)
@@ -323,7 +323,7 @@ def has_checkpoints(workdir: str) -> bool:
     return checkpoints_dir.is_dir() and any(checkpoints_dir.iterdir())
 
 
-def _config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+def config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
     """ "section.key" -> (saved, current) for every field that differs (sections are dicts)."""
     differences = {}
     for section in sorted(set(saved) | set(current)):
@@ -338,7 +338,7 @@ def _config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]
     return differences
 
 
-def _matches(key: str, patterns: Sequence[str]) -> bool:
+def matches(key: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
 
 

@@ -9,23 +9,31 @@ Its randomness is derived from (seed, step), so a resumed run replays bit-exactl
 from __future__ import annotations
 
 import functools
-import signal
-import time
 from typing import Any, Callable
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-import tqdm
 from absl import logging
 from etils import epath
 
 from data_pipelines import files, input_pipeline
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, flops, hlo, init_from, model, objective, optim, presets, run_paths, sharding
+from electra_jax import (
+    checkpoints,
+    flops,
+    hlo,
+    init_from,
+    model,
+    objective,
+    optim,
+    presets,
+    run_paths,
+    sharding,
+    trainer,
+)
 from electra_jax.metric_writer import MetricWriter
 
 Batch = dict[str, jax.Array]  # input_ids, attention_mask, token_type_ids: [batch, seq] int32
@@ -50,19 +58,14 @@ def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer
     _check_train_numbers(config.train)
     _check_positions(config)
     mesh = mesh or sharding.make_mesh(config.mesh)
-    _check_batch(config, mesh)
+    trainer.check_batch_divides("train.batch_size", config.train.batch_size, mesh, config.train.grad_accum_steps)
     rules = sharding.logical_axis_rules(config)
     net = model.build_pretraining_model(config)
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
     boxed_params = model.abstract_pretraining_params(config)
     params_sharding = sharding.param_shardings(boxed_params, mesh, rules)
     sharding.check_divisible(nn.meta.unbox(boxed_params), params_sharding)
-    abstract_opt_state = jax.eval_shape(tx.init, nn.meta.unbox(boxed_params))
-    state_sharding = optim.TrainState(
-        step=sharding.replicated(mesh),
-        params=params_sharding,
-        opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, params_sharding, mesh),
-    )
+    state_sharding = trainer.state_sharding(tx, nn.meta.unbox(boxed_params), params_sharding, mesh)
     return Pretrainer(config, net, tx, schedule, mesh, rules, state_sharding)
 
 
@@ -95,24 +98,8 @@ def _check_positions(config) -> None:
         )
 
 
-def _check_batch(config, mesh: jax.sharding.Mesh) -> None:
-    train = config.train
-    if train.batch_size % train.grad_accum_steps:
-        raise ValueError(
-            f"train.batch_size={train.batch_size} does not divide by train.grad_accum_steps={train.grad_accum_steps}"
-        )
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    microbatch = train.batch_size // train.grad_accum_steps
-    if microbatch % shards:
-        raise ValueError(
-            f"microbatch {microbatch} (train.batch_size / train.grad_accum_steps) does not divide over the "
-            f"mesh's {shards} data x fsdp shards ({mesh.size} devices); set --config.train.batch_size to a "
-            f"multiple of {shards * train.grad_accum_steps}, or --config.mesh.data"
-        )
-
-
-def _init_fn(trainer: Pretrainer):
-    config, net, tx = trainer.config, trainer.net, trainer.tx
+def _init_fn(pretrainer: Pretrainer):
+    config, net, tx = pretrainer.config, pretrainer.net, pretrainer.tx
 
     def init(rng):
         params = nn.meta.unbox(net.init(rng, *model.pretraining_dummy_inputs(config))["params"])
@@ -121,51 +108,53 @@ def _init_fn(trainer: Pretrainer):
     return init
 
 
-def init_train_state(trainer: Pretrainer) -> optim.TrainState:
+def init_train_state(pretrainer: Pretrainer) -> optim.TrainState:
     """Fresh parameters and optimizer state, created directly in their shardings."""
-    with trainer.mesh:
-        return jax.jit(_init_fn(trainer), out_shardings=trainer.state_sharding)(
-            jax.random.PRNGKey(trainer.config.train.seed)
+    with pretrainer.mesh:
+        return jax.jit(_init_fn(pretrainer), out_shardings=pretrainer.state_sharding)(
+            jax.random.PRNGKey(pretrainer.config.train.seed)
         )
 
 
-def start_from_source(trainer: Pretrainer, random_state: optim.TrainState) -> optim.TrainState:
+def start_from_source(pretrainer: Pretrainer, random_state: optim.TrainState) -> optim.TrainState:
     """The weights `config.init` names (random where it has none, e.g. a fresh generator),
     a fresh optimizer state, step 0."""
-    params, _ = init_from.initial_params(trainer.config, random_state.params)
-    params = sharding.place(params, trainer.state_sharding.params)
-    with trainer.mesh:
-        return jax.jit(lambda p: optim.TrainState.create(p, trainer.tx), out_shardings=trainer.state_sharding)(params)
+    params, _ = init_from.initial_params(pretrainer.config, random_state.params)
+    params = sharding.place(params, pretrainer.state_sharding.params)
+    with pretrainer.mesh:
+        return jax.jit(lambda p: optim.TrainState.create(p, pretrainer.tx), out_shardings=pretrainer.state_sharding)(
+            params
+        )
 
 
-def abstract_batch(trainer: Pretrainer, sequences: int) -> Batch:
+def abstract_batch(pretrainer: Pretrainer, sequences: int) -> Batch:
     """Shapes, dtypes and shardings of a batch of `sequences` (to lower a step ahead of time)."""
-    shape = (sequences, trainer.config.train.max_seq_length)
+    shape = (sequences, pretrainer.config.train.max_seq_length)
     return {
-        key: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding.batch_sharding(trainer.mesh))
-        for key in batch_keys(trainer.config)
+        key: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding.batch_sharding(pretrainer.mesh))
+        for key in batch_keys(pretrainer.config)
     }
 
 
-def abstract_train_state(trainer: Pretrainer) -> optim.TrainState:
+def abstract_train_state(pretrainer: Pretrainer) -> optim.TrainState:
     """Shapes, dtypes and shardings of the train state (the target of a restore)."""
-    shapes = jax.eval_shape(_init_fn(trainer), jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(_init_fn(pretrainer), jax.random.PRNGKey(0))
     return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, trainer.state_sharding
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, pretrainer.state_sharding
     )
 
 
 def restore_train_state(config, workdir: str, step: int | None = None):
-    """(trainer, state) at `step` (latest if None) of a pretraining workdir, read-only:
+    """(pretrainer, state) at `step` (latest if None) of a pretraining workdir, read-only:
     safe while a run is still writing to it. (Programs that only need the weights open
     them with `loading`.)"""
-    trainer = make_pretrainer(config)
+    pretrainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(workdir, save_every=1, keep=None, read_only=True)
     try:
-        state = ckpt.restore(step, abstract_train_state(trainer))
+        state = ckpt.restore(step, abstract_train_state(pretrainer))
     finally:
         ckpt.close()
-    return trainer, state
+    return pretrainer, state
 
 
 def step_rngs(seed: int, step: jax.Array) -> dict[str, jax.Array]:
@@ -204,11 +193,11 @@ def sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array, m
     return jax.vmap(sample_one)(example_rngs, gen_logits, masked_ids)
 
 
-def _forward(trainer: Pretrainer, params, micro: dict, rngs: dict, deterministic: bool, totals: dict):
+def _forward(pretrainer: Pretrainer, params, micro: dict, rngs: dict, deterministic: bool, totals: dict):
     """Losses of one microbatch, normalised by whole-batch counts so microbatches add up
     to exactly the full-batch loss. Returns (loss, per-microbatch metric sums). An
     MLM-only model (no discriminator) stops after the generator's loss."""
-    config, net = trainer.config, trainer.net
+    config, net = pretrainer.config, pretrainer.net
     gen_rng, disc_rng = jax.random.split(rngs["dropout"])
     gen_logits = net.apply(
         {"params": params},
@@ -268,9 +257,9 @@ def _microbatches(batch: dict, num: int) -> dict:
     return jax.tree_util.tree_map(lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch)
 
 
-def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deterministic: bool = False):
+def train_step(pretrainer: Pretrainer, state: optim.TrainState, batch: Batch, deterministic: bool = False):
     """One optimizer step on a global batch. Returns (new state, metrics dict of scalars)."""
-    config = trainer.config
+    config = pretrainer.config
     rngs = step_rngs(config.train.seed, state.step)
     inputs = _with_masking(config, batch, rngs)
     batch_size = batch["input_ids"].shape[0]
@@ -279,7 +268,7 @@ def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deter
         "tokens": jnp.maximum(batch["attention_mask"].sum().astype(jnp.float32), 1.0),
     }
     grad_fn = jax.value_and_grad(
-        lambda p, micro, micro_rngs: _forward(trainer, p, micro, micro_rngs, deterministic, totals), has_aux=True
+        lambda p, micro, micro_rngs: _forward(pretrainer, p, micro, micro_rngs, deterministic, totals), has_aux=True
     )
     num_micro = config.train.grad_accum_steps
     if num_micro == 1:
@@ -307,17 +296,17 @@ def train_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, deter
             accumulate, (loss, sums, grads), (_microbatches(inputs, num_micro), jnp.arange(num_micro))
         )
     metrics = objective.metrics_from_sums(sums)
-    metrics.update(loss=loss, learning_rate=trainer.schedule(state.step), grad_norm=optax.global_norm(grads))
-    return state.apply_gradients(grads, trainer.tx), metrics
+    metrics.update(loss=loss, learning_rate=pretrainer.schedule(state.step), grad_norm=optax.global_norm(grads))
+    return state.apply_gradients(grads, pretrainer.tx), metrics
 
 
-def eval_step(trainer: Pretrainer, state: optim.TrainState, batch: Batch, batch_index, eval_seed: int) -> dict:
+def eval_step(pretrainer: Pretrainer, state: optim.TrainState, batch: Batch, batch_index, eval_seed: int) -> dict:
     """Metric sums (not ratios) on one held-out batch with dropout off; the masking and
     sampling are fixed by (`eval_seed`, `batch_index`) so every evaluation sees the same
     corruption."""
-    inputs = eval_inputs(trainer.config, batch, eval_seed, batch_index)
+    inputs = eval_inputs(pretrainer.config, batch, eval_seed, batch_index)
     totals = {"masked": jnp.float32(1.0), "tokens": jnp.float32(1.0)}
-    _, sums = _forward(trainer, state.params, inputs, step_rngs(eval_seed, batch_index), True, totals)
+    _, sums = _forward(pretrainer, state.params, inputs, step_rngs(eval_seed, batch_index), True, totals)
     return sums
 
 
@@ -326,27 +315,27 @@ def batch_keys(config) -> tuple[str, ...]:
     return BATCH_KEYS + (("word_starts",) if config.objective.get("whole_word_masking", False) else ())
 
 
-def jit_train_step(trainer: Pretrainer, deterministic: bool = False):
+def jit_train_step(pretrainer: Pretrainer, deterministic: bool = False):
     """`train_step` jitted with explicit shardings; the input state is donated."""
-    batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in batch_keys(trainer.config)}
-    step = jax.jit(
-        functools.partial(train_step, trainer, deterministic=deterministic),
-        in_shardings=(trainer.state_sharding, batch_sharding),
-        out_shardings=(trainer.state_sharding, sharding.replicated(trainer.mesh)),
-        donate_argnums=(0,),
+    batch_sharding = {key: sharding.batch_sharding(pretrainer.mesh) for key in batch_keys(pretrainer.config)}
+    return trainer.jit_step(
+        functools.partial(train_step, pretrainer, deterministic=deterministic),
+        pretrainer.state_sharding,
+        batch_sharding,
+        pretrainer.mesh,
+        pretrainer.rules,
     )
-    return sharding.under_mesh(trainer.mesh, trainer.rules, step)
 
 
 # Where `python -m electra_jax.compile --workdir=W` leaves its report, for the run to check.
 COMPILED_STEP_FILE = "compiled_step.json"
 
 
-def compile_train_step(trainer: Pretrainer, workdir: str):
+def compile_train_step(pretrainer: Pretrainer, workdir: str):
     """The train step compiled before the loop, so its memory per device is known (and
     logged) before step 1, and checked against the prediction COMPILED_STEP_FILE holds."""
-    batch = abstract_batch(trainer, trainer.config.train.batch_size)
-    compiled = jit_train_step(trainer).lower(abstract_train_state(trainer), batch).compile()
+    batch = abstract_batch(pretrainer, pretrainer.config.train.batch_size)
+    compiled = jit_train_step(pretrainer).lower(abstract_train_state(pretrainer), batch).compile()
     memory = compiled.memory_analysis()
     if memory is None:  # not every backend reports it
         return compiled
@@ -376,59 +365,31 @@ def _check_prediction(peak: int, workdir: str) -> None:
         )
 
 
-def jit_eval_step(trainer: Pretrainer, eval_seed: int):
-    batch_sharding = {key: sharding.batch_sharding(trainer.mesh) for key in batch_keys(trainer.config)}
+def jit_eval_step(pretrainer: Pretrainer, eval_seed: int):
+    batch_sharding = {key: sharding.batch_sharding(pretrainer.mesh) for key in batch_keys(pretrainer.config)}
     step = jax.jit(
-        functools.partial(eval_step, trainer, eval_seed=eval_seed),
-        in_shardings=(trainer.state_sharding, batch_sharding, sharding.replicated(trainer.mesh)),
-        out_shardings=sharding.replicated(trainer.mesh),
+        functools.partial(eval_step, pretrainer, eval_seed=eval_seed),
+        in_shardings=(pretrainer.state_sharding, batch_sharding, sharding.replicated(pretrainer.mesh)),
+        out_shardings=sharding.replicated(pretrainer.mesh),
     )
-    return sharding.under_mesh(trainer.mesh, trainer.rules, step)
+    return sharding.under_mesh(pretrainer.mesh, pretrainer.rules, step)
 
 
 # ---------------------------------------------------------------------------- the loop
 
 
-def metrics_to_host(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
 def evaluate(
-    trainer: Pretrainer, state: optim.TrainState, eval_batches, eval_seed: int, eval_fn=None
+    pretrainer: Pretrainer, state: optim.TrainState, eval_batches, eval_seed: int, eval_fn=None
 ) -> dict[str, float]:
     """Held-out MLM and discriminator metrics, pooled over all `eval_batches`."""
-    eval_fn = eval_fn or jit_eval_step(trainer, eval_seed)
+    eval_fn = eval_fn or jit_eval_step(pretrainer, eval_seed)
     totals = None
     for index, batch in enumerate(eval_batches):
         sums = eval_fn(state, batch, jnp.int32(index))
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError("the evaluation data produced no batches; check data.eval_files")
-    return metrics_to_host(objective.metrics_from_sums(totals, trainer.config.objective.disc_weight))
-
-
-class _Preemption:
-    """SIGTERM (cloud preemption, scancel, docker stop) asks for a save and a clean exit.
-
-    Only in a single-process run: with several processes, JAX's preemption sync manager
-    (started by jax.distributed) owns SIGTERM and `reached_preemption` stops every process
-    at one agreed step; a process stopping on its own would leave the others blocked in
-    the next step's collectives.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._installed = jax.process_count() == 1
-        if self._installed:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint and stopping")
-        self.requested = True
-
-    def restore(self):
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
+    return trainer.metrics_to_host(objective.metrics_from_sums(totals, pretrainer.config.objective.disc_weight))
 
 
 # What a resume may change; any other difference from the saved config.json is refused
@@ -511,7 +472,7 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
         inputs=run_inputs(config),
         write=False,
     )
-    trainer = make_pretrainer(config)
+    pretrainer = make_pretrainer(config)
     ckpt = checkpoints.Checkpointer(
         workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
     )
@@ -519,12 +480,12 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
     new_data = [key for key in changed if key in TRAINING_DATA_FIELDS]
     if ckpt.latest_step() is not None:
         try:
-            state = ckpt.restore(None, abstract_train_state(trainer), None if new_data else train_iter)
+            state = ckpt.restore(None, abstract_train_state(pretrainer), None if new_data else train_iter)
         except data.InputsChangedError as error:  # same flags, other files behind them
             if not config.data.get("reset_iterator"):
                 raise
             new_data = [f"the files behind data.train_files ({error.changes})"]
-            state = ckpt.restore(None, abstract_train_state(trainer))
+            state = ckpt.restore(None, abstract_train_state(pretrainer))
         if new_data:
             logging.warning(
                 "data.reset_iterator: %s changed, so the input pipeline starts afresh at step %d "
@@ -533,67 +494,61 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
                 int(state.step),
             )
     else:
-        state = init_train_state(trainer)
+        state = init_train_state(pretrainer)
         if init_from.is_set(config):
-            state = start_from_source(trainer, state)
+            state = start_from_source(pretrainer, state)
     start_step = int(state.step)
     end_step = config.train.num_steps
     if stop_at_step is not None:  # 0 is a step to stop at, not "no limit"
         end_step = min(end_step, stop_at_step)
-    batch_sharding = sharding.batch_sharding(trainer.mesh)
-    step_fn = compile_train_step(trainer, workdir)
+    batch_sharding = sharding.batch_sharding(pretrainer.mesh)
+    step_fn = compile_train_step(pretrainer, workdir)
     checkpoints.write_run_config(workdir, config_json)  # only a run that passed every check and compiled
-    eval_fn = jit_eval_step(trainer, eval_seed=config.train.eval_seed)
+    eval_fn = jit_eval_step(pretrainer, eval_seed=config.train.eval_seed)
     writer = MetricWriter(workdir, config.train.tensorboard, start_step=start_step)
     flops_per_step = flops.train_flops_per_step(config)
     peak = flops.peak_flops(jax.devices()[0].device_kind, config.model.dtype)
-    preemption = _Preemption()
     result: dict[str, Any] = {"train": {}, "eval": {}}
-    progress = tqdm.tqdm(
-        total=end_step,
-        initial=start_step,
-        disable=jax.process_index() != 0,
+
+    def next_batch():
+        host_batch = next(train_iter)
+        data.check_token_ids(host_batch, config.model.vocab_size, f"data.train_files={config.data.train_files}")
+        return data.to_global_batch(host_batch, batch_sharding)
+
+    def log(step: int, scalars: dict[str, float], seconds_per_step: float) -> dict[str, str]:
+        scalars.update(
+            step_time_s=seconds_per_step,
+            tokens_per_s=config.train.batch_size * config.train.max_seq_length / seconds_per_step,
+        )
+        if peak:
+            scalars["mfu"] = flops_per_step / seconds_per_step / peak / jax.device_count()
+        writer.write(step, "train", scalars)
+        logging.info("step %d: %s tokens/s=%.0f", step, _summary(scalars), scalars["tokens_per_s"])
+        result["train"] = scalars
+        shown = {"loss": "loss", "mlm_acc": "mlm_accuracy", "rtd_auc": "disc_auc"}
+        return {name: f"{scalars[key]:.3f}" for name, key in shown.items() if key in scalars}
+
+    def evaluate_now(step: int, state: optim.TrainState) -> None:
+        result["eval"] = evaluate(
+            pretrainer, state, input_pipeline.eval_batches(config, batch_sharding), config.train.eval_seed, eval_fn
+        )
+        writer.write(step, "eval", result["eval"])
+        logging.info("eval step %d: %s", step, _summary(result["eval"]))
+
+    loop = trainer.Loop(
+        step=step_fn,
+        next_batch=next_batch,
+        checkpointer=ckpt,
+        log=log,
+        log_every=config.train.log_every,
+        evaluate=evaluate_now,
+        eval_every=config.train.eval_every,
+        data_iterator=train_iter,
         desc="pretraining",
-        unit="step",
-        dynamic_ncols=True,
     )
-    # Metrics of a log step are fetched one step later, so the host never waits on them.
-    pending, window_start, window_steps = None, time.perf_counter(), 0
     try:
-        for step in range(start_step, end_step):
-            host_batch = next(train_iter)
-            data.check_token_ids(host_batch, config.model.vocab_size, f"data.train_files={config.data.train_files}")
-            batch = data.to_global_batch(host_batch, batch_sharding)
-            state, metrics = step_fn(state, batch)
-            window_steps += 1
-            progress.update(1)
-            if pending is not None:
-                result["train"] = _log_train(writer, progress, *pending)
-                pending = None
-            done = step + 1
-            if done % config.train.log_every == 0 or done == end_step:
-                seconds = (time.perf_counter() - window_start) / window_steps
-                pending = (done, metrics, seconds, config, flops_per_step, peak, ckpt)
-                window_start, window_steps = time.perf_counter(), 0
-            if config.train.eval_every and (done % config.train.eval_every == 0 or done == end_step):
-                result["eval"] = evaluate(
-                    trainer, state, input_pipeline.eval_batches(config, batch_sharding), config.train.eval_seed, eval_fn
-                )
-                writer.write(done, "eval", result["eval"])
-                logging.info("eval step %d: %s", done, _summary(result["eval"]))
-            if preemption.requested or ckpt.manager.reached_preemption(done):
-                _check_finite(state, done, ckpt)
-                ckpt.save(done, state, train_iter, force=True)
-                logging.warning("stopped at step %d after a preemption signal", done)
-                break
-            if done % config.train.checkpoint_every == 0 or done == end_step:
-                _check_finite(state, done, ckpt)
-                ckpt.save(done, state, train_iter, force=done == end_step)
-        if pending is not None:
-            result["train"] = _log_train(writer, progress, *pending)
+        state = trainer.run_loop(state, loop, start_step, end_step)
     finally:
-        progress.close()
-        preemption.restore()
         ckpt.close()
         writer.close()
     result["step"] = int(state.step)
@@ -613,43 +568,3 @@ def _summary(metrics: dict[str, float]) -> str:
         "disc_recall",
     )
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
-
-
-@jax.jit
-def _params_finite(params) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
-
-
-def _non_finite_error(step: int, what: str, ckpt: checkpoints.Checkpointer) -> FloatingPointError:
-    last = ckpt.latest_step()
-    kept = f"the last checkpoint, step {last}, is kept" if last is not None else "no checkpoint was saved"
-    return FloatingPointError(
-        f"{what} at step {step}; stopped without saving it ({kept}). Lower --config.optim.learning_rate "
-        "or lengthen --config.optim.warmup_steps, check the data, then resume"
-    )
-
-
-def _check_finite(state, step: int, ckpt: checkpoints.Checkpointer) -> None:
-    """Never save a NaN or infinite state: a resume from it could only repeat it."""
-    if not bool(_params_finite(state.params)):
-        raise _non_finite_error(step, "non-finite parameters", ckpt)
-
-
-def _log_train(writer, progress, step, metrics, seconds_per_step, config, flops_per_step, peak, ckpt):
-    scalars = metrics_to_host(metrics)
-    if not np.isfinite(scalars["loss"]):
-        raise _non_finite_error(step, f"loss {scalars['loss']}", ckpt)
-    scalars.update(
-        step_time_s=seconds_per_step,
-        tokens_per_s=config.train.batch_size * config.train.max_seq_length / seconds_per_step,
-    )
-    if peak:
-        scalars["mfu"] = flops_per_step / seconds_per_step / peak / jax.device_count()
-    writer.write(step, "train", scalars)
-    progress.set_postfix(
-        loss=f"{scalars['loss']:.3f}",
-        mlm_acc=f"{scalars['mlm_accuracy']:.3f}",
-        **({"rtd_auc": f"{scalars['disc_auc']:.3f}"} if "disc_auc" in scalars else {}),
-    )
-    logging.info("step %d: %s tokens/s=%.0f", step, _summary(scalars), scalars["tokens_per_s"])
-    return scalars

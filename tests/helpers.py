@@ -8,6 +8,7 @@ from typing import Sequence
 import jax
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from benchmarks.shared_data import ENV_VAR, shared_path
 from electra_jax import hf, model
@@ -45,6 +46,11 @@ def write_hf_model(
     network = model.Generator(cfg) if kind == "generator" else model.Discriminator(cfg)
     hf.save_pretrained(cfg, model.init_params(network, jax.random.PRNGKey(seed)), out_dir, kind=kind)
     return cfg
+
+
+def read_safetensors(directory) -> dict[str, np.ndarray]:
+    """The arrays of DIRECTORY/model.safetensors (an export), by name."""
+    return safetensors.numpy.load_file(os.path.join(directory, "model.safetensors"))
 
 
 def shared_data_or_skip(*parts: str) -> str:

@@ -178,6 +178,43 @@ def test_classify_end_to_end_csv_train_jsonl_dev_tsv_test(tmp_path, hf_init):
     assert logits.argmax(-1).tolist() == features["labels"].tolist()
 
 
+def test_a_preempted_fine_tuning_run_resumes_to_the_unbroken_result(tmp_path, hf_init, monkeypatch, caplog):
+    # SIGTERM during seed 1: seed 0's finished run is kept, seed 1 resumes from the checkpoint
+    # the signal saved, and the results, logs and exported weights equal an unbroken run's.
+    import signal
+
+    from electra_jax import trainer
+
+    config = run_config(
+        tmp_path, hf_init, text_column="review", label_column="sentiment", dropout=0.1, seeds=2, checkpoint_every=4
+    )
+    config.eval_every = 10
+    unbroken = classify.run(config, str(tmp_path / "unbroken"))
+    assert unbroken["hyperparameters"]["num_train_steps"] == 30
+    batches, drawn = common.train_batches, []
+
+    def signalled_during_seed_1_step_14(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            drawn.append(1)
+            if len(drawn) == 30 + 14:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(common, "train_batches", signalled_during_seed_1_step_14)
+    out = tmp_path / "out"
+    with pytest.raises(trainer.Preempted, match=r"classify seed 1 stopped at step 14 of 30 .* run the same command"):
+        classify.run(config, str(out))
+    monkeypatch.undo()
+    with caplog.at_level("INFO"):
+        resumed = classify.run(config, str(out))
+    assert "classify seed 0: resumed from its checkpoint at step 30 of 30" in caplog.text
+    assert "classify seed 1: resumed from its checkpoint at step 14 of 30" in caplog.text
+    assert resumed["runs"] == unbroken["runs"]  # every logged loss and dev metric, both seeds
+    for seed in (0, 1):
+        a, b = (helpers.read_safetensors(tmp_path / run / f"seed_{seed}") for run in ("unbroken", "out"))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
 # ---------------------------------------------------------------------------- bad inputs
 
 

@@ -730,25 +730,33 @@ def test_seeds_split_over_processes_merge_into_the_single_process_results(tmp_pa
         glue.merge_seed_splits([parts[1], other_recipe])
 
 
-def test_a_fine_tuning_workdir_with_an_earlier_run_is_refused_unless_fresh(tmp_path):
-    # Issue 45, items 7-8: a rerun into a used workdir left the old results.json and submission
-    # beside the new seed_0 model; --fresh moves the earlier run aside, never an input.
+def test_a_fine_tuning_workdir_resumes_its_own_run_and_refuses_another_unless_fresh(tmp_path):
+    # A rerun into a used workdir once left the old results.json and submission beside the new
+    # seed_0 model. Now the same config resumes, another is refused, and --fresh moves the
+    # earlier run aside, never an input.
     from electra_jax.finetune import __main__ as finetune_cli
 
     workdir = tmp_path / "out"
     (workdir / "seed_0").mkdir(parents=True)
     (workdir / "results.json").write_text("{}")
     config = glue.glue_config()
-    finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # a new workdir: nothing to do
+    finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # a new workdir: its config recorded
+    assert json.load(open(tmp_path / "new" / "config.json"))["learning_rate"] == config.learning_rate
     with pytest.raises(
-        FileExistsError, match=r"out holds an earlier fine-tuning run \(results.json, seed_0\); .*--fresh"
+        FileExistsError, match=r"out holds files of another program \(results.json, seed_0\); .*--fresh"
     ):
         finetune_cli.claim_workdir(config, str(workdir), fresh=False)
+    config.seeds, config.log_every = 3, 7
+    finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # more seeds, other logging: resumes
+    config.learning_rate = 1e-3
+    with pytest.raises(FileExistsError, match=r"another config \(learning_rate: saved 0.0 vs 0.001\); .*--fresh"):
+        finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)
     config.data_dir = str(workdir / "seed_0")  # an input inside the earlier run: never moved
     with pytest.raises(ValueError, match=r"refusing to remove .*seed_0: it is config.data_dir"):
         finetune_cli.claim_workdir(config, str(workdir), fresh=True)
     assert sorted(os.listdir(workdir)) == ["results.json", "seed_0"]
     config.data_dir = str(tmp_path / "glue")
     finetune_cli.claim_workdir(config, str(workdir), fresh=True)
-    [aside] = os.listdir(workdir)
-    assert aside.startswith("replaced-") and sorted(os.listdir(workdir / aside)) == ["results.json", "seed_0"]
+    aside = [name for name in os.listdir(workdir) if name.startswith("replaced-")]
+    assert sorted(os.listdir(workdir)) == ["config.json", *aside] and len(aside) == 1
+    assert sorted(os.listdir(workdir / aside[0])) == ["results.json", "seed_0"]

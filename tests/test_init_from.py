@@ -10,7 +10,6 @@ import helpers
 import jax
 import numpy as np
 import pytest
-import safetensors.numpy
 
 from data_pipelines import input_pipeline, prepare_data
 from electra_jax import export, init_from, presets, pretrain, sharding
@@ -124,10 +123,6 @@ def make_config(data, seq=SEQ, variant="init", **changes):
     return config
 
 
-def read_safetensors(directory):
-    return safetensors.numpy.load_file(os.path.join(directory, "model.safetensors"))
-
-
 def test_step_zero_metrics_equal_transformers_on_the_same_masked_batch(data, pairs):
     """The 0.25 generator: held-out MLM and RTD losses before any step, ours vs a
     transformers forward of the source directories on the same masked, corrupted batch."""
@@ -187,7 +182,7 @@ def lr_zero_run(tmp_path_factory, data, pairs):
 
 
 def assert_holds_source_weights(hf_dir, source_dir) -> None:
-    got, want = read_safetensors(hf_dir), read_safetensors(source_dir)
+    got, want = helpers.read_safetensors(hf_dir), helpers.read_safetensors(source_dir)
     tied = {"generator_lm_head.weight"}  # transformers' tied copy of the word embeddings
     for key in sorted(set(want) - tied):
         np.testing.assert_array_equal(got[key], want[key], err_msg=f"{hf_dir}: {key}")
@@ -245,7 +240,7 @@ def test_discriminator_only_keeps_its_weights_and_starts_a_fresh_generator(data,
     params, report = init_from.initial_params(config, fresh)
     assert "generator" in report["fresh"]
     assert params["generator"]["electra"]["encoder"]["layer_0"]["output_dense"]["kernel"].shape == (96, 24)
-    want = read_safetensors(disc_dir)
+    want = helpers.read_safetensors(disc_dir)
     np.testing.assert_array_equal(
         params["embeddings"]["word_embeddings"]["embedding"], want["electra.embeddings.word_embeddings.weight"]
     )

@@ -186,10 +186,10 @@ def test_resumed_steps_replay_bit_exactly():
 def test_batch_that_does_not_split_over_the_mesh_is_refused():
     config = tiny_config(data=8)
     config.train.batch_size = 12
-    with pytest.raises(ValueError, match="microbatch 12 .* does not divide over the mesh's 8 .*multiple of 8"):
+    with pytest.raises(ValueError, match="train.batch_size=12 does not divide over the mesh.s 8 .*multiple of 8"):
         pretrain.make_pretrainer(config, pretrain.sharding.make_mesh(config.mesh))
     # The same check when the trainer builds its own mesh (the CLI's path).
-    with pytest.raises(ValueError, match="microbatch 12 .* does not divide over the mesh's 8"):
+    with pytest.raises(ValueError, match="train.batch_size=12 does not divide over the mesh.s 8"):
         pretrain.make_pretrainer(config)
 
 

@@ -25,6 +25,7 @@ the task's data, the mesh spans every device, and process 0 alone writes OUT.
 """
 
 import importlib
+import json
 import os
 
 from absl import app, flags, logging
@@ -33,36 +34,62 @@ from etils import epath
 from data_pipelines import errors, files
 from electra_jax import cli
 
+# A fine-tuning run stopped by a preemption signal exits as a process killed by SIGTERM does
+# (128 + 15): a scheduler's restart-on-failure then reruns it, which resumes it.
+PREEMPTED_EXIT_CODE = 143
 PROGRAMS = ("glue", "classify", "tagging", "squad")  # modules of electra_jax.finetune
 # The config keys that name what a fine-tuning run reads: --fresh never moves them aside.
 INPUT_KEYS = ("init", "data_dir", "train_file", "dev_file", "test_file", "eval_file")
 
 
+# What a rerun on the same workdir may change and still resume it (more seeds add runs).
+RESUME_MAY_CHANGE = ("log_every", "eval_every", "checkpoint_every", "tensorboard", "seeds", "mesh.*", "sharding.*")
+
+
 def claim_workdir(config, workdir: str, fresh: bool) -> None:
-    """One run's outputs per workdir: one that holds an earlier run's is refused (their
-    results would stand beside this run's models), or with `fresh` moved to
-    WORKDIR/replaced-<time>/, never deleted, and never when that would move an input."""
+    """One run per workdir: the same command run again resumes it (each seed from its last
+    checkpoint, finished seeds kept); a workdir that holds a run of another config is
+    refused, or with `fresh` that run is moved to WORKDIR/replaced-<time>/, never deleted,
+    and never when that would move an input. WORKDIR/config.json records the run's config."""
     from electra_jax import checkpoints
 
     path = epath.Path(workdir)
     entries = path.iterdir() if path.is_dir() else ()
     # this run's own lock, and earlier runs already moved aside, are not an earlier run
     earlier = sorted(p.name for p in entries if p.name != checkpoints.LOCK_FILE and not p.name.startswith("replaced-"))
-    if not earlier:
-        return
-    if not fresh:
-        shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
-        raise FileExistsError(
-            f"{workdir} holds an earlier fine-tuning run ({shown}); use another --workdir, or --fresh "
-            f"to move it to {workdir}/replaced-<time>/"
+    current = json.loads(config.to_json_best_effort(sort_keys=True))
+    if earlier and not fresh:
+        _check_resumable(path / CONFIG_FILE, current, earlier)
+        logging.info("resuming the fine-tuning run in %s", workdir)
+    elif earlier:
+        inputs = {f"config.{key}": config[key] for key in INPUT_KEYS if key in config and config[key]}
+        files.check_spares_inputs(
+            [os.path.join(workdir, name) for name in earlier],
+            inputs,
+            fix="--fresh moves the earlier run aside: use another --workdir, or copy that input out first",
         )
-    inputs = {f"config.{key}": config[key] for key in INPUT_KEYS if key in config and config[key]}
-    files.check_spares_inputs(
-        [os.path.join(workdir, name) for name in earlier],
-        inputs,
-        fix="--fresh moves the earlier run aside: use another --workdir, or copy that input out first",
-    )
-    logging.warning("--fresh: moved the earlier run to %s", files.move_aside(workdir, earlier))
+        logging.warning("--fresh: moved the earlier run to %s", files.move_aside(workdir, earlier))
+    files.write_json(path / CONFIG_FILE, current, sort_keys=True)
+
+
+CONFIG_FILE = "config.json"
+
+
+def _check_resumable(saved_path: epath.Path, current: dict, earlier: list[str]) -> None:
+    from electra_jax import checkpoints
+
+    fix = "use another --workdir, or --fresh to move it to WORKDIR/replaced-<time>/"
+    if not saved_path.exists():
+        shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+        raise FileExistsError(f"{saved_path.parent} holds files of another program ({shown}); {fix}")
+    differences = checkpoints.config_differences(files.read_json(saved_path), current)
+    refused = {key: values for key, values in differences.items() if not checkpoints.matches(key, RESUME_MAY_CHANGE)}
+    if refused:
+        details = "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in refused.items())
+        raise FileExistsError(
+            f"{saved_path.parent} holds a fine-tuning run with another config ({details}); a rerun resumes it "
+            f"only if it changes no more than {', '.join(RESUME_MAY_CHANGE)}: {fix}"
+        )
 
 
 def main(argv, config_flag, workdir_flag, fresh_flag):
@@ -78,7 +105,7 @@ def main(argv, config_flag, workdir_flag, fresh_flag):
     # imported after flag parsing: importing jax is slow
     import jax
 
-    from electra_jax import checkpoints
+    from electra_jax import checkpoints, trainer
 
     program = importlib.import_module(f"electra_jax.finetune.{config.program}")
     workdir = workdir_flag.value
@@ -86,14 +113,21 @@ def main(argv, config_flag, workdir_flag, fresh_flag):
     with checkpoints.workdir_lock(workdir):  # a second run on this workdir is refused
         if jax.process_index() == 0:
             claim_workdir(config, workdir, fresh_flag.value)
-        print(program.report(config, workdir))
+        try:
+            print(program.report(config, workdir))
+        except trainer.Preempted as stopped:
+            logging.warning("%s", stopped)
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
 
 
 def run():
     config_flag = cli.define_config_file(None, "configs/glue.py, classify.py, tagging.py or squad.py")
     workdir_flag = flags.DEFINE_string("workdir", None, "Results, predictions and fine-tuned models.")
     fresh_flag = flags.DEFINE_bool(
-        "fresh", False, "Start over in a workdir that holds an earlier run: it is moved to WORKDIR/replaced-<time>/."
+        "fresh",
+        False,
+        "Start over in a workdir that holds an earlier run (without it, the same command resumes that run): it is "
+        "moved to WORKDIR/replaced-<time>/.",
     )
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(

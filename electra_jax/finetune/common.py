@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -30,14 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 from absl import logging
 from etils import epath
 
 from data_pipelines import files, hf_tokenizer
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import hf, loading, model, optim, presets, sharding
-from electra_jax.metric_writer import MetricWriter, flat_scalars
+from electra_jax import checkpoints, hf, loading, model, optim, presets, sharding, trainer
+from electra_jax.metric_writer import MetricWriter, flat_scalars, nested_scalars
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.max_train_examples = 0  # 0 = all; else the first N training examples (quick runs)
     c.eval_every = 0  # steps between dev evaluations during training (0 = at the end only)
     c.log_every = 50  # steps between logged training losses
+    # steps between checkpoints of each run (WORKDIR/[task/]seed_<k>/checkpoints, the last one
+    # kept: a rerun of the same command resumes there, and skips finished runs)
+    c.checkpoint_every = 1000
     c.tensorboard = True  # TensorBoard summaries (needs tensorflow) beside each run's metrics.jsonl
     c.save_models = True  # export each run as a transformers directory (tokenizer included)
     c.from_scratch = False  # baseline: `init`'s architecture and tokenizer, random weights
@@ -320,20 +323,30 @@ def num_rows(features: dict[str, np.ndarray]) -> int:
 
 
 def train_batches(
-    features: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator, keys: Sequence[str]
+    features: dict[str, np.ndarray],
+    batch_size: int,
+    rng: np.random.Generator,
+    keys: Sequence[str],
+    start_step: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled full batches of `keys`, one permutation per epoch (the remainder is
-    dropped, as the original's `drop_remainder=True`)."""
+    dropped, as the original's `drop_remainder=True`), from the `start_step`-th batch on: a
+    resumed run sees the batches an unbroken one would."""
     num_examples = num_rows(features)
     if num_examples < batch_size:
         raise ValueError(
             f"{num_examples} training examples cannot fill one batch of {batch_size}; lower --config.batch_size"
         )
+    per_epoch = num_examples // batch_size
+    for _ in range(start_step // per_epoch):  # the epochs already trained: their permutations drawn
+        rng.permutation(num_examples)
+    skip = start_step % per_epoch
     while True:
         order = rng.permutation(num_examples)
-        for start in range(0, num_examples - batch_size + 1, batch_size):
+        for start in range(skip * batch_size, num_examples - batch_size + 1, batch_size):
             rows = order[start : start + batch_size]
             yield {key: features[key][rows] for key in keys}
+        skip = 0
 
 
 def predict_outputs(
@@ -375,13 +388,7 @@ class Placement:
         return sharding.batch_sharding(self.mesh)
 
     def state_sharding(self, tx: optax.GradientTransformation) -> optim.TrainState:
-        return optim.TrainState(
-            step=sharding.replicated(self.mesh),
-            params=self.params_sharding,
-            opt_state=sharding.opt_state_shardings(
-                tx, jax.eval_shape(tx.init, self.abstract_params), self.params_sharding, self.mesh
-            ),
-        )
+        return trainer.state_sharding(tx, self.abstract_params, self.params_sharding, self.mesh)
 
     def global_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """A whole batch, which every process holds, as arrays split over the mesh."""
@@ -399,14 +406,8 @@ def make_placement(config, net, devices: Optional[Sequence[jax.Device]] = None) 
     params_sharding = sharding.param_shardings(boxed, mesh, rules)
     abstract_params = nn.meta.unbox(boxed)
     sharding.check_divisible(abstract_params, params_sharding)
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
     for key in ("batch_size", "eval_batch_size"):
-        if config[key] % shards:
-            raise ValueError(
-                f"{key}={config[key]} does not divide over the mesh's {shards} "
-                f"data x fsdp shards ({mesh.size} devices); set "
-                f"--config.{key} to a multiple of {shards}, or --config.mesh.data"
-            )
+        trainer.check_batch_divides(key, config[key], mesh)
     return Placement(mesh, rules, abstract_params, params_sharding)
 
 
@@ -426,15 +427,14 @@ def make_train_step(
         loss, grads = jax.value_and_grad(loss_of)(state.params)
         return state.apply_gradients(grads, tx), {"loss": loss, "learning_rate": schedule(state.step)}
 
-    replicated = sharding.replicated(placement.mesh)
-    state_sharding = placement.state_sharding(tx)
-    step = jax.jit(
+    step = trainer.jit_step(
         train_step,
-        in_shardings=(state_sharding, placement.batch_sharding, replicated),
-        out_shardings=(state_sharding, replicated),
-        donate_argnums=(0,),
+        placement.state_sharding(tx),
+        placement.batch_sharding,
+        placement.mesh,
+        placement.rules,
+        extra_in_shardings=(sharding.replicated(placement.mesh),),
     )
-    step = sharding.under_mesh(placement.mesh, placement.rules, step)
     return lambda state, batch, dropout_rng: step(state, placement.global_batch(batch), dropout_rng)
 
 
@@ -494,33 +494,87 @@ def fit(
     desc: str,
     run_dir: str,
 ) -> tuple[dict, list[dict]]:
-    """Trains one run from `params`; returns (params on the host, log of {step, loss,
-    learning_rate, dev: evaluate(params)}), evaluating every `eval_every` steps and at the end.
-    The log is also written to `run_dir` (splits "train" and "dev")."""
-    writer = MetricWriter(run_dir, config.tensorboard, start_step=0)  # no resume: a rerun starts afresh
-    _, dropout_rng = seed_rngs(seed)
-    state = jax.device_put(optim.TrainState.create(params, program.tx), program.placement.state_sharding(program.tx))
-    batches = train_batches(train, config.batch_size, np.random.default_rng(seed), program.batch_keys)
+    """Trains one run from `params`, or resumes it from its checkpoint in `run_dir`; returns
+    (params on the host, log of {step, loss, learning_rate, dev: evaluate(params)}),
+    evaluating every `eval_every` steps and at the end. The log is also written to
+    `run_dir` (splits "train" and "dev"). A preemption saves and raises `trainer.Preempted`."""
     total_steps = program.total_steps
-    log = []
-    progress = tqdm.tqdm(range(total_steps), desc=desc, unit="step", dynamic_ncols=True, disable=None)
-    for step in progress:
-        state, step_metrics = program.train_step(state, next(batches), dropout_rng)
-        done = step + 1
-        should_eval = done == total_steps or (config.eval_every and done % config.eval_every == 0)
-        if should_eval or done % config.log_every == 0:
-            entry = {"step": done, **{k: float(v) for k, v in step_metrics.items()}}
-            writer.write(done, "train", flat_scalars(step_metrics))
-            if should_eval:
-                entry["dev"] = evaluate(state.params)
-                writer.write(done, "dev", flat_scalars(entry["dev"]))
-            progress.set_postfix(loss=f"{entry['loss']:.4f}")
-            logging.info("%s step %d: %s", desc, done, entry)
-            log.append(entry)
-    writer.close()
+    ckpt = checkpoints.Checkpointer(run_dir, save_every=config.checkpoint_every, keep=1)
+    state_sharding = program.placement.state_sharding(program.tx)
+    if ckpt.latest_step() is None:
+        state = jax.device_put(optim.TrainState.create(params, program.tx), state_sharding)
+    else:
+        abstract = jax.eval_shape(lambda p: optim.TrainState.create(p, program.tx), params)
+        state = ckpt.restore(None, jax.tree_util.tree_map(_with_sharding, abstract, state_sharding))
+        logging.info("%s: resumed from its checkpoint at step %d of %d", desc, int(state.step), total_steps)
+    start_step = int(state.step)
+    writer = MetricWriter(run_dir, config.tensorboard, start_step=start_step)
+    log = {row["step"]: row for row in read_log(run_dir, start_step)}
+    _, dropout_rng = seed_rngs(seed)
+    batches = train_batches(train, config.batch_size, np.random.default_rng(seed), program.batch_keys, start_step)
+
+    def log_train(step: int, scalars: dict[str, float], seconds_per_step: float) -> dict[str, str]:
+        writer.write(step, "train", scalars)
+        log.setdefault(step, {"step": step}).update(scalars)
+        logging.info("%s step %d: %s", desc, step, log[step])
+        return {"loss": f"{scalars['loss']:.4f}"}
+
+    def evaluate_now(step: int, state: optim.TrainState) -> None:
+        dev = evaluate(state.params)
+        writer.write(step, "dev", flat_scalars(dev))
+        log.setdefault(step, {"step": step})["dev"] = dev
+        logging.info("%s step %d dev: %s", desc, step, dev)
+
+    loop = trainer.Loop(
+        step=lambda state, batch: program.train_step(state, batch, dropout_rng),
+        next_batch=lambda: next(batches),
+        checkpointer=ckpt,
+        log=log_train,
+        log_every=config.log_every,
+        evaluate=evaluate_now,
+        eval_every=config.eval_every or total_steps,
+        desc=desc,
+        learning_rate_flag="--config.learning_rate",
+    )
+    try:
+        state = trainer.run_loop(state, loop, start_step, total_steps)
+        if int(state.step) < total_steps:
+            raise trainer.Preempted(
+                f"{desc} stopped at step {int(state.step)} of {total_steps} after a preemption signal, its "
+                f"checkpoint saved in {run_dir}; run the same command again to resume"
+            )
+        if start_step == total_steps:  # finished before: its final evaluation, computed again
+            evaluate_now(total_steps, state)
+    finally:
+        ckpt.close()
+        writer.close()
     # Gathered to every process first: fsdp-sharded params are not addressable from one host.
     gathered = jax.jit(lambda params: params, out_shardings=sharding.replicated(program.placement.mesh))(state.params)
-    return jax.device_get(gathered), log
+    return jax.device_get(gathered), [log[step] for step in sorted(log)]
+
+
+def _with_sharding(shape: jax.ShapeDtypeStruct, where: jax.sharding.Sharding) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=where)
+
+
+def read_log(run_dir: str, until_step: int) -> list[dict]:
+    """The log entries an earlier, resumed run of `run_dir` wrote up to `until_step`, from its
+    metrics.jsonl (train rows hold loss and learning rate; dev rows the nested metrics)."""
+    path = epath.Path(run_dir) / "metrics.jsonl"
+    if until_step == 0 or not path.exists():
+        return []
+    entries: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        step, split = row.pop("step"), row.pop("split")
+        if step > until_step:
+            continue
+        entry = entries.setdefault(step, {"step": step})
+        if split == "dev":
+            entry["dev"] = nested_scalars(row)
+        else:
+            entry.update(row)
+    return [entries[step] for step in sorted(entries)]
 
 
 def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
