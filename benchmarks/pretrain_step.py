@@ -48,7 +48,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from data_pipelines import pretraining as data  # noqa: E402
-from electra_jax import model, presets, pretrain, sharding, trainer  # noqa: E402
+from electra_jax import model, presets, pretrain, sharding  # noqa: E402
 from electra_jax.flops import peak_flops, train_flops_per_sequence  # noqa: E402
 
 # Fast paths, each one change to the paper recipe ("recipe": attention dropout 0.1 through

@@ -5,15 +5,19 @@ section (MaxText's `create_data_iterator(config, mesh)`):
     train_iterator = make_train_iterator(config)      # this process's slice, resumable
     for batch in eval_batches(config, batch_sharding): ...   # the fixed held-out batches
 
-`data.source` is `tfrecord` (shards of build_shards / prepare_data), `synthetic` (random
-tokens; benchmarks, no tensorflow) or `default` (the embedded corpus).
+`data.source` names one of `SOURCES`: `tfrecord` (shards of build_shards / prepare_data),
+`synthetic` (random tokens; benchmarks, no tensorflow) or `default` (the embedded corpus,
+prepared into shards once). A new source is its functions here and one line in `SOURCES`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Callable
 
 import jax
+from absl import logging
 
 from data_pipelines import pretraining as data
 from data_pipelines import tokenizer as tokenizer_lib
@@ -29,67 +33,67 @@ def _host_batch_size(config) -> int:
 
 def _word_starts(config) -> bool:
     """Whether batches carry the shards' word starts: whole-word masking needs them."""
-    return config.objective.get("whole_word_masking", False)
+    return config.objective.whole_word_masking
 
 
-def make_train_iterator(config):
-    """This process's slice of the training stream (dicts of numpy [host_batch, seq])."""
-    d, t = config.data, config.train
-    if d.source == "synthetic":
-        return data.make_synthetic_iterator(
-            batch_size=_host_batch_size(config),
-            seq_length=t.max_seq_length,
-            vocab_size=config.model.vocab_size,
-            seed=t.seed,
-            word_starts=_word_starts(config),
-        )
-    if d.source != "tfrecord":
-        raise ValueError(f"data.source={d.source!r}; choose 'tfrecord' or 'synthetic'")
-    if not d.train_files:
+def _synthetic(config, seed: int):
+    return data.make_synthetic_iterator(
+        batch_size=_host_batch_size(config),
+        seq_length=config.train.max_seq_length,
+        vocab_size=config.model.vocab_size,
+        seed=seed,
+        word_starts=_word_starts(config),
+    )
+
+
+def _tfrecord_train(config):
+    if not config.data.train_files:
         raise ValueError(
             "data.train_files is empty; point it at TFRecord shards "
             "(python -m data_pipelines.build_shards) or set data.source=synthetic"
         )
     return data.make_pretraining_iterator(
-        d.train_files,
+        config.data.train_files,
         batch_size=_host_batch_size(config),
-        seq_length=t.max_seq_length,
-        seed=t.seed,
-        shuffle_buffer=d.shuffle_buffer,
+        seq_length=config.train.max_seq_length,
+        seed=config.train.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
         repeat=True,
         word_starts=_word_starts(config),
     )
 
 
-def eval_batches(config, batch_sharding):
-    """The fixed held-out batches (`train.eval_steps` of them, same every evaluation)."""
-    d, t = config.data, config.train
-    if d.source == "synthetic":
-        it = data.make_synthetic_iterator(
-            batch_size=_host_batch_size(config),
-            seq_length=t.max_seq_length,
-            vocab_size=config.model.vocab_size,
-            seed=t.seed + 10_000,
-            word_starts=_word_starts(config),
+def _tfrecord_eval(config):
+    return data.make_pretraining_iterator(
+        config.data.eval_files,
+        batch_size=_host_batch_size(config),
+        seq_length=config.train.max_seq_length,
+        seed=0,
+        shuffle_buffer=0,
+        repeat=False,
+        word_starts=_word_starts(config),
+    )
+
+
+def _check_eval_files(config, workdir: str):
+    if config.train.eval_every > 0 and not config.data.eval_files:
+        raise ValueError(
+            f"train.eval_every={config.train.eval_every} but data.eval_files is empty; give held-out "
+            "shards (--config.data.eval_files=GLOB) or --config.train.eval_every=0"
         )
-    else:
-        it = data.make_pretraining_iterator(
-            d.eval_files,
-            batch_size=_host_batch_size(config),
-            seq_length=t.max_seq_length,
-            seed=0,
-            shuffle_buffer=0,
-            repeat=False,
-            word_starts=_word_starts(config),
-        )
-    for _, batch in zip(range(t.eval_steps), it):
-        data.check_token_ids(batch, config.model.vocab_size, f"data.eval_files={d.eval_files}")
-        yield data.to_global_batch(batch, batch_sharding)
+    return config
 
 
 def _use_default_corpus(config, workdir: str):
     """Build (once) the tokenizer and shards of the embedded default corpus in the workdir
     and point a copy of `config` at them."""
+    d = config.data
+    given = [f"data.{key}={d[key]}" for key in ("train_files", "eval_files", "tokenizer") if d[key]]
+    if given:  # the embedded corpus would silently replace them
+        raise ValueError(
+            f"{', '.join(given)} given, but data.source='default' trains on the embedded corpus; "
+            "add --config.data.source=tfrecord to train on your shards"
+        )
     if jax.process_count() > 1:
         raise ValueError(
             "data.source='default' is a single-process demo; build shards with "
@@ -97,8 +101,10 @@ def _use_default_corpus(config, workdir: str):
         )
     from data_pipelines import prepare_data
 
+    output_dir = os.path.join(workdir, "default_data")
+    logging.info("data.source=default: the embedded corpus's tokenizer and shards, built once, in %s", output_dir)
     prepared = prepare_data.prepare_data(
-        os.path.join(workdir, "default_data"),
+        output_dir,
         vocab_size=config.model.vocab_size,
         max_seq_length=config.train.max_seq_length,
         seed=config.train.seed,
@@ -112,6 +118,43 @@ def _use_default_corpus(config, workdir: str):
         config.data.eval_files = prepared["eval_files"]
         config.data.tokenizer = prepared["tokenizer"]
     return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    train: Callable  # config -> this process's resumable training stream (dicts of numpy [host_batch, seq])
+    eval: Callable  # config -> the held-out host batches, the same every evaluation
+    prepare: Callable  # (config, workdir) -> the config to read with, checked (and its data built)
+
+
+SOURCES = {
+    "tfrecord": Source(_tfrecord_train, _tfrecord_eval, _check_eval_files),
+    "synthetic": Source(
+        lambda config: _synthetic(config, config.train.seed),
+        lambda config: _synthetic(config, config.train.seed + 10_000),
+        lambda config, workdir: config,
+    ),
+    # prepared into tfrecord shards once per workdir (`_use_default_corpus`)
+    "default": Source(_tfrecord_train, _tfrecord_eval, _use_default_corpus),
+}
+
+
+def _source(config) -> Source:
+    if config.data.source not in SOURCES:
+        raise ValueError(f"data.source={config.data.source!r}; choose one of {sorted(SOURCES)}")
+    return SOURCES[config.data.source]
+
+
+def make_train_iterator(config):
+    """This process's slice of the training stream (dicts of numpy [host_batch, seq])."""
+    return _source(config).train(config)
+
+
+def eval_batches(config, batch_sharding):
+    """The fixed held-out batches (`train.eval_steps` of them, same every evaluation)."""
+    for _, batch in zip(range(config.train.eval_steps), _source(config).eval(config)):
+        data.check_token_ids(batch, config.model.vocab_size, f"data.eval_files={config.data.eval_files}")
+        yield data.to_global_batch(batch, batch_sharding)
 
 
 def check_tokenizer(config) -> None:
@@ -136,22 +179,9 @@ def check_tokenizer(config) -> None:
 
 
 def resolve_data_source(config, workdir: str):
-    """`config` ready to read: the default corpus's tokenizer and shards built (once) in
-    the workdir and named in a copy of it; its vocabulary and special ids checked against
-    the tokenizer's."""
-    d = config.data
-    if d.source == "default":
-        given = [f"data.{key}={d[key]}" for key in ("train_files", "eval_files", "tokenizer") if d[key]]
-        if given:  # the preset's embedded corpus would silently replace them
-            raise ValueError(
-                f"{', '.join(given)} given, but data.source='default' trains on the embedded corpus; "
-                "add --config.data.source=tfrecord to train on your shards"
-            )
-        config = _use_default_corpus(config, workdir)
-    elif d.source == "tfrecord" and config.train.eval_every > 0 and not d.eval_files:
-        raise ValueError(
-            f"train.eval_every={config.train.eval_every} but data.eval_files is empty; give held-out "
-            "shards (--config.data.eval_files=GLOB) or --config.train.eval_every=0"
-        )
+    """`config` ready to read: its source prepared (the default corpus's tokenizer and
+    shards built once in the workdir and named in a copy of it), its vocabulary and special
+    ids checked against the tokenizer's."""
+    config = _source(config).prepare(config, workdir)
     check_tokenizer(config)
     return config

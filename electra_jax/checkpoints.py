@@ -251,7 +251,6 @@ def check_run_config(
     workdir: str,
     config_json: str,
     fresh: bool,
-    absent_means: Optional[dict[str, dict[str, Any]]] = None,
     may_change: Sequence[str] = (),
     hints: Sequence[tuple[str, str]] = (),
     inputs: Optional[Mapping[str, Any]] = None,
@@ -263,8 +262,6 @@ def check_run_config(
 
     `may_change` holds "section.key" patterns (fnmatch: "mesh.*") a resume may change;
     `hints` (pattern, text) pairs add `text` to the refusal when a refused key matches.
-    `absent_means` ({section: {key: value}}) gives the value a key the saved config lacks
-    stood for (a field added after the run was saved behaved as its default then).
     With `fresh`, a previous run's checkpoints and logs are moved aside (never deleted or
     overwritten), whatever its config; refused when that would move one of `inputs`
     ({config key: path or glob}, e.g. an init source inside this workdir). With `write`
@@ -276,11 +273,6 @@ def check_run_config(
     current = run_paths.absolute(json.loads(config_json))
     if path.exists():
         saved = run_paths.resolved(json.loads(path.read_text(encoding="utf-8")), workdir)
-        for section, defaults in (absent_means or {}).items():
-            saved[section] = {
-                **{k: v for k, v in defaults.items() if k in current.get(section, {})},
-                **saved.get(section, {}),
-            }
         differences = config_differences(saved, current)
         refused = {key: values for key, values in differences.items() if not matches(key, may_change)}
         resuming = has_checkpoints(workdir)

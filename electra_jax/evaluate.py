@@ -33,15 +33,10 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dic
 def main(argv, config_flag):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from electra_jax import checkpoints, presets
+    from electra_jax import checkpoints
 
     workdir = flags.FLAGS.workdir
     config = config_flag.value or checkpoints.load_run_config(workdir)
-    if "eval_seed" not in config.train:
-        # A run saved before the held-out draw had its own seed: it is scored on today's
-        # draw (the old one, `train.seed + 1` for every batch, is not reproduced).
-        config.train.eval_seed = presets.DEFAULT_EVAL_SEED
-        logging.info("%s/config.json has no train.eval_seed: scoring with %d", workdir, config.train.eval_seed)
     if not config_flag.value:
         config = mesh_for_these_devices(config)
     result = evaluate_checkpoint(config, workdir, flags.FLAGS.step)

@@ -119,7 +119,7 @@ def describe_source(config) -> Source:
             label=f"the run in {init.workdir}",
             architecture={field: run_config.model[field] for field in ARCHITECTURE},
             tokenizer=loading.workdir_tokenizer_path(init.workdir, run_config) if run_config.data.tokenizer else "",
-            objective_kind=run_config.objective.get("kind", "electra"),
+            objective_kind=run_config.objective.kind,
         )
     disc = _hf_network_config(init.discriminator, "init.discriminator")
     architecture = _architecture(disc)
@@ -172,7 +172,7 @@ def resolve_config(config, workdir: Optional[str] = None) -> ml_collections.Conf
         )
     resuming = workdir is not None and checkpoints.has_checkpoints(workdir)
     source = _resumed_source(workdir) if resuming else describe_source(config)
-    kind = config.objective.get("kind", "electra")
+    kind = config.objective.kind
     if source.objective_kind is not None and source.objective_kind != kind:
         raise ValueError(
             f"{source.label} trained objective.kind={source.objective_kind!r} but this run trains {kind!r}; "

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from electra_jax import objective
+
 Array = jax.Array
 
 _REMAT_POLICIES = {
@@ -97,11 +99,6 @@ class ElectraConfig:
         return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
 
 
-def config_defaults() -> dict[str, Any]:
-    """ElectraConfig's field defaults: what a run saved before a field existed used."""
-    return {f.name: f.default for f in dataclasses.fields(ElectraConfig)}
-
-
 def generator_config(disc: ElectraConfig, hidden_fraction: float) -> ElectraConfig:
     """The generator the ELECTRA paper pairs with `disc`: same depth and embeddings,
     hidden and FFN sizes scaled by `hidden_fraction`, heads = max(1, hidden // 64)."""
@@ -117,19 +114,15 @@ def configs_from_dict(model_config: Any) -> tuple[ElectraConfig, ElectraConfig]:
     return generator_config(disc, model_config.generator_hidden_fraction), disc
 
 
-OBJECTIVES = ("electra", "mlm")
-
-
 def pretraining_networks(config: Any) -> dict[str, ElectraConfig]:
-    """network name -> config of what a pretraining config trains: ELECTRA's generator and
-    discriminator, or for `objective.kind="mlm"` (BERT-style, the baseline ELECTRA is
-    measured against) one masked LM at the discriminator's size, named "generator" since
-    it is an ElectraForMaskedLM."""
-    kind = config.objective.get("kind", "electra")  # runs saved before the MLM-only objective
-    if kind not in OBJECTIVES:
-        raise ValueError(f"objective.kind={kind!r}; choose one of {OBJECTIVES}")
+    """network name -> config of what a pretraining config trains (`objective.OBJECTIVES`):
+    ELECTRA's generator and discriminator; a generator without a discriminator (the MLM
+    baseline) has the discriminator's size."""
+    networks = objective.named(config.objective.kind).networks
     gen, disc = configs_from_dict(config.model)
-    return {"generator": disc} if kind == "mlm" else {"generator": gen, "discriminator": disc}
+    if "discriminator" not in networks:
+        return {"generator": disc}
+    return {"generator": gen, "discriminator": disc}
 
 
 def build_pretraining_model(config: Any) -> ElectraPretrainingModel:

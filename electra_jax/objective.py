@@ -18,13 +18,17 @@ Follows google-research/electra `pretrain_helpers.py` / `run_pretraining.py`:
 
 Metrics are produced as (numerator, denominator) sums by `metric_sums`, so microbatches and
 devices can be added before `metrics_from_sums` turns them into ratios; the replaced-token
-ROC-AUC is carried the same way, as two logit histograms. The MLM-only baseline
-(`objective.kind="mlm"`, see `model.pretraining_networks`) uses steps 1 and 4's MLM term alone.
+ROC-AUC is carried the same way, as two logit histograms.
+
+`OBJECTIVES` names what `objective.kind` may be: each objective lists the networks it
+trains and its loss over them. The MLM-only baseline ("mlm") uses steps 1 and 4's MLM term
+alone. A new objective is a loss function here and one line in `OBJECTIVES`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+import dataclasses
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -366,3 +370,55 @@ def metrics_from_sums(sums: dict[str, tuple[Array, Array]], disc_weight: Optiona
     if disc_weight is not None and "disc_loss" in metrics:
         metrics["total_loss"] = metrics["mlm_loss"] + disc_weight * metrics["disc_loss"]
     return metrics
+
+
+# ---------------------------------------------------------------------------- objectives
+
+
+class Networks(NamedTuple):
+    """The pretraining networks on one (micro)batch, as an objective calls them."""
+
+    generate: Callable[[], Array]  # () -> the generator's logits at the masked positions [b, P, V]
+    discriminate: Callable[[Array], Array]  # input ids [b, S] -> the discriminator's logits [b, S]
+    # the generator's logits -> (the discriminator's input [b, S], is_replaced [b, S]),
+    # replacements sampled at the masked positions
+    corrupt: Callable[[Array], tuple[Array, Array]]
+
+
+def mlm_objective(networks: Networks, batch: dict, totals: dict, disc_weight: float):
+    """(loss, metric sums): the masked-LM loss, normalised by the whole batch's masked count."""
+    gen_logits = networks.generate()
+    sums = mlm_metric_sums(gen_logits, batch["masked_ids"], batch["masked_weights"], batch["attention_mask"])
+    return sums["mlm_loss"][0] / totals["masked"], sums
+
+
+def electra_objective(networks: Networks, batch: dict, totals: dict, disc_weight: float):
+    """(loss, metric sums): the generator's MLM loss + disc_weight x the discriminator's
+    replaced-token loss on the generator's samples (normalised by the batch's real tokens)."""
+    gen_logits = networks.generate()
+    sums = mlm_metric_sums(gen_logits, batch["masked_ids"], batch["masked_weights"], batch["attention_mask"])
+    corrupted_ids, is_replaced = networks.corrupt(gen_logits)
+    disc_logits = networks.discriminate(corrupted_ids)
+    sums.update(disc_metric_sums(disc_logits, is_replaced, batch["attention_mask"]))
+    loss = sums["mlm_loss"][0] / totals["masked"]
+    return loss + disc_weight * sums["disc_loss"][0] / totals["tokens"], sums
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    networks: tuple[str, ...]  # what it trains: "generator" (a masked LM), "discriminator"
+    loss: Callable  # (Networks, batch with its masking, whole-batch totals, disc_weight) -> (loss, sums)
+
+
+OBJECTIVES = {
+    "electra": Objective(("generator", "discriminator"), electra_objective),
+    # BERT-style, the baseline ELECTRA is measured against: one masked LM at the
+    # discriminator's size, named "generator" since it is an ElectraForMaskedLM
+    "mlm": Objective(("generator",), mlm_objective),
+}
+
+
+def named(kind: str) -> Objective:
+    if kind not in OBJECTIVES:
+        raise ValueError(f"objective.kind={kind!r}; choose one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[kind]

@@ -29,7 +29,6 @@ from electra_jax import (
     model,
     objective,
     optim,
-    presets,
     run_paths,
     sharding,
     trainer,
@@ -176,7 +175,7 @@ def mask_batch(config, batch: Batch, rng: jax.Array) -> objective.MaskedInputs:
         mask_token_frac=o.mask_token_frac,
         random_token_frac=o.random_token_frac,
         vocab_size=config.model.vocab_size,
-        word_starts=batch["word_starts"] if o.get("whole_word_masking", False) else None,
+        word_starts=batch["word_starts"] if o.whole_word_masking else None,
     )
 
 
@@ -187,44 +186,43 @@ def sample_per_example(config, example_rngs: jax.Array, gen_logits: jax.Array, m
     def sample_one(rng, logits, original):
         disallow = original[None] if o.disallow_correct else None
         return objective.sample_replacements(
-            rng, logits[None], temperature=o.temperature, disallow_ids=disallow, sampler=o.get("sampler", "gumbel")
+            rng, logits[None], temperature=o.temperature, disallow_ids=disallow, sampler=o.sampler
         )[0]
 
     return jax.vmap(sample_one)(example_rngs, gen_logits, masked_ids)
 
 
 def _forward(pretrainer: Pretrainer, params, micro: dict, rngs: dict, deterministic: bool, totals: dict):
-    """Losses of one microbatch, normalised by whole-batch counts so microbatches add up
-    to exactly the full-batch loss. Returns (loss, per-microbatch metric sums). An
-    MLM-only model (no discriminator) stops after the generator's loss."""
+    """Losses of one microbatch under `objective.kind`, normalised by whole-batch counts so
+    microbatches add up to exactly the full-batch loss. Returns (loss, metric sums)."""
     config, net = pretrainer.config, pretrainer.net
     gen_rng, disc_rng = jax.random.split(rngs["dropout"])
-    gen_logits = net.apply(
-        {"params": params},
-        micro["masked_input_ids"],
-        micro["attention_mask"],
-        micro["token_type_ids"],
-        micro["masked_positions"],
-        deterministic,
-        rngs={"dropout": gen_rng},
-        method=net.generate,
-    )  # [b, P, V]
-    sums = objective.mlm_metric_sums(gen_logits, micro["masked_ids"], micro["masked_weights"], micro["attention_mask"])
-    loss = sums["mlm_loss"][0] / totals["masked"]
-    if net.discriminator_config is None:
-        return loss, sums
-    corrupted_ids, is_replaced = corrupt(config, micro, gen_logits)
-    disc_logits = net.apply(
-        {"params": params},
-        corrupted_ids,
-        micro["attention_mask"],
-        micro["token_type_ids"],
-        deterministic,
-        rngs={"dropout": disc_rng},
-        method=net.discriminate,
-    )  # [b, S]
-    sums.update(objective.disc_metric_sums(disc_logits, is_replaced, micro["attention_mask"]))
-    return loss + config.objective.disc_weight * sums["disc_loss"][0] / totals["tokens"], sums
+
+    def generate():
+        return net.apply(
+            {"params": params},
+            micro["masked_input_ids"],
+            micro["attention_mask"],
+            micro["token_type_ids"],
+            micro["masked_positions"],
+            deterministic,
+            rngs={"dropout": gen_rng},
+            method=net.generate,
+        )
+
+    def discriminate(input_ids):
+        return net.apply(
+            {"params": params},
+            input_ids,
+            micro["attention_mask"],
+            micro["token_type_ids"],
+            deterministic,
+            rngs={"dropout": disc_rng},
+            method=net.discriminate,
+        )
+
+    networks = objective.Networks(generate, discriminate, lambda gen_logits: corrupt(config, micro, gen_logits))
+    return objective.named(config.objective.kind).loss(networks, micro, totals, config.objective.disc_weight)
 
 
 def corrupt(config, inputs: dict, gen_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -312,7 +310,7 @@ def eval_step(pretrainer: Pretrainer, state: optim.TrainState, batch: Batch, bat
 
 def batch_keys(config) -> tuple[str, ...]:
     """The arrays of a pretraining batch: word starts too under whole-word masking."""
-    return BATCH_KEYS + (("word_starts",) if config.objective.get("whole_word_masking", False) else ())
+    return BATCH_KEYS + (("word_starts",) if config.objective.whole_word_masking else ())
 
 
 def jit_train_step(pretrainer: Pretrainer, deterministic: bool = False):
@@ -433,18 +431,6 @@ def resume_may_change(config) -> tuple[str, ...]:
     return RESUME_MAY_CHANGE + (TRAINING_DATA_FIELDS if config.data.get("reset_iterator") else ())
 
 
-def resume_defaults() -> dict[str, dict[str, Any]]:
-    """What a field added after a run was saved stood for in that run (so adding it does
-    not refuse the old workdir): the model's defaults, the ELECTRA objective, Gumbel-max,
-    random init, AdamW."""
-    return {
-        "model": model.config_defaults(),
-        "objective": {"kind": "electra", "sampler": "gumbel"},
-        "init": presets.init_config().to_dict(),
-        "optim": {"optimizer": "adamw"},
-    }
-
-
 def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_step: int | None = None) -> dict[str, Any]:
     """Pretrain from scratch or resume the latest checkpoint in `workdir`.
 
@@ -466,7 +452,6 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
         workdir,
         config_json,
         fresh,
-        absent_means=resume_defaults(),
         may_change=resume_may_change(config),
         hints=(("data.*", ", or --config.data.reset_iterator=True to go on from the saved step on the new data"),),
         inputs=run_inputs(config),

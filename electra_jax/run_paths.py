@@ -3,10 +3,7 @@ any directory, moved or copied.
 
 A path inside the workdir (the embedded corpus's default_data/) is stored relative to the
 workdir, so a moved or copied workdir reads its own copy; any other local path is stored
-absolute; gs:// and other URLs as given. Workdirs written before this rule hold paths
-relative to the directory their training started in: read back, a relative path that
-matches nothing in the workdir is looked for where it was meant (`_older_candidates`),
-with a note.
+absolute; gs:// and other URLs as given.
 
     stored(config_dict, workdir)    # what config.json holds
     resolved(config_dict, workdir)  # what a program reading config.json uses: all absolute
@@ -14,13 +11,9 @@ with a note.
 
 from __future__ import annotations
 
-import glob
 import os
 import posixpath
 from typing import Optional
-
-from absl import logging
-from etils import epath
 
 # (section, key) of every config field that names files; data.*_files may be a
 # comma-separated list of globs.
@@ -86,44 +79,14 @@ def stored(config: dict, workdir: str, within: Optional[str] = None) -> dict:
     return _map_entries(config, entry)
 
 
-def _matches(pattern: str) -> bool:
-    if not _is_url(pattern):
-        return bool(glob.glob(pattern))
-    parent = epath.Path(posixpath.dirname(pattern))
-    return parent.is_dir() and any(parent.glob(posixpath.basename(pattern)))
-
-
-def _older_candidates(path: str, workdir: str) -> list[str]:
-    """Where a relative `path` of a workdir written before this rule may lie: from the
-    current directory (the one its run started in), or, where the path begins with the
-    workdir's own trailing folders (`runs/w/default_data/...` in .../runs/w), inside it."""
-    parts, tail = path.split("/"), workdir.rstrip("/").split("/")
-    inside = [_join(workdir, "/".join(parts[i:])) for i in range(1, len(parts)) if tail[-i:] == parts[:i]]
-    return [os.path.abspath(path), *inside]
-
-
 def resolved(config: dict, workdir: str) -> dict:
-    """`config` read from config.json in `workdir` with every path absolute: a relative
-    one is the workdir's, or, for a workdir written before paths were stored this way,
-    the first of `_older_candidates` that matches."""
+    """`config` read from config.json in `workdir` with every path absolute (a relative one
+    is the workdir's)."""
     workdir = _absolute(workdir)
 
     def entry(path: str) -> str:
         if _is_url(path) or os.path.isabs(path):
             return path
-        inside = _join(workdir, path)
-        if _matches(inside):
-            return inside
-        for candidate in _older_candidates(path, workdir):
-            if _matches(candidate):
-                logging.info(
-                    "%s/config.json names %s relative to the directory its run started in (an older "
-                    "workdir); reading %s",
-                    workdir,
-                    path,
-                    candidate,
-                )
-                return candidate
-        return inside
+        return _join(workdir, path)
 
     return _map_entries(config, entry)

@@ -17,7 +17,7 @@ from etils import epath
 from etils.epath import testing as epath_testing
 
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, model, presets
+from electra_jax import checkpoints, presets
 
 WORKDIR = "gs://my-bucket/runs/base"
 
@@ -125,51 +125,3 @@ def test_synthetic_iterator_state_round_trips_on_gcs(fake_gcs):
 def test_the_guard_catches_a_local_only_call(fake_gcs):
     with pytest.raises(AssertionError, match="local-only open"):
         open(f"{WORKDIR}/metrics.jsonl", "a")
-
-
-def test_a_model_field_added_since_the_run_was_saved_counts_as_its_default(tmp_path):
-    workdir = str(tmp_path / "run")
-    os.makedirs(os.path.join(workdir, "checkpoints", "3"))
-    saved = json.loads(config_json())
-    del saved["model"]["vocab_pad_multiple"]  # a run from before vocabulary padding existed
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(saved, f)
-    with pytest.raises(ValueError, match="model.vocab_pad_multiple: saved None vs 1"):
-        checkpoints.check_run_config(workdir, config_json(), fresh=False)
-    defaults = {"model": model.config_defaults()}
-    checkpoints.check_run_config(workdir, config_json(), fresh=False, absent_means=defaults)
-    padded = json.loads(config_json())
-    padded["model"]["vocab_pad_multiple"] = 128
-    with pytest.raises(ValueError, match="model.vocab_pad_multiple: saved 1 vs 128"):
-        checkpoints.check_run_config(workdir, json.dumps(padded), fresh=False, absent_means=defaults)
-
-
-def test_objective_fields_added_since_the_run_was_saved_count_as_the_original(tmp_path):
-    """A Small run saved before objective.kind, objective.sampler and optim.optimizer
-    existed trained ELECTRA with Gumbel-max and AdamW: it resumes under today's config, but
-    not under the MLM-only objective or LAMB."""
-    from electra_jax import pretrain
-
-    config = presets.pretraining_config("small")
-    workdir = str(tmp_path / "run")
-    os.makedirs(os.path.join(workdir, "checkpoints", "3"))
-    saved = json.loads(config.to_json_best_effort(sort_keys=True))
-    del saved["objective"]["kind"], saved["objective"]["sampler"], saved["optim"]["optimizer"]
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(saved, f)
-    current = config.to_json_best_effort(sort_keys=True)
-    checkpoints.check_run_config(workdir, current, fresh=False, absent_means=pretrain.resume_defaults())
-    for key, value, message in (
-        ("objective.kind", "mlm", "objective.kind: saved 'electra' vs 'mlm'"),
-        ("optim.optimizer", "lamb", "optim.optimizer: saved 'adamw' vs 'lamb'"),
-    ):
-        changed = presets.pretraining_config("small")
-        section, name = key.split(".")
-        changed[section][name] = value
-        with pytest.raises(ValueError, match=message):
-            checkpoints.check_run_config(
-                workdir,
-                changed.to_json_best_effort(sort_keys=True),
-                fresh=False,
-                absent_means=pretrain.resume_defaults(),
-            )

@@ -1,5 +1,4 @@
-"""config.json's paths (issue 19 item 11): inside the workdir relative to it, elsewhere
-absolute, and older workdirs' paths (relative to where their run started) still found."""
+"""config.json's paths: inside the workdir relative to it, elsewhere absolute."""
 
 import os
 
@@ -58,15 +57,3 @@ def test_a_run_moved_aside_points_back_at_the_data_that_stayed(start):
     assert run_paths.resolved(aside, "runs/w/replaced-1")["data"]["tokenizer"] == str(
         start / "runs" / "w" / "default_data" / "spm.model"
     )
-
-
-def test_an_older_workdirs_paths_are_found_from_its_start_and_from_elsewhere(start):
-    # Before the rule, config.json held the paths exactly as given (relative to START).
-    assert run_paths.resolved(AS_GIVEN, "runs/w")["data"]["train_files"] == str(
-        start / "runs" / "w" / "default_data" / "shards" / "train-*.tfrecord"
-    )
-    os.chdir("/")  # from elsewhere: the workdir's own trailing folders locate default_data
-    back = run_paths.resolved(AS_GIVEN, str(start / "runs" / "w"))
-    assert back["data"]["tokenizer"] == str(start / "runs" / "w" / "default_data" / "spm.model")
-    # A path found nowhere stays the workdir's, so the error that follows names it there.
-    assert back["data"]["eval_files"] == str(start / "runs" / "w" / "heldout" / "eval-*.tfrecord")

@@ -516,28 +516,6 @@ def test_a_workdir_records_paths_that_work_from_anywhere_and_move_with_it(tmp_pa
     assert sorted(os.listdir(tmp_path / "hf" / "generator")) == EXPORT_FILES
 
 
-def test_an_older_workdir_with_paths_relative_to_its_start_still_resumes(tmp_path, reference, settings, monkeypatch):
-    # Workdirs written before paths were stored absolute hold them relative to the directory
-    # training started in: from there, the same (relative) command resumes, not refused.
-    start = tmp_path / "start"
-    shutil.copytree(os.path.dirname(settings["data.tokenizer"]), start / "data")
-    shutil.copytree(reference["workdir"], start / "w")
-    relative = {
-        "data.train_files": "data/shards/train-*.tfrecord",
-        "data.eval_files": "data/shards/eval-*.tfrecord",
-        "data.tokenizer": "data/spm.model",
-    }
-    with open(start / "w" / "config.json") as f:
-        saved = json.load(f)
-    saved["data"].update({key.split(".")[1]: value for key, value in relative.items()})
-    with open(start / "w" / "config.json", "w") as f:
-        json.dump(saved, f)
-    monkeypatch.chdir(start)
-    result = pretrain.train_and_evaluate(make_config(settings, **relative), "w", stop_at_step=REFERENCE_STEPS + 1)
-    assert result["step"] == REFERENCE_STEPS + 1
-    assert checkpoints.load_run_config("w").data.tokenizer == str(start / "data" / "spm.model")
-
-
 def test_export_of_a_run_whose_tokenizer_is_gone_writes_nothing(tmp_path, reference):
     workdir = tmp_path / "run"
     shutil.copytree(reference["workdir"], workdir)
