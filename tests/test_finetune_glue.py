@@ -216,19 +216,19 @@ def test_paper_hyperparameters_per_size_and_task():
     large = model.ElectraConfig(
         vocab_size=30522, embedding_size=1024, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096
     )
-    assert glue.resolved_hyperparameters(config, "mrpc", small) == {
+    assert common.resolved_hyperparameters(config, small, glue.num_epochs("mrpc")) == {
         "learning_rate": 3e-4,
         "layerwise_lr_decay": 0.8,
         "num_epochs": 3.0,
     }
-    assert glue.resolved_hyperparameters(config, "rte", large) == {
+    assert common.resolved_hyperparameters(config, large, glue.num_epochs("rte")) == {
         "learning_rate": 5e-5,
         "layerwise_lr_decay": 0.9,
         "num_epochs": 10.0,
     }
-    assert glue.resolved_hyperparameters(config, "stsb", small)["num_epochs"] == 10.0
+    assert common.resolved_hyperparameters(config, small, glue.num_epochs("stsb"))["num_epochs"] == 10.0
     with pytest.raises(ValueError, match="learning_rate"):
-        glue.resolved_hyperparameters(config, "mrpc", tiny_config(40))
+        common.resolved_hyperparameters(config, tiny_config(40), glue.num_epochs("mrpc"))
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -314,7 +314,7 @@ def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init)
     net = model.SequenceClassifier(restored.model_config, 1)
     params = {"electra": restored.encoder_params, "classifier": restored.classifier_params}
     predict = common.make_predict_fn(net, common.make_placement(config, net))
-    scores = glue.predict_logits(predict, params, dev, config.eval_batch_size)[:, 0]
+    scores = common.predict_outputs(predict, params, dev, config.eval_batch_size)[:, 0]
     np.testing.assert_allclose(torch_logits(run_dir, dev)[:, 0], scores, atol=1e-5)
     assert stsb["median"]["stsb"]["pearson"] == pytest.approx(
         100 * scipy.stats.pearsonr(dev["labels"], scores).statistic, abs=1e-3
@@ -544,8 +544,8 @@ def test_from_scratch_baseline_has_the_same_head_and_shapes_but_random_encoder(h
     pretrained = loading.load_network(hf_init, network="encoder")
     net = model.SequenceClassifier(pretrained.model_config, 2)
     rng = jax.random.PRNGKey(7)
-    from_init = glue.init_classifier_params(net, pretrained.encoder_params, rng, 16)
-    from_scratch = glue.init_classifier_params(net, None, rng, 16)
+    from_init = common.init_task_params(net, pretrained.encoder_params, rng, 16)
+    from_scratch = common.init_task_params(net, None, rng, 16)
     jax.tree_util.tree_map(np.testing.assert_array_equal, from_init["classifier"], from_scratch["classifier"])
     assert from_init["electra"] is pretrained.encoder_params
     word = ("embeddings", "word_embeddings", "embedding")
@@ -611,7 +611,7 @@ def test_original_head_is_dropout_and_one_glorot_dense_on_the_raw_cls_vector(hf_
     pretrained = loading.load_network(hf_init, network="encoder")
     cfg = pretrained.model_config
     net = model.SequenceClassifier(cfg, 3, head="original")
-    params = glue.init_classifier_params(net, pretrained.encoder_params, jax.random.PRNGKey(0), 16)
+    params = common.init_task_params(net, pretrained.encoder_params, jax.random.PRNGKey(0), 16)
     assert set(params["classifier"]) == {"out_proj"}
     kernel, bias = params["classifier"]["out_proj"]["kernel"], params["classifier"]["out_proj"]["bias"]
     np.testing.assert_array_equal(bias, np.zeros(3))

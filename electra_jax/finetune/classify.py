@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import files
-from electra_jax import loading
+from electra_jax import loading, model
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
@@ -261,41 +261,28 @@ def run(config, workdir: str) -> dict[str, Any]:
     test_examples = read_examples(config.test_file, config, labelled=False) if config.test_file else []
     test = encode_examples(tokenizer, test_examples, label_ids, config, config.test_file) if test_examples else None
 
-    hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
-    net = common.sequence_classifier(config, pretrained, len(labels))
-    program = common.build_program(config, net, classification_loss, hyper, len(train_examples))
-    logging.info("classify: %d training examples, labels %s, %s", len(train_examples), labels, hyper)
-
-    def predict(params, features):
-        return np.argmax(
-            common.predict_outputs(program.predict_batch, params, features, config.eval_batch_size), axis=-1
-        )
-
-    def after_run(run_dir: str, params: dict) -> dict:
+    def after_run(run_dir: str, params: dict, predict) -> dict:
         if config.save_models:
             export_classifier(pretrained, params, labels, run_dir)
-        return {"test_predictions": predict(params, test)} if test else {}
+        return {"test_predictions": np.argmax(predict(params, test), axis=-1)} if test else {}
 
-    runs = common.finetune_seeds(
-        config,
-        pretrained,
-        program,
-        train,
-        lambda params: classification_metrics(dev["labels"], predict(params, dev), len(labels)),
-        "classify",
-        workdir,
-        after_run,
+    setup = common.Setup(
+        name="classify",
+        net=common.sequence_classifier(config, pretrained, len(labels)),
+        loss=classification_loss,
+        train=train,
+        batch_keys=(*model.FEATURE_KEYS, "labels"),
+        default_num_epochs=DEFAULT_NUM_EPOCHS,
+        evaluate=lambda predict, params: classification_metrics(
+            dev["labels"], np.argmax(predict(params, dev), axis=-1), len(labels)
+        ),
+        dev_score=lambda dev_metrics: dev_metrics["accuracy"],
+        after_run=after_run,
+        out_dir=workdir,
     )
-    chosen = runs[common.median_run([run["dev"]["accuracy"] for run in runs])]
-    results = {
-        "init": config.init,
-        "config": config.to_dict(),
-        "labels": labels,
-        "hyperparameters": {**hyper, "num_train_examples": len(train_examples), "num_train_steps": program.total_steps},
-        "median": common.median_metrics([run["dev"] for run in runs]),
-        "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
-        "median_seed": chosen["seed"],
-    }
+    outcome = common.run_seeds(config, pretrained, setup)
+    chosen = outcome.pop("chosen")
+    results = {"init": config.init, "config": config.to_dict(), "labels": labels, **outcome}
     if test:
         predicted = [labels[i] for i in chosen["test_predictions"]]
         write_predictions(os.path.join(workdir, "test_predictions.jsonl"), test_examples, predicted)
@@ -307,5 +294,4 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def report(config, workdir: str) -> str:
     """The CLI's program: `run`, its median dev metrics and test summary as JSON."""
-    results = run(config, workdir)
-    return json.dumps({"median": results["median"], "test": results.get("test")}, indent=2)
+    return common.json_report(run(config, workdir))

@@ -614,25 +614,64 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Ar
 # ---------------------------------------------------------------------------- seeds and files
 
 
-def finetune_seeds(
-    config,
-    pretrained: loading.Network,
-    program: TaskProgram,
-    train: dict[str, np.ndarray],
-    evaluate: Callable[[Any], Any],
-    desc: str,
-    out_dir: str,
-    after_run: Callable[[str, dict], dict] = lambda run_dir, params: {},
-) -> list[dict]:
-    """`config.seeds` runs from `config.seed` on, each in `out_dir/seed_<k>/` (its
-    metrics.jsonl; `after_run` puts the export, predictions, ... beside it); each gives
-    {seed, dev (the final evaluation), log, **after_run(run_dir, params)}."""
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One dataset of a task, ready to fine-tune: everything `run_seeds` needs from the task."""
+
+    name: str  # in logs and progress bars: "mrpc", "classify", "squad v1.1"
+    net: Any  # the flax module: encoder + the task's head
+    loss: Callable  # (the net's outputs, batch) -> scalar
+    train: dict[str, np.ndarray]  # the training features, [N, ...] each
+    batch_keys: tuple[str, ...]  # the features a training batch carries
+    default_num_epochs: float  # used where config.num_epochs is 0
+    evaluate: Callable  # (predict, params) -> dev metrics; predict(params, features) -> the net's outputs
+    dev_score: Callable[[dict], float]  # the dev number the median run is chosen by
+    # (run_dir, params, predict) -> what the task keeps of one run (test predictions, ...),
+    # after writing its export and prediction files into run_dir
+    after_run: Callable
+    out_dir: str  # holds seed_<k>/ of each run
+
+
+def run_seeds(config, pretrained: loading.Network, setup: Setup) -> dict[str, Any]:
+    """Fine-tunes `config.seeds` runs of `setup` from `config.seed` on, each in
+    OUT_DIR/seed_<k>/ (its metrics.jsonl, checkpoints, export); returns {hyperparameters,
+    median (of every dev metric), runs: [{seed, dev (final), log}], median_seed, chosen (the
+    median run, with what `after_run` kept)}."""
+    hyper = resolved_hyperparameters(config, pretrained.model_config, setup.default_num_epochs)
+    num_train = num_rows(setup.train)
+    logging.info("%s: %d training examples, %s", setup.name, num_train, hyper)
+    program = build_program(config, setup.net, setup.loss, hyper, num_train, setup.batch_keys)
+
+    def predict(params, features):
+        return predict_outputs(program.predict_batch, params, features, config.eval_batch_size)
+
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
-        run_dir = os.path.join(out_dir, f"seed_{seed}")
-        params, log = finetune_seed(config, pretrained, program, seed, train, evaluate, f"{desc} seed {seed}", run_dir)
-        runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, **after_run(run_dir, params)})
-    return runs
+        run_dir = os.path.join(setup.out_dir, f"seed_{seed}")
+        params, log = finetune_seed(
+            config,
+            pretrained,
+            program,
+            seed,
+            setup.train,
+            lambda params: setup.evaluate(predict, params),
+            f"{setup.name} seed {seed}",
+            run_dir,
+        )
+        runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, **setup.after_run(run_dir, params, predict)})
+    chosen = runs[median_run([setup.dev_score(run["dev"]) for run in runs])]
+    return {
+        "hyperparameters": {**hyper, "num_train_examples": num_train, "num_train_steps": program.total_steps},
+        "median": median_metrics([run["dev"] for run in runs]),
+        "runs": [{key: run[key] for key in ("seed", "dev", "log")} for run in runs],
+        "median_seed": chosen["seed"],
+        "chosen": chosen,
+    }
+
+
+def json_report(results: dict[str, Any], keys: Sequence[str] = ("median", "test")) -> str:
+    """What the CLI prints of a task's results: `keys` of them, as JSON."""
+    return json.dumps({key: results.get(key) for key in keys}, indent=2)
 
 
 def median_run(dev_scores: list[float]) -> int:

@@ -149,20 +149,12 @@ def load_split(config, task: str, split: str, tokenizer) -> dict[str, np.ndarray
     return encode_examples(tokenizer, examples, config.max_seq_length, is_regression(task), f"{task} {split}")
 
 
-def train_batches(features: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator):
-    return common.train_batches(features, batch_size, rng, (*model.FEATURE_KEYS, "labels"))
-
-
 # ---------------------------------------------------------------------------- model and optimizer
 
 
-def resolved_hyperparameters(config, task: str, cfg: model.ElectraConfig) -> dict[str, float]:
-    """learning_rate, layerwise_lr_decay, num_epochs with the 0 = "paper value" rule applied."""
-    return common.resolved_hyperparameters(config, cfg, NUM_EPOCHS.get(task, DEFAULT_NUM_EPOCHS))
-
-
-def init_classifier_params(net: model.SequenceClassifier, encoder_params: Any, rng: jax.Array, seq_len: int) -> dict:
-    return common.init_task_params(net, encoder_params, rng, seq_len)
+def num_epochs(task: str) -> float:
+    """The paper's epochs for `task` (what config.num_epochs=0 means)."""
+    return NUM_EPOCHS.get(task, DEFAULT_NUM_EPOCHS)
 
 
 def task_loss(logits: jax.Array, labels: jax.Array, regression: bool) -> jax.Array:
@@ -171,11 +163,6 @@ def task_loss(logits: jax.Array, labels: jax.Array, regression: bool) -> jax.Arr
     if regression:
         return jnp.mean(jnp.square(logits[:, 0].astype(jnp.float32) - labels))
     return common.cross_entropy(logits, labels)
-
-
-def predict_logits(predict_batch, params, features: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-    """[N, num_labels] logits."""
-    return common.predict_outputs(predict_batch, params, features, batch_size)
 
 
 def predictions_from_logits(logits: np.ndarray, regression: bool) -> np.ndarray:
@@ -211,24 +198,6 @@ def score_splits(
     }
 
 
-def build_task_program(
-    config, pretrained: loading.Network, task: str, hyper: dict[str, float], num_train_examples: int
-) -> common.TaskProgram:
-    net = common.sequence_classifier(config, pretrained, glue_data.num_labels(task))
-    regression = is_regression(task)
-    return common.build_program(
-        config, net, lambda logits, batch: task_loss(logits, batch["labels"], regression), hyper, num_train_examples
-    )
-
-
-def _dev_evaluator(config, program: common.TaskProgram, task: str, dev: dict):
-    def evaluate(params):
-        logits = {key: predict_logits(program.predict_batch, params, dev[key], config.eval_batch_size) for key in dev}
-        return score_splits(task, logits, {k: dev[k]["labels"] for k in dev})
-
-    return evaluate
-
-
 def submission_path(task_key: str, workdir: str) -> str:
     return os.path.join(workdir, "submission", SUBMISSION_FILES[task_key])
 
@@ -259,10 +228,9 @@ def _load_test_splits(config, task: str, tokenizer) -> dict[str, dict[str, np.nd
 
 
 def median_seed_run(runs: list[dict]) -> dict:
-    """The run whose dev score (the mean of its task scores) is the median: it writes the
-    submission and names `median_seed`."""
-    dev_scores = [float(np.mean([glue_metrics.task_score(m) for m in run["dev"].values()])) for run in runs]
-    return runs[common.median_run(dev_scores)]
+    """The run whose dev score (`task_score`) is the median: it writes the submission and
+    names `median_seed`."""
+    return runs[common.median_run([task_score(run["dev"]) for run in runs])]
 
 
 def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) -> dict[str, Any]:
@@ -271,46 +239,41 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
     train = load_split(config, task, "train", tokenizer)
     dev = {key: load_split(config, task, split, tokenizer) for key, split in DEV_SPLITS[task]}
     test = _load_test_splits(config, task, tokenizer)
-    hyper = resolved_hyperparameters(config, task, pretrained.model_config)
-    logging.info("%s: %d train examples, %s", task, len(train["labels"]), hyper)
-    program = build_task_program(config, pretrained, task, hyper, len(train["labels"]))
+    regression = is_regression(task)
 
-    def after_run(run_dir: str, params: dict) -> dict:
+    def evaluate(predict, params):
+        logits = {key: predict(params, dev[key]) for key in dev}
+        return score_splits(task, logits, {key: dev[key]["labels"] for key in dev})
+
+    def after_run(run_dir: str, params: dict, predict) -> dict:
         if config.save_models:
             export_classifier(pretrained, params, task, run_dir)
-        return {
-            "test_logits": {
-                key: predict_logits(program.predict_batch, params, test[key], config.eval_batch_size) for key in test
-            }
-        }
+        return {"test_logits": {key: predict(params, test[key]) for key in test}}
 
-    runs = common.finetune_seeds(
-        config,
-        pretrained,
-        program,
-        train,
-        _dev_evaluator(config, program, task, dev),
-        task,
-        os.path.join(workdir, task),
-        after_run,
+    setup = common.Setup(
+        name=task,
+        net=common.sequence_classifier(config, pretrained, glue_data.num_labels(task)),
+        loss=lambda logits, batch: task_loss(logits, batch["labels"], regression),
+        train=train,
+        batch_keys=(*model.FEATURE_KEYS, "labels"),
+        default_num_epochs=num_epochs(task),
+        evaluate=evaluate,
+        dev_score=task_score,
+        after_run=after_run,
+        out_dir=os.path.join(workdir, task),
     )
-    chosen = median_seed_run(runs)
+    outcome = common.run_seeds(config, pretrained, setup)
+    chosen = outcome.pop("chosen")
     submission = []
     for key, logits in chosen["test_logits"].items():
         submission.append(submission_path(key, workdir))
-        write_submission(submission[-1], test[key]["idx"], predictions_from_logits(logits, is_regression(task)), task)
-    return {
-        "task": task,
-        "hyperparameters": {
-            **hyper,
-            "num_train_examples": len(train["labels"]),
-            "num_train_steps": chosen["log"][-1]["step"],
-        },
-        "median": common.median_metrics([run["dev"] for run in runs]),
-        "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
-        "median_seed": chosen["seed"],
-        "submission_files": submission,
-    }
+        write_submission(submission[-1], test[key]["idx"], predictions_from_logits(logits, regression), task)
+    return {"task": task, **outcome, "submission_files": submission}
+
+
+def task_score(dev_metrics: dict[str, dict[str, float]]) -> float:
+    """A run's dev score: the mean of its splits' task scores (MNLI: matched and mismatched)."""
+    return float(np.mean([glue_metrics.task_score(m) for m in dev_metrics.values()]))
 
 
 # ---------------------------------------------------------------------------- the suite
@@ -425,7 +388,7 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
     features = load_split(config, source, source_split, pretrained.tokenizer)
     net = model.SequenceClassifier(pretrained.model_config, glue_data.num_labels(task))
     params = {"electra": pretrained.encoder_params, "classifier": pretrained.classifier_params}
-    logits = predict_logits(
+    logits = common.predict_outputs(
         common.make_predict_fn(net, common.make_placement(config, net)), params, features, config.eval_batch_size
     )
     predictions = predictions_from_logits(logits, is_regression(task))

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -424,32 +423,30 @@ def run(config, workdir: str) -> dict[str, Any]:
     check_disjoint(train_examples, dev_examples)
     train = featurize_config(config, train_examples, tokenizer, with_labels=True)
     dev = featurize_config(config, dev_examples, tokenizer, with_labels=False)
-    hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
     logging.info(
-        "SQuAD %s: %d train questions -> %d windows, %d eval questions -> %d windows, %s",
+        "SQuAD %s: %d train questions -> %d windows, %d eval questions -> %d windows",
         config.version,
         len(train_examples),
         common.num_rows(train.features),
         len(dev_examples),
         common.num_rows(dev.features),
-        hyper,
     )
-    net = model.QuestionAnswerer(
-        common.finetuning_model_config(config, pretrained), answerable_head=uses_answerable_head(config)
-    )
-    loss_fn = functools.partial(squad_loss, answerable_weight=config.answerable_weight)
-    program = common.build_program(config, net, loss_fn, hyper, common.num_rows(train.features), batch_keys=TRAIN_KEYS)
     threshold = na_threshold(config)
     latest: dict[str, Decoded] = {}  # the last evaluation's answers, written after each run
 
-    def evaluate(params):
-        outputs = common.predict_outputs(program.predict_batch, params, dev.features, config.eval_batch_size)
+    def evaluate(predict, params):
         latest["decoded"] = decode(
-            dev_examples, dev, outputs, config.version, config.n_best_size, config.max_answer_length, threshold
+            dev_examples,
+            dev,
+            predict(params, dev.features),
+            config.version,
+            config.n_best_size,
+            config.max_answer_length,
+            threshold,
         )
         return score(dev_examples, latest["decoded"], config.version, threshold)
 
-    def after_run(run_dir, params):
+    def after_run(run_dir, params, predict):
         write_predictions(latest["decoded"], run_dir)
         if config.save_models:
             span_params = {"electra": params["electra"], "qa_outputs": params["qa_outputs"]}
@@ -458,23 +455,29 @@ def run(config, workdir: str) -> dict[str, Any]:
             )
         return {"num_without_span": latest["decoded"].num_without_span}
 
-    runs = common.finetune_seeds(
-        config, pretrained, program, train.features, evaluate, f"squad v{config.version}", workdir, after_run
+    setup = common.Setup(
+        name=f"squad v{config.version}",
+        net=model.QuestionAnswerer(
+            common.finetuning_model_config(config, pretrained), answerable_head=uses_answerable_head(config)
+        ),
+        loss=functools.partial(squad_loss, answerable_weight=config.answerable_weight),
+        train=train.features,
+        batch_keys=TRAIN_KEYS,
+        default_num_epochs=DEFAULT_NUM_EPOCHS,
+        evaluate=evaluate,
+        dev_score=lambda dev_metrics: dev_metrics["f1"],
+        after_run=after_run,
+        out_dir=workdir,
     )
+    outcome = common.run_seeds(config, pretrained, setup)
+    outcome.pop("chosen")
+    outcome["hyperparameters"].update(num_train_questions=len(train_examples), num_eval_questions=len(dev_examples))
     results = {
         "init": config.init,
         "config": config.to_dict(),
         "version": config.version,
         "na_threshold": threshold if config.version == "2.0" else None,
-        "hyperparameters": {
-            **hyper,
-            "num_train_questions": len(train_examples),
-            "num_train_windows": common.num_rows(train.features),
-            "num_train_steps": program.total_steps,
-            "num_eval_questions": len(dev_examples),
-        },
-        "median": common.median_metrics([r["dev"] for r in runs]),
-        "runs": runs,
+        **outcome,
     }
     common.write_json(os.path.join(workdir, "results.json"), results)
     return results
@@ -491,8 +494,4 @@ def write_predictions(decoded: Decoded, out_dir: str) -> None:
 
 def report(config, workdir: str) -> str:
     """The CLI's program: `run`, its median EM/F1 and the resolved recipe as JSON."""
-    results = run(config, workdir)
-    return json.dumps(
-        {"version": results["version"], "median": results["median"], "hyperparameters": results["hyperparameters"]},
-        indent=2,
-    )
+    return common.json_report(run(config, workdir), ("version", "median", "hyperparameters"))

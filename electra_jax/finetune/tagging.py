@@ -20,14 +20,12 @@ word is predicted. Scored by entity-level precision / recall / F1 exactly as `se
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Optional
 
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 
 from data_pipelines import files
 from data_pipelines import tokenizer as tokenizer_lib
@@ -285,8 +283,9 @@ def load_file(config, path: str, tokenizer, label_ids: dict[str, int]) -> Taggin
     return TaggingData(sentences, encode_sentences(tokenizer, sentences, label_ids, config.max_seq_length, path), path)
 
 
-def tag_sentences(predict_batch, params, data: TaggingData, labels: list[str], batch_size: int) -> list[list[str]]:
-    logits = common.predict_outputs(predict_batch, params, data.features, batch_size)
+def tag_sentences(predict, params, data: TaggingData, labels: list[str]) -> list[list[str]]:
+    """The predicted tag of every word; `predict(params, features)` -> logits."""
+    logits = predict(params, data.features)
     return [[labels[i] for i in sentence] for sentence in word_predictions(logits, data.features, len(data.sentences))]
 
 
@@ -319,47 +318,28 @@ def run(config, workdir: str) -> dict[str, Any]:
     else:
         train_features = train.features
     test = load_file(config, config.test_file, tokenizer, label_ids) if config.test_file else None
-
-    hyper = common.resolved_hyperparameters(config, pretrained.model_config, DEFAULT_NUM_EPOCHS)
-    net = model.TokenClassifier(common.finetuning_model_config(config, pretrained), len(labels))
-    program = common.build_program(
-        config,
-        net,
-        tagging_loss,
-        hyper,
-        common.num_rows(train_features),
-        batch_keys=(*model.FEATURE_KEYS, "labels", "label_mask"),
-    )
-    logging.info("tagging: %d training rows, labels %s, %s", common.num_rows(train_features), labels, hyper)
     gold_dev = [list(s.tags) for s in dev.sentences]
 
-    def evaluate(params):
-        return entity_metrics(
-            gold_dev, tag_sentences(program.predict_batch, params, dev, labels, config.eval_batch_size)
-        )
-
-    def after_run(run_dir: str, params: dict) -> dict:
+    def after_run(run_dir: str, params: dict, predict) -> dict:
         if config.save_models:
             export_tagger(pretrained, params, labels, run_dir)
-        if not test:
-            return {}
-        return {"test_tags": tag_sentences(program.predict_batch, params, test, labels, config.eval_batch_size)}
+        return {"test_tags": tag_sentences(predict, params, test, labels)} if test else {}
 
-    runs = common.finetune_seeds(config, pretrained, program, train_features, evaluate, "tagging", workdir, after_run)
-    chosen = runs[common.median_run([run["dev"]["f1"] for run in runs])]
-    results = {
-        "init": config.init,
-        "config": config.to_dict(),
-        "labels": labels,
-        "hyperparameters": {
-            **hyper,
-            "num_train_rows": common.num_rows(train_features),
-            "num_train_steps": program.total_steps,
-        },
-        "median": common.median_metrics([run["dev"] for run in runs]),
-        "runs": [{k: run[k] for k in ("seed", "dev", "log")} for run in runs],
-        "median_seed": chosen["seed"],
-    }
+    setup = common.Setup(
+        name="tagging",
+        net=model.TokenClassifier(common.finetuning_model_config(config, pretrained), len(labels)),
+        loss=tagging_loss,
+        train=train_features,
+        batch_keys=(*model.FEATURE_KEYS, "labels", "label_mask"),
+        default_num_epochs=DEFAULT_NUM_EPOCHS,
+        evaluate=lambda predict, params: entity_metrics(gold_dev, tag_sentences(predict, params, dev, labels)),
+        dev_score=lambda dev_metrics: dev_metrics["f1"],
+        after_run=after_run,
+        out_dir=workdir,
+    )
+    outcome = common.run_seeds(config, pretrained, setup)
+    chosen = outcome.pop("chosen")
+    results = {"init": config.init, "config": config.to_dict(), "labels": labels, **outcome}
     if test:
         results["test"] = entity_metrics([list(s.tags) for s in test.sentences], chosen["test_tags"])
         write_conll_predictions(os.path.join(workdir, "test_predictions.txt"), test, chosen["test_tags"])
@@ -383,5 +363,4 @@ def export_tagger(pretrained: loading.Network, params: dict, labels: list[str], 
 
 def report(config, workdir: str) -> str:
     """The CLI's program: `run`, its median dev metrics and test summary as JSON."""
-    results = run(config, workdir)
-    return json.dumps({"median": results["median"], "test": results.get("test")}, indent=2)
+    return common.json_report(run(config, workdir))
