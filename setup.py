@@ -39,7 +39,7 @@ TEST_REQUIRES = [
     *CHINESE_REQUIRE,  # the Chinese pipeline's tests
 ]
 
-# benchmarks/learning_curve.py draws its PNGs with matplotlib.
+# benchmarks/studies/learning_curve.py draws its PNGs with matplotlib.
 PLOTS_REQUIRE = ["matplotlib>=3.8"]
 
 # Cloud TPU VMs, and `python -m electra_jax.compile` anywhere: jax with libtpu

@@ -32,7 +32,9 @@ from etils import epath
 
 from data_pipelines import files
 
-BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# The int32 [batch, seq] arrays every network reads: what a pretraining batch and a
+# fine-tuning task's features hold (whole-word masking adds "word_starts").
+FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 WORD_STARTS = "word_starts"  # optional feature and batch key, for whole-word masking
 # Shard features use ELECTRA's names; batches use the model's.
 _FEATURE_TO_BATCH_KEY = {"input_ids": "input_ids", "input_mask": "attention_mask", "segment_ids": "token_type_ids"}

@@ -27,15 +27,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from electra_jax import loading, model
+from data_pipelines.pretraining import FEATURE_KEYS
+from electra_jax import heads, loading, model
 
 INT8_MAX = 127
 QUANTIZED_KERNEL, KERNEL_SCALE = "kernel_int8", "kernel_scale"
 # transformers architecture of an exported directory -> our module for it
 _TASK_MODULES = {
-    "ElectraForSequenceClassification": lambda cfg, n: model.SequenceClassifier(cfg, n),
-    "ElectraForTokenClassification": lambda cfg, n: model.TokenClassifier(cfg, n),
-    "ElectraForQuestionAnswering": lambda cfg, n: model.QuestionAnswerer(cfg),
+    "ElectraForSequenceClassification": lambda cfg, n: heads.SequenceClassifier(cfg, n),
+    "ElectraForTokenClassification": lambda cfg, n: heads.TokenClassifier(cfg, n),
+    "ElectraForQuestionAnswering": lambda cfg, n: heads.QuestionAnswerer(cfg),
 }
 
 
@@ -153,7 +154,7 @@ def compare_int8(
     logits = {}
     for name, int8 in (("float32", False), ("int8", True)):
         predict = make_predictor(net, params, int8)
-        batch = {key: features[key][:batch_size] for key in model.FEATURE_KEYS}
+        batch = {key: features[key][:batch_size] for key in FEATURE_KEYS}
         jax.block_until_ready(predict(batch))  # compile outside the timing
         start = time.perf_counter()
         logits[name] = common.predict_outputs(lambda _, b: predict(b), None, features, batch_size)

@@ -1,7 +1,7 @@
 """The ELECTRA recipes as data: one `pretraining_config(size)` for every paper size.
 
-`configs/pretrain.py:SIZE[,VARIANT]` is `get_config` below (and `configs/electra_<size>.py`
-the same under the older names), so every knob has one home and one comment. Sizes and
+`configs/pretrain.py:SIZE[,VARIANT]` is `get_config` below, so every knob has one home and
+one comment. Sizes and
 hyper-parameters follow Clark et al. 2020 (Table 6/7) and google-research/electra
 `configure_pretraining.py`; the fine-tuning recipe of each size is beside them.
 """
@@ -98,7 +98,7 @@ RECIPE_OVERRIDES = {
 }
 
 # (size, variant) -> {section.field: value} on top of the size's recipe: named recipes for
-# one job, selected as `--config=configs/electra_<size>.py:<variant>`.
+# one job, selected as `--config=configs/pretrain.py:<size>,<variant>`.
 RECIPE_VARIANTS = {
     # cpu_hours: at most two CPU core-hours on real English text (the books, wiki and plays of
     # ../shared/data, prepared by data_pipelines.prepare_data; pass its data flags), then GLUE
@@ -107,7 +107,7 @@ RECIPE_VARIANTS = {
     # discriminator's gradient dominates the shared embeddings and the generator never leaves
     # the unigram plateau in this budget ("The generator's plateau"). 13,500 steps: STS-B
     # gained +10 over random init at 4,000 steps and +29 at 13,500 (one schedule, one draw),
-    # so the 2-hour length is the preset; 4,337 steps was the preset until 2026-12-05.
+    # so the 2-hour length is the preset.
     # A checkpoint every 500 steps, all kept: the GLUE-vs-minutes curve reads them.
     ("tiny", "cpu_hours"): {
         "data.source": "tfrecord",

@@ -21,6 +21,7 @@ from etils import epath
 
 from data_pipelines import files, input_pipeline
 from data_pipelines import pretraining as data
+from data_pipelines.pretraining import FEATURE_KEYS
 from electra_jax import (
     checkpoints,
     flops,
@@ -36,7 +37,6 @@ from electra_jax import (
 from electra_jax.metric_writer import MetricWriter
 
 Batch = dict[str, jax.Array]  # input_ids, attention_mask, token_type_ids: [batch, seq] int32
-BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @flax.struct.dataclass
@@ -310,7 +310,7 @@ def eval_step(pretrainer: Pretrainer, state: optim.TrainState, batch: Batch, bat
 
 def batch_keys(config) -> tuple[str, ...]:
     """The arrays of a pretraining batch: word starts too under whole-word masking."""
-    return BATCH_KEYS + (("word_starts",) if config.objective.whole_word_masking else ())
+    return FEATURE_KEYS + (("word_starts",) if config.objective.whole_word_masking else ())
 
 
 def jit_train_step(pretrainer: Pretrainer, deterministic: bool = False):

@@ -1,6 +1,6 @@
 """ELECTRA pretraining CLI.
 
-    python -m electra_jax.train --config=configs/electra_small.py --workdir=DIR \\
+    python -m electra_jax.train --config=configs/pretrain.py:small --workdir=DIR \\
         --config.data.train_files='shards/train-*.tfrecord' --config.train.batch_size=256
 
 Resumes from the latest checkpoint in --workdir by default. Multi-process (TPU pods, SLURM,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from benchmarks import glue_rows, learning_curve, rtd_context_check, seed_study
+from benchmarks.studies import glue_rows, learning_curve, rtd_context_check, seed_study
 
 
 def test_token_only_detector_finds_token_statistics_and_nothing_else():
@@ -59,7 +59,7 @@ def test_runs_without_eval_rows_or_with_a_broken_line_are_named(tmp_path):
 
 def test_seed_study_command_puts_the_seed_and_arm_after_the_shared_flags():
     argv = seed_study.command(
-        "runs/a/seed_3", 3, ["objective.sampler=gumbel"], ["--config=configs/electra_tiny.py", "--config.train.seed=0"]
+        "runs/a/seed_3", 3, ["objective.sampler=gumbel"], ["--config=configs/pretrain.py:tiny", "--config.train.seed=0"]
     )
     assert argv[1:3] == ["-m", "electra_jax.train"]
     # absl takes the last value of a repeated flag: the study's seed wins over a shared one

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import sklearn.metrics
 
+from data_pipelines import labelled_text
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax.finetune import classify, common
 
@@ -166,7 +167,7 @@ def test_classify_end_to_end_csv_train_jsonl_dev_tsv_test(tmp_path, hf_init):
     assert torch_model.config.id2label == {0: "neg", 1: "pos"}
     tok = tokenizer_lib.load_tokenizer(str(out / "seed_0"))
     features = classify.encode_examples(
-        tok, classify.read_examples(config.dev_file, config), {"neg": 0, "pos": 1}, config, config.dev_file
+        tok, labelled_text.read_examples(config.dev_file, config), {"neg": 0, "pos": 1}, config, config.dev_file
     )
     with torch.no_grad():
         logits = torch_model(
@@ -234,8 +235,8 @@ def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_pat
         ],
     )
     with caplog.at_level("WARNING"):
-        from_csv = classify.read_examples(str(csv_path), config)
-        from_jsonl = classify.read_examples(str(jsonl_path), config)
+        from_csv = labelled_text.read_examples(str(csv_path), config)
+        from_jsonl = labelled_text.read_examples(str(jsonl_path), config)
     assert [e.label for e in from_csv] == ["1", "1", "0"]
     assert [e.label for e in from_jsonl] == ["1", "1", "0.5", "neg"]
     merged = [r.getMessage() for r in caplog.records if "read as one class" in r.getMessage()]
@@ -264,7 +265,7 @@ def test_labels_and_texts_of_the_wrong_json_type_are_refused(tmp_path, row, mess
     config = classify.classify_config()
     write_jsonl(tmp_path / "train.jsonl", [{"text": "ok", "label": 0}, row])
     with pytest.raises(ValueError, match=r"train\.jsonl:2: " + message):
-        classify.read_examples(str(tmp_path / "train.jsonl"), config)
+        labelled_text.read_examples(str(tmp_path / "train.jsonl"), config)
 
 
 def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):

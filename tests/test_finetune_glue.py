@@ -14,7 +14,8 @@ import sklearn.metrics
 
 from data_pipelines import glue as glue_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import export, hf, loading, model
+from data_pipelines.pretraining import FEATURE_KEYS
+from electra_jax import export, heads, hf, loading, model
 from electra_jax.finetune import common, glue
 
 WORDS = (
@@ -118,7 +119,7 @@ def test_export_predicts_the_same_in_transformers(tmp_path, num_labels):
     import transformers
 
     cfg = tiny_config(40)
-    net = model.SequenceClassifier(cfg, num_labels)
+    net = heads.SequenceClassifier(cfg, num_labels)
     params = model.init_params(net, jax.random.PRNGKey(0))
     labels = ["a", "b", "c"][:num_labels]
     hf.save_pretrained(
@@ -185,7 +186,7 @@ def test_fine_tuning_numbers_out_of_range_are_refused(change, message):
 
 def test_each_layer_gets_the_learning_rate_of_the_formula():
     cfg = tiny_config(40, embedding_size=24, num_layers=3)
-    params = model.init_params(model.SequenceClassifier(cfg, 2), jax.random.PRNGKey(0))
+    params = model.init_params(heads.SequenceClassifier(cfg, 2), jax.random.PRNGKey(0))
     config = glue.glue_config()
     # bias-corrected Adam, whose first step is exactly g / (|g| + eps)
     config.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0, bias_correction=True))
@@ -286,9 +287,7 @@ def torch_logits(model_dir, features):
 
     torch_model = transformers.ElectraForSequenceClassification.from_pretrained(model_dir).eval()
     with torch.no_grad():
-        return torch_model(
-            **{k: torch.tensor(features[k], dtype=torch.long) for k in model.FEATURE_KEYS}
-        ).logits.numpy()
+        return torch_model(**{k: torch.tensor(features[k], dtype=torch.long) for k in FEATURE_KEYS}).logits.numpy()
 
 
 def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init):
@@ -311,7 +310,7 @@ def test_stsb_regression_learns_and_scores_as_scipy(tmp_path, glue_dir, hf_init)
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
     restored = loading.load_network(run_dir, network="encoder")
     dev = glue.load_split(config, "stsb", "dev", restored.tokenizer)
-    net = model.SequenceClassifier(restored.model_config, 1)
+    net = heads.SequenceClassifier(restored.model_config, 1)
     params = {"electra": restored.encoder_params, "classifier": restored.classifier_params}
     predict = common.make_predict_fn(net, common.make_placement(config, net))
     scores = common.predict_outputs(predict, params, dev, config.eval_batch_size)[:, 0]
@@ -366,7 +365,7 @@ def test_tsv_and_tfds_sources_give_the_same_features(glue_dir, hf_init, monkeypa
     config.source = "tfds"
     for split in ("train", "dev"):
         from_tfds = glue.load_split(config, "mrpc", split, tok)
-        for key in (*model.FEATURE_KEYS, "labels", "idx"):
+        for key in (*FEATURE_KEYS, "labels", "idx"):
             np.testing.assert_array_equal(from_tfds[key], from_tsv[split][key], err_msg=key)
     # and the features are [CLS] a [SEP] b [SEP] with the WordPiece ids of the vocab
     first = examples["train"][0]
@@ -542,7 +541,7 @@ def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_
 
 def test_from_scratch_baseline_has_the_same_head_and_shapes_but_random_encoder(hf_init):
     pretrained = loading.load_network(hf_init, network="encoder")
-    net = model.SequenceClassifier(pretrained.model_config, 2)
+    net = heads.SequenceClassifier(pretrained.model_config, 2)
     rng = jax.random.PRNGKey(7)
     from_init = common.init_task_params(net, pretrained.encoder_params, rng, 16)
     from_scratch = common.init_task_params(net, None, rng, 16)
@@ -610,7 +609,7 @@ def test_original_head_is_dropout_and_one_glorot_dense_on_the_raw_cls_vector(hf_
     Glorot-uniform (bound sqrt(6 / (fan_in + fan_out))), b zero, dropout in training only."""
     pretrained = loading.load_network(hf_init, network="encoder")
     cfg = pretrained.model_config
-    net = model.SequenceClassifier(cfg, 3, head="original")
+    net = heads.SequenceClassifier(cfg, 3, head="original")
     params = common.init_task_params(net, pretrained.encoder_params, jax.random.PRNGKey(0), 16)
     assert set(params["classifier"]) == {"out_proj"}
     kernel, bias = params["classifier"]["out_proj"]["kernel"], params["classifier"]["out_proj"]["bias"]
@@ -624,7 +623,7 @@ def test_original_head_is_dropout_and_one_glorot_dense_on_the_raw_cls_vector(hf_
     train_logits = net.apply({"params": params}, ids, mask, types, False, rngs={"dropout": jax.random.PRNGKey(1)})
     assert not np.allclose(train_logits, logits)
     # the init, on a head wide enough to measure: uniform in +-bound, std bound / sqrt(3)
-    wide = model.OriginalClassificationHead(model.ElectraConfig(vocab_size=8, hidden_size=256), 64)
+    wide = heads.OriginalClassificationHead(model.ElectraConfig(vocab_size=8, hidden_size=256), 64)
     hidden = np.zeros((1, 1, 256), np.float32)
     wide_kernel = model.nn.meta.unbox(wide.init(jax.random.PRNGKey(2), hidden, True))["params"]["out_proj"]["kernel"]
     bound = np.sqrt(6 / (256 + 64))

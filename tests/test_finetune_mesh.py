@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from electra_jax import model, optim
+from electra_jax import heads, model, optim
 from electra_jax.finetune import classify, common
 
 STEPS, BATCH, SEQ = 4, 16, 12
@@ -58,7 +58,7 @@ def test_eight_devices_match_one_and_shard_as_the_rules_say():
         hidden_dropout=0.0,
         attention_dropout=0.0,
     )
-    net = model.SequenceClassifier(cfg, 3)
+    net = heads.SequenceClassifier(cfg, 3)
     _, one_state, one_losses = _train(_config(data=1, fsdp=1), net, jax.devices()[:1])
     placement, state, losses = _train(_config(data=4, fsdp=2), net, jax.devices())
     np.testing.assert_allclose(losses, one_losses, rtol=1e-5)
@@ -98,4 +98,4 @@ def test_a_batch_that_does_not_split_over_the_mesh_is_refused():
     config = _config(data=-1, fsdp=1)
     config.eval_batch_size = jax.device_count() + 1
     with pytest.raises(ValueError, match=rf"eval_batch_size={jax.device_count() + 1} does not divide"):
-        common.make_placement(config, model.SequenceClassifier(cfg, 2))
+        common.make_placement(config, heads.SequenceClassifier(cfg, 2))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from data_pipelines.pretraining import FEATURE_KEYS
 from electra_jax import flops, model, presets, pretrain
 
 BATCH = 8  # divides over the 8 host devices of conftest.py
@@ -24,7 +25,7 @@ def lowered_tiny_step(seq_len: int, deterministic: bool, objective_kind: str = "
     for key, value in model_overrides.items():
         config.model[key] = value
     trainer = pretrain.make_pretrainer(config)
-    batch = {key: jax.ShapeDtypeStruct((BATCH, seq_len), jnp.int32) for key in pretrain.BATCH_KEYS}
+    batch = {key: jax.ShapeDtypeStruct((BATCH, seq_len), jnp.int32) for key in FEATURE_KEYS}
     lowered = pretrain.jit_train_step(trainer, deterministic=deterministic).lower(
         pretrain.abstract_train_state(trainer), batch
     )

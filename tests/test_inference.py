@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import fill_mask, hf, inference, loading, model
+from electra_jax import fill_mask, heads, hf, inference, loading, model
 from electra_jax.finetune import common
 
 WORDS = "the capital of france is paris london a city big river".split()
@@ -116,7 +116,7 @@ def test_quantize_kernel_per_output_channel_by_hand():
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_int8_predictor_stays_close_to_float_and_equals_dequantized(scan_layers):
     cfg = model.ElectraConfig(vocab_size=40, **{**TINY, "initializer_range": 0.05}, scan_layers=scan_layers)
-    net = model.SequenceClassifier(cfg, 3)
+    net = heads.SequenceClassifier(cfg, 3)
     params = model.init_params(net, jax.random.PRNGKey(0), 16)
     rng = np.random.default_rng(0)
     batch = {
@@ -151,7 +151,7 @@ def test_token_predictor_int8_and_load_finetuned(tmp_path):
         "attention_mask": np.ones((2, 8), np.int32),
         "token_type_ids": np.zeros((2, 8), np.int32),
     }
-    net = model.TokenClassifier(cfg, 4)
+    net = heads.TokenClassifier(cfg, 4)
     params = model.init_params(net, jax.random.PRNGKey(1))
     float_logits = np.asarray(inference.make_predictor(net, params)(batch))
     int8_logits = np.asarray(inference.make_predictor(net, params, int8=True)(batch))
@@ -179,7 +179,7 @@ def test_inference_refuses_a_task_the_model_was_not_fine_tuned_on(tmp_path):
     with open(tmp_path / "vocab.txt", "w") as f:
         f.write("\n".join(helpers.SPECIALS + [f"w{i}" for i in range(35)]) + "\n")
     pretrained = loading.Network(cfg, {}, tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt")))
-    params = model.init_params(model.SequenceClassifier(cfg, 2), jax.random.PRNGKey(1))
+    params = model.init_params(heads.SequenceClassifier(cfg, 2), jax.random.PRNGKey(1))
     common.export_model(
         pretrained, params, str(tmp_path / "rte"), "sequence_classification", {"finetuning_task": "rte"}
     )

@@ -103,7 +103,7 @@ def free_port() -> int:
 def start_processes(workdir, train_files, num_steps, extra_args=(), **changes):
     """The same `python -m electra_jax.train` command in 2 processes; logs to files."""
     flags = [f"--config.{key}={value}" for key, value in overrides(train_files, num_steps, **changes).items()]
-    command = ["electra_jax.train", f"--config={REPO}/configs/electra_tiny.py", f"--workdir={workdir}", *flags]
+    command = ["electra_jax.train", f"--config={REPO}/configs/pretrain.py:tiny", f"--workdir={workdir}", *flags]
     return start_joined(workdir, lambda process_id: [*command, *extra_args])
 
 

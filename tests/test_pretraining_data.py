@@ -63,7 +63,7 @@ def test_batches_have_model_keys_and_types(shard_dir):
         f"{shard_dir}/*.tfrecord", batch_size=4, seq_length=SEQ, seed=1, process_index=0, process_count=1
     )
     batch = next(it)
-    assert sorted(batch) == sorted(pretraining.BATCH_KEYS)
+    assert sorted(batch) == sorted(pretraining.FEATURE_KEYS)
     for value in batch.values():
         assert value.shape == (4, SEQ) and value.dtype == np.int32
     assert (batch["input_ids"][:, 0] == 2).all()
@@ -76,7 +76,7 @@ def test_word_starts_are_read_when_asked_and_old_shards_are_named(shard_dir, tmp
     pattern = f"{shard_dir}/train-00000-of-00004.tfrecord"
     it = pretraining.make_pretraining_iterator(pattern, batch_size=2, seq_length=SEQ, seed=0, word_starts=True)
     batch = next(it)
-    assert sorted(batch) == sorted((*pretraining.BATCH_KEYS, "word_starts"))
+    assert sorted(batch) == sorted((*pretraining.FEATURE_KEYS, "word_starts"))
     # The pieces' marks (sentencepiece: "▁" starts a word; specials start one), 0 on padding.
     tokenizer = tokenizer_lib.load_tokenizer(f"{shard_dir}/../spm.model")
     starts, ids = batch["word_starts"], batch["input_ids"]
@@ -131,7 +131,7 @@ def test_save_restore_continues_exactly(shard_dir, tmp_path):
     resumed.restore(str(tmp_path))
     for want in expected:
         got = next(resumed)
-        for key in pretraining.BATCH_KEYS:
+        for key in pretraining.FEATURE_KEYS:
             np.testing.assert_array_equal(got[key], want[key])
     fresh = next(make())["input_ids"]
     assert not np.array_equal(fresh, expected[0]["input_ids"])  # restore did something

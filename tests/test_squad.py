@@ -15,7 +15,7 @@ import squad_official
 from benchmarks.shared_data import shared_path
 from data_pipelines import squad as squad_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import hf, model
+from electra_jax import heads, hf, model
 from electra_jax.finetune import squad, squad_metrics
 
 BERT_VOCAB = shared_path("bert-base-uncased-vocab", "vocab.txt")
@@ -421,7 +421,7 @@ def qa_model(tmp_path_factory):
     words = {w.strip(".?").lower() for fact in FACTS for text in fact for w in text.split()}
     tokenizer = write_vocab(out / "vocab.txt", words)
     cfg = model.ElectraConfig(vocab_size=tokenizer.vocab_size, **helpers.TINY)
-    params = model.init_params(model.QuestionAnswerer(cfg, answerable_head=True), jax.random.PRNGKey(1))
+    params = model.init_params(heads.QuestionAnswerer(cfg, answerable_head=True), jax.random.PRNGKey(1))
     return str(out), cfg, jax.device_get(params)
 
 
@@ -456,7 +456,7 @@ def test_span_head_matches_transformers(qa_model, tmp_path):
     _, cfg, params = qa_model
     hf.save_pretrained(cfg, span_params(params), str(tmp_path), kind="question_answering")
     ids, mask, types = random_batch(cfg.vocab_size, 0)
-    ours = jax.jit(model.QuestionAnswerer(cfg).apply)({"params": span_params(params)}, ids, mask, types)
+    ours = jax.jit(heads.QuestionAnswerer(cfg).apply)({"params": span_params(params)}, ids, mask, types)
     torch_model = transformers.ElectraForQuestionAnswering.from_pretrained(str(tmp_path)).eval()
     with torch.no_grad():
         theirs = torch_model(
@@ -473,7 +473,7 @@ def test_span_head_matches_transformers(qa_model, tmp_path):
 
 def test_loss_matches_numpy_and_answerability_head_reads_start_probabilities(qa_model):
     _, cfg, params = qa_model
-    apply = jax.jit(model.QuestionAnswerer(cfg, answerable_head=True).apply)
+    apply = jax.jit(heads.QuestionAnswerer(cfg, answerable_head=True).apply)
     ids, mask, types = random_batch(cfg.vocab_size, 1)
     batch = {
         "input_ids": ids,

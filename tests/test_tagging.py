@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
+from data_pipelines import conll
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import hf, model
+from electra_jax import heads, hf, model
 from electra_jax.finetune import tagging
 
 WORDS = "eu rejects german call to boycott british lamb peter blackburn in brussels on monday".split()
@@ -101,7 +102,7 @@ def test_token_classifier_predicts_the_same_in_transformers(tmp_path):
     import transformers
 
     cfg = model.ElectraConfig(vocab_size=40, **helpers.TINY)
-    net = model.TokenClassifier(cfg, 5)
+    net = heads.TokenClassifier(cfg, 5)
     params = model.init_params(net, jax.random.PRNGKey(0))
     tagging.export_tagger(_pretrained(cfg, str(tmp_path / "src")), params, list("OABCD"), str(tmp_path / "m"))
     ids = np.random.default_rng(0).integers(5, 40, size=(2, 10)).astype(np.int32)
@@ -136,7 +137,7 @@ def _pretrained(cfg, vocab_dir):
 def test_labels_sit_on_first_pieces_and_long_sentences_are_chunked(tmp_path):
     write_vocab(str(tmp_path / "vocab.txt"))
     tok = tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.txt"))
-    sentence = tagging.Sentence(("peter", "playing", "plays", "monday"), ("B-PER", "O", "B-MISC", "O"), (1, 2, 3, 4))
+    sentence = conll.Sentence(("peter", "playing", "plays", "monday"), ("B-PER", "O", "B-MISC", "O"), (1, 2, 3, 4))
     label_ids = {"O": 0, "B-PER": 1, "B-MISC": 2}
     features = tagging.encode_sentences(tok, [sentence], label_ids, 12, "f")
     vocab = open(tmp_path / "vocab.txt").read().split()
@@ -231,14 +232,14 @@ def test_bad_conll_files_name_file_line_and_fix(tmp_path, hf_init):
     with open(path, "w") as f:
         f.write("eu B-ORG\nrejects\n")
     with pytest.raises(ValueError, match=r"bad\.txt:2: expected `word \.\.\. tag`.*found 1"):
-        tagging.read_conll(path, -1)
+        conll.read_conll(path, -1)
     # Issue 45, item 9: in 4-column CoNLL a line missing its tag gave its chunk column as the tag.
     open(path, "w").write("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nGerman JJ B-NP\n")
     with pytest.raises(ValueError, match=r"bad\.txt:4: 3 columns \('German JJ B-NP'\) where line 1 has 4"):
-        tagging.read_conll(path, -1)
+        conll.read_conll(path, -1)
     open(path, "w").write("\n-DOCSTART- O\n\n")
     with pytest.raises(ValueError, match=r"bad\.txt holds no sentences"):
-        tagging.read_conll(path, -1)
+        conll.read_conll(path, -1)
     with pytest.raises(ValueError, match="'PERSON' is neither 'O' nor"):
         tagging.check_tag("PERSON")
     config = run_config(tmp_path, hf_init)

@@ -43,7 +43,7 @@ VARIABLES = (
 )
 # An argument with a space, a glob and a quote must reach the workers' python unchanged.
 TRAIN_ARGS = (
-    "--config=configs/electra_base.py",
+    "--config=configs/pretrain.py:base",
     "--config.data.train_files=gs://my-bucket/my data/train-*.tfrecord",
     "--config.train.seed=it's",
 )

@@ -76,7 +76,7 @@ def count_records(pattern) -> int:
 
 @pytest.fixture(scope="module")
 def settings(shards):
-    """The run's overrides of configs/electra_tiny.py, as the CLI and in-process runs take them."""
+    """The run's overrides of configs/pretrain.py:tiny, as the CLI and in-process runs take them."""
     return {
         "model.num_layers": 1,  # compiles in half the time of 2; the loop does not care
         "model.vocab_size": shards["vocab_size"],
@@ -108,7 +108,7 @@ def make_config(settings, **changes):
 
 
 def cli_args(settings, workdir):
-    return [f"--config={REPO}/configs/electra_tiny.py", f"--workdir={workdir}"] + [
+    return [f"--config={REPO}/configs/pretrain.py:tiny", f"--workdir={workdir}"] + [
         f"--config.{key}={value}" for key, value in settings.items()
     ]
 
@@ -676,7 +676,7 @@ def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
             sys.executable,
             "-m",
             "electra_jax.train",
-            f"--config={REPO}/configs/electra_tiny.py",
+            f"--config={REPO}/configs/pretrain.py:tiny",
             f"--workdir={workdir}",
             "--config.train.typo_key=1",
         ],
@@ -694,9 +694,7 @@ def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
 
 
 def test_a_recipe_variant_layers_over_its_size_and_an_unknown_one_is_named():
-    from configs import electra_tiny
-
-    quick, cpu_hours = electra_tiny.get_config(), electra_tiny.get_config("cpu_hours")
+    quick, cpu_hours = presets.get_config("tiny"), presets.get_config("tiny,cpu_hours")
     assert (quick.data.source, cpu_hours.data.source) == ("default", "tfrecord")
     assert (quick.train.num_steps, cpu_hours.train.num_steps) == (1500, 13500)
     assert (cpu_hours.model.generator_hidden_fraction, cpu_hours.objective.disc_weight) == (1.0, 1.0)

@@ -37,7 +37,15 @@ from electra_jax import cli
 # A fine-tuning run stopped by a preemption signal exits as a process killed by SIGTERM does
 # (128 + 15): a scheduler's restart-on-failure then reruns it, which resumes it.
 PREEMPTED_EXIT_CODE = 143
-PROGRAMS = ("glue", "classify", "tagging", "squad")  # modules of electra_jax.finetune
+# config.program -> the module that fine-tunes it: its `report(config, workdir)` runs the
+# task (`run`, on `common.Setup` and `common.run_seeds`) and returns what the CLI prints. A
+# new task is its module (config, data, head, loss, metrics, outputs) and one line here.
+TASKS = {
+    "glue": "electra_jax.finetune.glue",
+    "classify": "electra_jax.finetune.classify",
+    "tagging": "electra_jax.finetune.tagging",
+    "squad": "electra_jax.finetune.squad",
+}
 # The config keys that name what a fine-tuning run reads: --fresh never moves them aside.
 INPUT_KEYS = ("init", "data_dir", "train_file", "dev_file", "test_file", "eval_file")
 
@@ -96,10 +104,10 @@ def main(argv, config_flag, workdir_flag, fresh_flag):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flag.value
-    if config.get("program") not in PROGRAMS:
+    if config.get("program") not in TASKS:
         raise app.UsageError(
             f"config.program={config.get('program')!r}; a fine-tuning config names "
-            f"one of {PROGRAMS} (configs/glue.py, classify.py, tagging.py, squad.py)"
+            f"one of {sorted(TASKS)} (configs/glue.py, classify.py, tagging.py, squad.py)"
         )
     cli.maybe_initialize_distributed()  # multi-host: before anything touches a device
     # imported after flag parsing: importing jax is slow
@@ -107,7 +115,7 @@ def main(argv, config_flag, workdir_flag, fresh_flag):
 
     from electra_jax import checkpoints, trainer
 
-    program = importlib.import_module(f"electra_jax.finetune.{config.program}")
+    program = importlib.import_module(TASKS[config.program])
     workdir = workdir_flag.value
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     with checkpoints.workdir_lock(workdir):  # a second run on this workdir is refused

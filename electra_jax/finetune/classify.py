@@ -21,22 +21,20 @@ transformers `ElectraForSequenceClassification` with id2label (`WORKDIR/seed_<k>
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
 import os
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import logging
 
 from data_pipelines import files
-from electra_jax import loading, model
+from data_pipelines.labelled_text import Example, normalize_label, read_examples
+from data_pipelines.pretraining import FEATURE_KEYS
+from electra_jax import loading
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
 def classify_config() -> ml_collections.ConfigDict:
@@ -53,121 +51,6 @@ def classify_config() -> ml_collections.ConfigDict:
     common.add_classifier_head(c)
     c.truncation = "head"  # head | tail | head_tail: which tokens of a long text are kept
     return c
-
-
-# ---------------------------------------------------------------------------- reading files
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-    text: str
-    text_pair: Optional[str]
-    label: Optional[str]  # None in an unlabelled test file
-    line: int  # 1-based line of the row in its file
-
-
-def _file_format(path: str) -> str:
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in FORMATS:
-        raise ValueError(f"{path}: unknown extension {extension!r}; use one of {sorted(FORMATS)}")
-    return FORMATS[extension]
-
-
-def _rows(path: str) -> Iterator[tuple[int, dict]]:
-    """(line, {column: value}) of every data row of a CSV / TSV (header) / JSONL file."""
-    form = _file_format(path)
-    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not a column name
-        if form == "jsonl":
-            for line_number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(
-                        f"{path}:{line_number}: not valid JSON ({e}); a .jsonl file holds one JSON object per line"
-                    ) from e
-                if not isinstance(row, dict):
-                    raise ValueError(
-                        f"{path}:{line_number}: a JSON {type(row).__name__}, not an object with named columns"
-                    )
-                yield line_number, row
-            return
-        # TSV: fields are literal (no quoting), as GLUE's files; CSV: standard quoting.
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if form == "tsv" else csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            return
-        line_number = reader.line_num
-        for fields in reader:
-            start, line_number = line_number + 1, reader.line_num
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                raise ValueError(
-                    f"{path}:{start}: {len(fields)} fields but the header names "
-                    f"{len(header)} ({header}); quote fields that contain the "
-                    "delimiter"
-                )
-            yield start, dict(zip(header, fields))
-
-
-def _value(row: dict, column: str, path: str, line: int, text: bool = False) -> str:
-    """The row's `column` as a string: a text must be a string; a label may also be a JSON
-    number or bool (read as its text), never a list or an object, which would become a
-    class of their own."""
-    value = row.get(column)
-    if value is None:
-        raise ValueError(
-            f"{path}:{line}: the row has no {column!r} value (columns: "
-            f"{sorted(k for k in row if k is not None)}); fill it in, or name the "
-            "right column with --config.text_column / text_pair_column / label_column"
-        )
-    allowed = (str,) if text else (str, int, float, bool)
-    if not isinstance(value, allowed):
-        wanted = "a string" if text else "a string, number or bool"
-        raise ValueError(f"{path}:{line}: {column!r} is the JSON {json.dumps(value)[:80]}; it must be {wanted}")
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def normalize_label(value: str) -> str:
-    """A label as a class name: surrounding whitespace dropped and numbers spelled one way
-    ("1", "1 ", "1.0" -> "1"), so that how a file writes a label never splits a class."""
-    label = value.strip()
-    try:
-        number = float(label)
-    except ValueError:
-        return label
-    return str(int(number)) if number.is_integer() else str(number)
-
-
-def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
-    """Every row of `path`; a missing file, an empty one or a row without a needed column
-    is an error naming the file and line. Labels are normalised (`normalize_label`), with a
-    warning where two spellings in the file became one class."""
-    _file_format(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist; check --config.train_file/dev_file/test_file")
-    examples, spellings = [], {}
-    for line, row in _rows(path):
-        text = _value(row, config.text_column, path, line, text=True)
-        text_pair = _value(row, config.text_pair_column, path, line, text=True) if config.text_pair_column else None
-        unlabelled = not labelled and config.label_column not in row
-        label = None
-        if not unlabelled:
-            raw = _value(row, config.label_column, path, line)
-            label = normalize_label(raw)
-            spellings.setdefault(label, set()).add(raw)
-        examples.append(Example(text, text_pair, label, line))
-    for label, raw in sorted(spellings.items()):
-        if len(raw) > 1:
-            logging.warning("%s: labels %s are read as one class %r", path, sorted(raw), label)
-    if not examples:
-        raise ValueError(
-            f"{path} holds no examples; it needs a header row and at least one row "
-            f"with a {config.text_column!r} column (.jsonl: one JSON object per line)"
-        )
-    return examples
 
 
 def label_list(config, train: list[Example]) -> list[str]:
@@ -271,7 +154,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         net=common.sequence_classifier(config, pretrained, len(labels)),
         loss=classification_loss,
         train=train,
-        batch_keys=(*model.FEATURE_KEYS, "labels"),
+        batch_keys=(*FEATURE_KEYS, "labels"),
         default_num_epochs=DEFAULT_NUM_EPOCHS,
         evaluate=lambda predict, params: classification_metrics(
             dev["labels"], np.argmax(predict(params, dev), axis=-1), len(labels)

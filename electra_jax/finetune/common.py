@@ -36,7 +36,8 @@ from etils import epath
 
 from data_pipelines import files, hf_tokenizer
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import checkpoints, hf, loading, model, optim, presets, sharding, trainer
+from data_pipelines.pretraining import FEATURE_KEYS
+from electra_jax import checkpoints, heads, hf, loading, model, optim, presets, sharding, trainer
 from electra_jax.metric_writer import MetricWriter, flat_scalars, nested_scalars
 
 
@@ -118,18 +119,18 @@ def finetuning_model_config(config, pretrained: loading.Network) -> model.Electr
     return dataclasses.replace(pretrained.model_config, hidden_dropout=config.dropout, attention_dropout=config.dropout)
 
 
-def sequence_classifier(config, pretrained: loading.Network, num_labels: int) -> model.SequenceClassifier:
+def sequence_classifier(config, pretrained: loading.Network, num_labels: int) -> heads.SequenceClassifier:
     """The [CLS] classifier of GLUE and classify, with the head `config.classifier_head` picks."""
     head = config.classifier_head
-    if head not in model.CLASSIFIER_HEADS:
-        raise ValueError(f"classifier_head={head!r}; choose one of {sorted(model.CLASSIFIER_HEADS)}")
+    if head not in heads.CLASSIFIER_HEADS:
+        raise ValueError(f"classifier_head={head!r}; choose one of {sorted(heads.CLASSIFIER_HEADS)}")
     if head == "original" and config.save_models:
         raise ValueError(
             "classifier_head='original' (dropout + one dense on [CLS]) has no transformers class: "
             "ElectraForSequenceClassification's head is dense + gelu + out_proj. Set "
             "--config.save_models=False, or keep --config.classifier_head=hf to export"
         )
-    return model.SequenceClassifier(finetuning_model_config(config, pretrained), num_labels, head)
+    return heads.SequenceClassifier(finetuning_model_config(config, pretrained), num_labels, head)
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -314,7 +315,7 @@ def encode_text_pairs(
 def stack_features(rows: list[dict[str, np.ndarray]], max_length: int) -> dict[str, np.ndarray]:
     """[N, ...] arrays from per-example dicts (an empty list gives [0, max_length] inputs)."""
     if not rows:
-        return {key: np.zeros((0, max_length), np.int32) for key in model.FEATURE_KEYS}
+        return {key: np.zeros((0, max_length), np.int32) for key in FEATURE_KEYS}
     return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
 
@@ -350,7 +351,7 @@ def train_batches(
 
 
 def predict_outputs(
-    predict_batch, params, features: dict[str, np.ndarray], batch_size: int, keys: Sequence[str] = model.FEATURE_KEYS
+    predict_batch, params, features: dict[str, np.ndarray], batch_size: int, keys: Sequence[str] = FEATURE_KEYS
 ) -> Any:
     """`predict_batch` over all rows of `features` in batches; its outputs (any pytree of
     [batch, ...] arrays) concatenated as float32 numpy. The last batch is padded so only
@@ -468,7 +469,7 @@ def build_program(
     loss_fn,
     hyper: dict[str, float],
     num_train_examples: int,
-    batch_keys: Sequence[str] = (*model.FEATURE_KEYS, "labels"),
+    batch_keys: Sequence[str] = (*FEATURE_KEYS, "labels"),
 ) -> TaskProgram:
     total_steps = num_train_steps(num_train_examples, hyper["num_epochs"], config.batch_size)
     tx, schedule = make_optimizer(config, hyper, net.config.num_layers, total_steps)

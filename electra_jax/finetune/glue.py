@@ -37,7 +37,8 @@ from etils import epath
 from data_pipelines import files
 from data_pipelines import glue as glue_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import loading, model
+from data_pipelines.pretraining import FEATURE_KEYS
+from electra_jax import heads, loading
 from electra_jax.finetune import common
 from electra_jax.finetune import metrics as glue_metrics
 
@@ -255,7 +256,7 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
         net=common.sequence_classifier(config, pretrained, glue_data.num_labels(task)),
         loss=lambda logits, batch: task_loss(logits, batch["labels"], regression),
         train=train,
-        batch_keys=(*model.FEATURE_KEYS, "labels"),
+        batch_keys=(*FEATURE_KEYS, "labels"),
         default_num_epochs=num_epochs(task),
         evaluate=evaluate,
         dev_score=task_score,
@@ -386,7 +387,7 @@ def evaluate_finetuned(config, workdir: str) -> dict[str, Any]:
         raise ValueError(f"eval_split={split!r} for {task}; use one of {list(choices)}")
     key, source, source_split = choices[split]
     features = load_split(config, source, source_split, pretrained.tokenizer)
-    net = model.SequenceClassifier(pretrained.model_config, glue_data.num_labels(task))
+    net = heads.SequenceClassifier(pretrained.model_config, glue_data.num_labels(task))
     params = {"electra": pretrained.encoder_params, "classifier": pretrained.classifier_params}
     logits = common.predict_outputs(
         common.make_predict_fn(net, common.make_placement(config, net)), params, features, config.eval_batch_size

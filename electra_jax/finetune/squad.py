@@ -18,7 +18,7 @@ How it relates to the original (google-research/electra `finetune/qa/`) and to H
   context tokens and [CLS] only; a window without the answer (and every window of an
   unanswerable question) is labelled start = end = [CLS].
 - SQuAD 2.0: by default the original's answerability classifier
-  (`model.AnswerabilityHead`, `answerable_uses_start_logits=True`, trained on the
+  (`heads.AnswerabilityHead`, `answerable_uses_start_logits=True`, trained on the
   question's `is_impossible` with weight 0.5); a question's no-answer score is its
   minimum logit over windows and "" is predicted when it exceeds `na_threshold`
   (default -2.75, the original's `qa_na_threshold`). With `answerable_head=False` the
@@ -54,14 +54,15 @@ from etils import epath
 from data_pipelines import files
 from data_pipelines import squad as squad_data
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import model
+from data_pipelines.pretraining import FEATURE_KEYS
+from electra_jax import heads
 from electra_jax.finetune import common, squad_metrics
 
 # google-research/electra configure_finetuning.py: the QA recipe (also the paper's Table 7).
 DEFAULT_NUM_EPOCHS = 2.0
 # The no-answer threshold per kind of no-answer score (see the module docstring).
 DEFAULT_NA_THRESHOLD = {"answerable_head": -2.75, "null_score_diff": 0.0}
-TRAIN_KEYS = (*model.FEATURE_KEYS, "start_positions", "end_positions", "is_impossible")
+TRAIN_KEYS = (*FEATURE_KEYS, "start_positions", "end_positions", "is_impossible")
 
 
 def squad_config() -> ml_collections.ConfigDict:
@@ -229,7 +230,7 @@ def featurize(
             len(examples),
             max_query_length,
         )
-    keys = TRAIN_KEYS if with_labels else model.FEATURE_KEYS
+    keys = TRAIN_KEYS if with_labels else FEATURE_KEYS
     features = {key: np.asarray(rows[key], np.float32 if key == "is_impossible" else np.int32) for key in keys}
     return Windows(
         features,
@@ -245,7 +246,7 @@ def featurize(
 def squad_loss(outputs: dict, batch: dict, answerable_weight: float) -> jax.Array:
     """Mean over windows of (start CE + end CE) / 2, the softmaxes over the context and
     [CLS] only, plus `answerable_weight` x the answerability sigmoid CE when the head is on."""
-    candidates = model.span_candidates(batch["attention_mask"], batch["token_type_ids"])
+    candidates = heads.span_candidates(batch["attention_mask"], batch["token_type_ids"])
 
     def position_loss(logits, positions):
         logits = jnp.where(candidates, logits.astype(jnp.float32), -1e9)
@@ -457,7 +458,7 @@ def run(config, workdir: str) -> dict[str, Any]:
 
     setup = common.Setup(
         name=f"squad v{config.version}",
-        net=model.QuestionAnswerer(
+        net=heads.QuestionAnswerer(
             common.finetuning_model_config(config, pretrained), answerable_head=uses_answerable_head(config)
         ),
         loss=functools.partial(squad_loss, answerable_weight=config.answerable_weight),

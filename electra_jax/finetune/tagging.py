@@ -29,11 +29,12 @@ import numpy as np
 
 from data_pipelines import files
 from data_pipelines import tokenizer as tokenizer_lib
-from electra_jax import loading, model
+from data_pipelines.conll import Sentence, read_conll
+from data_pipelines.pretraining import FEATURE_KEYS
+from electra_jax import heads, loading
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
-DOCUMENT_SEPARATOR = "-DOCSTART-"
 OUTSIDE = "O"
 ENTITY_PREFIXES = "BIES"  # begin, inside, end, single (IOB1, IOB2 and IOBES tags)
 
@@ -51,59 +52,6 @@ def tagging_config() -> ml_collections.ConfigDict:
 
 
 # ---------------------------------------------------------------------------- data
-
-
-@dataclasses.dataclass(frozen=True)
-class Sentence:
-    words: tuple[str, ...]
-    tags: tuple[str, ...]
-    lines: tuple[int, ...]  # 1-based line of each word in its file (for error messages)
-
-
-def read_conll(path: str, label_column: int) -> list[Sentence]:
-    """Sentences of a CoNLL file; a malformed line is an error naming file and line."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist; set the file in the config")
-    sentences, words, tags, lines = [], [], [], []
-
-    def close_sentence():
-        if words:
-            sentences.append(Sentence(tuple(words), tuple(tags), tuple(lines)))
-            words.clear(), tags.clear(), lines.clear()
-
-    needed = label_column + 1 if label_column >= 0 else max(2, -label_column)
-    width = None  # the file's column count, from its first token line: a short line reads the wrong column
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            columns = line.split()
-            if not columns:
-                close_sentence()
-                continue
-            if columns[0] == DOCUMENT_SEPARATOR:
-                close_sentence()
-                continue
-            if len(columns) < needed:
-                raise ValueError(
-                    f"{path}:{line_number}: expected `word ... tag` with at least {needed} "
-                    f"whitespace-separated columns, found {len(columns)} ({line.strip()!r}); "
-                    "every word needs its tag (set --config.label_column if the tag is elsewhere)"
-                )
-            if width is None:
-                width, width_line = len(columns), line_number
-            elif len(columns) != width:
-                raise ValueError(
-                    f"{path}:{line_number}: {len(columns)} columns ({line.strip()!r}) where line {width_line} "
-                    f"has {width}; every token line of a CoNLL file has the same columns (a missing tag?)"
-                )
-            words.append(columns[0])
-            tags.append(columns[label_column])
-            lines.append(line_number)
-    close_sentence()
-    if not sentences:
-        raise ValueError(
-            f"{path} holds no sentences; expected CoNLL lines `word ... tag` with blank lines between sentences"
-        )
-    return sentences
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -327,10 +275,10 @@ def run(config, workdir: str) -> dict[str, Any]:
 
     setup = common.Setup(
         name="tagging",
-        net=model.TokenClassifier(common.finetuning_model_config(config, pretrained), len(labels)),
+        net=heads.TokenClassifier(common.finetuning_model_config(config, pretrained), len(labels)),
         loss=tagging_loss,
         train=train_features,
-        batch_keys=(*model.FEATURE_KEYS, "labels", "label_mask"),
+        batch_keys=(*FEATURE_KEYS, "labels", "label_mask"),
         default_num_epochs=DEFAULT_NUM_EPOCHS,
         evaluate=lambda predict, params: entity_metrics(gold_dev, tag_sentences(predict, params, dev, labels)),
         dev_score=lambda dev_metrics: dev_metrics["f1"],

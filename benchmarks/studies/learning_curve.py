@@ -1,6 +1,6 @@
 """Draws held-out MLM accuracy and replaced-token ROC-AUC against steps from metrics.jsonl.
 
-    python benchmarks/learning_curve.py --run electra=runs/mini --run mlm=runs/mini_mlm \
+    python -m benchmarks.studies.learning_curve --run electra=runs/mini --run mlm=runs/mini_mlm \
         --out benchmarks/results/mini_curve.png
 
 Each `--run NAME=WORKDIR` (or NAME=path/to/metrics.jsonl) adds a line per panel from the

@@ -1,7 +1,7 @@
 """GLUE dev for several initialisations (rows) under one fine-tuning recipe: the table that
 says whether a pretraining run was worth having.
 
-    python -m benchmarks.glue_rows --root=runs/glue --cores=0,1 --tasks=cola,sst2,mrpc,stsb,rte \
+    python -m benchmarks.studies.glue_rows --root=runs/glue --cores=0,1 --tasks=cola,sst2,mrpc,stsb,rte \
         --row random=init=workdirs/mini/electra,from_scratch=True \
         --row mlm=init=workdirs/mini/mlm --row electra=init=workdirs/mini/electra \
         --task sst2=max_train_examples=10000 \
@@ -28,7 +28,7 @@ import os
 import statistics
 import sys
 
-from benchmarks.seed_study import parse_overrides, run_all, split_argv
+from benchmarks.studies.seed_study import parse_overrides, run_all, split_argv
 from data_pipelines import files
 from electra_jax.finetune import glue
 from electra_jax.finetune.metrics import ELECTRA_PAPER_METRIC

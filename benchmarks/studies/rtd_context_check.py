@@ -1,6 +1,6 @@
 """Does the discriminator use context, or only which token it sees?
 
-    python benchmarks/rtd_context_check.py --workdir=workdirs/tiny_default
+    python -m benchmarks.studies.rtd_context_check --workdir=workdirs/tiny_default
 
 On the held-out batches, corrupted exactly as the run's evaluation corrupts them (same
 masking and sampling seed, dropout off), compares the discriminator's replaced-token

@@ -1,9 +1,9 @@
 """Runs one pretraining recipe over several train seeds (and arms) and tabulates the
 held-out metrics: how a learning claim is checked, never by one seed.
 
-    python benchmarks/seed_study.py --root=runs/sampler --seeds=0,1,2,3,4 \
+    python -m benchmarks.studies.seed_study --root=runs/sampler --seeds=0,1,2,3,4 \
         --arm gumbel=objective.sampler=gumbel --arm inverse_cdf=objective.sampler=inverse_cdf \
-        -- --config=configs/electra_tiny.py --config.train.num_steps=1000
+        -- --config=configs/pretrain.py:tiny --config.train.num_steps=1000
 
 Each (arm, seed) is one `python -m electra_jax.train` process in ROOT/ARM/seed_N with the
 arm's `key=value` overrides (comma-separated) and `--config.train.seed=N` after the shared
@@ -26,7 +26,7 @@ import time
 from typing import Callable
 
 METRICS = ("mlm_accuracy", "disc_auc", "disc_accuracy", "disc_baseline_accuracy")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def last_eval(workdir: str) -> dict:

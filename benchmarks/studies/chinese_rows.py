@@ -1,6 +1,6 @@
 """The Chinese pipeline's numbers (README "Chinese"), from the runs' own output files:
 
-    python benchmarks/chinese_rows.py --pretrain=workdirs/zh_tiny \\
+    python -m benchmarks.studies.chinese_rows --pretrain=workdirs/zh_tiny \\
         --run sentiment/pretrained=workdirs/zh_sentiment --run sentiment/random=workdirs/zh_sentiment_scratch \\
         --run ner/pretrained=workdirs/zh_ner --run ner/random=workdirs/zh_ner_scratch --out=rows.json
 
