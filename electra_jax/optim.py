@@ -1,6 +1,7 @@
 """Optimizer and learning-rate schedules of ELECTRA (google-research/electra optimization.py).
 
-Fields read from `optim_config`: learning_rate, warmup_steps, decay ('linear' |
+Fields read from `optim_config` (presets.optim_config): learning_rate, warmup_steps or
+warmup_fraction (of all steps), decay ('linear' |
 'polynomial'), end_learning_rate, power, b1, b2, eps, weight_decay, clip_norm,
 layerwise_lr_decay (0 or 1.0 = off; fine-tuning uses 0.8 small/base, 0.9 large),
 num_layers (the encoder depth, for layer-wise decay), bias_correction, optimizer ('adamw'
@@ -151,6 +152,7 @@ def scale_by_adam_without_bias_correction(b1: float, b2: float, eps: float) -> o
 RANGES = {
     "learning_rate": (0.0, None),
     "warmup_steps": (0, None),
+    "warmup_fraction": (0.0, 1.0),
     "end_learning_rate": (0.0, None),
     "power": (0.0, None),
     "b1": (0.0, 1.0),
@@ -174,23 +176,28 @@ def check_ranges(optim_config: Any, prefix: str = "optim.") -> None:
             raise ValueError(f"{prefix}{field}={value}; it must be {bounds} (--config.{prefix}{field})")
 
 
-def make_optimizer(
-    optim_config: Any, total_steps: int, prefix: str = "optim."
-) -> tuple[optax.GradientTransformation, Callable]:
+def make_optimizer(optim_config: Any, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:
     """(transformation, schedule) for `optim_config` (fields in the module docstring),
-    checked against RANGES first (`prefix` names the fields in errors).
+    checked against RANGES first.
 
     Order as the original: clip the global norm of the raw gradients, Adam, add decoupled
     weight decay (masked), [LAMB's trust ratio (masked),] scale by the layer-wise
     multipliers, then by -schedule(step); so decay and weight decay are both scaled by the
     per-layer learning rate, as in AdamWeightDecayOptimizer."""
     c = optim_config
-    check_ranges(c, prefix)
+    check_ranges(c)
     optimizer = c.get("optimizer", "adamw")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optim.optimizer={optimizer!r}; choose one of {OPTIMIZERS}")
+    warmup_fraction = c.get("warmup_fraction", 0.0)
+    if warmup_fraction and c.warmup_steps:
+        raise ValueError(
+            f"optim.warmup_steps={c.warmup_steps} and optim.warmup_fraction={warmup_fraction}: give one of them "
+            "(set the other to 0)"
+        )
+    warmup_steps = int(warmup_fraction * total_steps) if warmup_fraction else c.warmup_steps
     schedule = make_learning_rate_schedule(
-        c.learning_rate, c.warmup_steps, total_steps, decay=c.decay, end_lr=c.end_learning_rate, power=c.power
+        c.learning_rate, warmup_steps, total_steps, decay=c.decay, end_lr=c.end_learning_rate, power=c.power
     )
     chain = [optax.clip_by_global_norm(c.clip_norm)] if c.clip_norm else []
     adam = (

@@ -185,6 +185,29 @@ def sharding_config() -> ml_collections.ConfigDict:
     return sh
 
 
+def optim_config(learning_rate: float, warmup_steps: int = 0, warmup_fraction: float = 0.0):
+    """The optimizer section of pretraining and fine-tuning alike (optim.make_optimizer)."""
+    p = ml_collections.ConfigDict()
+    p.learning_rate = learning_rate  # peak learning rate (fine-tuning: 0 = the paper's for the size)
+    p.warmup_steps = warmup_steps  # linear warmup, multiplied into the decay (as the original)
+    p.warmup_fraction = warmup_fraction  # or warmup over this fraction of all steps (fine-tuning's way)
+    p.decay = "linear"  # linear | polynomial
+    p.end_learning_rate = 0.0  # learning rate at the end of the decay
+    p.power = 1.0  # polynomial decay power (1.0 = linear)
+    p.b1 = 0.9  # Adam beta1
+    p.b2 = 0.999  # Adam beta2
+    p.eps = 1e-6  # Adam epsilon
+    p.bias_correction = True  # False: the original's Adam (raw moments; larger early steps)
+    p.optimizer = "adamw"  # adamw | lamb (per-matrix trust ratio, for large batches; optim.py)
+    p.weight_decay = 0.01  # decoupled weight decay; never on LayerNorm or biases
+    p.clip_norm = 1.0  # global gradient-norm clip (0 = off)
+    # per-layer learning rate x decay^(depth from the top); 1.0 = off (pretraining);
+    # fine-tuning: 0 = the paper's for the size (0.8 small/base, 0.9 large)
+    p.layerwise_lr_decay = 1.0
+    p.num_layers = 0  # the encoder's depth, for layer-wise decay: the model's, set by the program
+    return p
+
+
 def max_predictions_per_seq(mask_prob: float, max_seq_length: int) -> int:
     """The original's cap on masked positions per sequence (19 at 15% and 128 tokens)."""
     return int((mask_prob + 0.005) * max_seq_length)
@@ -255,21 +278,8 @@ def pretraining_config(size: str, variant: str | None = None) -> ml_collections.
     o.mask_token_id = 4  # [MASK]; checked against the tokenizer at start-up
     o.special_token_ids = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]: never masked
 
-    c.optim = p = ml_collections.ConfigDict()
-    p.learning_rate = recipe["learning_rate"]  # peak learning rate
-    p.warmup_steps = recipe["warmup_steps"]  # linear warmup, multiplied into the decay (as the original)
-    p.decay = "linear"  # linear | polynomial
-    p.end_learning_rate = 0.0  # learning rate at the end of the decay
-    p.power = 1.0  # polynomial decay power (1.0 = linear)
-    p.b1 = 0.9  # Adam beta1
-    p.b2 = 0.999  # Adam beta2
-    p.eps = 1e-6  # Adam epsilon
-    p.bias_correction = True  # False: the original's Adam (raw moments; larger early steps)
-    p.optimizer = "adamw"  # adamw | lamb (per-matrix trust ratio, for large batches; optim.py)
-    p.weight_decay = 0.01  # decoupled weight decay; never on LayerNorm or biases
-    p.clip_norm = 1.0  # global gradient-norm clip
-    p.layerwise_lr_decay = 1.0  # 1.0 = off during pretraining (used by fine-tuning)
-    p.num_layers = c.model.get_ref("num_layers")  # for layer-wise decay
+    c.optim = optim_config(learning_rate=recipe["learning_rate"], warmup_steps=recipe["warmup_steps"])
+    c.optim.num_layers = c.model.get_ref("num_layers")
 
     c.train = t = ml_collections.ConfigDict()
     t.seed = 0  # initialisation, masking and sampling all derive from it

@@ -118,7 +118,7 @@ def non_finite_error(step: int, what: str, loop: "Loop") -> FloatingPointError:
     last = loop.checkpointer.latest_step()
     kept = f"the last checkpoint, step {last}, is kept" if last is not None else "no checkpoint was saved"
     return FloatingPointError(
-        f"{what} at step {step}; stopped without saving it ({kept}). Lower {loop.learning_rate_flag} "
+        f"{what} at step {step}; stopped without saving it ({kept}). Lower --config.optim.learning_rate "
         "or lengthen the warmup, check the data, then resume"
     )
 
@@ -148,7 +148,6 @@ class Loop:
     eval_every: int = 0  # 0: no evaluation during the loop (the caller's, after it)
     data_iterator: Any = None  # saved with each checkpoint (a resumable tf.data iterator)
     desc: str = "training"
-    learning_rate_flag: str = "--config.optim.learning_rate"  # named when the loss turns non-finite
 
 
 def run_loop(state: optim.TrainState, loop: Loop, start_step: int, end_step: int) -> optim.TrainState:

@@ -120,7 +120,7 @@ def test_a_toy_fine_tuning_task_plugs_in_with_one_registry_line(tmp_path, monkey
     config = common.base_config()
     common.add_classifier_head(config)
     config.update(program="toy", init=init, batch_size=8, eval_batch_size=8, max_seq_length=8, save_models=False)
-    config.update(learning_rate=1e-3, layerwise_lr_decay=1.0, tensorboard=False, seeds=2)
+    config.update(optim=dict(learning_rate=1e-3, layerwise_lr_decay=1.0), tensorboard=False, seeds=2)
     flag = types.SimpleNamespace
     finetune_cli.main(["finetune"], flag(value=config), flag(value=str(tmp_path / "out")), flag(value=False))
     printed = json.loads(capsys.readouterr().out)

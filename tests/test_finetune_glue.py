@@ -101,8 +101,7 @@ def small_run_config(glue_dir, init, **overrides):
             eval_batch_size=8,
             max_seq_length=16,
             num_epochs=2.0,
-            learning_rate=1e-3,
-            layerwise_lr_decay=0.8,
+            optim=dict(learning_rate=1e-3, layerwise_lr_decay=0.8),
             log_every=2,
         )
     )
@@ -171,15 +170,18 @@ def hand_depth(path: str, num_layers: int) -> int:
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"warmup_fraction": -0.5}, r"warmup_fraction=-0.5; it must be in \[0, 1\] \(--config.warmup_fraction\)"),
-        ({"learning_rate": -1.0}, r"^learning_rate=-1.0; it must be >= 0.0 \(--config.learning_rate\)"),
+        (
+            {"warmup_fraction": -0.5},
+            r"warmup_fraction=-0.5; it must be in \[0.0, 1.0\] \(--config.optim.warmup_fraction\)",
+        ),
+        ({"learning_rate": -1.0}, r"^optim.learning_rate=-1.0; it must be >= 0.0 \(--config.optim.learning_rate\)"),
     ],
 )
 def test_fine_tuning_numbers_out_of_range_are_refused(change, message):
     # Issue 45, item 6: fine-tuning at learning_rate=-1 or warmup_fraction=-0.5 exited 0 with results.
     config = glue.glue_config()
-    config.update(change)
-    hyper = {"learning_rate": config.learning_rate or 1e-4, "layerwise_lr_decay": 0.8}
+    config.optim.update(change)
+    hyper = {"learning_rate": config.optim.learning_rate or 1e-4, "layerwise_lr_decay": 0.8}
     with pytest.raises(ValueError, match=message):
         common.make_optimizer(config, hyper, num_layers=2, total_steps=10)
 
@@ -189,7 +191,7 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
     params = model.init_params(heads.SequenceClassifier(cfg, 2), jax.random.PRNGKey(0))
     config = glue.glue_config()
     # bias-corrected Adam, whose first step is exactly g / (|g| + eps)
-    config.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0, bias_correction=True))
+    config.optim.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0, bias_correction=True))
     lr, decay = 1e-3, 0.8
     tx, _ = common.make_optimizer(
         config, {"learning_rate": lr, "layerwise_lr_decay": decay}, cfg.num_layers, total_steps=10
@@ -206,7 +208,7 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
         depths.add(depth)
         g = flat_grads[path]
         # Adam's first bias-corrected step is g / (|g| + eps); schedule(0) = lr (no warmup).
-        expected = -lr * decay ** (cfg.num_layers + 2 - depth) * g / (np.abs(g) + config.eps)
+        expected = -lr * decay ** (cfg.num_layers + 2 - depth) * g / (np.abs(g) + config.optim.eps)
         np.testing.assert_allclose(update, expected, rtol=1e-5, atol=1e-12, err_msg=path)
     assert depths == {0, 1, 2, 3, 5}  # embeddings, three layers, the head
 
@@ -520,8 +522,8 @@ def test_cli_fine_tunes_from_a_pretraining_workdir(tmp_path, glue_dir, pretrain_
         "--config.batch_size=8",
         "--config.max_seq_length=16",
         "--config.num_epochs=1",
-        "--config.learning_rate=1e-3",
-        "--config.layerwise_lr_decay=0.8",
+        "--config.optim.learning_rate=1e-3",
+        "--config.optim.layerwise_lr_decay=0.8",
         "--config.save_models=False",
         f"--workdir={out}",
     ]
@@ -583,7 +585,7 @@ def test_double_unordered_appends_every_training_pair_swapped(glue_dir, hf_init,
 def test_the_defaults_are_the_original_recipe():
     """Raw-moment Adam for every task, both sentence orders for MRPC and STS-B only."""
     config = glue.glue_config()
-    assert config.bias_correction is False
+    assert config.optim.bias_correction is False
     assert [task for task in glue_data.TASKS if glue.double_unordered(config, task)] == ["mrpc", "stsb"]
 
 
@@ -592,7 +594,7 @@ def test_bias_correction_reaches_the_fine_tuning_optimizer(bias_correction):
     """The knob picks the original's Adam (raw moments) or optax's: the first update differs
     by sqrt(1 - b2) / (1 - b1) = 0.316 exactly, with clipping and weight decay off."""
     config = glue.glue_config()
-    config.update(dict(bias_correction=bias_correction, weight_decay=0.0, clip_norm=0.0, warmup_fraction=0.0))
+    config.optim.update(dict(bias_correction=bias_correction, weight_decay=0.0, clip_norm=0.0, warmup_fraction=0.0))
     hyper = {"learning_rate": 1e-3, "layerwise_lr_decay": 1.0, "num_epochs": 1.0}
     tx, _ = common.make_optimizer(config, hyper, num_layers=1, total_steps=10)
     params = {"w": np.ones(3, np.float32)}
@@ -601,7 +603,7 @@ def test_bias_correction_reaches_the_fine_tuning_optimizer(bias_correction):
     m, v = 0.1 * grads["w"], 0.001 * grads["w"] ** 2  # first moments, no correction
     if bias_correction:
         m, v = m / 0.1, v / 0.001
-    np.testing.assert_allclose(updates["w"], -1e-3 * m / (np.sqrt(v) + config.eps), rtol=1e-5)
+    np.testing.assert_allclose(updates["w"], -1e-3 * m / (np.sqrt(v) + config.optim.eps), rtol=1e-5)
 
 
 def test_original_head_is_dropout_and_one_glorot_dense_on_the_raw_cls_vector(hf_init):
@@ -700,7 +702,7 @@ def test_mnli_writes_ax_and_rte_starts_from_the_mnli_model(tmp_path, nli_dir, hf
         assert list(csv.reader(f, delimiter="\t")) == ax_rows
 
     # lr ~0: the RTE export keeps the MNLI encoder, which fine-tuning on MNLI moved from hf_init
-    rte_config = small_run_config(nli_dir, mnli_model, task="rte", learning_rate=1e-30, predict_test=False)
+    rte_config = small_run_config(nli_dir, mnli_model, task="rte", optim=dict(learning_rate=1e-30), predict_test=False)
     rte = glue.run(rte_config, str(tmp_path / "rte"))["tasks"]["rte"]
     assert rte["hyperparameters"]["num_train_examples"] == 16
     rte_model = str(tmp_path / "rte" / "rte" / "seed_0")
@@ -740,15 +742,15 @@ def test_a_fine_tuning_workdir_resumes_its_own_run_and_refuses_another_unless_fr
     (workdir / "results.json").write_text("{}")
     config = glue.glue_config()
     finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # a new workdir: its config recorded
-    assert json.load(open(tmp_path / "new" / "config.json"))["learning_rate"] == config.learning_rate
+    assert json.load(open(tmp_path / "new" / "config.json"))["optim"]["learning_rate"] == config.optim.learning_rate
     with pytest.raises(
         FileExistsError, match=r"out holds files of another program \(results.json, seed_0\); .*--fresh"
     ):
         finetune_cli.claim_workdir(config, str(workdir), fresh=False)
     config.seeds, config.log_every = 3, 7
     finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # more seeds, other logging: resumes
-    config.learning_rate = 1e-3
-    with pytest.raises(FileExistsError, match=r"another config \(learning_rate: saved 0.0 vs 0.001\); .*--fresh"):
+    config.optim.learning_rate = 1e-3
+    with pytest.raises(FileExistsError, match=r"another config \(optim.learning_rate: saved 0.0 vs 0.001\); .*--fresh"):
         finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)
     config.data_dir = str(workdir / "seed_0")  # an input inside the earlier run: never moved
     with pytest.raises(ValueError, match=r"refusing to remove .*seed_0: it is config.data_dir"):

@@ -8,28 +8,24 @@ import numpy as np
 import optax
 import pytest
 
-from electra_jax import optim
+from electra_jax import optim, presets
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict(
-        dict(
-            learning_rate=1e-3,
-            warmup_steps=0,
-            decay="linear",
-            end_learning_rate=0.0,
-            power=1.0,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-6,
-            weight_decay=0.01,
-            clip_norm=1.0,
-            layerwise_lr_decay=1.0,
-            num_layers=2,
-        )
-    )
+    c = presets.optim_config(learning_rate=1e-3)
+    c.num_layers = 2
     c.update(overrides)
     return c
+
+
+def test_warmup_is_given_in_steps_or_as_a_fraction_of_them_never_both():
+    _, in_steps = optim.make_optimizer(_config(warmup_steps=10), total_steps=40)
+    _, as_fraction = optim.make_optimizer(_config(warmup_fraction=0.25), total_steps=40)
+    for step in (0, 5, 10, 20, 39):
+        assert float(as_fraction(step)) == float(in_steps(step))
+    assert float(in_steps(5)) < float(in_steps(10))  # still warming up at 5
+    with pytest.raises(ValueError, match="optim.warmup_steps=10 and optim.warmup_fraction=0.25: give one of them"):
+        optim.make_optimizer(_config(warmup_steps=10, warmup_fraction=0.25), total_steps=40)
 
 
 @pytest.mark.parametrize(

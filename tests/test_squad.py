@@ -547,8 +547,7 @@ def tiny_run_config(init, data_file, version, **overrides):
             batch_size=8,
             eval_batch_size=8,
             num_epochs=2.0,
-            learning_rate=3e-3,
-            layerwise_lr_decay=1.0,
+            optim=dict(learning_rate=3e-3, layerwise_lr_decay=1.0),
             log_every=2,
         )
     )
@@ -569,7 +568,8 @@ def test_end_to_end_tiny_run_writes_official_files(qa_init, tmp_path, version):
         predictions = json.load(f)
     held_out = fixture_dataset(5, with_unanswerable=version == "2.0")["data"][3:]
     assert set(predictions) == {qa["id"] for a in held_out for p in a["paragraphs"] for qa in p["qas"]}
-    assert results["hyperparameters"]["num_train_windows"] > results["hyperparameters"]["num_train_questions"]
+    # the training examples are the windows: more of them than questions
+    assert results["hyperparameters"]["num_train_examples"] > results["hyperparameters"]["num_train_questions"]
     steps = [entry["step"] for entry in results["runs"][0]["log"]]
     assert steps[-1] == results["hyperparameters"]["num_train_steps"]
     dev = results["runs"][0]["dev"]
@@ -612,8 +612,8 @@ def test_cli_learns_the_fixture(qa_init, tmp_path):
         "--config.doc_stride=6",
         "--config.batch_size=8",
         "--config.num_epochs=40",
-        "--config.learning_rate=3e-3",
-        "--config.layerwise_lr_decay=1.0",
+        "--config.optim.learning_rate=3e-3",
+        "--config.optim.layerwise_lr_decay=1.0",
         f"--workdir={workdir}",
     ]
     subprocess.run(command, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -182,10 +182,8 @@ def run_config(tmp_path, init, **overrides):
             eval_batch_size=8,
             max_seq_length=16,
             num_epochs=32.0,
-            learning_rate=1e-2,
-            layerwise_lr_decay=0.8,
+            optim=dict(learning_rate=1e-2, layerwise_lr_decay=0.8, warmup_fraction=0.0),
             dropout=0.0,
-            warmup_fraction=0.0,
             log_every=8,
         )
     )

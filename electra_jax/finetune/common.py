@@ -50,22 +50,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.tokenizer = ""  # tokenizer override; default: the one that comes with `init`
     c.seeds = 1  # fine-tuning runs with seeds seed, seed+1, ...; the median is reported
     c.seed = 0  # first seed (head initialisation, dropout, shuffling)
-    c.learning_rate = 0.0  # peak learning rate; 0 = per size (small 3e-4, base 1e-4, large 5e-5)
-    c.layerwise_lr_decay = 0.0  # 0 = per size (0.8 small/base, 0.9 large); 1.0 = off
     c.num_epochs = 0.0  # 0 = the task's default
     c.batch_size = 32  # training examples per optimizer step
     c.eval_batch_size = 128  # examples per prediction batch
     c.max_seq_length = 128  # tokens per example, special tokens included
-    c.warmup_fraction = 0.1  # linear warmup over this fraction of the steps, then linear decay
-    c.weight_decay = 0.01  # decoupled AdamW weight decay; never on LayerNorm or biases
-    c.b1 = 0.9  # Adam beta1 (the same names as pretraining's optim.b1, b2, eps)
-    c.b2 = 0.999  # Adam beta2
-    c.eps = 1e-6  # Adam epsilon (ELECTRA's)
-    # False (the original's AdamWeightDecayOptimizer): m / (sqrt(v) + eps) of the raw moments,
-    # optim.scale_by_adam_without_bias_correction; True: optax's bias-corrected Adam, whose early
-    # updates are smaller (tied with False on GLUE at the paper's rate: BENCHMARKS.md)
-    c.bias_correction = False
-    c.clip_norm = 1.0  # global gradient-norm clip (0 = off)
+    # The optimizer, as pretraining's: learning_rate and layerwise_lr_decay 0 = the paper's for
+    # the size (small 3e-4 / 0.8, base 1e-4 / 0.8, large 5e-5 / 0.9); warmup over 10% of the
+    # steps, then linear decay to 0; the original's Adam without bias correction
+    # (AdamWeightDecayOptimizer; tied with optax's on GLUE at the paper's rate: BENCHMARKS.md).
+    c.optim = presets.optim_config(learning_rate=0.0, warmup_fraction=0.1)
+    c.optim.layerwise_lr_decay = 0.0
+    c.optim.bias_correction = False
     c.dropout = 0.1  # hidden, attention and head dropout while fine-tuning
     c.max_train_examples = 0  # 0 = all; else the first N training examples (quick runs)
     c.eval_every = 0  # steps between dev evaluations during training (0 = at the end only)
@@ -173,16 +168,16 @@ def export_model(
 def resolved_hyperparameters(config, cfg: model.ElectraConfig, default_num_epochs: float) -> dict[str, float]:
     """learning_rate, layerwise_lr_decay, num_epochs with the 0 = "paper value" rule applied."""
     size = presets.size_of(cfg.hidden_size, cfg.num_layers)
-    if (not config.learning_rate or not config.layerwise_lr_decay) and size is None:
+    if (not config.optim.learning_rate or not config.optim.layerwise_lr_decay) and size is None:
         raise ValueError(
             f"the model (hidden {cfg.hidden_size}, {cfg.num_layers} layers) is none "
             f"of the paper sizes {sorted(presets.MODEL_SIZES)}; set "
-            "--config.learning_rate and --config.layerwise_lr_decay explicitly"
+            "--config.optim.learning_rate and --config.optim.layerwise_lr_decay explicitly"
         )
     recipe = presets.FINETUNING_RECIPES.get(size, {})
     return {
-        "learning_rate": config.learning_rate or recipe["learning_rate"],
-        "layerwise_lr_decay": config.layerwise_lr_decay or recipe["layerwise_lr_decay"],
+        "learning_rate": config.optim.learning_rate or recipe["learning_rate"],
+        "layerwise_lr_decay": config.optim.layerwise_lr_decay or recipe["layerwise_lr_decay"],
         "num_epochs": config.num_epochs or default_num_epochs,
     }
 
@@ -190,27 +185,13 @@ def resolved_hyperparameters(config, cfg: model.ElectraConfig, default_num_epoch
 def make_optimizer(
     config, hyper: dict[str, float], num_layers: int, total_steps: int
 ) -> tuple[optax.GradientTransformation, Any]:
-    """AdamW + warmup/linear decay + layer-wise LR decay, via `optim.make_optimizer`."""
-    if not 0 <= config.warmup_fraction <= 1:
-        raise ValueError(f"warmup_fraction={config.warmup_fraction}; it must be in [0, 1] (--config.warmup_fraction)")
-    optim_config = ml_collections.ConfigDict(
-        dict(
-            learning_rate=hyper["learning_rate"],
-            warmup_steps=int(config.warmup_fraction * total_steps),
-            decay="linear",
-            end_learning_rate=0.0,
-            power=1.0,
-            b1=config.b1,
-            b2=config.b2,
-            eps=config.eps,
-            bias_correction=config.bias_correction,
-            weight_decay=config.weight_decay,
-            clip_norm=config.clip_norm,
-            layerwise_lr_decay=hyper["layerwise_lr_decay"],
-            num_layers=num_layers,
-        )
-    )
-    return optim.make_optimizer(optim_config, total_steps, prefix="")
+    """`config.optim` with the size's learning rate and layer-wise decay filled in
+    (`hyper`) and the encoder's depth, through `optim.make_optimizer`."""
+    optim_config = config.optim.copy_and_resolve_references()
+    optim_config.learning_rate = hyper["learning_rate"]
+    optim_config.layerwise_lr_decay = hyper["layerwise_lr_decay"]
+    optim_config.num_layers = num_layers
+    return optim.make_optimizer(optim_config, total_steps)
 
 
 def num_train_steps(num_examples: int, num_epochs: float, batch_size: int) -> int:
@@ -535,7 +516,6 @@ def fit(
         evaluate=evaluate_now,
         eval_every=config.eval_every or total_steps,
         desc=desc,
-        learning_rate_flag="--config.learning_rate",
     )
     try:
         state = trainer.run_loop(state, loop, start_step, total_steps)
