@@ -13,7 +13,9 @@
     ... --config.train_file=dev-v1.1.json --config.train_articles=0:40 \\
         --config.eval_file=dev-v1.1.json --config.eval_articles=40:   # one file split by articles
 
-(installed: `electra-jax-finetune`, same flags). Every program writes OUT/results.json and,
+(installed: `electra-jax-finetune`, same flags). The same command run again resumes a
+killed or preempted run (each seed from its last checkpoint; finished seeds are kept), and
+--fresh starts over. Every program writes OUT/config.json, OUT/results.json and,
 with save_models, OUT/[<task>/]seed_<k>/ as a transformers directory with its tokenizer:
 GLUE also OUT/results.md and OUT/submission/<Task>.tsv; classify and tagging
 OUT/label_map.json and, with a test file, their test predictions; SQuAD the official
