@@ -177,7 +177,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _unflatten(flat: dict[str, Any]) -> dict:
+def unflatten(flat: dict[str, Any]) -> dict:
+    """{"a/b": x} -> {"a": {"b": x}}: a tree from its "/"-joined paths."""
     tree: dict = {}
     for path, value in flat.items():
         *parents, leaf = path.split("/")
@@ -250,7 +251,7 @@ def params_from_hf(cfg: model.ElectraConfig, state: dict[str, np.ndarray], kind:
         flat[flax_path] = value.T if transpose else value
     if cfg.scan_layers:
         flat = _scan(flat, cfg.num_layers)
-    return _unflatten(flat)
+    return unflatten(flat)
 
 
 def _pad_vocab_rows(value: np.ndarray, cfg: model.ElectraConfig, hf_key: str) -> np.ndarray:

@@ -33,18 +33,6 @@ def flat_scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def nested_scalars(flat: dict[str, float]) -> dict:
-    """The inverse of `flat_scalars`: {"mnli_m/accuracy": 80.1} -> {"mnli_m": {"accuracy": 80.1}}."""
-    nested: dict = {}
-    for key, value in flat.items():
-        *parents, name = key.split("/")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[name] = value
-    return nested
-
-
 def _drop_rows_after(path: epath.Path, step: int) -> None:
     """Rewrites `path` (atomically) without its rows for steps after `step`, and without a
     line cut short by a kill; logs what it dropped."""

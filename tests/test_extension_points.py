@@ -103,8 +103,7 @@ def run(config, workdir):
         after_run=lambda run_dir, params, predict: {},
         out_dir=workdir,
     )
-    results = common.run_seeds(config, pretrained, setup)
-    results.pop("chosen")
+    results, _ = common.run_seeds(config, pretrained, setup)
     return results
 
 

@@ -163,8 +163,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         after_run=after_run,
         out_dir=workdir,
     )
-    outcome = common.run_seeds(config, pretrained, setup)
-    chosen = outcome.pop("chosen")
+    outcome, chosen = common.run_seeds(config, pretrained, setup)
     results = {"init": config.init, "config": config.to_dict(), "labels": labels, **outcome}
     if test:
         predicted = [labels[i] for i in chosen["test_predictions"]]

@@ -38,7 +38,7 @@ from data_pipelines import files, hf_tokenizer
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.pretraining import FEATURE_KEYS
 from electra_jax import checkpoints, heads, hf, loading, model, optim, presets, sharding, trainer
-from electra_jax.metric_writer import MetricWriter, flat_scalars, nested_scalars
+from electra_jax.metric_writer import MetricWriter, flat_scalars
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -552,7 +552,7 @@ def read_log(run_dir: str, until_step: int) -> list[dict]:
             continue
         entry = entries.setdefault(step, {"step": step})
         if split == "dev":
-            entry["dev"] = nested_scalars(row)
+            entry["dev"] = hf.unflatten(row)
         else:
             entry.update(row)
     return [entries[step] for step in sorted(entries)]
@@ -613,11 +613,11 @@ class Setup:
     out_dir: str  # holds seed_<k>/ of each run
 
 
-def run_seeds(config, pretrained: loading.Network, setup: Setup) -> dict[str, Any]:
+def run_seeds(config, pretrained: loading.Network, setup: Setup) -> tuple[dict[str, Any], dict]:
     """Fine-tunes `config.seeds` runs of `setup` from `config.seed` on, each in
     OUT_DIR/seed_<k>/ (its metrics.jsonl, checkpoints, export); returns {hyperparameters,
-    median (of every dev metric), runs: [{seed, dev (final), log}], median_seed, chosen (the
-    median run, with what `after_run` kept)}."""
+    median (of every dev metric), runs: [{seed, dev (final), log}], median_seed} and the
+    median run (with what `after_run` kept)."""
     hyper = resolved_hyperparameters(config, pretrained.model_config, setup.default_num_epochs)
     num_train = num_rows(setup.train)
     logging.info("%s: %d training examples, %s", setup.name, num_train, hyper)
@@ -646,8 +646,7 @@ def run_seeds(config, pretrained: loading.Network, setup: Setup) -> dict[str, An
         "median": median_metrics([run["dev"] for run in runs]),
         "runs": [{key: run[key] for key in ("seed", "dev", "log")} for run in runs],
         "median_seed": chosen["seed"],
-        "chosen": chosen,
-    }
+    }, chosen
 
 
 def json_report(results: dict[str, Any], keys: Sequence[str] = ("median", "test")) -> str:

@@ -263,8 +263,7 @@ def finetune_task(config, pretrained: loading.Network, task: str, workdir: str) 
         after_run=after_run,
         out_dir=os.path.join(workdir, task),
     )
-    outcome = common.run_seeds(config, pretrained, setup)
-    chosen = outcome.pop("chosen")
+    outcome, chosen = common.run_seeds(config, pretrained, setup)
     submission = []
     for key, logits in chosen["test_logits"].items():
         submission.append(submission_path(key, workdir))

@@ -470,8 +470,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         after_run=after_run,
         out_dir=workdir,
     )
-    outcome = common.run_seeds(config, pretrained, setup)
-    outcome.pop("chosen")
+    outcome, _ = common.run_seeds(config, pretrained, setup)
     outcome["hyperparameters"].update(num_train_questions=len(train_examples), num_eval_questions=len(dev_examples))
     results = {
         "init": config.init,

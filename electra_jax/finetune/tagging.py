@@ -285,8 +285,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         after_run=after_run,
         out_dir=workdir,
     )
-    outcome = common.run_seeds(config, pretrained, setup)
-    chosen = outcome.pop("chosen")
+    outcome, chosen = common.run_seeds(config, pretrained, setup)
     results = {"init": config.init, "config": config.to_dict(), "labels": labels, **outcome}
     if test:
         results["test"] = entity_metrics([list(s.tags) for s in test.sentences], chosen["test_tags"])
