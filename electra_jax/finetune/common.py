@@ -564,24 +564,6 @@ def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_rng, dropout_rng
 
 
-def finetune_seed(
-    config,
-    pretrained: loading.Network,
-    program: TaskProgram,
-    seed: int,
-    train: dict[str, np.ndarray],
-    evaluate: Callable[[Any], Any],
-    desc: str,
-    run_dir: str,
-) -> tuple[dict, list[dict]]:
-    """One run: a fresh head from `seed` on the pretrained encoder (a random one with
-    `config.from_scratch`), then `fit`."""
-    init_rng, _ = seed_rngs(seed)
-    encoder_params = None if config.from_scratch else pretrained.encoder_params
-    params = init_task_params(program.net, encoder_params, init_rng, config.max_seq_length)
-    return fit(config, program, params, train, seed, evaluate, desc, run_dir)
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:
     """Mean softmax cross-entropy over the positions of `labels` (int), in float32; with
     `weights` (0/1, the shape of `labels`) the mean over the weighted positions only."""
@@ -629,16 +611,11 @@ def run_seeds(config, pretrained: loading.Network, setup: Setup) -> tuple[dict[s
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
         run_dir = os.path.join(setup.out_dir, f"seed_{seed}")
-        params, log = finetune_seed(
-            config,
-            pretrained,
-            program,
-            seed,
-            setup.train,
-            lambda params: setup.evaluate(predict, params),
-            f"{setup.name} seed {seed}",
-            run_dir,
-        )
+        # a fresh head from the seed on the pretrained encoder (a random one with from_scratch)
+        encoder_params = None if config.from_scratch else pretrained.encoder_params
+        params = init_task_params(program.net, encoder_params, seed_rngs(seed)[0], config.max_seq_length)
+        evaluate = functools.partial(setup.evaluate, predict)
+        params, log = fit(config, program, params, setup.train, seed, evaluate, f"{setup.name} seed {seed}", run_dir)
         runs.append({"seed": seed, "dev": log[-1]["dev"], "log": log, **setup.after_run(run_dir, params, predict)})
     chosen = runs[median_run([setup.dev_score(run["dev"]) for run in runs])]
     return {
