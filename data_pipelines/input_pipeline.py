@@ -139,7 +139,7 @@ SOURCES = {
 }
 
 
-def _source(config) -> Source:
+def source_of(config) -> Source:
     if config.data.source not in SOURCES:
         raise ValueError(f"data.source={config.data.source!r}; choose one of {sorted(SOURCES)}")
     return SOURCES[config.data.source]
@@ -147,12 +147,12 @@ def _source(config) -> Source:
 
 def make_train_iterator(config):
     """This process's slice of the training stream (dicts of numpy [host_batch, seq])."""
-    return _source(config).train(config)
+    return source_of(config).train(config)
 
 
 def eval_batches(config, batch_sharding):
     """The fixed held-out batches (`train.eval_steps` of them, same every evaluation)."""
-    for _, batch in zip(range(config.train.eval_steps), _source(config).eval(config)):
+    for _, batch in zip(range(config.train.eval_steps), source_of(config).eval(config)):
         data.check_token_ids(batch, config.model.vocab_size, f"data.eval_files={config.data.eval_files}")
         yield data.to_global_batch(batch, batch_sharding)
 
@@ -182,6 +182,6 @@ def resolve_data_source(config, workdir: str):
     """`config` ready to read: its source prepared (the default corpus's tokenizer and
     shards built once in the workdir and named in a copy of it), its vocabulary and special
     ids checked against the tokenizer's."""
-    config = _source(config).prepare(config, workdir)
+    config = source_of(config).prepare(config, workdir)
     check_tokenizer(config)
     return config

@@ -52,10 +52,22 @@ class Pretrainer:
     state_sharding: Any = flax.struct.field(pytree_node=False)
 
 
-def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer:
-    """Model, optimizer and the shardings of the train state, from config."""
+def validate(config) -> None:
+    """Every check a pretraining config passes or fails on its own (no files, no devices):
+    run before anything is written, built or compiled. (The batch's split over the mesh,
+    the tokenizer and the init weights are checked where they are known.)"""
     _check_train_numbers(config.train)
     _check_positions(config)
+    optim.check_ranges(config.optim)
+    objective.named(config.objective.kind)
+    input_pipeline.source_of(config)
+    if config.objective.sampler not in objective.SAMPLERS:
+        raise ValueError(f"objective.sampler={config.objective.sampler!r}; choose one of {objective.SAMPLERS}")
+
+
+def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer:
+    """Model, optimizer and the shardings of the train state, from config."""
+    validate(config)
     mesh = mesh or sharding.make_mesh(config.mesh)
     trainer.check_batch_divides("train.batch_size", config.train.batch_size, mesh, config.train.grad_accum_steps)
     rules = sharding.logical_axis_rules(config)
@@ -439,6 +451,7 @@ def train_and_evaluate(config, workdir: str, *, fresh: bool = False, stop_at_ste
     """
     if stop_at_step is not None and stop_at_step < 0:
         raise ValueError(f"--stop_at_step={stop_at_step}; give a step >= 0, or leave it out to run train.num_steps")
+    validate(config)  # a config that cannot run leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     with checkpoints.workdir_lock(workdir):
         return _train_and_evaluate(config, workdir, fresh, stop_at_step)

@@ -308,3 +308,22 @@ def test_lamb_trains_the_pretraining_step_with_fsdp_sharded_state():
     assert not kernel.sharding.is_fully_replicated  # the update ran on fsdp shards
     adamw_kernel = adamw_state.params["discriminator"]["electra"]["encoder"]["layer_0"]["output_dense"]["kernel"]
     assert not np.allclose(np.asarray(kernel), np.asarray(adamw_kernel))  # the trust ratio changed the steps
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("objective.kind", "bert", r"objective.kind='bert'; choose one of \['electra', 'mlm'\]"),
+        ("objective.sampler", "top_k", r"objective.sampler='top_k'; choose one of \('gumbel', 'inverse_cdf'\)"),
+        ("optim.learning_rate", -1.0, r"optim.learning_rate=-1.0; it must be >= 0.0"),
+        ("data.source", "parquet", r"data.source='parquet'; choose one of \['default', 'synthetic', 'tfrecord'\]"),
+        ("train.max_seq_length", 1024, "train.max_seq_length=1024 exceeds model.max_position_embeddings=512"),
+    ],
+)
+def test_a_config_that_cannot_run_is_refused_before_its_workdir_exists(tmp_path, key, value, message):
+    config = tiny_config()
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=message):
+        pretrain.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
