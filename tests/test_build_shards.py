@@ -185,7 +185,7 @@ def test_resume_with_other_settings_is_refused(corpus_and_tokenizer, tmp_path):
 
 
 def test_shards_of_changed_text_or_a_replaced_tokenizer_are_refused_not_reused(corpus_and_tokenizer, tmp_path):
-    # Issue 45, item 4: build_config.json recorded paths only, so a rerun after the text or
+    # build_config.json once recorded paths only, so a rerun after the text or
     # the tokenizer changed kept the old shards and exited 0.
     corpus = tmp_path / "corpus.txt"
     shutil.copyfile(corpus_and_tokenizer[0], corpus)
@@ -342,7 +342,7 @@ def test_prepare_data_refuses_other_settings_or_changed_inputs_unless_rebuilt(tm
 
 
 def test_prepare_data_rebuild_never_removes_the_tokenizer_it_was_given(tmp_path, corpus_and_tokenizer):
-    # Issue 45, item 3: re-sharding with --config.tokenizer=D/spm.model --config.rebuild=True
+    # Re-sharding with --config.tokenizer=D/spm.model --config.rebuild=True
     # deleted D/spm.model, then failed because it was gone.
     from data_pipelines import prepare_data
 

@@ -244,7 +244,7 @@ def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_pat
     ]
     config.labels = "neg, 0.5,1.0"
     assert classify.label_list(config, from_jsonl) == ["neg", "0.5", "1"]
-    # Issue 45, item 12: a repeated label made a head with an orphan class id.
+    # A repeated label made a head with an orphan class id.
     config.labels = "0,1,0"
     with pytest.raises(ValueError, match=r"--config.labels='0,1,0' names 0 more than once"):
         classify.label_list(config, from_jsonl)
@@ -259,7 +259,7 @@ def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_pat
     ],
 )
 def test_labels_and_texts_of_the_wrong_json_type_are_refused(tmp_path, row, message):
-    # Issue 45, item 12: a list or object label became a class; a list text was trained on as its JSON.
+    # A list or object label became a class; a list text was trained on as its JSON.
     config = classify.classify_config()
     write_jsonl(tmp_path / "train.jsonl", [{"text": "ok", "label": 0}, row])
     with pytest.raises(ValueError, match=r"train\.jsonl:2: " + message):

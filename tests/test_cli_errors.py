@@ -91,7 +91,7 @@ def test_a_small_tool_names_its_missing_and_its_mistyped_settings(module, requir
 
 
 def test_an_os_error_is_one_line_naming_the_file(capsys):
-    # Issue 45: a disk full or a read-only workdir reached the user as a raw traceback.
+    # A disk full or a read-only workdir reached the user as a raw traceback.
     def main(argv):
         raise OSError(28, "No space left on device", "out/shards/train-00001.tfrecord")
 

@@ -1,4 +1,4 @@
-"""A damaged latest checkpoint (issue 19 item 12): restore falls back to the newest intact
+"""A damaged latest checkpoint: restore falls back to the newest intact
 step, says which it skipped and why, and a trainer sets the damaged one aside unharmed."""
 
 import glob

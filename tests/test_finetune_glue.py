@@ -178,7 +178,7 @@ def hand_depth(path: str, num_layers: int) -> int:
     ],
 )
 def test_fine_tuning_numbers_out_of_range_are_refused(change, message):
-    # Issue 45, item 6: fine-tuning at learning_rate=-1 or warmup_fraction=-0.5 exited 0 with results.
+    # Fine-tuning at learning_rate=-1 or warmup_fraction=-0.5 exited 0 with results.
     config = glue.glue_config()
     config.optim.update(change)
     hyper = {"learning_rate": config.optim.learning_rate or 1e-4, "layerwise_lr_decay": 0.8}

@@ -174,7 +174,7 @@ def test_token_predictor_int8_and_load_finetuned(tmp_path):
 
 
 def test_inference_refuses_a_task_the_model_was_not_fine_tuned_on(tmp_path):
-    # Issue 45, item 10: an RTE export scored on STS-B reported "accuracy 9.27" and exited 0.
+    # An RTE export scored on STS-B reported "accuracy 9.27" and exited 0.
     cfg = model.ElectraConfig(vocab_size=40, **TINY)
     with open(tmp_path / "vocab.txt", "w") as f:
         f.write("\n".join(helpers.SPECIALS + [f"w{i}" for i in range(35)]) + "\n")

@@ -302,7 +302,7 @@ def test_lamb_rescales_weight_matrices_by_their_trust_ratio_and_names_a_bad_choi
     ],
 )
 def test_numbers_out_of_range_are_refused_before_training(field, value, message):
-    # Issue 45, item 6: learning_rate=-1 trained by gradient ascent (loss 45 -> 3884) and exited 0.
+    # learning_rate=-1 once trained by gradient ascent (loss 45 -> 3884) and exited 0.
     from electra_jax import presets
 
     config = presets.pretraining_config("tiny")

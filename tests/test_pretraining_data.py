@@ -170,7 +170,7 @@ def test_restore_over_other_files_is_refused_naming_them(shard_dir, tmp_path):
 
 
 def test_a_position_saved_from_relative_paths_restores_from_another_directory(shard_dir, tmp_path, monkeypatch):
-    # Issue 45: a run started with relative paths and resumed elsewhere found every checkpoint
+    # A run started with relative paths and resumed elsewhere found every checkpoint
     # "unreadable": tf.data's saved position named the file relative to the start directory.
     start = tmp_path / "start"
     shutil.copytree(shard_dir, start / "shards")

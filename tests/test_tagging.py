@@ -231,7 +231,7 @@ def test_bad_conll_files_name_file_line_and_fix(tmp_path, hf_init):
         f.write("eu B-ORG\nrejects\n")
     with pytest.raises(ValueError, match=r"bad\.txt:2: expected `word \.\.\. tag`.*found 1"):
         conll.read_conll(path, -1)
-    # Issue 45, item 9: in 4-column CoNLL a line missing its tag gave its chunk column as the tag.
+    # In 4-column CoNLL a line missing its tag gave its chunk column as the tag.
     open(path, "w").write("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nGerman JJ B-NP\n")
     with pytest.raises(ValueError, match=r"bad\.txt:4: 3 columns \('German JJ B-NP'\) where line 1 has 4"):
         conll.read_conll(path, -1)

@@ -454,7 +454,7 @@ def test_export_refuses_a_non_empty_target_unless_overwrite(tmp_path, reference)
 
 
 def test_export_overwrite_never_removes_its_own_inputs(tmp_path, reference):
-    # Issue 45, items 1-2: overwrite cleared `out` before reading the workdir, so out=W,
+    # Overwrite cleared `out` before reading the workdir, so out=W,
     # out=parent of W, or a workdir typo deleted the run or the previous export.
     workdir = tmp_path / "runs" / "w"
     shutil.copytree(reference["workdir"], workdir)
@@ -567,7 +567,7 @@ def test_fresh_starts_over_whatever_the_config_but_never_moves_an_input(tmp_path
 
 
 def test_settings_that_would_train_on_something_else_are_refused_before_anything_runs(tmp_path, settings):
-    # Issue 45, item 5: tiny's data.source='default' silently replaced the user's shards.
+    # Tiny's data.source='default' silently replaced the user's shards.
     default_source = make_config(settings, **{"data.source": "default"})
     with pytest.raises(ValueError, match=r"data.train_files=.*given, but data.source='default'.*data.source=tfrecord"):
         pretrain.train_and_evaluate(default_source, str(tmp_path / "a"))
@@ -598,7 +598,7 @@ def test_the_compiled_step_is_checked_against_the_prediction_left_in_the_workdir
 
 
 def test_a_refused_resume_leaves_the_saved_config_as_it_was(tmp_path, reference, settings):
-    # Issue 45, item 11: a resume that failed its checks had already rewritten config.json.
+    # A resume that failed its checks had already rewritten config.json.
     workdir = str(tmp_path / "run")
     shutil.copytree(reference["workdir"], workdir)
     before = file_digests(workdir)
@@ -610,7 +610,7 @@ def test_a_refused_resume_leaves_the_saved_config_as_it_was(tmp_path, reference,
 
 
 def test_evaluate_adapts_the_mesh_and_prints_metrics_it_cannot_write(tmp_path, reference, monkeypatch, capsys):
-    # Issue 45: evaluate computed the metrics, then died writing them to a read-only workdir;
+    # Evaluate computed the metrics, then died writing them to a read-only workdir;
     # and on a host with other devices it advised a --config flag it does not take.
     config = checkpoints.load_run_config(reference["workdir"])
     config.mesh.data = 3  # a layout 8 devices cannot hold
