@@ -30,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.shared_data import shared_path  # noqa: E402
+from configs import pretrain as recipes
 from data_pipelines import prepare_data, pretraining  # noqa: E402
 
 SHARED_CORPUS = ",".join(
@@ -52,10 +53,10 @@ def time_reader(
     if to_device:
         import jax
 
-        from electra_jax import presets, sharding
+        from electra_jax import sharding
 
         batch_sharding = sharding.batch_sharding(
-            sharding.make_mesh(presets.pretraining_config("tiny").mesh)
+            sharding.make_mesh(recipes.pretraining_config("tiny").mesh)
         )  # the trainer's default mesh
 
         def put(batch):

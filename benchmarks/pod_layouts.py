@@ -1,4 +1,4 @@
-"""Every presets.POD_LAYOUTS entry compiled for its TPU slice at 128 and 512 tokens
+"""Every POD_LAYOUTS entry of configs/pretrain.py compiled for its TPU slice at 128 and 512 tokens
 (electra_jax.compile, libtpu's compiler on this CPU): the table in BENCHMARKS.md.
 
     python benchmarks/pod_layouts.py --out=benchmarks/results/pod_layouts [--size=base] [--pod=v4-32] [--seq=512] \\
@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs import pretrain as recipes
 from data_pipelines import files  # noqa: E402
 from electra_jax import compile as compile_lib  # noqa: E402
 from electra_jax import presets  # noqa: E402
@@ -27,7 +28,7 @@ SEQ_LENGTHS = (128, 512)
 
 
 def layout_config(size: str, pod: str, seq: int):
-    config = presets.pod_config(size, pod)
+    config = recipes.pod_config(size, pod)
     config.train.max_seq_length = seq
     config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(0.15, seq)
     return config
@@ -84,7 +85,7 @@ def table_row(entry: dict) -> str:
 
 def write_table(out_dir: str) -> str:
     entries = [files.read_json(path) for path in glob.glob(os.path.join(out_dir, "*.json"))]
-    order = {key: i for i, key in enumerate(presets.POD_LAYOUTS)}
+    order = {key: i for i, key in enumerate(recipes.POD_LAYOUTS)}
     entries.sort(key=lambda e: (order.get((e["size"], e["pod"]), len(order)), e["seq"]))
     header = (
         "| size | slice | seq | batch | microbatches | fsdp | remat | peak GiB / HBM per chip | "
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
         reanalyze(args.out, args.hlo_dir)
         print(write_table(args.out))
         return
-    for size, pod in presets.POD_LAYOUTS:
+    for size, pod in recipes.POD_LAYOUTS:
         for seq in SEQ_LENGTHS:
             if (args.size or size, args.pod or pod, args.seq or seq) != (size, pod, seq):
                 continue

@@ -47,6 +47,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
+from configs import pretrain as recipes
 from data_pipelines import pretraining as data  # noqa: E402
 from electra_jax import model, presets, pretrain, sharding  # noqa: E402
 from electra_jax.flops import peak_flops, train_flops_per_sequence  # noqa: E402
@@ -89,7 +90,7 @@ DEFAULT_TOKENS_PER_STEP = 32768
 
 
 def bench_config(size: str, seq_len: int, batch: int, dtype: str, overrides: dict):
-    config = presets.pretraining_config(size)
+    config = recipes.pretraining_config(size)
     config.train.max_seq_length = seq_len
     config.train.batch_size = batch
     config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(config.objective.mask_prob, seq_len)

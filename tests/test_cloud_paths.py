@@ -16,8 +16,9 @@ import pytest
 from etils import epath
 from etils.epath import testing as epath_testing
 
+from configs import pretrain as recipes
 from data_pipelines import pretraining as data
-from electra_jax import checkpoints, presets
+from electra_jax import checkpoints
 
 WORKDIR = "gs://my-bucket/runs/base"
 
@@ -73,7 +74,7 @@ def fake_gcs(tmp_path, monkeypatch):
 
 
 def config_json(hidden_size=128):
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     config.model.hidden_size = hidden_size
     return config.to_json_best_effort(sort_keys=True)
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec
 
+from configs import pretrain as recipes
 from electra_jax import compile as compile_lib
-from electra_jax import hlo, presets, pretrain, sharding, tpu
+from electra_jax import hlo, pretrain, sharding, tpu
 
 pytest.importorskip("libtpu", reason="libtpu compiles for TPU topologies: pip install -e '.[test]' on linux x86_64")
 
@@ -24,7 +25,7 @@ BATCH = 16
 
 
 def tiny_config(**changes):
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     config.train.batch_size = BATCH
     config.model.dtype = "bfloat16"
     for key, value in changes.items():
@@ -147,8 +148,8 @@ def test_a_step_too_large_for_the_chip_is_one_line_and_exit_1(tmp_path):
 
 
 def test_every_pod_layout_names_its_slice_and_an_unknown_slice_is_refused():
-    for size, pod in presets.POD_LAYOUTS:
-        assert presets.pod_config(size, pod).mesh.tpu_slice == pod
+    for size, pod in recipes.POD_LAYOUTS:
+        assert recipes.pod_config(size, pod).mesh.tpu_slice == pod
     with pytest.raises(ValueError, match="unknown TPU slice 'v9-8'"):
         tpu.get_slice("v9-8")
 

@@ -10,9 +10,10 @@ import helpers
 import numpy as np
 import pytest
 
+from configs import pretrain as recipes
 from data_pipelines import input_pipeline
 from data_pipelines.pretraining import FEATURE_KEYS
-from electra_jax import objective, presets, pretrain
+from electra_jax import objective, pretrain
 from electra_jax.finetune import __main__ as finetune_cli
 from electra_jax.finetune import common
 
@@ -60,7 +61,7 @@ def test_a_toy_objective_and_a_toy_data_source_each_plug_in_with_one_registry_li
     monkeypatch.setitem(
         input_pipeline.SOURCES, "toy", input_pipeline.Source(ToyIterator, ToyIterator, lambda config, workdir: config)
     )
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     config.objective.kind = "double_mlm"
     config.data.source = "toy"
     config.train.update(num_steps=2, batch_size=8, max_seq_length=16, log_every=1, eval_every=2, eval_steps=1)

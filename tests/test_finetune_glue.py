@@ -12,6 +12,7 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
+from configs import pretrain as recipes
 from data_pipelines import glue as glue_data
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.pretraining import FEATURE_KEYS
@@ -414,11 +415,11 @@ def test_data_dir_is_required(hf_init, tmp_path):
 def _pretrain_workdir(root, objective_kind):
     """A pretraining workdir as train.py leaves it: config.json (with data.tokenizer) and an
     orbax checkpoint of a tiny ElectraPretrainingModel at step 3."""
-    from electra_jax import checkpoints, presets, pretrain
+    from electra_jax import checkpoints, pretrain
 
     vocab_path = str(root / "vocab.txt")
     vocab_size = write_vocab(vocab_path)
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     config.objective.kind = objective_kind
     config.model.update(
         dict(

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from configs import pretrain as recipes
 from data_pipelines.pretraining import FEATURE_KEYS
 from electra_jax import flops, model, presets, pretrain
 
@@ -17,7 +18,7 @@ BATCH = 8  # divides over the 8 host devices of conftest.py
 
 def lowered_tiny_step(seq_len: int, deterministic: bool, objective_kind: str = "electra", **model_overrides):
     """(lowered train step, analytic FLOPs of the step) for the tiny config at seq_len."""
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     config.objective.kind = objective_kind
     config.train.batch_size = BATCH
     config.train.max_seq_length = seq_len

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import pretrain as recipes
 from data_pipelines import input_pipeline, prepare_data
 from electra_jax import export, init_from, presets, pretrain, sharding
 
@@ -98,7 +99,7 @@ def pairs(tmp_path_factory, data):
 
 
 def make_config(data, seq=SEQ, variant="init", **changes):
-    config = presets.pretraining_config("tiny", variant)
+    config = recipes.pretraining_config("tiny", variant)
     prepared = data["prepared"][seq]
     settings = {
         "train.max_seq_length": seq,

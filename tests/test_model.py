@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from electra_jax import model, presets
+from configs import pretrain as recipes
+from electra_jax import model
 
 
 @pytest.fixture(scope="module")
 def tiny_pretraining():
-    gen_cfg, disc_cfg = model.configs_from_dict(presets.model_config("tiny"))
+    gen_cfg, disc_cfg = model.configs_from_dict(recipes.model_config("tiny"))
     net = model.ElectraPretrainingModel(gen_cfg, disc_cfg)
     ids = jnp.arange(2 * 12, dtype=jnp.int32).reshape(2, 12) % 50 + 5
     ones = jnp.ones_like(ids)

@@ -9,13 +9,14 @@ import pytest
 import torch
 import transformers
 
-from electra_jax import hf, model, presets
+from configs import pretrain as recipes
+from electra_jax import hf, model
 
 TOLERANCE = 1e-4  # float32 on both sides; observed differences are ~1e-6
 
 
 def _configs(size):
-    return model.configs_from_dict(presets.model_config(size))
+    return model.configs_from_dict(recipes.model_config(size))
 
 
 def _hf_model(cfg, kind, seed=0):

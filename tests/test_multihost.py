@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import pretrain as recipes
 from data_pipelines import build_shards
 from data_pipelines import pretraining as data
 from electra_jax import checkpoints, cli, init_from, presets, pretrain, sharding
@@ -87,7 +88,7 @@ def overrides(train_files, num_steps, **changes):
 
 
 def reference_config(train_files, num_steps, **changes):
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     for key, value in overrides(train_files, num_steps, **changes).items():
         section, name = key.split(".")
         config[section][name] = value

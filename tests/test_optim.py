@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import pretrain as recipes
 from electra_jax import optim, presets
 
 
@@ -264,9 +265,8 @@ def test_layerwise_decay_off_values(off):
 
 def test_pretraining_config_has_every_field_make_optimizer_reads():
     """The lead's paper configs are locked: a field missing there would fail at start-up."""
-    from electra_jax import presets
 
-    config = presets.pretraining_config("small")
+    config = recipes.pretraining_config("small")
     config.lock()
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
     np.testing.assert_allclose(schedule(10_000), 5e-4 * (1 - 10_000 / 1_000_000), rtol=1e-6)
@@ -303,9 +303,8 @@ def test_lamb_rescales_weight_matrices_by_their_trust_ratio_and_names_a_bad_choi
 )
 def test_numbers_out_of_range_are_refused_before_training(field, value, message):
     # learning_rate=-1 once trained by gradient ascent (loss 45 -> 3884) and exited 0.
-    from electra_jax import presets
 
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     config.optim[field] = value
     with pytest.raises(ValueError, match=message):
         optim.make_optimizer(config.optim, config.train.num_steps)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from configs import pretrain as recipes
 from data_pipelines import pretraining as data
 from electra_jax import presets, pretrain
 
@@ -14,7 +15,7 @@ SEQ_LEN, BATCH = 32, 16
 
 
 def tiny_config(**mesh):
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     config.train.max_seq_length = SEQ_LEN
     config.train.batch_size = BATCH
     config.objective.max_predictions_per_seq = presets.max_predictions_per_seq(0.15, SEQ_LEN)

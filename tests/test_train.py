@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from helpers import write_corpus
 
+from configs import pretrain as recipes
 from data_pipelines import build_shards as build_lib
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import checkpoints, evaluate, export, hlo, model, presets, pretrain
@@ -99,7 +100,7 @@ def settings(shards):
 
 
 def make_config(settings, **changes):
-    config = presets.pretraining_config("tiny")
+    config = recipes.pretraining_config("tiny")
     for key, value in {**settings, **changes}.items():
         section, name = key.split(".")
         config[section][name] = value
@@ -694,13 +695,13 @@ def test_a_typo_in_a_config_override_is_an_error_naming_the_key(tmp_path):
 
 
 def test_a_recipe_variant_layers_over_its_size_and_an_unknown_one_is_named():
-    quick, cpu_hours = presets.get_config("tiny"), presets.get_config("tiny,cpu_hours")
+    quick, cpu_hours = recipes.get_config("tiny"), recipes.get_config("tiny,cpu_hours")
     assert (quick.data.source, cpu_hours.data.source) == ("default", "tfrecord")
     assert (quick.train.num_steps, cpu_hours.train.num_steps) == (1500, 13500)
     assert (cpu_hours.model.generator_hidden_fraction, cpu_hours.objective.disc_weight) == (1.0, 1.0)
     assert cpu_hours.objective.temperature == quick.objective.temperature == 2.0  # tiny's overrides kept
     with pytest.raises(ValueError, match="no recipe variant 'v4-32' for size 'tiny'; choose one of"):
-        presets.pretraining_config("tiny", "v4-32")
+        recipes.pretraining_config("tiny", "v4-32")
 
 
 @pytest.mark.integration
