@@ -25,6 +25,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from data_pipelines.pretraining import FEATURE_KEYS
@@ -198,9 +199,11 @@ def main(config, arguments):
             f"--config.task={config.task!r}; score it with --config.task={trained_on}"
         )
     net, params, tokenizer = load_finetuned(config.model)
-    glue_config = glue.glue_config()
-    glue_config.update(dict(data_dir=config.data_dir, source="tsv", max_seq_length=config.max_seq_length))
-    features = glue.load_split(glue_config, config.task, config.split, tokenizer)
+    # what glue.load_split reads of a GLUE config, for a split that is not trained on
+    split_config = ml_collections.ConfigDict(
+        dict(data_dir=config.data_dir, tfds_data_dir="", source="tsv", max_seq_length=config.max_seq_length)
+    )
+    features = glue.load_split(split_config, config.task, config.split, tokenizer)
     result = compare_int8(net, params, features, features["labels"], config.batch_size)
     print(json.dumps({"model": config.model, "task": config.task, "split": config.split, **result}, indent=2))
 

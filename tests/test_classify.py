@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import sklearn.metrics
 
+from configs import classify as classify_configs
 from data_pipelines import labelled_text
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax.finetune import classify, common
@@ -88,7 +89,7 @@ def test_truncation_policies_keep_head_tail_or_both(hf_init):
     assert words(pair) == ["[CLS]", "awful", "plot", "boring", "dull", "[SEP]", "fun", "acting", "[SEP]"]
     assert pair["token_type_ids"].tolist() == [0] * 6 + [1] * 3
     with pytest.raises(ValueError, match="truncation='middle'"):
-        config = classify.classify_config()
+        config = classify_configs.get_config()
         config.truncation = "middle"
         classify.encode_examples(tok, [], {}, config, "f")
 
@@ -116,7 +117,7 @@ def test_macro_f1_and_accuracy_equal_sklearn():
 
 
 def run_config(tmp_path, init, **overrides):
-    config = classify.classify_config()
+    config = classify_configs.get_config()
     config.update(
         dict(
             init=init,
@@ -218,7 +219,7 @@ def test_a_preempted_fine_tuning_run_resumes_to_the_unbroken_result(tmp_path, hf
 
 
 def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_path, caplog):
-    config = classify.classify_config()
+    config = classify_configs.get_config()
     config.text_column, config.label_column = "text", "label"
     csv_path = tmp_path / "train.csv"
     csv_path.write_text("text,label\nfine,1\nbad,1 \nmeh, 0\n", encoding="utf-8-sig")  # with a BOM
@@ -260,7 +261,7 @@ def test_labels_spelled_differently_are_one_class_and_a_bom_is_no_column(tmp_pat
 )
 def test_labels_and_texts_of_the_wrong_json_type_are_refused(tmp_path, row, message):
     # A list or object label became a class; a list text was trained on as its JSON.
-    config = classify.classify_config()
+    config = classify_configs.get_config()
     write_jsonl(tmp_path / "train.jsonl", [{"text": "ok", "label": 0}, row])
     with pytest.raises(ValueError, match=r"train\.jsonl:2: " + message):
         labelled_text.read_examples(str(tmp_path / "train.jsonl"), config)

@@ -12,6 +12,7 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
+from configs import glue as glue_configs
 from configs import pretrain as recipes
 from data_pipelines import glue as glue_data
 from data_pipelines import tokenizer as tokenizer_lib
@@ -92,7 +93,7 @@ def hf_init(tmp_path_factory):
 
 
 def small_run_config(glue_dir, init, **overrides):
-    config = glue.glue_config()
+    config = glue_configs.get_config()
     config.update(
         dict(
             init=init,
@@ -180,7 +181,7 @@ def hand_depth(path: str, num_layers: int) -> int:
 )
 def test_fine_tuning_numbers_out_of_range_are_refused(change, message):
     # Fine-tuning at learning_rate=-1 or warmup_fraction=-0.5 exited 0 with results.
-    config = glue.glue_config()
+    config = glue_configs.get_config()
     config.optim.update(change)
     hyper = {"learning_rate": config.optim.learning_rate or 1e-4, "layerwise_lr_decay": 0.8}
     with pytest.raises(ValueError, match=message):
@@ -190,7 +191,7 @@ def test_fine_tuning_numbers_out_of_range_are_refused(change, message):
 def test_each_layer_gets_the_learning_rate_of_the_formula():
     cfg = tiny_config(40, embedding_size=24, num_layers=3)
     params = model.init_params(heads.SequenceClassifier(cfg, 2), jax.random.PRNGKey(0))
-    config = glue.glue_config()
+    config = glue_configs.get_config()
     # bias-corrected Adam, whose first step is exactly g / (|g| + eps)
     config.optim.update(dict(warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0, bias_correction=True))
     lr, decay = 1e-3, 0.8
@@ -215,7 +216,7 @@ def test_each_layer_gets_the_learning_rate_of_the_formula():
 
 
 def test_paper_hyperparameters_per_size_and_task():
-    config = glue.glue_config()
+    config = glue_configs.get_config()
     small = model.ElectraConfig(vocab_size=30522, hidden_size=256, num_layers=12, num_heads=4)
     large = model.ElectraConfig(
         vocab_size=30522, embedding_size=1024, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096
@@ -585,7 +586,7 @@ def test_double_unordered_appends_every_training_pair_swapped(glue_dir, hf_init,
 
 def test_the_defaults_are_the_original_recipe():
     """Raw-moment Adam for every task, both sentence orders for MRPC and STS-B only."""
-    config = glue.glue_config()
+    config = glue_configs.get_config()
     assert config.optim.bias_correction is False
     assert [task for task in glue_data.TASKS if glue.double_unordered(config, task)] == ["mrpc", "stsb"]
 
@@ -594,7 +595,7 @@ def test_the_defaults_are_the_original_recipe():
 def test_bias_correction_reaches_the_fine_tuning_optimizer(bias_correction):
     """The knob picks the original's Adam (raw moments) or optax's: the first update differs
     by sqrt(1 - b2) / (1 - b1) = 0.316 exactly, with clipping and weight decay off."""
-    config = glue.glue_config()
+    config = glue_configs.get_config()
     config.optim.update(dict(bias_correction=bias_correction, weight_decay=0.0, clip_norm=0.0, warmup_fraction=0.0))
     hyper = {"learning_rate": 1e-3, "layerwise_lr_decay": 1.0, "num_epochs": 1.0}
     tx, _ = common.make_optimizer(config, hyper, num_layers=1, total_steps=10)
@@ -741,7 +742,7 @@ def test_a_fine_tuning_workdir_resumes_its_own_run_and_refuses_another_unless_fr
     workdir = tmp_path / "out"
     (workdir / "seed_0").mkdir(parents=True)
     (workdir / "results.json").write_text("{}")
-    config = glue.glue_config()
+    config = glue_configs.get_config()
     finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # a new workdir: its config recorded
     assert json.load(open(tmp_path / "new" / "config.json"))["optim"]["learning_rate"] == config.optim.learning_rate
     with pytest.raises(

@@ -13,6 +13,7 @@ import pytest
 import squad_official
 
 from benchmarks.shared_data import shared_path
+from configs import squad as squad_configs
 from data_pipelines import squad as squad_data
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import heads, hf, model
@@ -532,7 +533,7 @@ def fixture_dataset(num_articles, with_unanswerable):
 
 
 def tiny_run_config(init, data_file, version, **overrides):
-    config = squad.squad_config()
+    config = squad_configs.get_config()
     config.update(
         dict(
             init=init,

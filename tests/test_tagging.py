@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import tagging as tagging_configs
 from data_pipelines import conll
 from data_pipelines import tokenizer as tokenizer_lib
 from electra_jax import heads, hf, model
@@ -169,7 +170,7 @@ def test_labels_sit_on_first_pieces_and_long_sentences_are_chunked(tmp_path):
 
 
 def run_config(tmp_path, init, **overrides):
-    config = tagging.tagging_config()
+    config = tagging_configs.get_config()
     for name, sentences in (("train", SENTENCES * 4), ("dev", SENTENCES), ("test", SENTENCES[:2])):
         write_conll(str(tmp_path / f"{name}.txt"), sentences)
     config.update(

@@ -30,7 +30,7 @@ import sys
 
 from benchmarks.studies.seed_study import parse_overrides, run_all, split_argv
 from data_pipelines import files
-from electra_jax.finetune import glue
+from electra_jax.finetune import common, glue
 from electra_jax.finetune.metrics import ELECTRA_PAPER_METRIC
 
 
@@ -51,7 +51,7 @@ def command(workdir: str, task: str, shared: list[str], overrides: list[str]) ->
 def seed_range(argv: list[str]) -> range:
     """The fine-tuning seeds a `command` asks for: its last `--config.seed=` / `--config.seeds=`
     (the row's overrides come last), else configs/glue.py's defaults."""
-    defaults = glue.glue_config()
+    defaults = common.base_config()
     values = {"seed": defaults.seed, "seeds": defaults.seeds}
     for arg in argv:
         name, sep, value = arg.partition("=")

@@ -1,6 +1,7 @@
 """Text classification on your own CSV / TSV / JSONL files with an ELECTRA discriminator.
 
-    config = classify_config(); config.init = PRETRAIN_WORKDIR_OR_HF_DIR
+    config = get_config()  # configs/classify.py
+    config.init = PRETRAIN_WORKDIR_OR_HF_DIR
     config.train_file, config.dev_file = "train.csv", "dev.csv"
     results = run(config, workdir)
 
@@ -25,7 +26,6 @@ import json
 import os
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from data_pipelines import files
@@ -35,22 +35,6 @@ from electra_jax import loading
 from electra_jax.finetune import common
 
 DEFAULT_NUM_EPOCHS = 3.0
-
-
-def classify_config() -> ml_collections.ConfigDict:
-    """`common.base_config()` plus the files, columns and truncation of a classification set."""
-    c = common.base_config()
-    c.program = "classify"
-    c.train_file = ""  # .csv / .tsv (header row) or .jsonl training file
-    c.dev_file = ""  # the same format; scored, picks the median run
-    c.test_file = ""  # optional file to predict with the median run ("" = none; labels optional)
-    c.text_column = "text"  # the text to classify
-    c.text_pair_column = ""  # second text of a pair task ("" = single texts)
-    c.label_column = "label"  # the class
-    c.labels = ""  # comma-separated label set, in id order; "" = the training labels sorted
-    common.add_classifier_head(c)
-    c.truncation = "head"  # head | tail | head_tail: which tokens of a long text are kept
-    return c
 
 
 def label_list(config, train: list[Example]) -> list[str]:

@@ -1,6 +1,7 @@
 """Token classification (NER) on CoNLL-2003-format files with an ELECTRA discriminator.
 
-    config = tagging_config(); config.init = PRETRAIN_WORKDIR_OR_HF_DIR
+    config = get_config()  # configs/tagging.py
+    config.init = PRETRAIN_WORKDIR_OR_HF_DIR
     config.train_file, config.dev_file = "train.txt", "dev.txt"
     results = run(config, workdir)
 
@@ -24,7 +25,6 @@ import os
 from typing import Any, Optional
 
 import jax
-import ml_collections
 import numpy as np
 
 from data_pipelines import files
@@ -37,18 +37,6 @@ from electra_jax.finetune import common
 DEFAULT_NUM_EPOCHS = 3.0
 OUTSIDE = "O"
 ENTITY_PREFIXES = "BIES"  # begin, inside, end, single (IOB1, IOB2 and IOBES tags)
-
-
-def tagging_config() -> ml_collections.ConfigDict:
-    """`common.base_config()` plus the files and columns of a NER data set."""
-    c = common.base_config()
-    c.program = "tagging"
-    c.train_file = ""  # CoNLL-format training file
-    c.dev_file = ""  # CoNLL-format dev file (scored; picks the median run)
-    c.test_file = ""  # optional CoNLL-format file to predict with the median run ("" = none)
-    c.label_column = -1  # column of the tag on each line (python index; -1 = last)
-    c.labels = ""  # comma-separated tag set; "" = the tags of train_file ("O" first, then sorted)
-    return c
 
 
 # ---------------------------------------------------------------------------- data
