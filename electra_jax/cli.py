@@ -102,3 +102,25 @@ def maybe_initialize_distributed() -> None:
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+def check_same_workdir(workdir: str) -> None:
+    """Every process of a multi-process run must be given the same --workdir: each writes
+    its shards of every checkpoint there, so it must be one directory all hosts share (a
+    network filesystem or gs://). Different ones would hang the first save; refused here."""
+    import zlib
+
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return
+    path = workdir if "://" in workdir else os.path.abspath(workdir)
+    digests = multihost_utils.process_allgather(np.array([zlib.crc32(path.encode("utf-8"))], np.uint32))
+    if len(set(np.asarray(digests).ravel().tolist())) > 1:
+        raise ValueError(
+            f"process {jax.process_index()} was given --workdir={path}, another process another one; give every "
+            "process the same --workdir, on a filesystem all hosts share (e.g. gs://): each writes its part of "
+            "every checkpoint there"
+        )

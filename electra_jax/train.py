@@ -33,6 +33,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.maybe_initialize_distributed()
+    cli.check_same_workdir(_WORKDIR.value)
     # after distributed init: nothing may touch devices before
     from electra_jax import checkpoints, pretrain
 

@@ -407,15 +407,15 @@ def files_under(directory):
 
 
 @pytest.mark.slow  # 3 processes compile a tiny classifier: ~60-120 s wall on the shared 2-core machine
-def test_two_process_fine_tuning_matches_one_process_and_only_process_zero_writes(tmp_path):
+def test_two_process_fine_tuning_matches_one_process(tmp_path):
     init, glue_dir = str(tmp_path / "init"), str(tmp_path / "glue")
     os.makedirs(init)
     helpers.write_hf_model(init, FINETUNE_WORDS, seed=1)
     write_mrpc(glue_dir)
     two, one = tmp_path / "two", tmp_path / "one"
     two.mkdir(), one.mkdir()
-    # Each process of the pair gets its own --workdir, so anything process 1 wrote would show.
-    pair = start_joined(str(two), lambda p: finetune_args(init, glue_dir, str(two / f"out_{p}")))
+    # The pair shares its --workdir (checkpoints are written by both), as hosts share gs://.
+    pair = start_joined(str(two), lambda p: finetune_args(init, glue_dir, str(two / "out_0")))
     # The reference: one process with the pair's 4 devices, so the mesh and its sums are the same.
     single = start_joined(
         str(one), lambda p: finetune_args(init, glue_dir, str(one / "out")), processes=1, local_devices=4
@@ -423,9 +423,11 @@ def test_two_process_fine_tuning_matches_one_process_and_only_process_zero_write
     wait_all(pair, str(two), timeout=600)
     wait_all(single, str(one), timeout=600)
 
-    assert not os.path.exists(two / "out_1") or files_under(two / "out_1") == []
-    written = files_under(two / "out_0")
-    assert written == files_under(one / "out")
+    # the same files, but for the checkpoints' parts, which each process writes of its own
+    written = [name for name in files_under(two / "out_0") if "/checkpoints/" not in name]
+    assert written == [name for name in files_under(one / "out") if "/checkpoints/" not in name]
+    for run in (two / "out_0", one / "out"):
+        assert os.listdir(run / "mrpc" / "seed_1" / "checkpoints") == ["16"]  # the last step, kept
     assert not [name for name in written if name.endswith(".tmp")]
     for seed in (0, 1):  # save_models: one transformers directory per run, tokenizer included
         assert {"config.json", "vocab.txt"} <= set(os.listdir(two / "out_0" / "mrpc" / f"seed_{seed}"))
@@ -440,3 +442,17 @@ def test_two_process_fine_tuning_matches_one_process_and_only_process_zero_write
     assert (two / "out_0" / "submission" / "MRPC.tsv").read_text() == (
         one / "out" / "submission" / "MRPC.tsv"
     ).read_text()
+
+
+@pytest.mark.slow  # two processes start and join (no compile)
+def test_processes_given_different_workdirs_are_refused_before_anything_is_written(tmp_path):
+    # Each process writes its part of every checkpoint into the workdir: with one each, the
+    # first save would wait forever for the other's part.
+    init, glue_dir = str(tmp_path / "init"), str(tmp_path / "glue")
+    os.makedirs(init)
+    helpers.write_hf_model(init, FINETUNE_WORDS, seed=1)
+    write_mrpc(glue_dir)
+    pair = start_joined(str(tmp_path), lambda p: finetune_args(init, glue_dir, str(tmp_path / f"out_{p}")))
+    with pytest.raises(AssertionError, match="give every process the same --workdir"):
+        wait_all(pair, str(tmp_path), timeout=300)
+    assert not os.path.exists(tmp_path / "out_0") and not os.path.exists(tmp_path / "out_1")

@@ -119,6 +119,7 @@ def main(argv, config_flag, workdir_flag, fresh_flag):
 
     program = importlib.import_module(TASKS[config.program])
     workdir = workdir_flag.value
+    cli.check_same_workdir(workdir)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     with checkpoints.workdir_lock(workdir):  # a second run on this workdir is refused
         if jax.process_index() == 0:
