@@ -101,6 +101,8 @@ def _check_train_numbers(train) -> None:
 
 
 def _check_positions(config) -> None:
+    if config.model.max_position_embeddings is None:  # the init source's, known once it is read
+        return
     if config.train.max_seq_length > config.model.max_position_embeddings:
         raise ValueError(
             f"train.max_seq_length={config.train.max_seq_length} exceeds model.max_position_embeddings="
