@@ -763,3 +763,24 @@ def test_a_fine_tuning_workdir_resumes_its_own_run_and_refuses_another_unless_fr
     aside = [name for name in os.listdir(workdir) if name.startswith("replaced-")]
     assert sorted(os.listdir(workdir)) == ["config.json", *aside] and len(aside) == 1
     assert sorted(os.listdir(workdir / aside[0])) == ["results.json", "seed_0"]
+
+
+def test_a_preempted_fine_tuning_run_exits_143_for_a_restart_to_resume_it(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from electra_jax import trainer
+    from electra_jax.finetune import __main__ as finetune_cli
+
+    def report(config, workdir):
+        raise trainer.Preempted("toy seed 0 stopped at step 3 of 9; run the same command again to resume")
+
+    monkeypatch.setitem(sys.modules, "preempted_task", types.SimpleNamespace(report=report))
+    monkeypatch.setitem(finetune_cli.TASKS, "preempted", "preempted_task")
+    config = glue_configs.get_config()
+    with config.unlocked():
+        config.program = "preempted"
+    flag = types.SimpleNamespace
+    with pytest.raises(SystemExit) as stopped:
+        finetune_cli.main(["finetune"], flag(value=config), flag(value=str(tmp_path / "out")), flag(value=False))
+    assert stopped.value.code == 143 == finetune_cli.PREEMPTED_EXIT_CODE
