@@ -1,18 +1,18 @@
 """What every fine-tuning task shares: the pretrained starting point, the paper's recipe,
-batching, one train step / predict builder parameterised by a head and a loss, the loop.
+batching, the train step and predictor on the training core (electra_jax/trainer.py), and
+the one run of a task's seeds.
 
-A task (glue.py, classify.py, tagging.py, squad.py) supplies only its data, its head
-module (a flax module taking `(input_ids, attention_mask, token_type_ids, deterministic)`
-whose params are `{electra, <head>}`), its loss `(outputs, batch) -> scalar` and its metrics:
+A task (glue.py, classify.py, tagging.py, squad.py) supplies only a `Setup`: its data, its
+head module (a flax module taking `(input_ids, attention_mask, token_type_ids,
+deterministic)` whose params are `{electra, <head>}`), its loss `(outputs, batch) ->
+scalar`, its metrics and what each run leaves behind:
 
     pretrained = open_run(config, workdir)  # the encoder config.init names, workdir made
-    hyper = resolved_hyperparameters(config, pretrained.model_config, default_num_epochs=3.0)
-    program = build_program(config, net, loss_fn, hyper, num_train_examples)
-    params, log = fit(config, program, init_task_params(net, encoder, rng, seq_len), train,
-                      seed, evaluate=lambda params: {...}, desc="mrpc seed 0", run_dir=OUT)
+    results, median_run = run_seeds(config, pretrained, Setup(name="mrpc", net=..., ...))
 
-Every run writes its training losses and dev metrics to RUN_DIR/metrics.jsonl (and
-RUN_DIR/tensorboard/ with `config.tensorboard`), the same format as pretraining's.
+Each run (OUT/seed_<k>/) checkpoints every `checkpoint_every` steps and resumes from its
+last checkpoint when run again; it writes its training losses and dev metrics to
+metrics.jsonl (and tensorboard/ with `config.tensorboard`), the same format as pretraining's.
 
 `config` is a ConfigDict holding at least the fields of `base_config()`.
 """
