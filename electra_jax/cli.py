@@ -48,6 +48,23 @@ def parse_flags(argv: list[str]) -> list[str]:
         errors.exit_on_unknown_override(error, argv)
 
 
+def define_run_flags(config_help: str, workdir_help: str):
+    """--config (required), --workdir (required) and --fresh: what a training CLI takes
+    (pretraining and fine-tuning alike: the same command run again resumes)."""
+    from absl import flags
+
+    config_flag = define_config_file(None, config_help)
+    workdir_flag = flags.DEFINE_string("workdir", None, workdir_help)
+    fresh_flag = flags.DEFINE_bool(
+        "fresh",
+        False,
+        "Start over in a workdir that holds a run (without it, the same command resumes that run): the run is "
+        "moved to WORKDIR/replaced-<time>/, never deleted.",
+    )
+    flags.mark_flags_as_required(["config", "workdir"])
+    return config_flag, workdir_flag, fresh_flag
+
+
 def define_config_file(default: Optional[str], help_text: str):
     """`--config` (locked). With a default file, ml_collections applies the `--config.x`
     overrides of sys.argv while defining the flag, so a mistyped key fails here, not in

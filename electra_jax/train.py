@@ -15,18 +15,12 @@ from absl import app, flags
 from data_pipelines import errors
 from electra_jax import cli
 
-_CONFIG = cli.define_config_file(None, "A configs/electra_*.py file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and TensorBoard go here.")
-_FRESH = flags.DEFINE_bool(
-    "fresh",
-    False,
-    "Start over in a workdir that holds a run: its checkpoints and logs are moved to WORKDIR/replaced-<time>/, "
-    "never deleted.",
+_CONFIG, _WORKDIR, _FRESH = cli.define_run_flags(
+    "configs/pretrain.py:SIZE[,VARIANT], e.g. configs/pretrain.py:small", "Checkpoints, logs and TensorBoard go here."
 )
 _STOP_AT_STEP = flags.DEFINE_integer(
     "stop_at_step", None, "Stop (with a checkpoint) at this step; the schedule still spans config.train.num_steps."
 )
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):

@@ -30,7 +30,7 @@ import importlib
 import json
 import os
 
-from absl import app, flags, logging
+from absl import app, logging
 from etils import epath
 
 from data_pipelines import errors, files
@@ -132,15 +132,9 @@ def main(argv, config_flag, workdir_flag, fresh_flag):
 
 
 def run():
-    config_flag = cli.define_config_file(None, "configs/glue.py, classify.py, tagging.py or squad.py")
-    workdir_flag = flags.DEFINE_string("workdir", None, "Results, predictions and fine-tuned models.")
-    fresh_flag = flags.DEFINE_bool(
-        "fresh",
-        False,
-        "Start over in a workdir that holds an earlier run (without it, the same command resumes that run): it is "
-        "moved to WORKDIR/replaced-<time>/.",
+    config_flag, workdir_flag, fresh_flag = cli.define_run_flags(
+        "configs/glue.py, classify.py, tagging.py or squad.py", "Results, predictions, fine-tuned models, checkpoints."
     )
-    flags.mark_flags_as_required(["config", "workdir"])
     app.run(
         errors.one_line_errors(lambda argv: main(argv, config_flag, workdir_flag, fresh_flag)),
         flags_parser=cli.parse_flags,
