@@ -274,7 +274,7 @@ def check_run_config(
     if path.exists():
         saved = run_paths.resolved(json.loads(path.read_text(encoding="utf-8")), workdir)
         differences = config_differences(saved, current)
-        refused = {key: values for key, values in differences.items() if not matches(key, may_change)}
+        refused = refused_changes(differences, may_change)
         resuming = has_checkpoints(workdir)
         if resuming and fresh:
             files.check_spares_inputs(
@@ -286,9 +286,8 @@ def check_run_config(
             if jax.process_index() == 0:
                 _move_run_aside(workdir)
         elif refused and resuming:
-            details = "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in refused.items())
             raise ValueError(
-                f"{workdir} holds a run with a different config ({details}); a resume may change "
+                f"{workdir} holds a run with a different config ({describe_changes(refused)}); a resume may change "
                 f"only {', '.join(may_change) or 'nothing'}. Use another --workdir, or pass --fresh "
                 "to move its checkpoints aside and start over"
                 + "".join(text for pattern, text in hints if any(matches(key, [pattern]) for key in refused))
@@ -328,6 +327,15 @@ def config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]
         elif old != new:
             differences[section] = (old, new)
     return differences
+
+
+def refused_changes(differences: dict[str, tuple[Any, Any]], may_change: Sequence[str]) -> dict[str, tuple[Any, Any]]:
+    """The `config_differences` a resume may not make (none of the `may_change` patterns)."""
+    return {key: values for key, values in differences.items() if not matches(key, may_change)}
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in changes.items())
 
 
 def matches(key: str, patterns: Sequence[str]) -> bool:

@@ -164,16 +164,15 @@ RANGES = {
 }
 
 
-def check_ranges(optim_config: Any, prefix: str = "optim.") -> None:
-    """Raises naming the first field of `optim_config` outside RANGES (`prefix`: how the
-    user sets it, e.g. "optim." for --config.optim.learning_rate)."""
+def check_ranges(optim_config: Any) -> None:
+    """Raises naming the first field of the `optim` section outside RANGES."""
     for field, (least, most) in RANGES.items():
         value = optim_config.get(field)
         if value is None:
             continue
         if (least is not None and value < least) or (most is not None and value > most):
             bounds = f">= {least}" if most is None else f"in [{least}, {most}]"
-            raise ValueError(f"{prefix}{field}={value}; it must be {bounds} (--config.{prefix}{field})")
+            raise ValueError(f"optim.{field}={value}; it must be {bounds} (--config.optim.{field})")
 
 
 def make_optimizer(optim_config: Any, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:

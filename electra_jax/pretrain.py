@@ -152,9 +152,7 @@ def abstract_batch(pretrainer: Pretrainer, sequences: int) -> Batch:
 def abstract_train_state(pretrainer: Pretrainer) -> optim.TrainState:
     """Shapes, dtypes and shardings of the train state (the target of a restore)."""
     shapes = jax.eval_shape(_init_fn(pretrainer), jax.random.PRNGKey(0))
-    return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, pretrainer.state_sharding
-    )
+    return sharding.with_shardings(shapes, pretrainer.state_sharding)
 
 
 def restore_train_state(config, workdir: str, step: int | None = None):

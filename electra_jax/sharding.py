@@ -72,6 +72,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def with_shardings(shapes: Any, shardings: Any) -> Any:
+    """`shapes` (a tree of jax.ShapeDtypeStruct, e.g. from jax.eval_shape) carrying
+    `shardings`: the target of a restore or an ahead-of-time lowering."""
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+
+
 def place(tree: Any, shardings: Any) -> Any:
     """Host arrays (every process holding the same full values) as global arrays with
     `shardings`: each process fills only its own devices' shards (multi-host safe).

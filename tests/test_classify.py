@@ -210,6 +210,12 @@ def test_a_preempted_fine_tuning_run_resumes_to_the_unbroken_result(tmp_path, hf
     assert "classify seed 0: resumed from its checkpoint at step 30 of 30" in caplog.text
     assert "classify seed 1: resumed from its checkpoint at step 14 of 30" in caplog.text
     assert resumed["runs"] == unbroken["runs"]  # every logged loss and dev metric, both seeds
+    for seed in (0, 1):  # metrics.jsonl as the unbroken run's: no row twice (seed 0 was only re-scored)
+        rows = [(r["step"], r["split"]) for r in map(json.loads, open(out / f"seed_{seed}" / "metrics.jsonl"))]
+        assert rows == [
+            (r["step"], r["split"])
+            for r in map(json.loads, open(tmp_path / "unbroken" / f"seed_{seed}" / "metrics.jsonl"))
+        ]
     for seed in (0, 1):
         a, b = (helpers.read_safetensors(tmp_path / run / f"seed_{seed}") for run in ("unbroken", "out"))
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

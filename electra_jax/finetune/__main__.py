@@ -52,6 +52,7 @@ TASKS = {
 INPUT_KEYS = ("init", "data_dir", "train_file", "dev_file", "test_file", "eval_file")
 
 
+CONFIG_FILE = "config.json"  # WORKDIR/CONFIG_FILE: the run's config, which a rerun must match
 # What a rerun on the same workdir may change and still resume it (more seeds add runs).
 RESUME_MAY_CHANGE = ("log_every", "eval_every", "checkpoint_every", "tensorboard", "seeds", "mesh.*", "sharding.*")
 
@@ -82,9 +83,6 @@ def claim_workdir(config, workdir: str, fresh: bool) -> None:
     files.write_json(path / CONFIG_FILE, current, sort_keys=True)
 
 
-CONFIG_FILE = "config.json"
-
-
 def _check_resumable(saved_path: epath.Path, current: dict, earlier: list[str]) -> None:
     from electra_jax import checkpoints
 
@@ -93,9 +91,9 @@ def _check_resumable(saved_path: epath.Path, current: dict, earlier: list[str]) 
         shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
         raise FileExistsError(f"{saved_path.parent} holds files of another program ({shown}); {fix}")
     differences = checkpoints.config_differences(files.read_json(saved_path), current)
-    refused = {key: values for key, values in differences.items() if not checkpoints.matches(key, RESUME_MAY_CHANGE)}
+    refused = checkpoints.refused_changes(differences, RESUME_MAY_CHANGE)
     if refused:
-        details = "; ".join(f"{key}: saved {old!r} vs {new!r}" for key, (old, new) in refused.items())
+        details = checkpoints.describe_changes(refused)
         raise FileExistsError(
             f"{saved_path.parent} holds a fine-tuning run with another config ({details}); a rerun resumes it "
             f"only if it changes no more than {', '.join(RESUME_MAY_CHANGE)}: {fix}"

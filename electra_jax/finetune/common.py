@@ -487,7 +487,7 @@ def fit(
         state = jax.device_put(optim.TrainState.create(params, program.tx), state_sharding)
     else:
         abstract = jax.eval_shape(lambda p: optim.TrainState.create(p, program.tx), params)
-        state = ckpt.restore(None, jax.tree_util.tree_map(_with_sharding, abstract, state_sharding))
+        state = ckpt.restore(None, sharding.with_shardings(abstract, state_sharding))
         logging.info("%s: resumed from its checkpoint at step %d of %d", desc, int(state.step), total_steps)
     start_step = int(state.step)
     writer = MetricWriter(run_dir, config.tensorboard, start_step=start_step)
@@ -502,9 +502,8 @@ def fit(
         return {"loss": f"{scalars['loss']:.4f}"}
 
     def evaluate_now(step: int, state: optim.TrainState) -> None:
-        dev = evaluate(state.params)
+        log.setdefault(step, {"step": step})["dev"] = dev = evaluate(state.params)
         writer.write(step, "dev", flat_scalars(dev))
-        log.setdefault(step, {"step": step})["dev"] = dev
         logging.info("%s step %d dev: %s", desc, step, dev)
 
     loop = trainer.Loop(
@@ -524,18 +523,14 @@ def fit(
                 f"{desc} stopped at step {int(state.step)} of {total_steps} after a preemption signal, its "
                 f"checkpoint saved in {run_dir}; run the same command again to resume"
             )
-        if start_step == total_steps:  # finished before: its final evaluation, computed again
-            evaluate_now(total_steps, state)
+        if start_step == total_steps:  # finished before: its final evaluation computed again (metrics.jsonl has it)
+            log.setdefault(total_steps, {"step": total_steps})["dev"] = evaluate(state.params)
     finally:
         ckpt.close()
         writer.close()
     # Gathered to every process first: fsdp-sharded params are not addressable from one host.
     gathered = jax.jit(lambda params: params, out_shardings=sharding.replicated(program.placement.mesh))(state.params)
     return jax.device_get(gathered), [log[step] for step in sorted(log)]
-
-
-def _with_sharding(shape: jax.ShapeDtypeStruct, where: jax.sharding.Sharding) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=where)
 
 
 def read_log(run_dir: str, until_step: int) -> list[dict]:
