@@ -757,6 +757,10 @@ def test_a_fine_tuning_workdir_resumes_its_own_run_and_refuses_another_unless_fr
     config.data_dir = str(workdir / "seed_0")  # an input inside the earlier run: never moved
     with pytest.raises(ValueError, match=r"refusing to remove .*seed_0: it is config.data_dir"):
         finetune_cli.claim_workdir(config, str(workdir), fresh=True)
+    config.data_dir, config.tokenizer = str(tmp_path / "glue"), str(workdir / "seed_0" / "vocab.txt")
+    with pytest.raises(ValueError, match=r"refusing to remove .*seed_0: it .*config.tokenizer"):
+        finetune_cli.claim_workdir(config, str(workdir), fresh=True)
+    config.tokenizer = ""
     assert sorted(os.listdir(workdir)) == ["results.json", "seed_0"]
     config.data_dir = str(tmp_path / "glue")
     finetune_cli.claim_workdir(config, str(workdir), fresh=True)

@@ -49,7 +49,7 @@ TASKS = {
     "squad": "electra_jax.finetune.squad",
 }
 # The config keys that name what a fine-tuning run reads: --fresh never moves them aside.
-INPUT_KEYS = ("init", "data_dir", "train_file", "dev_file", "test_file", "eval_file")
+INPUT_KEYS = ("init", "tokenizer", "data_dir", "tfds_data_dir", "train_file", "dev_file", "test_file", "eval_file")
 
 
 CONFIG_FILE = "config.json"  # WORKDIR/CONFIG_FILE: the run's config, which a rerun must match
