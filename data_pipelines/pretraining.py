@@ -106,6 +106,20 @@ def shard_seq_length(path: str, word_starts: bool = False) -> int:
     raise ValueError(f"shard {path} is empty; rebuild it")
 
 
+def _damaged_shard(paths: list[str]) -> str | None:
+    """The first of `paths` whose records do not all read back (read in full: only after
+    tf.data reported a damaged record, which it does without naming the file)."""
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.DataLossError:
+            return path
+    return None
+
+
 class InputsChangedError(ValueError):
     """The files being read are not those a saved input position was taken over."""
 
@@ -134,7 +148,16 @@ class PretrainingIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        return {key: value.numpy() for key, value in next(self._iterator).items()}
+        import tensorflow as tf
+
+        try:
+            batch = next(self._iterator)
+        except tf.errors.DataLossError as error:  # TF names neither the file nor the fix
+            raise ValueError(
+                f"{_damaged_shard(self.files) or 'a shard'} is damaged ({error.message.splitlines()[0]}), e.g. "
+                "truncated by an interrupted copy; copy it again or rebuild it with build_shards"
+            ) from None
+        return {key: value.numpy() for key, value in batch.items()}
 
     def _checkpoint(self):
         import tensorflow as tf

@@ -122,7 +122,13 @@ class SentencePieceTokenizer(Tokenizer):
         import sentencepiece as spm  # heavy-ish C++ extension; only needed here
 
         self.path = model_path
-        self._processor = spm.SentencePieceProcessor(model_file=model_path)
+        try:
+            self._processor = spm.SentencePieceProcessor(model_file=model_path)
+        except RuntimeError as error:  # "INTERNAL: could not parse ModelProto ...": a C++ error, not an OSError
+            raise ValueError(
+                f"{model_path} is not a sentencepiece model ({error}); it may be truncated or another kind of file: "
+                "point the tokenizer setting at the spm.model that prepare_data or data_pipelines.tokenizer wrote"
+            ) from None
         self.vocab_size = self._processor.get_piece_size()
         for expected_id, piece in enumerate(SPECIAL_TOKENS):
             actual_piece = self._processor.id_to_piece(expected_id) if expected_id < self.vocab_size else None

@@ -280,15 +280,66 @@ def _read_state_dict(hf_dir: str) -> dict[str, np.ndarray]:
     safetensors_path = os.path.join(hf_dir, "model.safetensors")
     bin_path = os.path.join(hf_dir, "pytorch_model.bin")
     if os.path.exists(safetensors_path):
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        return load_file(safetensors_path)
+        try:
+            return load_file(safetensors_path)
+        except SafetensorError as error:
+            raise ValueError(
+                f"{safetensors_path} is not a readable safetensors file ({error}); it may be truncated by an "
+                "interrupted download or copy: fetch or export it again"
+            ) from None
     if os.path.exists(bin_path):
+        import pickle
+
         import torch  # only for .bin checkpoints
 
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError) as error:
+            # Not chained: torch's own message advises weights_only=False, which runs the pickle's code.
+            raise ValueError(
+                f"{bin_path} could not be read as tensors only ({type(error).__name__}); pickles holding other "
+                "objects are never loaded, since loading them can run code. Convert it to model.safetensors "
+                "where you trust its source (transformers: ElectraForPreTraining.from_pretrained(DIR)"
+                ".save_pretrained(DIR, safe_serialization=True)), or fetch it again if it is truncated"
+            ) from None
         return {k: v.float().numpy() for k, v in state.items()}
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {hf_dir}")
+
+
+def _architecture_of_weights(state: dict[str, np.ndarray]) -> dict[str, int]:
+    """The config.json architecture fields that the weights' shapes imply."""
+    shapes = {key: value.shape for key, value in state.items()}
+    implied = {}
+    for key, fields in (
+        ("electra.embeddings.word_embeddings.weight", ("vocab_size", "embedding_size")),
+        ("electra.embeddings.position_embeddings.weight", ("max_position_embeddings", None)),
+        ("electra.embeddings.token_type_embeddings.weight", ("type_vocab_size", None)),
+        ("electra.encoder.layer.0.attention.self.query.weight", ("hidden_size", None)),
+        ("electra.encoder.layer.0.intermediate.dense.weight", ("intermediate_size", None)),
+    ):
+        if key in shapes:
+            implied.update({field: size for field, size in zip(fields, shapes[key]) if field})
+    layers = {int(key.split(".")[3]) for key in shapes if key.startswith("electra.encoder.layer.")}
+    if layers:
+        implied["num_hidden_layers"] = max(layers) + 1
+    return implied
+
+
+def _check_config_matches_weights(hf_config: dict[str, Any], state: dict[str, np.ndarray], hf_dir: str) -> None:
+    implied = _architecture_of_weights(state)
+    differences = [
+        f"{field}={hf_config[field]} in config.json, {size} in the weights"
+        for field, size in implied.items()
+        if hf_config.get(field) is not None and hf_config[field] != size
+    ]
+    if differences:
+        raise ValueError(
+            f"{hf_dir}: config.json and the weights disagree ({'; '.join(differences)}); they must come from "
+            "the same model: replace config.json with the one saved with these weights"
+        )
 
 
 def detect_kind(hf_config: dict[str, Any], state_keys) -> str:
@@ -326,6 +377,7 @@ def load_pretrained(hf_dir: str, kind: str | None = None, **config_overrides):
     with open(config_path, encoding="utf-8") as f:
         hf_config = json.load(f)
     state = _read_state_dict(hf_dir)
+    _check_config_matches_weights(hf_config, state, hf_dir)
     kind = kind or detect_kind(hf_config, state)
     cfg = config_from_hf(hf_config, **config_overrides)
     return cfg, params_from_hf(cfg, state, kind)

@@ -162,6 +162,49 @@ def test_pytorch_bin_checkpoints_load(tmp_path):
     )
 
 
+def _saved_discriminator(directory):
+    _, cfg = _configs("tiny")
+    _hf_model(cfg, "discriminator").save_pretrained(str(directory))
+    return directory
+
+
+def test_a_pickle_holding_more_than_tensors_is_refused_without_torchs_advice(tmp_path):
+    import json
+    import pickle
+
+    directory = _saved_discriminator(tmp_path)
+    (directory / "model.safetensors").unlink()
+    with open(directory / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"weights": json.JSONDecoder}, f)  # a class: what weights_only refuses
+    with pytest.raises(ValueError, match=r"pytorch_model.bin could not be read as tensors only") as raised:
+        hf.load_pretrained(str(directory))
+    assert "never loaded" in str(raised.value) and "safe_serialization=True" in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # torch's weights_only=False advice
+    assert "weights_only" not in str(raised.value)
+
+
+def test_a_truncated_safetensors_file_is_named(tmp_path):
+    weights = _saved_discriminator(tmp_path) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=rf"{weights} is not a readable safetensors file .*truncated"):
+        hf.load_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "field, value", [("hidden_size", 64), ("num_hidden_layers", 3), ("embedding_size", 16), ("intermediate_size", 7)]
+)
+def test_a_config_json_that_disagrees_with_the_weights_names_the_fields(tmp_path, field, value):
+    import json
+
+    directory = _saved_discriminator(tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    saved = config[field]
+    config[field] = value
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"{field}={value} in config.json, {saved} in the weights"):
+        hf.load_pretrained(str(directory))
+
+
 @pytest.mark.parametrize("size", ["small", "base", "large"])
 def test_parameter_counts_equal_transformers(size):
     gen_cfg, disc_cfg = _configs(size)

@@ -226,6 +226,16 @@ def test_a_file_that_is_not_a_shard_is_named_before_training(shard_dir, tmp_path
         )
 
 
+def test_a_truncated_shard_is_named_when_reading_reaches_it(shard_dir, tmp_path):
+    copies = tmp_path / "copied"
+    shutil.copytree(shard_dir, copies)
+    truncated = sorted(glob.glob(f"{copies}/train-*.tfrecord"))[2]
+    with open(truncated, "r+b") as f:  # an interrupted copy: its first record intact, the rest cut
+        f.truncate(os.path.getsize(truncated) // 2)
+    with pytest.raises(ValueError, match=rf"{truncated} is damaged .*copy it again or rebuild it"):
+        one_epoch(f"{copies}/train-*.tfrecord", process_index=0, process_count=1)
+
+
 @pytest.mark.integration
 def test_synthetic_iterator_needs_no_tensorflow(tmp_path):
     script = (

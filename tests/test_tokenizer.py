@@ -201,3 +201,11 @@ def test_load_tokenizer_rejects_unknown_files(tmp_path):
     bad_vocab.write_text("[PAD]\nhello\n")
     with pytest.raises(ValueError, match=r"lacks special tokens \['\[UNK\]'"):
         tokenizer_lib.load_tokenizer(str(bad_vocab))
+
+
+def test_a_truncated_sentencepiece_model_is_named(spm_model, tmp_path):
+    truncated = tmp_path / "spm.model"
+    with open(spm_model.path, "rb") as f:
+        truncated.write_bytes(f.read()[:1000])
+    with pytest.raises(ValueError, match=rf"{truncated} is not a sentencepiece model .*truncated"):
+        tokenizer_lib.load_tokenizer(str(truncated))
