@@ -14,6 +14,7 @@ a cached output was made from.
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import hashlib
 import itertools
@@ -155,3 +156,23 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def csv_records(f, path: str, **reader_args) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of every record of the open CSV/TSV file `f` (`reader_args` as
+    csv.reader takes them). A field may be of any length: Python's default limit of 128 KiB
+    would refuse a long document. A malformed record is an error naming `path` and line."""
+    csv.field_size_limit(2**31 - 1)  # the largest the C reader accepts on every platform
+    reader = csv.reader(f, **reader_args)
+    line = 0
+    while True:
+        start = line + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ValueError(f"{path}:{reader.line_num}: not a valid CSV/TSV record ({error})") from None
+        line = reader.line_num
+        yield start, fields
+

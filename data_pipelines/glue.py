@@ -23,6 +23,8 @@ import math
 import os
 from typing import Iterator
 
+from data_pipelines import files
+
 SOURCES = ("auto", "tfds", "tsv")
 
 
@@ -221,18 +223,17 @@ def _examples_from_tfds(builder, task: str, split: str) -> list[GlueExample]:
 def _read_tsv(path: str, layout: TsvLayout) -> Iterator[tuple[int, list[str]]]:
     """(line number, columns) of the data rows, checking every row's column count."""
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for row in reader:
+        for line, row in files.csv_records(f, path, delimiter="\t", quoting=csv.QUOTE_NONE):
             if not row:  # a blank line, e.g. a trailing one
                 continue
             if len(row) != layout.num_columns:
                 raise ValueError(
-                    f"{path}:{reader.line_num}: expected {layout.num_columns} tab-separated "
+                    f"{path}:{line}: expected {layout.num_columns} tab-separated "
                     f"columns, found {len(row)}; fix or drop that line"
                 )
-            if layout.has_header and reader.line_num == 1:
+            if layout.has_header and line == 1:
                 continue
-            yield reader.line_num, row
+            yield line, row
 
 
 def _parse_label(spec: TaskSpec, value: str, path: str, line: int) -> int | float:

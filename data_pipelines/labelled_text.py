@@ -16,6 +16,8 @@ from typing import Iterator, Optional
 
 from absl import logging
 
+from data_pipelines import files
+
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -55,13 +57,12 @@ def _rows(path: str) -> Iterator[tuple[int, dict]]:
                 yield line_number, row
             return
         # TSV: fields are literal (no quoting), as GLUE's files; CSV: standard quoting.
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if form == "tsv" else csv.reader(f)
-        header = next(reader, None)
+        reader_args = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if form == "tsv" else {}
+        records = files.csv_records(f, path, **reader_args)
+        _, header = next(records, (0, None))
         if header is None:
             return
-        line_number = reader.line_num
-        for fields in reader:
-            start, line_number = line_number + 1, reader.line_num
+        for start, fields in records:
             if not fields:
                 continue
             if len(fields) != len(header):

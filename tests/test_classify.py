@@ -303,3 +303,27 @@ def test_bad_files_name_file_line_and_fix(tmp_path, hf_init):
         ValueError, match=r"config\.dev_file is empty; set --config\.dev_file=<\.csv/\.tsv/\.jsonl file>"
     ):
         classify.run(config, str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_field_over_128_kib_is_read_whole(tmp_path, suffix):
+    # Python's csv module refuses fields over 128 KiB by default, with no file or line.
+    long_review = "a long review. " * 20_000  # 300 KB
+    path = tmp_path / f"train{suffix}"
+    delimiter = "\t" if suffix == ".tsv" else ","
+    path.write_text(f"text{delimiter}label\nshort{delimiter}0\n{long_review}{delimiter}1\n")
+    examples = labelled_text.read_examples(str(path), classify_configs.get_config())
+    assert [(len(e.text), e.label) for e in examples] == [(5, "0"), (len(long_review), "1")]
+
+
+def test_a_malformed_csv_record_names_file_and_line(tmp_path):
+    import io
+
+    from data_pipelines import files
+
+    records = files.csv_records(io.StringIO('a,b\n1,2\n"x",y\n'), "train.csv", strict=True)
+    assert next(records) == (1, ["a", "b"]) and next(records) == (2, ["1", "2"])
+    records = files.csv_records(io.StringIO('a,b\n"x"y,1\n'), "train.csv", strict=True)
+    next(records)
+    with pytest.raises(ValueError, match=r"train\.csv:2: not a valid CSV/TSV record \("):
+        next(records)
