@@ -175,4 +175,3 @@ def csv_records(f, path: str, **reader_args) -> Iterator[tuple[int, list[str]]]:
             raise ValueError(f"{path}:{reader.line_num}: not a valid CSV/TSV record ({error})") from None
         line = reader.line_num
         yield start, fields
-

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from electra_jax import presets
+
 _DECAYS = ("linear", "polynomial")
 OPTIMIZERS = ("adamw", "lamb")
 
@@ -165,14 +167,7 @@ RANGES = {
 
 
 def check_ranges(optim_config: Any) -> None:
-    """Raises naming the first field of the `optim` section outside RANGES."""
-    for field, (least, most) in RANGES.items():
-        value = optim_config.get(field)
-        if value is None:
-            continue
-        if (least is not None and value < least) or (most is not None and value > most):
-            bounds = f">= {least}" if most is None else f"in [{least}, {most}]"
-            raise ValueError(f"optim.{field}={value}; it must be {bounds} (--config.optim.{field})")
+    presets.check_ranges(optim_config, RANGES, "optim.")
 
 
 def make_optimizer(optim_config: Any, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:

@@ -143,6 +143,18 @@ def optim_config(learning_rate: float, warmup_steps: int = 0, warmup_fraction: f
     return p
 
 
+def check_ranges(section, ranges: dict[str, tuple], prefix: str) -> None:
+    """Raises naming the first field of `section` outside `ranges` ({field: (least, most)},
+    None = unbounded, both inclusive), as `--config.<prefix><field>`."""
+    for field, (least, most) in ranges.items():
+        value = section.get(field)
+        if value is None:
+            continue
+        if (least is not None and value < least) or (most is not None and value > most):
+            bounds = f">= {least}" if most is None else f"in [{least}, {most}]"
+            raise ValueError(f"{prefix}{field}={value}; it must be {bounds} (--config.{prefix}{field})")
+
+
 def max_predictions_per_seq(mask_prob: float, max_seq_length: int) -> int:
     """The original's cap on masked positions per sequence (19 at 15% and 128 tokens)."""
     return int((mask_prob + 0.005) * max_seq_length)

@@ -30,6 +30,7 @@ from electra_jax import (
     model,
     objective,
     optim,
+    presets,
     run_paths,
     sharding,
     trainer,
@@ -56,7 +57,7 @@ def validate(config) -> None:
     """Every check a pretraining config passes or fails on its own (no files, no devices):
     run before anything is written, built or compiled. (The batch's split over the mesh,
     the tokenizer and the init weights are checked where they are known.)"""
-    _check_train_numbers(config.train)
+    presets.check_ranges(config.train, _TRAIN_RANGES, "train.")
     _check_positions(config)
     optim.check_ranges(config.optim)
     objective.named(config.objective.kind)
@@ -80,24 +81,18 @@ def make_pretrainer(config, mesh: jax.sharding.Mesh | None = None) -> Pretrainer
     return Pretrainer(config, net, tx, schedule, mesh, rules, state_sharding)
 
 
-# train.<field> -> the least value it may take
-_TRAIN_MINIMUMS = {
-    "batch_size": 1,
-    "grad_accum_steps": 1,
-    "max_seq_length": 2,
-    "num_steps": 0,
-    "log_every": 1,
-    "eval_every": 0,
-    "eval_steps": 1,
-    "checkpoint_every": 1,
-    "keep_checkpoints": 1,
+# train.<field> -> (least, most) it may take (presets.check_ranges)
+_TRAIN_RANGES = {
+    "batch_size": (1, None),
+    "grad_accum_steps": (1, None),
+    "max_seq_length": (2, None),
+    "num_steps": (0, None),
+    "log_every": (1, None),
+    "eval_every": (0, None),
+    "eval_steps": (1, None),
+    "checkpoint_every": (1, None),
+    "keep_checkpoints": (1, None),
 }
-
-
-def _check_train_numbers(train) -> None:
-    for field, least in _TRAIN_MINIMUMS.items():
-        if train[field] < least:
-            raise ValueError(f"train.{field}={train[field]}; it must be at least {least}")
 
 
 def _check_positions(config) -> None:

@@ -788,3 +788,31 @@ def test_a_preempted_fine_tuning_run_exits_143_for_a_restart_to_resume_it(tmp_pa
     with pytest.raises(SystemExit) as stopped:
         finetune_cli.main(["finetune"], flag(value=config), flag(value=str(tmp_path / "out")), flag(value=False))
     assert stopped.value.code == 143 == finetune_cli.PREEMPTED_EXIT_CODE
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_size", 0, r"^batch_size=0; it must be >= 1 \(--config.batch_size\)"),
+        ("eval_batch_size", 0, r"^eval_batch_size=0; it must be >= 1"),
+        ("seeds", 0, r"^seeds=0; it must be >= 1"),
+        ("seed", -1, r"^seed=-1; it must be >= 0"),
+        ("max_seq_length", 1, r"^max_seq_length=1; it must be >= 4"),
+        ("dropout", 1.0, r"^dropout=1.0; it must be in \[0.0, 0.9\]"),
+        ("optim.learning_rate", -1.0, r"^optim.learning_rate=-1.0; it must be >= 0.0"),
+    ],
+)
+def test_the_cli_refuses_a_number_out_of_range_before_the_workdir_records_it(tmp_path, key, value, message):
+    # batch_size=0 and the rest raised ZeroDivisionError / IndexError, naming no key, after
+    # config.json recorded the bad value (so the corrected rerun was refused as another run).
+    import types
+
+    from electra_jax.finetune import __main__ as finetune_cli
+
+    config = glue_configs.get_config()
+    section, _, field = key.rpartition(".")
+    (config[section] if section else config)[field] = value
+    flag = types.SimpleNamespace
+    with pytest.raises(ValueError, match=message):
+        finetune_cli.main(["finetune"], flag(value=config), flag(value=str(tmp_path / "out")), flag(value=False))
+    assert not (tmp_path / "out" / finetune_cli.CONFIG_FILE).exists()

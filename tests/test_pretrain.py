@@ -197,9 +197,9 @@ def test_batch_that_does_not_split_over_the_mesh_is_refused():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("train.batch_size", -4, "train.batch_size=-4; it must be at least 1"),
-        ("train.batch_size", 0, "train.batch_size=0; it must be at least 1"),
-        ("train.num_steps", -1, "train.num_steps=-1; it must be at least 0"),
+        ("train.batch_size", -4, "train.batch_size=-4; it must be >= 1"),
+        ("train.batch_size", 0, "train.batch_size=0; it must be >= 1"),
+        ("train.num_steps", -1, "train.num_steps=-1; it must be >= 0"),
         ("model.dtype", "foo", "dtype='foo'; choose one of"),
     ],
 )

@@ -40,8 +40,9 @@ from electra_jax import cli
 # (128 + 15): a scheduler's restart-on-failure then reruns it, which resumes it.
 PREEMPTED_EXIT_CODE = 143
 # config.program -> the module that fine-tunes it: its `report(config, workdir)` runs the
-# task (`run`, on `common.Setup` and `common.run_seeds`) and returns what the CLI prints. A
-# new task is its module (config, data, head, loss, metrics, outputs) and one line here.
+# task (`run`, on `common.Setup` and `common.run_seeds`) and returns what the CLI prints; its
+# `check_config(config)`, where it has one, checks the task's own keys before the workdir is
+# claimed. A new task is its module (config, data, head, loss, metrics, outputs) and one line here.
 TASKS = {
     "glue": "electra_jax.finetune.glue",
     "classify": "electra_jax.finetune.classify",
@@ -114,8 +115,12 @@ def main(argv, config_flag, workdir_flag, fresh_flag):
     import jax
 
     from electra_jax import checkpoints, trainer
+    from electra_jax.finetune import common
 
     program = importlib.import_module(TASKS[config.program])
+    common.check_config(config)  # before config.json is written: a bad value must not become the run's
+    if hasattr(program, "check_config"):
+        program.check_config(config)
     workdir = workdir_flag.value
     cli.check_same_workdir(workdir)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,29 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+# base_config's numbers -> (least, most) each may take (presets.check_ranges)
+NUMBER_RANGES = {
+    "seeds": (1, None),
+    "seed": (0, None),
+    "num_epochs": (0.0, None),
+    "batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "max_seq_length": (4, None),  # [CLS] a [SEP] b [SEP] keeps a token of each text
+    "dropout": (0.0, 0.9),
+    "max_train_examples": (0, None),
+    "eval_every": (0, None),
+    "log_every": (1, None),
+    "checkpoint_every": (1, None),
+}
+
+
+def check_config(config) -> None:
+    """The checks every task's config passes or fails on its own (no files, no devices),
+    before anything is read or written: its numbers and its optimizer section."""
+    presets.check_ranges(config, NUMBER_RANGES, "")
+    optim.check_ranges(config.optim)
+
+
 # ---------------------------------------------------------------------------- initialisation
 
 
@@ -94,8 +117,9 @@ def require_files(config, keys: Sequence[str], file_kind: str) -> None:
 
 
 def open_run(config, workdir: str) -> loading.Network:
-    """Makes `workdir` and loads the encoder `config.init` names (with its tokenizer): how
-    every task's run starts, once its config has been checked."""
+    """Checks the config's numbers, makes `workdir` and loads the encoder `config.init`
+    names (with its tokenizer): how every task's run starts, once its own keys are checked."""
+    check_config(config)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     return loading.load_network(config.init, config.init_step, config.tokenizer, "encoder")
 
