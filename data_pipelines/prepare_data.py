@@ -35,6 +35,16 @@ SETTINGS_FILE = "prepare_settings.json"
 REBUILT = ("spm.model", "spm.vocab", "vocab.txt", SETTINGS_FILE, "shards")
 
 
+def _built(output_dir: str) -> list[str]:
+    """What of REBUILT a run has made in output_dir (the settings file aside)."""
+    return [
+        name
+        for name in REBUILT
+        if name != SETTINGS_FILE and os.path.exists(os.path.join(output_dir, name))
+        if not os.path.isdir(os.path.join(output_dir, name)) or os.listdir(os.path.join(output_dir, name))
+    ]
+
+
 def check_settings(output_dir: str, settings: dict, rebuild: bool, inputs: dict) -> None:
     """Records `settings` in output_dir; refuses a rerun with other ones (or changed inputs),
     which would reuse a tokenizer and shards they did not make, unless `rebuild` moves them
@@ -52,7 +62,9 @@ def check_settings(output_dir: str, settings: dict, rebuild: bool, inputs: dict)
             logging.warning("rebuild: moved the previous tokenizer and shards to %s; delete it when done", aside)
     elif os.path.exists(path):
         changed = build_lib.changed_keys(files.read_json(path), settings)
-        if changed:
+        if changed and not _built(output_dir):  # an earlier run that failed before it made anything
+            logging.info("%s: an earlier run recorded other settings but built nothing; replacing them", output_dir)
+        elif changed:
             raise ValueError(
                 f"{output_dir} was prepared with other settings or inputs ({', '.join(changed)} "
                 "changed; see its prepare_settings.json); use a new output_dir, or "

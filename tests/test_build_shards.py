@@ -303,6 +303,25 @@ def test_prepare_data_with_fewer_documents_than_shards_fails_before_writing(tmp_
     assert not out.exists()  # no tokenizer trained, no settings recorded: the fixed rerun is not refused
 
 
+def test_a_prepare_that_failed_before_building_anything_does_not_refuse_the_fixed_rerun(
+    tmp_path, corpus_and_tokenizer
+):
+    # The failed run's prepare_settings.json made the corrected rerun "prepared with other settings".
+    from data_pipelines import prepare_data
+
+    out = str(tmp_path / "prepared")
+
+    def prepare(vocab_size):
+        return prepare_data.prepare_data(
+            out, inputs=corpus_and_tokenizer[0], vocab_size=vocab_size, num_shards=2, show_progress=False
+        )
+
+    with pytest.raises(ValueError, match=r"vocab_size"):
+        prepare(vocab_size=100_000)  # more pieces than the corpus has
+    assert os.listdir(out) == ["prepare_settings.json"]
+    assert prepare(vocab_size=100)["vocab_size"] == 100
+
+
 def test_prepare_data_refuses_other_settings_or_changed_inputs_unless_rebuilt(tmp_path, corpus_and_tokenizer):
     from data_pipelines import prepare_data
 
