@@ -15,11 +15,13 @@ their traceback, and ELECTRA_JAX_TRACEBACK=1 shows it for every error.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from absl import app
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 # The exceptions our checks raise with a message meant for the user, and the operating
@@ -38,15 +40,31 @@ def format_error(error: BaseException) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _MessagesOnly(logging.Filter):
+    """Orbax logs a failed background save with a traceback per thread before the error
+    reaches the CLI, which reports it in one line: those records keep their message only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "orbax" in record.pathname:
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _show_tracebacks() -> bool:
+    return os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+
+
 def one_line_errors(main: Callable) -> Callable:
     """`main` with EXPECTED_ERRORS printed by `format_error` (exit 1) instead of raised."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
+        if not _show_tracebacks():
+            absl_logging.get_absl_logger().addFilter(_MessagesOnly())
         try:
             return main(*args, **kwargs)
         except EXPECTED_ERRORS as error:
-            if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            if _show_tracebacks():
                 raise
             sys.stderr.write(format_error(error))
             sys.exit(1)

@@ -169,9 +169,12 @@ class PretrainingIterator:
         import tensorflow as tf
 
         prefix = state_prefix(directory, self.process_index, self.process_count)
-        tf.io.gfile.makedirs(directory)  # local or gs://
-        files.write_json(prefix + ".files.json", sorted(self.file_sizes.items()))
-        return self._checkpoint().write(prefix)
+        try:
+            tf.io.gfile.makedirs(directory)  # local or gs://
+            files.write_json(prefix + ".files.json", sorted(self.file_sizes.items()))
+            return self._checkpoint().write(prefix)
+        except tf.errors.OpError as error:  # e.g. ResourceExhaustedError on a full disk
+            raise OSError(f"could not write the input position to {directory}: {error.message}") from None
 
     def restore(self, directory: str) -> None:
         """Continues from the state that `save(directory)` wrote for this process."""

@@ -51,6 +51,7 @@ class Checkpointer:
     def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True, read_only: bool = False):
         self.workdir = absolute_workdir(workdir)
         self.save_every = save_every
+        self._saving_step: Optional[int] = None  # the step of the save in flight, for its error
         self.read_only = read_only
         # Readers (evaluate, export, fine-tuning) may open a workdir that a live run is
         # writing: they must neither create it nor clean up that run's in-flight save.
@@ -82,20 +83,37 @@ class Checkpointer:
             return False
         if step in self.manager.all_steps():  # never overwrite a checkpoint in place
             return False
-        if data_iterator is not None:
-            data_iterator.save(self._data_state_dir(step))
-        saved = self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave(
-                    {"step": int(step), "has_data_state": data_iterator is not None, "saved_at": time.time()}
+        with self._reporting_failed_saves():  # the previous async save's failure surfaces here too
+            if data_iterator is not None:
+                data_iterator.save(self._data_state_dir(step))
+            self._saving_step = step
+            saved = self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    meta=ocp.args.JsonSave(
+                        {"step": int(step), "has_data_state": data_iterator is not None, "saved_at": time.time()}
+                    ),
                 ),
-            ),
-            force=force,
-        )
+                force=force,
+            )
         self._prune_data_states()
         return saved
+
+    @contextlib.contextmanager
+    def _reporting_failed_saves(self) -> Iterator[None]:
+        """A failed write (disk full, read-only, permission; orbax reports some as ValueError
+        from its background thread) as one OSError naming the step, the workdir and the fix."""
+        try:
+            yield
+        except (OSError, ValueError) as error:
+            complete = self.manager.all_steps()
+            resumes = f"from step {max(complete)}" if complete else "from the start"
+            cause = _first_line(error, limit=800)  # a full disk's "No space left" ends a long line
+            raise CheckpointSaveError(
+                f"could not save the checkpoint of step {self._saving_step} in {self.workdir} ({cause}); "
+                f"free space there (or fix its permissions), then run the same command again: it resumes {resumes}"
+            ) from None
 
     def _prune_data_states(self) -> None:
         if jax.process_index() != 0:
@@ -217,11 +235,16 @@ class Checkpointer:
         self.manager.reload()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._reporting_failed_saves():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint that could not be written; the earlier ones are intact."""
 
 
 class DamagedCheckpointError(ValueError):

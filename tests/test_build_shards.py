@@ -303,9 +303,7 @@ def test_prepare_data_with_fewer_documents_than_shards_fails_before_writing(tmp_
     assert not out.exists()  # no tokenizer trained, no settings recorded: the fixed rerun is not refused
 
 
-def test_a_prepare_that_failed_before_building_anything_does_not_refuse_the_fixed_rerun(
-    tmp_path, corpus_and_tokenizer
-):
+def test_a_prepare_that_failed_before_building_anything_does_not_refuse_the_fixed_rerun(tmp_path, corpus_and_tokenizer):
     # The failed run's prepare_settings.json made the corrected rerun "prepared with other settings".
     from data_pipelines import prepare_data
 

@@ -105,3 +105,59 @@ def test_real_process_reads_a_truncated_checkpoint_without_tracebacks(saved, tmp
     assert "restored 1.0" in done.stdout
     assert "checkpoint 2" in done.stderr and "cannot be read" in done.stderr
     assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
+
+
+FULL_DISK_SCRIPT = """
+import sys, jax, jax.numpy as jnp
+from data_pipelines import errors
+from electra_jax import checkpoints
+
+def main(argv):
+    ckpt = checkpoints.Checkpointer(sys.argv[1], save_every=1, keep=5)
+    for step in (1, 2, 3):  # each 4 MB, incompressible: the third does not fit
+        ckpt.save(step, {"a": jax.random.normal(jax.random.PRNGKey(step), (1_000_000,))}, force=True)
+    ckpt.close()
+
+errors.one_line_errors(main)(sys.argv)
+"""
+
+
+def _small_filesystem(path, megabytes):
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small filesystem here ({mounted.stderr.decode().strip()})")
+    return path
+
+
+def test_a_full_disk_during_a_save_is_one_line_naming_the_step_and_where_a_rerun_resumes(tmp_path):
+    # It was a raw TF ResourceExhaustedError, or four orbax thread tracebacks before the error.
+    small = _small_filesystem(tmp_path / "small", megabytes=10)
+    try:
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+        done = subprocess.run(
+            [sys.executable, "-c", FULL_DISK_SCRIPT, str(small / "run")], capture_output=True, text=True, env=env
+        )
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    [message] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert message.startswith(f"error: could not save the checkpoint of step 3 in {small / 'run'} (")
+    assert "No space left on device" in message and message.endswith("it resumes from step 2")
+
+
+def test_a_failed_input_position_write_is_an_os_error_naming_the_directory(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from data_pipelines import pretraining
+
+    tf_iterator = pretraining.PretrainingIterator(iter(tf.data.Dataset.range(3)), 0, 1)
+
+    def full(self, prefix):
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}.index; No space left on device")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", full)
+    with pytest.raises(OSError, match=rf"could not write the input position to {tmp_path}/7: .*No space left"):
+        tf_iterator.save(str(tmp_path / "7"))
