@@ -67,6 +67,10 @@ def one_line_errors(main: Callable) -> Callable:
             if _show_tracebacks():
                 raise
             sys.stderr.write(format_error(error))
+            if getattr(error, "skip_exit_handlers", False):  # e.g. a barrier that would wait for a lost process
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
             sys.exit(1)
 
     return wrapped

@@ -165,6 +165,7 @@ def run_loop(state: optim.TrainState, loop: Loop, start_step: int, end_step: int
     )
     # Metrics of a log step are fetched one step later, so the host never waits on them.
     pending, window_start, window_steps = None, time.perf_counter(), 0
+    step = start_step
     try:
         for step in range(start_step, end_step):
             state, metrics = loop.step(state, loop.next_batch())
@@ -189,10 +190,33 @@ def run_loop(state: optim.TrainState, loop: Loop, start_step: int, end_step: int
                 ckpt.save(done, state, loop.data_iterator, force=done == end_step)
         if pending is not None:
             _log(loop, progress, *pending)
+    except jax.errors.JaxRuntimeError as error:
+        if jax.process_count() == 1:
+            raise
+        raise peer_lost_error(step, loop) from error
     finally:
         progress.close()
         preemption.restore()
     return state
+
+
+class PeerLostError(ConnectionError):
+    """A collective failed because another process of a multi-process run stopped. Its
+    processes exit without jax.distributed's shutdown barrier, which would wait for the
+    lost process's heartbeat (over a minute) and then abort with a C++ stack trace."""
+
+    skip_exit_handlers = True  # errors.one_line_errors exits at once after the message
+
+
+def peer_lost_error(step: int, loop: Loop) -> PeerLostError:
+    last = loop.checkpointer.latest_step()
+    kept = f"its checkpoint of step {last} is intact" if last is not None else "it saved no checkpoint yet"
+    return PeerLostError(
+        f"process {jax.process_index()} of {jax.process_count()}: a collective with the other processes failed at "
+        f"step {step + 1}, most likely because another process of this run stopped (killed, out of memory, or its "
+        f"host lost: see its log); {kept}. Start all {jax.process_count()} processes again with the same command "
+        "to resume"
+    )
 
 
 def _log(loop: Loop, progress, step: int, metrics: dict, seconds_per_step: float) -> None:

@@ -11,6 +11,7 @@ losses would differ.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -316,6 +317,31 @@ def test_sigterm_to_one_process_stops_all_at_one_checkpoint(tmp_path, train_file
     for p in range(PROCESSES):
         assert f"stopped at step {steps[0]} after a preemption signal" in read_tail(workdir, p, 10**6)
     assert len(os.listdir(os.path.join(workdir, "data_state", str(steps[0])))) == 3 * PROCESSES
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_other_at_once_with_one_line_and_a_rerun_resumes(tmp_path, train_files):
+    # The survivor printed a Gloo traceback, then waited ~80 s on the lost heartbeat in
+    # jax.distributed's shutdown barrier and aborted with a C++ stack trace.
+    workdir = str(tmp_path)
+    num_steps = 30
+    procs = start_processes(workdir, train_files, num_steps)
+    deadline = time.monotonic() + 300
+    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl")) and len(logged_train_steps(workdir)) >= 4):
+        if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
+            wait_all(procs, workdir, timeout=1)
+            raise AssertionError("the run ended or stalled before step 4")
+        time.sleep(0.2)
+    procs[1].kill()
+    killed_at = time.monotonic()
+    assert procs[0].wait(timeout=60) == 1
+    assert time.monotonic() - killed_at < 30
+    survivor = read_tail(workdir, 0, 10**6)
+    assert "error: process 0 of 2: a collective with the other processes failed at step" in survivor
+    assert re.search(r"its checkpoint of step \d+ is intact\. Start all 2 processes again with the same", survivor)
+    assert "Traceback" not in survivor and "Check failure" not in survivor
+    wait_all(start_processes(workdir, train_files, num_steps), workdir, timeout=300)
+    assert [row["step"] for row in logged_train_steps(workdir)] == list(range(1, num_steps + 1))
 
 
 def test_coordinator_without_process_count_is_refused(monkeypatch):
