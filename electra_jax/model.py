@@ -252,7 +252,6 @@ def _pallas_tpu_attention(query: Array, key: Array, value: Array, attention_mask
     is not partitioned by XLA, so under a mesh it runs per shard (batch and heads split as
     the logical-axis rules split them)."""
     from jax.experimental.pallas.ops.tpu import flash_attention
-    from jax.interpreters import pxla
 
     def attend(q, k, v, mask):
         segments = flash_attention.SegmentIds(q=mask, kv=mask)
@@ -261,12 +260,11 @@ def _pallas_tpu_attention(query: Array, key: Array, value: Array, attention_mask
         return out.transpose(0, 2, 1, 3)
 
     mask = attention_mask.astype(jnp.int32)
-    mesh = pxla.thread_resources.env.physical_mesh  # the one flax's logical constraints use
-    if mesh.empty:
+    if jax.sharding.get_abstract_mesh().empty:  # the mesh sharding.under_mesh sets, as flax's constraints read it
         return attend(query, key, value, mask)
     heads = nn.logical_to_mesh_axes(("batch", "length", "heads", None))
     masks = nn.logical_to_mesh_axes(("batch", "length"))
-    return jax.shard_map(attend, mesh=mesh, in_specs=(heads, heads, heads, masks), out_specs=heads, check_vma=False)(
+    return jax.shard_map(attend, in_specs=(heads, heads, heads, masks), out_specs=heads, check_vma=False)(
         query, key, value, mask
     )
 

@@ -259,7 +259,16 @@ def eval_inputs(config, batch: Batch, eval_seed: int, batch_index) -> dict:
 
 
 def _microbatches(batch: dict, num: int) -> dict:
-    return jax.tree_util.tree_map(lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch)
+    """[B, ...] -> [num, B / num, ...] (microbatch k: examples k B/num .. (k+1) B/num - 1),
+    each microbatch split over the batch's mesh axes as the batch was: the reshape alone puts
+    whole microbatches on subsets of devices, and then every device computes all of a
+    microbatch, all-reducing its activations instead of gathering fsdp-sharded weights."""
+
+    def split(x):
+        micro = x.reshape(num, x.shape[0] // num, *x.shape[1:])
+        return nn.with_logical_constraint(micro, (None, "batch", *[None] * (x.ndim - 1)))
+
+    return jax.tree_util.tree_map(split, batch)
 
 
 def train_step(pretrainer: Pretrainer, state: optim.TrainState, batch: Batch, deterministic: bool = False):

@@ -145,11 +145,11 @@ def under_mesh(mesh: Mesh, rules, fn):
 
     @functools.wraps(fn)
     def wrapped(*args):
-        with mesh, nn.logical_axis_rules(rules):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             return fn(*args)
 
     def lower(*args):
-        with mesh, nn.logical_axis_rules(rules):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             return fn.lower(*args)
 
     wrapped.lower = lower
