@@ -144,14 +144,17 @@ def optim_config(learning_rate: float, warmup_steps: int = 0, warmup_fraction: f
 
 
 def check_ranges(section, ranges: dict[str, tuple], prefix: str) -> None:
-    """Raises naming the first field of `section` outside `ranges` ({field: (least, most)},
-    None = unbounded, both inclusive), as `--config.<prefix><field>`."""
-    for field, (least, most) in ranges.items():
+    """Raises naming the first field of `section` outside `ranges` ({field: (least, most)}
+    or (least, most, "open") where the value must exceed `least`; None = unbounded, bounds
+    otherwise inclusive), as `--config.<prefix><field>`."""
+    for field, (least, most, *openness) in ranges.items():
         value = section.get(field)
         if value is None:
             continue
-        if (least is not None and value < least) or (most is not None and value > most):
-            bounds = f">= {least}" if most is None else f"in [{least}, {most}]"
+        above = bool(openness) and value <= least
+        if above or (least is not None and value < least) or (most is not None and value > most):
+            low = f"> {least}" if openness else f">= {least}"
+            bounds = low if most is None else f"in {'(' if openness else '['}{least}, {most}]"
             raise ValueError(f"{prefix}{field}={value}; it must be {bounds} (--config.{prefix}{field})")
 
 

@@ -58,6 +58,8 @@ def validate(config) -> None:
     run before anything is written, built or compiled. (The batch's split over the mesh,
     the tokenizer and the init weights are checked where they are known.)"""
     presets.check_ranges(config.train, _TRAIN_RANGES, "train.")
+    presets.check_ranges(config.model, _MODEL_RANGES, "model.")
+    presets.check_ranges(config.objective, _OBJECTIVE_RANGES, "objective.")
     _check_positions(config)
     optim.check_ranges(config.optim)
     objective.named(config.objective.kind)
@@ -92,6 +94,15 @@ _TRAIN_RANGES = {
     "eval_steps": (1, None),
     "checkpoint_every": (1, None),
     "keep_checkpoints": (1, None),
+}
+_MODEL_RANGES = {
+    "generator_hidden_fraction": (0.0, None, "open"),  # 0 made a 1-unit generator
+    "hidden_dropout": (0.0, 0.9),
+    "attention_dropout": (0.0, 0.9),
+}
+_OBJECTIVE_RANGES = {
+    "disc_weight": (0.0, None),  # below 0 the discriminator would maximise its loss
+    "temperature": (0.0, None, "open"),  # 0 divides the logits by zero (not greedy sampling)
 }
 
 

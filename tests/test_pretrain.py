@@ -201,6 +201,10 @@ def test_batch_that_does_not_split_over_the_mesh_is_refused():
         ("train.batch_size", 0, "train.batch_size=0; it must be >= 1"),
         ("train.num_steps", -1, "train.num_steps=-1; it must be >= 0"),
         ("model.dtype", "foo", "dtype='foo'; choose one of"),
+        ("model.generator_hidden_fraction", 0.0, "model.generator_hidden_fraction=0.0; it must be > 0.0"),
+        ("model.hidden_dropout", 1.5, "model.hidden_dropout=1.5; it must be in [0.0, 0.9]"),
+        ("objective.disc_weight", -5.0, "objective.disc_weight=-5.0; it must be >= 0.0"),
+        ("objective.temperature", 0.0, "objective.temperature=0.0; it must be > 0.0 (--config.objective.temperature)"),
     ],
 )
 def test_bad_numbers_and_dtypes_are_refused_by_name(field, value, message):
