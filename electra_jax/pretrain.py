@@ -512,6 +512,11 @@ def _train_and_evaluate(config, workdir: str, fresh: bool, stop_at_step: int | N
             state = start_from_source(pretrainer, state)
     start_step = int(state.step)
     end_step = config.train.num_steps
+    if start_step > end_step:  # before config.json would record the smaller num_steps
+        raise ValueError(
+            f"{workdir} holds the checkpoint of step {start_step}, past train.num_steps={end_step}: nothing to "
+            f"train. Give --config.train.num_steps above {start_step} to go on, or evaluate or export that run"
+        )
     if stop_at_step is not None:  # 0 is a step to stop at, not "no limit"
         end_step = min(end_step, stop_at_step)
     batch_sharding = sharding.batch_sharding(pretrainer.mesh)

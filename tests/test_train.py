@@ -603,7 +603,11 @@ def test_a_refused_resume_leaves_the_saved_config_as_it_was(tmp_path, reference,
     workdir = str(tmp_path / "run")
     shutil.copytree(reference["workdir"], workdir)
     before = file_digests(workdir)
-    for change, message in (({"mesh.data": 3}, r"mesh .* needs 3 devices"), ({"train.num_steps": -5}, "num_steps=-5")):
+    for change, message in (
+        ({"mesh.data": 3}, r"mesh .* needs 3 devices"),
+        ({"train.num_steps": -5}, "num_steps=-5"),
+        ({"train.num_steps": REFERENCE_STEPS // 2}, rf"holds the checkpoint of step {REFERENCE_STEPS}, past train"),
+    ):
         with pytest.raises(ValueError, match=message):
             pretrain.train_and_evaluate(make_config(settings, **change), workdir)
         assert file_digests(workdir) == before
