@@ -76,6 +76,21 @@ def one_line_errors(main: Callable) -> Callable:
     return wrapped
 
 
+def without_traceback(message: str) -> str:
+    """A flag error's message with a traceback inside it (ml_collections quotes the config
+    file's) cut down to its heading and the exception's last line."""
+    head, marker, trace = message.partition("Traceback (most recent call last):")
+    if not marker:
+        return message.strip()
+    last = [line.strip() for line in trace.strip().splitlines() if line.strip()][-1]
+    return f"{' '.join(head.split())} {last}"
+
+
+def exit_on_bad_flag(message: str) -> NoReturn:
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
 def exit_on_unknown_override(error: BaseException, argv: Sequence[str]) -> NoReturn:
     """Reports ml_collections' bare AttributeError / KeyError for `--config.typo=1` as one
     line naming the override, and exits 1."""

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Optional
 
-from absl import app, logging
+from absl import logging
 from ml_collections import config_flags
 
 from data_pipelines import errors
@@ -38,14 +38,34 @@ def _resolve_config_flags(argv: list[str]) -> list[str]:
     ]
 
 
+def _check_config_files(argv: list[str]) -> None:
+    """A `--config` file that does not exist, named (ml_collections says only that "an
+    earlier failure" made the configuration unavailable)."""
+    for arg in argv:
+        if arg.startswith("--config="):
+            path = arg[len("--config=") :].partition(":")[0]
+            if not os.path.isfile(path):
+                entries = importlib.resources.files("electra_jax.configs").iterdir()
+                shipped = ",".join(sorted(e.name for e in entries if e.name.endswith(".py") and e.name[0] != "_"))
+                errors.exit_on_bad_flag(f"--config={path}: no such file (the shipped configs: configs/{{{shipped}}})")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, with `--config=configs/...` resolved (`resolve_config_path`), and
+    """absl's parsing, with `--config=configs/...` resolved (`resolve_config_path`), a
+    missing config file named, an error raised by the config file's get_config (e.g. an
+    unknown recipe name) in one line instead of inside its traceback, and
     `--config.train.typo_key=1` (a key the locked config lacks) a one-line error naming the
     override, where ml_collections raises a bare AttributeError."""
+    from absl import flags
+
+    resolved = _resolve_config_flags(argv)
+    _check_config_files(resolved)
     try:
-        return app.parse_flags_with_usage(_resolve_config_flags(argv))
+        return flags.FLAGS(resolved)
     except (AttributeError, KeyError) as error:
         errors.exit_on_unknown_override(error, argv)
+    except flags.Error as error:
+        errors.exit_on_bad_flag(errors.without_traceback(str(error)))
 
 
 def define_run_flags(config_help: str, workdir_help: str):

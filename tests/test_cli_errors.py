@@ -101,3 +101,30 @@ def test_an_os_error_is_one_line_naming_the_file(capsys):
     assert capsys.readouterr().err.splitlines()[0] == (
         "error: [Errno 28] No space left on device: 'out/shards/train-00001.tfrecord'"
     )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        # get_config's own error was printed inside the config file's traceback
+        (
+            "configs/pretrain.py:tinyy",
+            "flag --config=configs/pretrain.py:tinyy: Error whilst parsing config file: ValueError: model size "
+            "'tinyy' in 'tinyy'; choose one of ['base', 'large', 'small', 'tiny']",
+        ),
+        # "Configuration is not available because of an earlier failure to load ... config_config"
+        ("configs/pretrian.py", "--config=configs/pretrian.py: no such file (the shipped configs: configs/{"),
+    ],
+)
+def test_a_bad_config_file_or_recipe_is_one_line(tmp_path, config, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "electra_jax.train", f"--config={config}", f"--workdir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert f"FATAL Flags parsing error: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
