@@ -86,7 +86,8 @@ class Preempted(Exception):
 
 
 class Preemption:
-    """SIGTERM (cloud preemption, scancel, docker stop) asks for a save and a clean exit.
+    """SIGTERM (cloud preemption, scancel, docker stop) or a first Ctrl-C asks for a save
+    and a clean exit; a second Ctrl-C stops at once, without saving.
 
     Only in a single-process run: with several processes, JAX's preemption sync manager
     (started by jax.distributed) owns SIGTERM and `reached_preemption` stops every process
@@ -94,19 +95,28 @@ class Preemption:
     the next step's collectives.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self):
         self.requested = False
         self._installed = jax.process_count() == 1
         if self._installed:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
+        logging.warning(
+            "%s received: saving a checkpoint and stopping%s",
+            signal.Signals(signum).name,
+            " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else "",
+        )
         self.requested = True
 
     def restore(self):
         if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
 
 
 @jax.jit

@@ -869,3 +869,18 @@ def test_reset_iterator_resumes_on_new_training_data(tmp_path, reference, settin
     assert checkpoints.load_run_config(workdir).data.train_files == shards["eval_files"]
     # The same data again: an exact resume from the new data's iterator position, not a reset.
     assert pretrain.train_and_evaluate(config, workdir, stop_at_step=REFERENCE_STEPS + 2)["step"] == REFERENCE_STEPS + 2
+
+
+def test_a_first_ctrl_c_asks_for_a_save_and_a_second_stops_at_once():
+    # Ctrl-C was a raw KeyboardInterrupt traceback, and the steps since the last save were lost.
+    from electra_jax import trainer
+
+    preemption = trainer.Preemption()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert preemption.requested  # the loop saves at the end of this step and stops
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        preemption.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
