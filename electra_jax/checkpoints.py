@@ -295,7 +295,7 @@ def check_run_config(
     changed: list[str] = []
     current = run_paths.absolute(json.loads(config_json))
     if path.exists():
-        saved = run_paths.resolved(json.loads(path.read_text(encoding="utf-8")), workdir)
+        saved = read_saved_config(path, workdir)
         differences = config_differences(saved, current)
         refused = refused_changes(differences, may_change)
         resuming = has_checkpoints(workdir)
@@ -448,11 +448,24 @@ def _move_run_aside(workdir: str) -> str:
     workdir (evaluate.py and export.py still read it); nothing is deleted or overwritten."""
     aside = epath.Path(files.move_aside(workdir, RUN_OUTPUTS))
     if (aside / "config.json").exists():  # its default_data stayed behind: ../default_data
-        saved = run_paths.resolved(files.read_json(aside / "config.json"), workdir)
+        saved = read_saved_config(aside / "config.json", workdir)
         moved = run_paths.stored(saved, os.fspath(aside), within=workdir)
         files.write_json(aside / "config.json", moved, sort_keys=True)
     logging.warning("--fresh: moved the previous run's checkpoints and logs to %s", aside)
     return os.fspath(aside)
+
+
+def read_saved_config(path: epath.Path, workdir: str) -> dict:
+    """A pretraining run's config.json as a dict, its paths resolved (`run_paths`); the
+    config.json of a fine-tuning run (or of another program) is refused by name."""
+    saved = json.loads(epath.Path(path).read_text(encoding="utf-8"))
+    if "program" in saved or not isinstance(saved.get("model"), dict):
+        kind = f"a fine-tuning run (program={saved['program']!r})" if "program" in saved else "no pretraining run"
+        raise ValueError(
+            f"{path} is the config of {kind}: train, evaluate and export take a pretraining workdir (a "
+            "fine-tuned model is exported as a transformers directory in WORKDIR/[<task>/]seed_<k>/)"
+        )
+    return run_paths.resolved(saved, workdir)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -460,7 +473,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     path = epath.Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"no config.json in {workdir}; is it a pretraining workdir?")
-    config = ml_collections.ConfigDict(run_paths.resolved(json.loads(path.read_text(encoding="utf-8")), workdir))
+    config = ml_collections.ConfigDict(read_saved_config(path, workdir))
     # JSON turned these tuples into lists; the pretrainer hashes them.
     rules = config.sharding.logical_axis_rules
     config.sharding.logical_axis_rules = tuple(

@@ -745,6 +745,7 @@ def test_a_fine_tuning_workdir_resumes_its_own_run_and_refuses_another_unless_fr
     config = glue_configs.get_config()
     finetune_cli.claim_workdir(config, str(tmp_path / "new"), fresh=False)  # a new workdir: its config recorded
     assert json.load(open(tmp_path / "new" / "config.json"))["optim"]["learning_rate"] == config.optim.learning_rate
+    (tmp_path / "new" / "seed_0").mkdir()  # its first run started
     with pytest.raises(
         FileExistsError, match=r"out holds files of another program \(results.json, seed_0\); .*--fresh"
     ):
@@ -816,3 +817,29 @@ def test_the_cli_refuses_a_number_out_of_range_before_the_workdir_records_it(tmp
     with pytest.raises(ValueError, match=message):
         finetune_cli.main(["finetune"], flag(value=config), flag(value=str(tmp_path / "out")), flag(value=False))
     assert not (tmp_path / "out" / finetune_cli.CONFIG_FILE).exists()
+
+
+def test_a_run_that_failed_before_training_does_not_refuse_the_corrected_one(tmp_path):
+    # Its config.json made the corrected rerun "a fine-tuning run with another config".
+    from electra_jax.finetune import __main__ as finetune_cli
+
+    config = glue_configs.get_config()
+    workdir = tmp_path / "out"
+    finetune_cli.claim_workdir(config, str(workdir), fresh=False)
+    (workdir / "label_map.json").write_text("{}")  # what a task writes before its first step
+    config.optim.learning_rate = 1e-3
+    finetune_cli.claim_workdir(config, str(workdir), fresh=False)
+    assert json.loads((workdir / "config.json").read_text())["optim"]["learning_rate"] == 1e-3
+
+
+def test_a_pretraining_workdir_is_named_as_such(tmp_path):
+    # config_differences raised an AttributeError on the pretraining config's sections.
+    from electra_jax.finetune import __main__ as finetune_cli
+
+    workdir = tmp_path / "pretrained"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({"model": {"hidden_size": 256}, "init": {"workdir": ""}}))
+    with pytest.raises(
+        FileExistsError, match=r"pretrained holds a pretraining run, not a fine-tuning one: .*--config.init"
+    ):
+        finetune_cli.claim_workdir(glue_configs.get_config(), str(workdir), fresh=False)

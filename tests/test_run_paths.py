@@ -57,3 +57,14 @@ def test_a_run_moved_aside_points_back_at_the_data_that_stayed(start):
     assert run_paths.resolved(aside, "runs/w/replaced-1")["data"]["tokenizer"] == str(
         start / "runs" / "w" / "default_data" / "spm.model"
     )
+
+
+def test_a_fine_tuning_workdir_given_to_a_pretraining_program_is_named(tmp_path):
+    # evaluate, export and train raised an AttributeError in the path mapping.
+    from configs import glue as glue_configs
+    from electra_jax import checkpoints
+    from electra_jax.finetune import __main__ as finetune_cli
+
+    finetune_cli.claim_workdir(glue_configs.get_config(), str(tmp_path), fresh=False)
+    with pytest.raises(ValueError, match=r"config.json is the config of a fine-tuning run \(program='glue'\): train"):
+        checkpoints.load_run_config(str(tmp_path))

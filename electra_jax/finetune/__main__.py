@@ -70,7 +70,12 @@ def claim_workdir(config, workdir: str, fresh: bool) -> None:
     # this run's own lock, and earlier runs already moved aside, are not an earlier run
     earlier = sorted(p.name for p in entries if p.name != checkpoints.LOCK_FILE and not p.name.startswith("replaced-"))
     current = json.loads(config.to_json_best_effort(sort_keys=True))
-    if earlier and not fresh:
+    # A run trains in directories (seed_<k>/, <task>/seed_<k>/); one that failed before any
+    # left only files this run writes again (config.json, label_map.json): nothing to resume.
+    started = [name for name in earlier if (path / name).is_dir() or name == "results.json"]
+    if earlier and not started and not fresh:
+        logging.info("%s holds an earlier run that failed before training (%s): starting anew", workdir, earlier)
+    elif earlier and not fresh:
         _check_resumable(path / CONFIG_FILE, current, earlier)
         logging.info("resuming the fine-tuning run in %s", workdir)
     elif earlier:
@@ -91,7 +96,13 @@ def _check_resumable(saved_path: epath.Path, current: dict, earlier: list[str]) 
     if not saved_path.exists():
         shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
         raise FileExistsError(f"{saved_path.parent} holds files of another program ({shown}); {fix}")
-    differences = checkpoints.config_differences(files.read_json(saved_path), current)
+    saved = files.read_json(saved_path)
+    if "program" not in saved:
+        raise FileExistsError(
+            f"{saved_path.parent} holds a pretraining run, not a fine-tuning one: fine-tuning writes a workdir of "
+            "its own (the pretraining workdir goes in --config.init); use another --workdir"
+        )
+    differences = checkpoints.config_differences(saved, current)
     refused = checkpoints.refused_changes(differences, RESUME_MAY_CHANGE)
     if refused:
         details = checkpoints.describe_changes(refused)
