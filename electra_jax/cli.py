@@ -97,6 +97,31 @@ def define_config_file(default: Optional[str], help_text: str):
         errors.exit_on_unknown_override(error, sys.argv)
 
 
+def define_config_dict(config, help_text: str):
+    """`--config` holding `config` (locked), overridden by sys.argv's `--config.KEY=VALUE`;
+    a mistyped key is reported as `define_config_file` reports it."""
+    try:
+        return config_flags.DEFINE_config_dict("config", config, help_text, lock_config=True)
+    except (AttributeError, KeyError) as error:
+        errors.exit_on_unknown_override(error, sys.argv)
+
+
+def run_config_of(argv: list[str]):
+    """The config.json of the pretraining workdir `--workdir` names, where the command has no
+    `--config=FILE` and that workdir holds a readable one; else None (the program then
+    reports what is wrong with it)."""
+    from electra_jax import checkpoints
+
+    if any(arg.startswith("--config=") or arg == "--config" for arg in argv):
+        return None
+    values = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--workdir=")]
+    values += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--workdir"]
+    try:
+        return checkpoints.load_run_config(values[-1]) if values else None
+    except (ValueError, OSError):
+        return None
+
+
 def _on_cloud_tpu_vm() -> bool:
     # Set by `import jax` (cloud_tpu_init) on TPU VMs with libtpu; JAX's own cluster
     # detection keys on the same flag. Single-host TPU VMs initialize as 1 process.

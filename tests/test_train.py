@@ -368,9 +368,35 @@ def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     with open(os.path.join(reference["workdir"], "eval_step_8.json")) as f:
         assert json.load(f) == printed
+    run_config = checkpoints.load_run_config(reference["workdir"])
+    assert printed.pop("eval_files") == run_config.data.eval_files
     logged = dict(reference["eval_rows"][8][0])
     logged.pop("split")
     assert printed == logged
+
+    # Other held-out data, as the module docstring shows it (the override was an unknown
+    # flag without --config), goes to a file of its own: it replaced eval_step_8.json.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra_jax.evaluate",
+            f"--workdir={reference['workdir']}",
+            "--step=8",
+            f"--config.data.eval_files={run_config.data.train_files}",
+        ],
+        cwd=REPO,
+        env=subprocess_env(compile_cache),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    other = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert other["eval_files"] == run_config.data.train_files and other != printed
+    [other_file] = glob.glob(os.path.join(reference["workdir"], "eval_step_8-*.json"))
+    with open(other_file) as f, open(os.path.join(reference["workdir"], "eval_step_8.json")) as g:
+        assert json.load(f) == other and json.load(g)["eval_files"] == run_config.data.eval_files
 
     out = str(tmp_path / "hf")
     proc = subprocess.run(
@@ -628,7 +654,7 @@ def test_evaluate_adapts_the_mesh_and_prints_metrics_it_cannot_write(tmp_path, r
     monkeypatch.setattr(evaluate.files, "write_json", read_only)
     monkeypatch.setattr(evaluate.flags, "FLAGS", type("F", (), {"workdir": reference["workdir"], "step": None})())
     with pytest.raises(OSError, match=r"the metrics above could not be written to .*eval_step_10.json"):
-        evaluate.main(["evaluate"], type("Flag", (), {"value": None})())
+        evaluate.main(["evaluate"], type("Flag", (), {"value": None})(), from_run=False)
     assert json.loads(capsys.readouterr().out)["step"] == REFERENCE_STEPS
 
 
@@ -884,3 +910,12 @@ def test_a_first_ctrl_c_asks_for_a_save_and_a_second_stops_at_once():
     finally:
         preemption.restore()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_evaluate_refuses_a_config_of_another_model_instead_of_calling_checkpoints_damaged(reference):
+    saved = checkpoints.load_run_config(reference["workdir"])
+    other = checkpoints.load_run_config(reference["workdir"])
+    other.model.vocab_size = saved.model.vocab_size + 8
+    with pytest.raises(ValueError, match=r"another model than the run's \(model.vocab_size: saved \d+ vs \d+\)"):
+        evaluate.check_same_model(saved, other)
+    evaluate.check_same_model(saved, saved)
