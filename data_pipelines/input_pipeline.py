@@ -18,7 +18,9 @@ from typing import Callable
 
 import jax
 from absl import logging
+from etils import epath
 
+from data_pipelines import build_shards, files
 from data_pipelines import pretraining as data
 from data_pipelines import tokenizer as tokenizer_lib
 
@@ -176,6 +178,26 @@ def check_tokenizer(config) -> None:
             f"misses the tokenizer's special ids {missing}; set "
             f"--config.objective.special_token_ids='{tuple(tok.special_ids)}'"
         )
+    if config.data.source == "tfrecord":
+        digest = files.sha256(config.data.tokenizer)
+        for key in ("train_files", "eval_files"):
+            _check_shards_tokenizer(config.data[key], key, config.data.tokenizer, digest)
+
+
+def _check_shards_tokenizer(patterns: str, key: str, tokenizer: str, digest: str) -> None:
+    """Shards built by build_shards record the sha256 of their tokenizer: another tokenizer
+    of the same size would train (and export) on ids that mean other pieces."""
+    for pattern in filter(None, (entry.strip() for entry in patterns.split(","))):
+        record = epath.Path(os.path.dirname(pattern)) / build_shards.BUILD_CONFIG_FILE
+        if not record.exists():
+            continue  # shards of another builder: nothing to compare
+        built_with = files.read_json(record).get("tokenizer")
+        if isinstance(built_with, dict) and built_with.get("sha256") not in (None, digest):
+            built_path = os.path.normpath(os.path.join(os.path.dirname(pattern), built_with["path"]))
+            raise ValueError(
+                f"data.tokenizer={tokenizer} is not the tokenizer the shards of data.{key}={pattern} were built with "
+                f"({record} records {built_path}, of another sha256); set --config.data.tokenizer to that one"
+            )
 
 
 def resolve_data_source(config, workdir: str):

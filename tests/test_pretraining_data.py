@@ -236,6 +236,25 @@ def test_a_truncated_shard_is_named_when_reading_reaches_it(shard_dir, tmp_path)
         one_epoch(f"{copies}/train-*.tfrecord", process_index=0, process_count=1)
 
 
+def test_a_tokenizer_other_than_the_shards_is_refused(shard_dir, tmp_path):
+    # Another tokenizer of the same size was accepted, and the export shipped it.
+    from configs import pretrain as recipes
+    from data_pipelines import input_pipeline
+
+    root = os.path.dirname(shard_dir)
+    other = tokenizer_lib.train_sentencepiece(
+        f"{root}/corpus.txt", str(tmp_path / "spm.model"), vocab_size=300, model_type="bpe"
+    )
+    config = recipes.pretraining_config("tiny")
+    config.data.source, config.model.vocab_size = "tfrecord", 300
+    config.data.train_files = config.data.eval_files = f"{shard_dir}/train-*.tfrecord"
+    config.data.tokenizer = f"{root}/spm.model"
+    input_pipeline.check_tokenizer(config)
+    config.data.tokenizer = other.path
+    with pytest.raises(ValueError, match=rf"data.tokenizer={other.path} is not the tokenizer the shards of "):
+        input_pipeline.check_tokenizer(config)
+
+
 @pytest.mark.integration
 def test_synthetic_iterator_needs_no_tensorflow(tmp_path):
     script = (
