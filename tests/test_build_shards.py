@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus
+from data_pipelines import default_corpus, files
 from data_pipelines import tokenizer as tokenizer_lib
 
 MAX_LEN = 64
@@ -397,3 +397,18 @@ def test_prepare_data_rebuild_never_removes_the_tokenizer_it_was_given(tmp_path,
         show_progress=False,
     )
     assert again["shards"]["examples"] > 0 and (out / "spm.model").read_bytes() == model_bytes
+
+
+def test_prepare_data_into_the_folder_of_its_inputs_reads_only_the_inputs(tmp_path, corpus_and_tokenizer):
+    # The inputs' glob was expanded again after spm.model and spm.vocab were written beside them.
+    from data_pipelines import prepare_data
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    shutil.copyfile(corpus_and_tokenizer[0], folder / "corpus.txt")
+    prepare_data.prepare_data(
+        str(folder), inputs=f"{folder}/*", vocab_size=100, num_shards=2, max_seq_length=MAX_LEN, show_progress=False
+    )
+    assert sorted(os.listdir(folder)) == ["corpus.txt", "prepare_settings.json", "shards", "spm.model"]
+    build_config = files.read_json(folder / "shards" / "build_config.json")
+    assert [entry["path"] for entry in build_config["inputs"]] == ["../corpus.txt"]
