@@ -112,3 +112,7 @@ def run():
     flags.mark_flags_as_required(["workdir"])
     main_of_flags = functools.partial(main, config_flag=config_flag, from_run=run_config is not None)
     app.run(errors.one_line_errors(main_of_flags), flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

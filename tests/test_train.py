@@ -356,19 +356,23 @@ def test_evaluate_reproduces_the_eval_metrics_logged_in_training(reference):
 @pytest.mark.integration
 @pytest.mark.slow  # two more subprocesses; the functions behind them are tested above
 def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
-    proc = subprocess.run(
-        [sys.executable, "-m", "electra_jax.evaluate", f"--workdir={reference['workdir']}", "--step=8"],
-        cwd=REPO,
-        env=subprocess_env(compile_cache),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    printed = json.loads(proc.stdout.strip().splitlines()[-1])
-    with open(os.path.join(reference["workdir"], "eval_step_8.json")) as f:
+    def cli(module, *args):
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env=subprocess_env(compile_cache),
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
+        )
+        assert proc.returncode == 0, proc.stderr[-5000:]
+        return proc.stdout
+
+    workdir = reference["workdir"]
+    printed = json.loads(cli("electra_jax.evaluate", f"--workdir={workdir}", "--step=8").strip().splitlines()[-1])
+    with open(os.path.join(workdir, "eval_step_8.json")) as f:
         assert json.load(f) == printed
-    run_config = checkpoints.load_run_config(reference["workdir"])
+    run_config = checkpoints.load_run_config(workdir)
     assert printed.pop("eval_files") == run_config.data.eval_files
     logged = dict(reference["eval_rows"][8][0])
     logged.pop("split")
@@ -376,39 +380,17 @@ def test_evaluate_and_export_clis(tmp_path, reference, compile_cache):
 
     # Other held-out data, as the module docstring shows it (the override was an unknown
     # flag without --config), goes to a file of its own: it replaced eval_step_8.json.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "electra_jax.evaluate",
-            f"--workdir={reference['workdir']}",
-            "--step=8",
-            f"--config.data.eval_files={run_config.data.train_files}",
-        ],
-        cwd=REPO,
-        env=subprocess_env(compile_cache),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    other = json.loads(proc.stdout.strip().splitlines()[-1])
+    other_data = f"--config.data.eval_files={run_config.data.train_files}"
+    other = json.loads(cli("electra_jax.evaluate", f"--workdir={workdir}", "--step=8", other_data).splitlines()[-1])
     assert other["eval_files"] == run_config.data.train_files and other != printed
-    [other_file] = glob.glob(os.path.join(reference["workdir"], "eval_step_8-*.json"))
-    with open(other_file) as f, open(os.path.join(reference["workdir"], "eval_step_8.json")) as g:
+    [other_file] = glob.glob(os.path.join(workdir, "eval_step_8-*.json"))
+    with open(other_file) as f, open(os.path.join(workdir, "eval_step_8.json")) as g:
         assert json.load(f) == other and json.load(g)["eval_files"] == run_config.data.eval_files
 
     out = str(tmp_path / "hf")
-    proc = subprocess.run(
-        [sys.executable, "-m", "electra_jax.export", f"--config.workdir={reference['workdir']}", f"--config.out={out}"],
-        cwd=REPO,
-        env=subprocess_env(compile_cache),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
+    assert f"exported step {REFERENCE_STEPS}" in cli(
+        "electra_jax.export", f"--config.workdir={workdir}", f"--config.out={out}"
     )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    assert f"exported step {REFERENCE_STEPS}" in proc.stdout
     for kind in ("discriminator", "generator"):
         assert sorted(os.listdir(os.path.join(out, kind))) == EXPORT_FILES
 
