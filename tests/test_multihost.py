@@ -171,6 +171,16 @@ def logged_train_steps(workdir):
     return [row for row in rows if row["split"] == "train"]
 
 
+def wait_for_logged_steps(procs, workdir, steps, timeout=300):
+    """Until the run has logged `steps` training steps; fails (killing all) if it ends or stalls first."""
+    deadline = time.monotonic() + timeout
+    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl")) and len(logged_train_steps(workdir)) >= steps):
+        if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
+            wait_all(procs, workdir, timeout=1)
+            raise AssertionError(f"the run ended or stalled before step {steps}")
+        time.sleep(0.2)
+
+
 def reference_run(config, num_steps):
     """One process on one device, fed the concatenation of the two hosts' batches.
     Returns the trainer, the losses and the host parameters after every step."""
@@ -300,12 +310,7 @@ def test_sigterm_to_one_process_stops_all_at_one_checkpoint(tmp_path, train_file
     # its own would leave the others blocked in the next step's collectives.
     workdir = str(tmp_path)
     procs = start_processes(workdir, train_files, 10_000, **{"train.checkpoint_every": 1000})
-    deadline = time.monotonic() + 300
-    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl")) and len(logged_train_steps(workdir)) >= 2):
-        if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
-            wait_all(procs, workdir, timeout=1)
-            raise AssertionError("the run ended or stalled before step 2")
-        time.sleep(0.5)
+    wait_for_logged_steps(procs, workdir, 2)
     procs[1].send_signal(signal.SIGTERM)
     wait_all(procs, workdir, timeout=180)
     ckpt = checkpoints.Checkpointer(workdir, save_every=1000, keep=3)
@@ -326,12 +331,7 @@ def test_a_killed_process_stops_the_other_at_once_with_one_line_and_a_rerun_resu
     workdir = str(tmp_path)
     num_steps = 30
     procs = start_processes(workdir, train_files, num_steps)
-    deadline = time.monotonic() + 300
-    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl")) and len(logged_train_steps(workdir)) >= 4):
-        if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
-            wait_all(procs, workdir, timeout=1)
-            raise AssertionError("the run ended or stalled before step 4")
-        time.sleep(0.2)
+    wait_for_logged_steps(procs, workdir, 4)
     procs[1].kill()
     killed_at = time.monotonic()
     assert procs[0].wait(timeout=60) == 1
