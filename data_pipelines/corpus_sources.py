@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import gzip
+import importlib
+import io
 import json
 import os
 import re
@@ -64,6 +66,15 @@ class Record:
     text: str | None
     problem: str | None = None
     size: int = 0
+
+
+def _import(module: str, what: str):
+    """`module`, or an error naming the package that `what` needs."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise ImportError(f"{what} needs the {package} package: pip install {package} (or pip install -e '.[corpus]')")
 
 
 def _split_weight(source: str) -> tuple[str, float | None]:
@@ -135,19 +146,50 @@ def open_bytes(path: str) -> IO[bytes]:
     if path.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw)
     if path.endswith(".zst"):
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return io.BufferedReader(_ZstdReader(raw, _import("zstandard", f"reading {path}")), buffer_size=1 << 20)
     return raw
+
+
+class _ZstdReader(io.RawIOBase):
+    """The decompressed bytes of a .zst stream of one or more frames. Data that ends inside a
+    frame is a zstandard.ZstdError: zstandard's own stream_reader returns what it has, silently."""
+
+    def __init__(self, raw: IO[bytes], zstandard):
+        self._raw, self._zstandard = raw, zstandard
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = None  # the decompressor of the frame being read
+        self._pending, self._offset = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._offset == len(self._pending):
+            leftover = b""
+            if self._frame is not None and self._frame.eof:
+                leftover, self._frame = self._frame.unused_data, None
+            data = leftover or self._raw.read(1 << 20)
+            if not data:
+                if self._frame is not None:
+                    raise self._zstandard.ZstdError("the data ends inside a frame")
+                return 0
+            self._frame = self._frame or self._decompressor.decompressobj()
+            self._pending, self._offset = self._frame.decompress(data), 0
+        size = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:size] = self._pending[self._offset : self._offset + size]
+        self._offset += size
+        return size
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _decompression_errors(path: str) -> tuple[type[Exception], ...]:
     if path.endswith(".gz"):
         return (EOFError, gzip.BadGzipFile)
     if path.endswith(".zst"):
-        import zstandard
-
-        return (zstandard.ZstdError,)
+        return (_import("zstandard", f"reading {path}").ZstdError,)
     return ()
 
 
@@ -199,9 +241,8 @@ def _json_lines(path: str, text_field: str) -> Iterator[Record]:
 
 
 def _parquet_rows(path: str, text_field: str) -> Iterator[Record]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    pa = _import("pyarrow", f"reading {path}")
+    pq = _import("pyarrow.parquet", f"reading {path}")
     with epath.Path(path).open("rb") as f:
         parquet = pq.ParquetFile(f)
         schema = parquet.schema_arrow
