@@ -93,9 +93,12 @@ def _expand_pattern(pattern: str) -> list[str]:
         parse_tfds_spec(pattern)
         return [pattern]
     if "://" in pattern:
-        import tensorflow as tf
-
-        return sorted(tf.io.gfile.glob(pattern))
+        parts = pattern.split("/")
+        first_wildcard = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
+        if first_wildcard is None:
+            return [pattern] if epath.Path(pattern).is_file() else []
+        folder = epath.Path("/".join(parts[:first_wildcard]))
+        return sorted(os.fspath(p) for p in folder.glob("/".join(parts[first_wildcard:])))
     return sorted(m for m in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(m))
 
 

@@ -7,10 +7,13 @@ import json
 import math
 
 import pytest
+import test_cloud_paths
 
 from data_pipelines import build_shards as build_lib
 from data_pipelines import corpus_sources, text_files
 from data_pipelines import tokenizer as tokenizer_lib
+
+fake_gcs = test_cloud_paths.fake_gcs  # the fixture: gs:// routed to a local folder
 
 # Records as a web corpus ships them: several paragraphs, CRLF, unicode, blank-line runs.
 RECORDS = [
@@ -229,3 +232,128 @@ def test_the_tokenizer_trains_on_a_sample_of_the_stated_size(corpus_files, tmp_p
     message = next(r.getMessage() for r in caplog.records if "seeded sample" in r.getMessage())
     sampled = int(message.split("seeded sample of ")[1].split(" bytes")[0])
     assert 4000 < sampled <= 5000 and "sample_bytes=5000, seed=1" in message
+
+
+@pytest.fixture(scope="module")
+def tfds_data_dir(tmp_path_factory):
+    """A TFDS dataset prepared locally from RECORDS (no download): tfds:tiny_corpus:train."""
+    import tensorflow_datasets as tfds
+
+    class TinyCorpus(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = tfds.features.FeaturesDict({"text": tfds.features.Text(), "url": tfds.features.Text()})
+            # Examples in the order generated, so the documents compare with the .txt's in order.
+            return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, text in enumerate(RECORDS):
+                yield i, {"text": text, "url": f"u{i}"}
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    TinyCorpus(data_dir=data_dir).download_and_prepare()
+    return data_dir
+
+
+def test_a_tfds_split_reads_as_the_txt_and_names_what_is_wrong(corpus_files, tfds_data_dir, tmp_path):
+    expected, _ = documents(corpus_files["txt"])
+    assert documents("tfds:tiny_corpus:train", tfds_data_dir=tfds_data_dir)[0] == expected
+    assert documents("tfds:tiny_corpus:train[:2]", tfds_data_dir=tfds_data_dir)[0] == expected[:6]
+    [fingerprint] = corpus_sources.fingerprints(
+        corpus_sources.resolve_inputs("tfds:tiny_corpus:train"), "", tfds_data_dir
+    )
+    assert fingerprint == {"path": "tfds:tiny_corpus:train", "dataset": "tiny_corpus/1.0.0", "examples": len(RECORDS)}
+    with pytest.raises(ValueError, match=r"no feature 'body' \(features: text, url\); set --config.text_field"):
+        documents("tfds:tiny_corpus:train", tfds_data_dir=tfds_data_dir, text_field="body")
+    with pytest.raises(ValueError, match=r"tiny_corpus is not prepared in .*tfds build tiny_corpus"):
+        documents("tfds:tiny_corpus:train", tfds_data_dir=str(tmp_path))
+
+
+def run_module(module, *flags, cwd, env=None):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", module, *flags], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_jsonl_gz_and_parquet_corpora_prepare_and_train_end_to_end(tmp_path, compile_cache):
+    """`prepare_data` on a JSON Lines .gz corpus and on a Parquet one (the embedded default
+    corpus, three paragraphs a record), then a few training steps on each one's shards with
+    the flags prepare_data prints."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_pipelines import default_corpus
+
+    default_corpus.write_default_corpus(str(tmp_path / "corpus.txt"), max_documents=1500)
+    paragraphs = (tmp_path / "corpus.txt").read_text(encoding="utf-8").strip().split("\n\n")
+    records = ["\n\n".join(paragraphs[i : i + 3]) for i in range(0, len(paragraphs), 3)]
+    write_jsonl(tmp_path / "web.json.gz", records, gzip.open)
+    pq.write_table(pa.table({"text": records}), tmp_path / "books.parquet")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compile_cache}
+    for name in ("web.json.gz", "books.parquet"):
+        out = tmp_path / name.split(".")[0]
+        printed = run_module(
+            "data_pipelines.prepare_data",
+            f"--config.inputs={tmp_path / name}",
+            f"--config.output_dir={out}",
+            "--config.vocab_size=1000",
+            "--config.max_seq_length=64",
+            "--config.num_shards=2",
+            "--config.num_processes=1",
+            cwd=repo,
+            env=env,
+        )
+        summary = json.loads(printed.split("train with:")[0])
+        assert summary["shards"]["documents"] == len(paragraphs) and summary["shards"]["bad_records"] == 0
+        flags = [line.strip(" \\") for line in printed.split("train with:")[1].strip().splitlines()]
+        log = run_module(
+            "electra_jax.train",
+            f"--config={repo}/configs/pretrain.py:tiny",
+            f"--workdir={out / 'run'}",
+            *flags,
+            "--config.train.batch_size=8",
+            "--config.train.num_steps=3",
+            "--config.train.log_every=1",
+            "--config.train.eval_every=0",
+            "--config.train.checkpoint_every=3",
+            "--config.train.tensorboard=False",
+            "--config.optim.warmup_steps=1",
+            "--config.objective.max_predictions_per_seq=10",
+            "--config.model.num_layers=1",
+            cwd=repo,
+            env=env,
+        )
+        metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert max(m.get("step", 0) for m in metrics) == 3, log
+
+
+def test_gs_globs_are_read_through_epath(fake_gcs, corpus_files):
+    """gs:// inputs are listed, read and fingerprinted through etils.epath (here routed to a
+    local folder by test_cloud_paths' fixture, which fails any local-only call on them)."""
+    import os
+    import shutil
+
+    for name in ("jsonl.zst", "parquet"):
+        os.makedirs(fake_gcs("gs://bucket/web"), exist_ok=True)
+        shutil.copy(corpus_files[name], fake_gcs(f"gs://bucket/web/part.{name}"))
+    sources = corpus_sources.resolve_inputs("gs://bucket/web/*.jsonl.zst@3,gs://bucket/web/part.parquet@1")
+    assert [s.paths for s in sources] == [("gs://bucket/web/part.jsonl.zst",), ("gs://bucket/web/part.parquet",)]
+    expected, _ = documents(corpus_files["txt"])
+    assert documents("gs://bucket/web/*.jsonl.zst")[0] == documents("gs://bucket/web/part.parquet")[0] == expected
+    fingerprint = corpus_sources.fingerprints(sources, "")[1]
+    assert fingerprint["path"] == "gs://bucket/web/part.parquet" and fingerprint["weight"] == 1.0
+    assert fingerprint["bytes"] == os.path.getsize(corpus_files["parquet"])
