@@ -11,8 +11,9 @@ list) of sources, each one of:
 A source may end in ``@WEIGHT`` (a positive number) to sample a mixture:
 ``web/*.jsonl.gz@0.8,books/*.txt@0.2`` draws each next document from web with
 probability 0.8 (seeded), until one source runs out (see `text_files.iter_documents`).
-``@`` is never part of a weight-less source's name here: gs:// URIs and TFDS names keep
-their colons. Either every source has a weight or none does.
+Only a final ``@NUMBER`` is a weight (``c@v2.txt`` is a name), and ``:`` is never a
+separator, so gs:// URIs and TFDS specs keep theirs. Either every source has a weight or
+none does.
 
 Formats, by file name (a ``.gz`` or ``.zst`` suffix is decompressed first):
 
@@ -118,6 +119,8 @@ def resolve_inputs(inputs: str | Sequence[str]) -> tuple[Source, ...]:
         if not matches:
             raise FileNotFoundError(f"input pattern {pattern!r} matches no file; check the path or glob")
         paths = tuple(m for m in matches if m not in seen)
+        if weight is not None and not paths:
+            raise ValueError(f"mixture source {pattern!r} matches only inputs of an earlier source; give it others")
         seen.update(paths)
         sources.append(Source(pattern, paths, weight))
     weighted = [s.weight is not None for s in sources]
@@ -132,7 +135,8 @@ def all_paths(sources: Sequence[Source]) -> list[str]:
 
 
 def record_format(path: str) -> str | None:
-    """ "jsonl", "parquet", or None for plain text, by the name without .gz / .zst."""
+    """How an input holds its text: "tfds", "jsonl", "parquet", or None for plain text
+    (by the file name, a .gz / .zst suffix aside)."""
     name = path.lower().removesuffix(".gz").removesuffix(".zst")
     if path.startswith(TFDS_PREFIX):
         return "tfds"
@@ -311,10 +315,15 @@ def _tfds_examples(spec: str, text_field: str, tfds_data_dir: str) -> Iterator[R
     dataset = builder.as_dataset(split=split, shuffle_files=False)
     for index, example in enumerate(tfds.as_numpy(dataset)):
         value, where = example[text_field], f"{spec} example {index}"
+        if not isinstance(value, bytes):
+            yield Record(where, None, f"feature {text_field!r} is {type(value).__name__}, not text")
+            continue
         try:
-            yield Record(where, value.decode("utf-8"), None, len(value))
-        except (AttributeError, UnicodeDecodeError) as error:
-            yield Record(where, None, f"feature {text_field!r} is not UTF-8 text ({error})", len(bytes(value)))
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield Record(where, None, f"feature {text_field!r} is not UTF-8 ({error.reason})", len(value))
+            continue
+        yield Record(where, text, None, len(value))
 
 
 def fingerprints(sources: Sequence[Source], relative_to: str, tfds_data_dir: str = "") -> list[dict]:

@@ -115,6 +115,8 @@ def test_sources_weights_and_tfds_specs_parse(tmp_path):
     )
     with pytest.raises(ValueError, match=r"no @WEIGHT while others do"):
         corpus_sources.resolve_inputs(f"{tmp_path}/a.txt@0.8,{tmp_path}/b.jsonl")
+    with pytest.raises(ValueError, match=r"source '.*\*.jsonl' matches only inputs of an earlier source"):
+        corpus_sources.resolve_inputs(f"{tmp_path}/b.jsonl@1,{tmp_path}/*.jsonl@1")
     with pytest.raises(ValueError, match=r"weight 0.0; a mixture weight must be > 0"):
         corpus_sources.resolve_inputs(f"{tmp_path}/a.txt@0")
     with pytest.raises(ValueError, match=r"tfds:NAME\[/CONFIG\]\[:VERSION\]:SPLIT"):
