@@ -359,3 +359,26 @@ def test_gs_globs_are_read_through_epath(fake_gcs, corpus_files):
     fingerprint = corpus_sources.fingerprints(sources, "")[1]
     assert fingerprint["path"] == "gs://bucket/web/part.parquet" and fingerprint["weight"] == 1.0
     assert fingerprint["bytes"] == os.path.getsize(corpus_files["parquet"])
+
+
+@pytest.mark.integration
+def test_the_cli_reports_a_wrong_text_field_in_one_line(corpus_files, tokenizer, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "ELECTRA_JAX_TRACEBACK"}
+    command = [sys.executable, "-m", "data_pipelines.build_shards", f"--config.inputs={corpus_files['parquet']}"]
+    command += [
+        f"--config.tokenizer_path={tokenizer.path}",
+        f"--config.output_dir={tmp_path}",
+        "--config.text_field=body",
+    ]
+    proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-2:] == [
+        f"error: {corpus_files['parquet']}: no column 'body' (columns: url, text); "
+        "set --config.text_field to the text's column",
+        "  (ELECTRA_JAX_TRACEBACK=1 shows the traceback)",
+    ]
