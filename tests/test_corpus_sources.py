@@ -382,3 +382,29 @@ def test_the_cli_reports_a_wrong_text_field_in_one_line(corpus_files, tokenizer,
         "set --config.text_field to the text's column",
         "  (ELECTRA_JAX_TRACEBACK=1 shows the traceback)",
     ]
+
+
+def test_a_directory_built_before_text_field_existed_resumes_and_a_changed_weight_is_refused(
+    corpus_files, tokenizer, tmp_path
+):
+    import os
+
+    from data_pipelines import files, prepare_data
+
+    out = str(tmp_path / "shards")
+    settings = dict(tokenizer_path=tokenizer.path, max_seq_length=32, num_shards=2, show_progress=False)
+    build_lib.build_shards(corpus_files["txt"], out, **settings)
+    recorded = files.read_json(os.path.join(out, build_lib.BUILD_CONFIG_FILE))
+    del recorded["text_field"]  # as versions before it wrote build_config.json
+    files.write_json(os.path.join(out, build_lib.BUILD_CONFIG_FILE), recorded)
+    assert build_lib.build_shards(corpus_files["txt"], out, **settings)["shards_skipped"] == 2
+    with pytest.raises(ValueError, match=r"text_field changed"):
+        build_lib.build_shards(corpus_files["txt"], out, text_field="body", **settings)
+
+    mixture = f"{corpus_files['jsonl']}@0.7,{corpus_files['parquet']}@0.3"
+    prepared = str(tmp_path / "prepared")
+    options = dict(tokenizer=tokenizer.path, max_seq_length=32, num_shards=2, num_eval_shards=0, show_progress=False)
+    summary = prepare_data.prepare_data(prepared, inputs=mixture, **options)["shards"]
+    assert summary["documents"] + summary["unused_documents"] == 2 * 3 * len(RECORDS)
+    with pytest.raises(ValueError, match=r"prepared with other settings or inputs \(inputs changed"):
+        prepare_data.prepare_data(prepared, inputs=mixture.replace("@0.3", "@0.4"), **options)
