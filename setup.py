@@ -25,6 +25,10 @@ INSTALL_REQUIRES = [
 # Word boundaries of Chinese text for whole-word masking (build_shards word_segmenter=jieba).
 CHINESE_REQUIRE = ["jieba>=0.42"]
 
+# Corpora shipped as Parquet (pyarrow, read in batches) or as .zst-compressed JSON Lines
+# (C4, FineWeb, The Pile); text, .gz and JSON Lines need nothing beyond the standard library.
+CORPUS_REQUIRE = ["pyarrow>=14", "zstandard>=0.22"]
+
 TEST_REQUIRES = [
     "pytest>=8.0",
     "torch>=2.3",  # CPU build is enough; parity tests run on the CPU
@@ -37,6 +41,7 @@ TEST_REQUIRES = [
     # libtpu's compiler: tests compile the train step for TPU topologies on the CPU (electra_jax.compile)
     "jax[tpu]>=0.6.0; sys_platform == 'linux' and platform_machine == 'x86_64'",
     *CHINESE_REQUIRE,  # the Chinese pipeline's tests
+    *CORPUS_REQUIRE,  # the Parquet and .zst corpus tests
 ]
 
 # benchmarks/studies/learning_curve.py draws its PNGs with matplotlib.
@@ -65,6 +70,7 @@ setuptools.setup(
         "tpu": TPU_REQUIRES,
         "plots": PLOTS_REQUIRE,
         "chinese": CHINESE_REQUIRE,
+        "corpus": CORPUS_REQUIRE,
     },
     entry_points={
         "console_scripts": [

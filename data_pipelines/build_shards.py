@@ -1,4 +1,7 @@
-"""Text files -> TFRecord shards of packed ELECTRA pretraining examples.
+"""A corpus -> TFRecord shards of packed ELECTRA pretraining examples.
+
+Inputs are text files, JSON Lines, Parquet or TFDS splits, local or gs://, optionally a
+weighted mixture (`corpus_sources`); all read as documents by `text_files`.
 
 Packing follows google-research/electra `build_pretraining_dataset.py` (with its March
 2020 segment-assignment fix): sentences of a document accumulate until they reach the
@@ -18,18 +21,21 @@ names; the reader renames them) and `word_starts` (1 where a token begins a word
 masking), all of length `max_seq_length`.
 
 Determinism, parallelism, resume:
-* document i (in file order) goes to shard slot `i % num_slots`; each slot has its own
+* document i (in input order, or a mixture's draw order) goes to shard slot `i % num_slots`; each slot has its own
   RNG seeded from (seed, slot); so the bytes of every shard depend only on the inputs,
   tokenizer and settings, never on `num_processes` or on which shards were built before.
 * shards are written under `<name>.tmp` and renamed when complete, then a
   `<name>.stats.json` sidecar marks them done; a rerun skips done shards and rebuilds the
   others. `build_config.json` records the settings, the inputs' size and mtime and the
   tokenizer's hash; a rerun with different ones into the same directory is refused.
-* invalid UTF-8 lines are skipped and counted (or rejected, `on_invalid_utf8="error"`).
+* invalid UTF-8 lines and bad records (no `text_field`, not a string, not JSON) are
+  skipped and counted as lost (or rejected, `on_invalid_utf8="error"`).
 
 CLI:
     python -m data_pipelines.build_shards --config.inputs='corpus/*.txt' --config.tokenizer_path=spm.model \\
         --config.output_dir=shards --config.max_seq_length=128 --config.num_shards=16
+    python -m data_pipelines.build_shards --config.inputs='c4/*.json.gz@0.8,books/*.txt@0.2' \\
+        --config.text_field=text --config.tokenizer_path=spm.model --config.output_dir=shards
 """
 
 import dataclasses
@@ -43,7 +49,7 @@ from typing import Sequence
 import ml_collections
 from absl import logging
 
-from data_pipelines import errors, files, text_files, words
+from data_pipelines import corpus_sources, errors, files, text_files, words
 from data_pipelines import tokenizer as tokenizer_lib
 
 BUILD_CONFIG_FILE = "build_config.json"
@@ -63,6 +69,9 @@ SHARD_STATS = (
     "content_tokens",
 )
 DEFAULT_MAX_LOST_FRACTION = 0.01
+# Settings added since directories were first built, at the value that reproduces the older
+# builds: a record without the key matches that value (so a resume is not refused for it).
+ADDED_SETTINGS = {"text_field": "text", "tokenizer_sample_bytes": tokenizer_lib.DEFAULT_SAMPLE_BYTES}
 # Above this many pieces per word, word starts from the pieces' own marks are whole
 # sentences: text without spaces, which whole-word masking needs a segmenter for.
 MAX_PIECES_PER_WORD = 3.0
@@ -85,13 +94,27 @@ class PackingConfig:
     word_segmenter: str = "pieces"
     max_document_chars: int = 20_000
     on_invalid_utf8: str = "skip"
+    text_field: str = "text"
+
+    def reading(self, tfds_data_dir: str = "") -> dict:
+        """`text_files.iter_documents`' options."""
+        return dict(
+            document_boundary=self.document_boundary,
+            max_document_chars=self.max_document_chars,
+            on_invalid_utf8=self.on_invalid_utf8,
+            sentence_boundary=self.sentence_boundary,
+            text_field=self.text_field,
+            tfds_data_dir=tfds_data_dir,
+            seed=self.seed,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardJob:
     """One output shard: which documents (slot of num_slots) go to which file."""
 
-    paths: tuple[str, ...]
+    sources: tuple[corpus_sources.Source, ...]
+    tfds_data_dir: str
     tokenizer_path: str
     packing: PackingConfig
     slot: int
@@ -197,20 +220,14 @@ def build_one_shard(job: ShardJob) -> dict[str, int]:
     boundaries = words.WordBoundaries(tokenizer, packing.word_segmenter)
     builder = ExampleBuilder(tokenizer, packing, random.Random(packing.seed * 1_000_003 + job.slot))
     stats = dict.fromkeys(SHARD_STATS, 0)
-    documents = text_files.iter_documents(
-        job.paths,
-        document_boundary=packing.document_boundary,
-        max_document_chars=packing.max_document_chars,
-        on_invalid_utf8=packing.on_invalid_utf8,
-        sentence_boundary=packing.sentence_boundary,
-    )
+    documents = text_files.iter_documents(job.sources, **packing.reading(job.tfds_data_dir))
     with files.temporary_path(job.output_path) as temp_path, tf.io.TFRecordWriter(temp_path) as writer:
-        for document_index, sentences in enumerate(documents):
+        for document_index, document in enumerate(documents):
             if document_index % job.num_slots != job.slot:
                 continue
             stats["documents"] += 1
             examples = []
-            for sentence in sentences:
+            for sentence in document.sentences:
                 token_ids, word_starts = boundaries.encode(sentence)
                 stats["sentences"] += 1
                 stats["characters"] += text_files.non_whitespace_chars(sentence)
@@ -243,7 +260,9 @@ def _unk_characters(tokenizer: tokenizer_lib.Tokenizer, sentence: str) -> int:
 
 
 def changed_keys(previous: dict, current: dict) -> list[str]:
-    """The keys whose values differ between two recorded settings (either side missing counts)."""
+    """The keys whose values differ between two recorded settings (either side missing
+    counts, except a key of ADDED_SETTINGS that `previous` predates, at its old value)."""
+    previous = {**{k: v for k, v in ADDED_SETTINGS.items() if k in current}, **previous}
     return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
 
 
@@ -276,19 +295,22 @@ def _check_build_config(output_dir: str, build_config: dict, unfingerprinted: di
         files.write_json(path, build_config, sort_keys=True)
 
 
-def check_documents(paths: Sequence[str], num_slots: int, *, enough: bool = False, **reading) -> text_files.TextStats:
+def check_documents(
+    sources: Sequence[corpus_sources.Source], num_slots: int, *, enough: bool = False, **reading
+) -> text_files.TextStats:
     """The text statistics of the corpus (`reading`: iter_documents' options); raises if it
     has no text or fewer documents than the `num_slots` shards, one per shard at least.
     With `enough`, reading stops once every shard has a document (a check before a
     tokenizer is trained, not a count)."""
     stats = text_files.TextStats()
-    for _ in text_files.iter_documents(paths, stats=stats, **reading):
+    for _ in text_files.iter_documents(sources, stats=stats, **reading):
         if enough and stats.documents >= num_slots:
             return stats
     if stats.documents == 0:
         raise ValueError(
-            f"the corpus {', '.join(paths)} has no text (after dropping "
-            f"{stats.invalid_utf8_lines} invalid UTF-8 lines); give non-empty files"
+            f"the corpus {', '.join(corpus_sources.all_paths(sources))} has no text (after dropping "
+            f"{stats.invalid_utf8_lines} invalid UTF-8 lines and {stats.bad_records} bad records); "
+            "give non-empty inputs"
         )
     if stats.documents < num_slots:
         raise ValueError(
@@ -314,6 +336,8 @@ def build_shards(
     word_segmenter: str = "pieces",
     max_document_chars: int = 20_000,
     on_invalid_utf8: str = "skip",
+    text_field: str = "text",
+    tfds_data_dir: str = "",
     single_segment_prob: float = 0.1,
     random_length_prob: float = 0.05,
     max_lost_fraction: float = DEFAULT_MAX_LOST_FRACTION,
@@ -325,8 +349,10 @@ def build_shards(
     characters (not whitespace), tokens (tokenizer output) and words, examples,
     tokens_in_shards, padding_fraction, and what was lost: truncated_tokens (0: the packer
     cuts, never drops), unk_tokens / unk_characters (text the vocabulary cannot spell),
-    invalid_utf8_lines / _bytes. `lost_fraction` sums the lost tokens' share of the tokens
-    and the lost characters' share of the text; above `max_lost_fraction` the build raises
+    invalid_utf8_lines / _bytes, bad_records / _bytes (JSON lines, Parquet rows or TFDS
+    examples without usable text), and a mixture's unused_documents (left out by design, not
+    lost). `lost_fraction` sums the lost tokens' share of the tokens and the lost
+    characters' share of the text; above `max_lost_fraction` the build raises
     DataLossError after writing the summary, and a rerun with a higher threshold reuses the
     finished shards.
     """
@@ -336,7 +362,7 @@ def build_shards(
         raise ValueError(f"num_shards={num_shards}, num_eval_shards={num_eval_shards}; need >= 1 and >= 0")
     if not 0 <= max_lost_fraction <= 1:
         raise ValueError(f"max_lost_fraction={max_lost_fraction}; use a fraction in [0, 1]")
-    paths = tuple(text_files.expand_input_patterns(inputs))
+    sources = corpus_sources.resolve_inputs(inputs)
     # Fail before any output if the tokenizer or the segmenter is unusable.
     words.WordBoundaries(tokenizer_lib.load_tokenizer(tokenizer_path), word_segmenter)
     packing = PackingConfig(
@@ -349,32 +375,38 @@ def build_shards(
         word_segmenter=word_segmenter,
         max_document_chars=max_document_chars,
         on_invalid_utf8=on_invalid_utf8,
+        text_field=text_field,
     )
     # A cheap pass without tokenization: validates the text (UTF-8 policy, emptiness)
     # before anything is written.
     num_slots = num_shards + num_eval_shards
-    text_stats = check_documents(
-        paths,
-        num_slots,
-        document_boundary=document_boundary,
-        max_document_chars=max_document_chars,
-        on_invalid_utf8=on_invalid_utf8,
-        sentence_boundary=sentence_boundary,
-    )
+    text_stats = check_documents(sources, num_slots, **packing.reading(tfds_data_dir))
     if text_stats.invalid_utf8_lines:
         logging.warning("skipped %d lines of invalid UTF-8 in %s", text_stats.invalid_utf8_lines, inputs)
+    if text_stats.bad_records:
+        logging.warning("skipped %d records without usable text in %s", text_stats.bad_records, inputs)
+    if text_stats.unused_documents:
+        logging.warning(
+            "the mixture %s ended when a source ran out: %d documents of the other sources were not drawn",
+            inputs,
+            text_stats.unused_documents,
+        )
 
     os.makedirs(output_dir, exist_ok=True)
     build_config = {
         **dataclasses.asdict(packing),
         # Size and mtime of each text file, the tokenizer's content: shards of edited text or
         # of a replaced tokenizer are never reused.
-        "inputs": files.fingerprints(paths, output_dir),
+        "inputs": corpus_sources.fingerprints(sources, output_dir, tfds_data_dir),
         "num_shards": num_shards,
         "num_eval_shards": num_eval_shards,
         "tokenizer": {"path": os.path.relpath(tokenizer_path, output_dir), "sha256": files.sha256(tokenizer_path)},
     }
-    unfingerprinted = {**build_config, "inputs": list(paths), "tokenizer": os.path.abspath(tokenizer_path)}
+    unfingerprinted = {
+        **build_config,
+        "inputs": corpus_sources.all_paths(sources),
+        "tokenizer": os.path.abspath(tokenizer_path),
+    }
     _check_build_config(output_dir, build_config, unfingerprinted)
     jobs, done_stats = [], []
     for slot, name in enumerate(shard_file_names(num_shards, num_eval_shards)):
@@ -382,7 +414,7 @@ def build_shards(
         if os.path.exists(output_path) and os.path.exists(output_path + ".stats.json"):
             done_stats.append(files.read_json(output_path + ".stats.json"))
         else:
-            jobs.append(ShardJob(paths, tokenizer_path, packing, slot, num_slots, output_path))
+            jobs.append(ShardJob(sources, tfds_data_dir, tokenizer_path, packing, slot, num_slots, output_path))
 
     start = time.perf_counter()
     new_stats = list(_run_jobs(jobs, num_processes, show_progress))
@@ -408,7 +440,8 @@ def build_shards(
         raise DataLossError(
             f"{summary['lost_fraction']:.2%} of the corpus did not reach the shards (more than "
             f"max_lost_fraction={max_lost_fraction}): {summary['unk_characters']} characters became "
-            f"[UNK], {summary['invalid_utf8_lines']} lines were invalid UTF-8, "
+            f"[UNK], {summary['invalid_utf8_lines']} lines were invalid UTF-8, {summary['bad_records']} "
+            "records had no usable text, "
             f"{summary['truncated_tokens']} tokens were dropped; see {output_dir}/{SUMMARY_FILE}. "
             "Fix the tokenizer (a vocabulary for this script; character_coverage=0.9995 and more "
             "pieces for CJK) or the encoding, or rerun with a higher max_lost_fraction to keep "
@@ -439,9 +472,10 @@ def _summarize(shard_stats: list[dict], text_stats: text_files.TextStats, max_se
     totals = {key: sum(s[key] for s in shard_stats) for key in SHARD_STATS}
     total_positions = totals["examples"] * max_seq_length
     truncated_tokens = totals["tokens"] - totals["content_tokens"]
-    lost_characters = totals["unk_characters"] + text_stats.invalid_utf8_bytes
+    unread_bytes = text_stats.invalid_utf8_bytes + text_stats.bad_record_bytes
+    lost_characters = totals["unk_characters"] + unread_bytes
     lost_fraction = truncated_tokens / max(totals["tokens"], 1) + lost_characters / max(
-        totals["characters"] + text_stats.invalid_utf8_bytes, 1
+        totals["characters"] + unread_bytes, 1
     )
     return {
         **{k: v for k, v in totals.items() if k not in ("real_tokens", "content_tokens")},
@@ -449,6 +483,9 @@ def _summarize(shard_stats: list[dict], text_stats: text_files.TextStats, max_se
         "truncated_tokens": truncated_tokens,
         "invalid_utf8_lines": text_stats.invalid_utf8_lines,
         "invalid_utf8_bytes": text_stats.invalid_utf8_bytes,
+        "bad_records": text_stats.bad_records,
+        "bad_record_bytes": text_stats.bad_record_bytes,
+        "unused_documents": text_stats.unused_documents,
         "lost_fraction": round(lost_fraction, 6),
         "pieces_per_word": round(totals["tokens"] / max(totals["words"], 1), 3),
         "padding_fraction": round(1 - totals["real_tokens"] / total_positions, 4) if total_positions else 0.0,
@@ -459,7 +496,9 @@ def _summarize(shard_stats: list[dict], text_stats: text_files.TextStats, max_se
 def build_shards_config() -> ml_collections.ConfigDict:
     """The CLI's settings: `build_shards`'s arguments."""
     c = ml_collections.ConfigDict()
-    c.inputs = ""  # comma-separated text files or globs
+    c.inputs = ""  # comma-separated sources (globs, gs://, tfds:NAME:SPLIT), each optionally @WEIGHT
+    c.text_field = "text"  # the text's JSON field, Parquet column or TFDS feature
+    c.tfds_data_dir = ""  # where tfds: sources are prepared ("" = TFDS's default)
     c.tokenizer_path = ""  # sentencepiece *.model or WordPiece vocab.txt
     c.output_dir = ""  # where the shards go
     c.max_seq_length = 128  # tokens per example

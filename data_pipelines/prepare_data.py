@@ -6,6 +6,13 @@
         --config.document_boundary=file --config.vocab_size=16000
     python -m data_pipelines.prepare_data --config.output_dir=data/books_wp --config.inputs=... \\
         --config.tokenizer=electra-small-discriminator/vocab.txt   # a released model's vocabulary
+    python -m data_pipelines.prepare_data --config.output_dir=data/web --config.vocab_size=32000 \
+        --config.inputs='web/*.json.gz@0.8,books/*.parquet@0.2' --config.text_field=text \
+        --config.tokenizer_sample_bytes=300000000   # a mixture of JSON Lines and Parquet
+
+Inputs may be text, JSON Lines (.jsonl/.json, .gz/.zst), Parquet, or tfds:NAME:SPLIT, local
+or gs://, with @WEIGHT for a mixture (see corpus_sources). The tokenizer trains on a
+seeded sample of `tokenizer_sample_bytes` of the corpus (tokenizer.sample_documents).
 
 Without inputs it writes the embedded default corpus (see DEFAULT_CORPUS.md) to
 `output_dir/corpus.txt`. It writes `output_dir/spm.model` and
@@ -25,7 +32,7 @@ import ml_collections
 from absl import logging
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import default_corpus, errors, files, text_files, words
+from data_pipelines import corpus_sources, default_corpus, errors, files, words
 from data_pipelines import tokenizer as tokenizer_lib
 
 SETTINGS_FILE = "prepare_settings.json"
@@ -98,6 +105,9 @@ def prepare_data(
     character_coverage: float = tokenizer_lib.DEFAULT_CHARACTER_COVERAGE,
     lowercase: bool = False,
     on_invalid_utf8: str = "skip",
+    text_field: str = "text",
+    tfds_data_dir: str = "",
+    tokenizer_sample_bytes: int = tokenizer_lib.DEFAULT_SAMPLE_BYTES,
     max_lost_fraction: float = build_lib.DEFAULT_MAX_LOST_FRACTION,
     show_progress: bool = True,
     rebuild: bool = False,
@@ -115,19 +125,22 @@ def prepare_data(
         if not os.path.exists(inputs):
             default_corpus.write_default_corpus(inputs)
     timings["corpus_seconds"] = round(time.perf_counter() - start, 2)
-    paths = text_files.expand_input_patterns(inputs)  # fail on a bad pattern before training anything
+    sources = corpus_sources.resolve_inputs(inputs)  # fail on a bad pattern before training anything
     words.check_segmenter(word_segmenter)
     # Before anything is written or trained: a corpus of too few documents fails in seconds.
     build_lib.check_documents(
-        paths,
+        sources,
         num_shards + num_eval_shards,
         enough=True,
         document_boundary=document_boundary,
         sentence_boundary=sentence_boundary,
         on_invalid_utf8=on_invalid_utf8,
+        text_field=text_field,
+        tfds_data_dir=tfds_data_dir,
+        seed=seed,
     )
     settings = {
-        "inputs": files.fingerprints(paths, output_dir),
+        "inputs": corpus_sources.fingerprints(sources, output_dir, tfds_data_dir),
         **(
             {"tokenizer": files.fingerprints([tokenizer], output_dir)[0]}
             if tokenizer
@@ -136,6 +149,7 @@ def prepare_data(
                 "model_type": model_type,
                 "character_coverage": character_coverage,
                 "lowercase": lowercase,
+                "tokenizer_sample_bytes": tokenizer_sample_bytes,
             }
         ),
         "seed": seed,
@@ -146,10 +160,12 @@ def prepare_data(
         "sentence_boundary": sentence_boundary,
         "word_segmenter": word_segmenter,
         "on_invalid_utf8": on_invalid_utf8,
+        "text_field": text_field,
     }
     if tokenizer:
         tokenizer_lib.load_tokenizer(tokenizer)  # a missing or unreadable one fails before anything is moved
-    check_settings(output_dir, settings, rebuild, {"the corpus (inputs)": paths, "tokenizer": tokenizer})
+    corpus_paths = [p for p in corpus_sources.all_paths(sources) if not p.startswith(corpus_sources.TFDS_PREFIX)]
+    check_settings(output_dir, settings, rebuild, {"the corpus (inputs)": corpus_paths, "tokenizer": tokenizer})
 
     start = time.perf_counter()
     if tokenizer:
@@ -166,11 +182,14 @@ def prepare_data(
             tokenizer_path,
             vocab_size=vocab_size,
             model_type=model_type,
+            sample_bytes=tokenizer_sample_bytes,
             character_coverage=character_coverage,
             lowercase=lowercase,
             seed=seed,
             on_invalid_utf8=on_invalid_utf8,
             sentence_boundary=sentence_boundary,
+            text_field=text_field,
+            tfds_data_dir=tfds_data_dir,
             num_threads=num_processes,
         )
     timings["tokenizer_seconds"] = round(time.perf_counter() - start, 2)
@@ -190,6 +209,8 @@ def prepare_data(
         sentence_boundary=sentence_boundary,
         word_segmenter=word_segmenter,
         on_invalid_utf8=on_invalid_utf8,
+        text_field=text_field,
+        tfds_data_dir=tfds_data_dir,
         max_lost_fraction=max_lost_fraction,
         show_progress=show_progress,
     )
@@ -220,15 +241,18 @@ def prepare_data_config() -> ml_collections.ConfigDict:
     """The CLI's settings: `prepare_data`'s arguments."""
     c = ml_collections.ConfigDict()
     c.output_dir = ""  # where the tokenizer and shards go
-    c.inputs = ""  # comma-separated text files or globs; "" = the embedded default corpus
+    c.inputs = (
+        ""  # comma-separated sources (globs, gs://, tfds:NAME:SPLIT), each optionally @WEIGHT; "" = default corpus
+    )
     c.tokenizer = ""  # an existing vocab.txt or sentencepiece .model to build with ("" = train one)
     c.vocab_size = 8192  # sentencepiece pieces; must equal config.model.vocab_size
     c.model_type = "unigram"  # sentencepiece model type: tokenizer.MODEL_TYPES
+    c.tokenizer_sample_bytes = tokenizer_lib.DEFAULT_SAMPLE_BYTES  # bytes of text sampled to train the tokenizer on
     c.max_seq_length = 128  # tokens per example
     c.num_shards = 8  # training shards (train-*)
     c.num_eval_shards = 1  # held-out shards (eval-*)
     c.num_processes = os.cpu_count() or 1  # worker processes
-    c.seed = 0  # seed of the tokenizer's sentence sample, the document order and the split
+    c.seed = 0  # seed of the tokenizer's document sample, a mixture's draws and the shard split
     c.document_boundary = "blank_line"  # "file" for hard-wrapped books whose blank lines part paragraphs
     c.word_segmenter = "pieces"  # word starts for whole-word masking: words.WORD_SEGMENTERS
     c.max_lost_fraction = build_lib.DEFAULT_MAX_LOST_FRACTION  # fail above this fraction not in the shards

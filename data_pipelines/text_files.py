@@ -1,7 +1,9 @@
-"""Reading plain-text corpora: file patterns, UTF-8 policy, documents and sentences.
+"""Corpus text -> documents and sentences: UTF-8 policy, bad records, mixtures.
 
 One reader is shared by tokenizer training and shard building, so both see exactly the
-same text. The input format is plain text files:
+same text. `corpus_sources` finds the inputs (local or gs:// globs, TFDS splits, mixture
+weights) and takes the text out of each format; here a plain text file, and each record
+of the others (a JSON line, a Parquet row, a TFDS example), is read as lines:
 
 * Lines are joined into paragraphs; a blank line ends a paragraph. Hard-wrapped text
   (Project Gutenberg, ~70 characters a line) and one-sentence-per-line text (ELECTRA's
@@ -13,26 +15,41 @@ same text. The input format is plain text files:
 * Sentences end at . ! ? followed by whitespace (after an optional closing quote or
   bracket), and at the CJK marks 。！？；｡ with or without whitespace after them.
 * ``document_boundary="blank_line"`` (ELECTRA's convention): every paragraph is a
-  document. ``"file"``: a file is one document, cut at a paragraph boundary once it
-  exceeds ``max_document_chars`` so that one long book still spreads over many shards.
+  document. ``"file"``: a file (or a record) is one document, cut at a paragraph boundary
+  once it exceeds ``max_document_chars`` so that one long book still spreads over many
+  shards. So a JSONL corpus reads as the same documents as a .txt file holding its
+  records' texts separated by blank lines.
 * CRLF line endings are accepted (``\\r`` is stripped).
 * Invalid UTF-8 policy: ``on_invalid_utf8="skip"`` (default) drops the offending line
   and counts it in ``TextStats.invalid_utf8_lines``; ``"error"`` raises a ValueError
   naming the file and line. Latin-1 files therefore lose their non-ASCII lines under
   "skip"; re-encode them to UTF-8 to keep those lines. Under either policy a file with a
   NUL byte (binary, UTF-16) or with over a quarter of its lines invalid is refused.
+* Bad records (a line that is not a JSON object, a missing field, a non-string or null
+  text, invalid UTF-8) follow the same policy: skipped and counted in
+  ``TextStats.bad_records`` / ``bad_record_bytes`` (shard building counts their bytes as
+  lost), or under ``"error"`` a ValueError naming file:line; an input with over a quarter
+  of its records bad is refused under either (a wrong ``text_field``, a file that is not
+  JSON Lines). A Parquet file or TFDS dataset without the column / feature is refused at once.
+* Each document carries its identity: the input it came from and its index there.
+* A mixture (sources with ``@WEIGHT``) draws each next document from a source chosen with
+  probability proportional to its weight, by a seeded RNG; it ends when a chosen source has
+  no document left, and the other sources' documents not drawn are counted in
+  ``TextStats.unused_documents``. Weights are shares of documents, not of bytes.
 """
 
 import dataclasses
-import glob
-import os
+import itertools
+import random
 import re
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
+
+from data_pipelines import corpus_sources
 
 DOCUMENT_BOUNDARIES = ("blank_line", "file")
 SENTENCE_BOUNDARIES = ("punctuation", "line")
 INVALID_UTF8_POLICIES = ("skip", "error")
-MAX_INVALID_UTF8_FRACTION = 0.25  # of a file's lines; above it the file is refused, not skimmed
+MAX_INVALID_UTF8_FRACTION = 0.25  # of a file's lines or records; above it the file is refused, not skimmed
 
 # A sentence ends at . ! or ? (optionally followed by a closing quote or bracket) and
 # whitespace. Crude next to a trained splitter, but packing only needs plausible cut
@@ -60,33 +77,24 @@ class TextStats:
     lines: int = 0
     invalid_utf8_lines: int = 0
     invalid_utf8_bytes: int = 0  # not whitespace, of the skipped lines: at most their characters
+    bad_records: int = 0  # JSON lines, Parquet rows, TFDS examples without usable text
+    bad_record_bytes: int = 0  # not whitespace, of the bad records
     documents: int = 0
     sentences: int = 0
+    unused_documents: int = 0  # of a mixture's sources, left when it ended
 
     def add(self, other: "TextStats") -> None:
         for field in dataclasses.fields(self):
             setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
-def expand_input_patterns(patterns: str | Sequence[str]) -> list[str]:
-    """Paths for a comma-separated string or a list of paths / globs, in a stable order.
+class Document(NamedTuple):
+    """A document's sentences and its identity: the input it came from (a path or a TFDS
+    spec) and its index among that input's documents."""
 
-    Each pattern's matches are sorted; patterns keep their given order; duplicates are
-    dropped. A pattern matching no file is an error, so a typo never silently shrinks the
-    corpus.
-    """
-    if isinstance(patterns, str):
-        patterns = [p for p in patterns.split(",") if p.strip()]
-    if not patterns:
-        raise ValueError("no input files given; pass one or more paths or globs, e.g. 'corpus/*.txt'")
-    paths: list[str] = []
-    for pattern in patterns:
-        pattern = os.path.expanduser(pattern.strip())
-        matches = sorted(m for m in glob.glob(pattern) if os.path.isfile(m))
-        if not matches:
-            raise FileNotFoundError(f"input pattern {pattern!r} matches no file; check the path or glob")
-        paths.extend(m for m in matches if m not in paths)
-    return paths
+    source: str
+    index: int
+    sentences: list[str]
 
 
 def is_unspaced_char(char: str) -> bool:
@@ -131,26 +139,25 @@ def iter_lines(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[st
     if on_invalid_utf8 not in INVALID_UTF8_POLICIES:
         raise ValueError(f"on_invalid_utf8={on_invalid_utf8!r}; use one of {INVALID_UTF8_POLICIES}")
     num_lines = num_invalid = 0
-    with open(path, "rb") as f:
-        for line_number, raw_line in enumerate(f, start=1):
-            stats.lines += 1
-            num_lines += 1
-            if b"\0" in raw_line:
+    for line_number, raw_line in enumerate(corpus_sources.iter_raw_lines(path), start=1):
+        stats.lines += 1
+        num_lines += 1
+        if b"\0" in raw_line:
+            raise ValueError(
+                f"{path}:{line_number}: a NUL byte, so not UTF-8 text (a binary or "
+                "UTF-16 file?); pass text files only, re-encoded to UTF-8"
+            )
+        try:
+            yield raw_line.rstrip(b"\r\n").decode("utf-8")
+        except UnicodeDecodeError as e:
+            if on_invalid_utf8 == "error":
                 raise ValueError(
-                    f"{path}:{line_number}: a NUL byte, so not UTF-8 text (a binary or "
-                    "UTF-16 file?); pass text files only, re-encoded to UTF-8"
-                )
-            try:
-                yield raw_line.rstrip(b"\r\n").decode("utf-8")
-            except UnicodeDecodeError as e:
-                if on_invalid_utf8 == "error":
-                    raise ValueError(
-                        f"{path}:{line_number}: invalid UTF-8 ({e.reason} at byte {e.start}); "
-                        "re-encode the file to UTF-8 or use on_invalid_utf8='skip'"
-                    ) from None
-                stats.invalid_utf8_lines += 1
-                stats.invalid_utf8_bytes += len(b"".join(raw_line.split()))  # not whitespace
-                num_invalid += 1
+                    f"{path}:{line_number}: invalid UTF-8 ({e.reason} at byte {e.start}); "
+                    "re-encode the file to UTF-8 or use on_invalid_utf8='skip'"
+                ) from None
+            stats.invalid_utf8_lines += 1
+            stats.invalid_utf8_bytes += len(b"".join(raw_line.split()))  # not whitespace
+            num_invalid += 1
     if num_invalid > MAX_INVALID_UTF8_FRACTION * num_lines:
         raise ValueError(
             f"{path}: {num_invalid} of {num_lines} lines are not valid UTF-8 (more than "
@@ -159,17 +166,50 @@ def iter_lines(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[st
         )
 
 
-def iter_paragraphs(path: str, on_invalid_utf8: str, stats: TextStats) -> Iterator[list[str]]:
-    """Blank-line separated paragraphs of one file, each a list of its stripped lines."""
-    lines: list[str] = []
-    for line in iter_lines(path, on_invalid_utf8, stats):
+def iter_records_text(
+    path: str, text_field: str, tfds_data_dir: str, on_invalid_utf8: str, stats: TextStats
+) -> Iterator[list[str]]:
+    """The lines of each usable record of a JSON Lines, Parquet or TFDS input; bad records
+    are counted (or, under on_invalid_utf8="error", raised naming where they are)."""
+    num_records = num_bad = 0
+    first_bad = None
+    for record in corpus_sources.iter_records(path, text_field, tfds_data_dir):
+        num_records += 1
+        if record.problem is None:
+            yield [line.rstrip("\r") for line in record.text.split("\n")]
+            continue
+        if on_invalid_utf8 == "error":
+            raise ValueError(f"{record.where}: {record.problem} (or on_invalid_utf8='skip' to count and skip it)")
+        stats.bad_records += 1
+        stats.bad_record_bytes += record.size
+        num_bad += 1
+        first_bad = first_bad or record
+    if num_bad > MAX_INVALID_UTF8_FRACTION * num_records:
+        raise ValueError(
+            f"{path}: {num_bad} of {num_records} records have no usable text (more than "
+            f"{MAX_INVALID_UTF8_FRACTION:.0%}); the first, {first_bad.where}: {first_bad.problem}"
+        )
+
+
+def iter_texts(path: str, text_field: str, tfds_data_dir: str, on_invalid_utf8: str, stats: TextStats):
+    """The texts of one input, each an iterable of lines: a plain text file is one text;
+    each record of the other formats is one."""
+    if corpus_sources.record_format(path) is None:
+        return [iter_lines(path, on_invalid_utf8, stats)]
+    return iter_records_text(path, text_field, tfds_data_dir, on_invalid_utf8, stats)
+
+
+def iter_paragraphs(lines) -> Iterator[list[str]]:
+    """Blank-line separated paragraphs of some lines, each a list of its stripped lines."""
+    paragraph: list[str] = []
+    for line in lines:
         if line.strip():
-            lines.append(line.strip())
-        elif lines:
-            yield lines
-            lines = []
-    if lines:
-        yield lines
+            paragraph.append(line.strip())
+        elif paragraph:
+            yield paragraph
+            paragraph = []
+    if paragraph:
+        yield paragraph
 
 
 def paragraph_sentences(lines: list[str], sentence_boundary: str) -> list[str]:
@@ -179,36 +219,72 @@ def paragraph_sentences(lines: list[str], sentence_boundary: str) -> list[str]:
     return split_sentences(join_lines(lines))
 
 
+def _input_documents(path: str, document_boundary: str, max_document_chars: int, reading: dict) -> Iterator[list]:
+    """The documents of one input, each a list of paragraphs (lists of lines)."""
+    for lines in iter_texts(path, **reading):
+        paragraphs: list[list[str]] = []
+        chars = 0
+        for paragraph in iter_paragraphs(lines):
+            paragraphs.append(paragraph)
+            chars += len(join_lines(paragraph))
+            if document_boundary == "blank_line" or chars >= max_document_chars:
+                yield paragraphs
+                paragraphs, chars = [], 0
+        if paragraphs:
+            yield paragraphs
+
+
+def _source_documents(source: corpus_sources.Source, document_boundary, max_document_chars, reading, finish):
+    for path in source.paths:
+        for index, paragraphs in enumerate(_input_documents(path, document_boundary, max_document_chars, reading)):
+            yield finish(path, index, paragraphs)
+
+
+def mixture(streams: Sequence[Iterator], weights: Sequence[float], seed: int, stats: TextStats) -> Iterator:
+    """Items of `streams`, each next one from a stream drawn with probability proportional
+    to its weight (a seeded RNG); ends when a drawn stream is empty, counting the items
+    left in the others in `stats.unused_documents`."""
+    rng = random.Random(f"mixture-{seed}")
+    indices = range(len(streams))
+    while True:
+        drawn = rng.choices(indices, weights)[0]
+        item = next(streams[drawn], None)
+        if item is None:
+            break
+        yield item
+    stats.unused_documents += sum(1 for stream in streams for _ in stream)
+
+
 def iter_documents(
-    paths: Sequence[str],
+    sources: Sequence[corpus_sources.Source],
     *,
     document_boundary: str = "blank_line",
     max_document_chars: int = 20_000,
     on_invalid_utf8: str = "skip",
     sentence_boundary: str = "punctuation",
+    text_field: str = "text",
+    tfds_data_dir: str = "",
+    seed: int = 0,
     stats: TextStats | None = None,
-) -> Iterator[list[str]]:
-    """Documents (each a list of sentences) of the given files, in file order."""
+) -> Iterator[Document]:
+    """Documents of the sources (`corpus_sources.resolve_inputs`) in input order, or
+    sampled as a mixture (seeded by `seed`) when the sources have weights."""
     if document_boundary not in DOCUMENT_BOUNDARIES:
         raise ValueError(f"document_boundary={document_boundary!r}; use one of {DOCUMENT_BOUNDARIES}")
     if sentence_boundary not in SENTENCE_BOUNDARIES:
         raise ValueError(f"sentence_boundary={sentence_boundary!r}; use one of {SENTENCE_BOUNDARIES}")
+    if on_invalid_utf8 not in INVALID_UTF8_POLICIES:
+        raise ValueError(f"on_invalid_utf8={on_invalid_utf8!r}; use one of {INVALID_UTF8_POLICIES}")
     stats = stats if stats is not None else TextStats()
+    reading = dict(text_field=text_field, tfds_data_dir=tfds_data_dir, on_invalid_utf8=on_invalid_utf8, stats=stats)
 
-    def finish(paragraphs: list[list[str]]) -> list[str]:
-        sentences = [s for p in paragraphs for s in paragraph_sentences(p, sentence_boundary)]
+    def finish(path: str, index: int, paragraphs: list[list[str]]) -> Document:
+        return Document(path, index, [s for p in paragraphs for s in paragraph_sentences(p, sentence_boundary)])
+
+    streams = [_source_documents(s, document_boundary, max_document_chars, reading, finish) for s in sources]
+    weights = [source.weight for source in sources]
+    documents = itertools.chain(*streams) if None in weights else mixture(streams, weights, seed, stats)
+    for document in documents:
         stats.documents += 1
-        stats.sentences += len(sentences)
-        return sentences
-
-    for path in paths:
-        paragraphs: list[list[str]] = []
-        chars = 0
-        for paragraph in iter_paragraphs(path, on_invalid_utf8, stats):
-            paragraphs.append(paragraph)
-            chars += len(join_lines(paragraph))
-            if document_boundary == "blank_line" or chars >= max_document_chars:
-                yield finish(paragraphs)
-                paragraphs, chars = [], 0
-        if paragraphs:
-            yield finish(paragraphs)
+        stats.sentences += len(document.sentences)
+        yield document

@@ -378,10 +378,11 @@ def test_prepare_data_rebuild_never_removes_the_tokenizer_it_was_given(tmp_path,
             rebuild=True,
         )
     assert (out / "spm.model").read_bytes() == model_bytes and not glob.glob(f"{out}/replaced-*")
+    (out / "shards" / "notes.txt").write_text("A corpus kept among the shards.\n")
     with pytest.raises(ValueError, match=r"refusing to remove .*prepared/shards: it holds the corpus"):
         prepare_data.prepare_data(
             str(out),
-            inputs=f"{out}/shards/summary.json",
+            inputs=f"{out}/shards/notes.txt",
             num_shards=1,
             num_eval_shards=0,
             rebuild=True,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import build_shards as build_lib
-from data_pipelines import chinese, text_files, words
+from data_pipelines import chinese, corpus_sources, text_files, words
 from data_pipelines import tokenizer as tokenizer_lib
 
 CHINESE_SENTENCES = [
@@ -49,9 +49,12 @@ def test_cjk_sentence_ends_with_and_without_spaces():
 def test_wrapped_lines_join_without_a_space_between_unspaced_characters(tmp_path):
     path = tmp_path / "wrapped.txt"
     path.write_text("我是\n学生。Hello\nworld.\n\n第二段\n", encoding="utf-8")
-    documents = list(text_files.iter_documents([str(path)]))
+    documents = [d.sentences for d in text_files.iter_documents(corpus_sources.resolve_inputs([str(path)]))]
     assert documents == [["我是学生。", "Hello world."], ["第二段"]]
-    by_line = list(text_files.iter_documents([str(path)], sentence_boundary="line"))
+    by_line = [
+        d.sentences
+        for d in text_files.iter_documents(corpus_sources.resolve_inputs([str(path)]), sentence_boundary="line")
+    ]
     assert by_line == [["我是", "学生。Hello", "world."], ["第二段"]]
 
 
