@@ -322,7 +322,7 @@ def check_documents(
 
 
 def build_shards(
-    inputs: str | Sequence[str],
+    inputs: str | Sequence[str] | Sequence[corpus_sources.Source],
     output_dir: str,
     *,
     tokenizer_path: str,

@@ -103,10 +103,13 @@ def _expand_pattern(pattern: str) -> list[str]:
     return sorted(m for m in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(m))
 
 
-def resolve_inputs(inputs: str | Sequence[str]) -> tuple[Source, ...]:
+def resolve_inputs(inputs: str | Sequence[str] | Sequence[Source]) -> tuple[Source, ...]:
     """The sources of a comma-separated string or a list of patterns, in the given order;
     each pattern's matches sorted, an input matched twice kept the first time. A pattern
-    matching nothing is an error, so a typo never silently shrinks the corpus."""
+    matching nothing is an error, so a typo never silently shrinks the corpus. Sources
+    resolved before are kept as they are (a glob read again could match files written since)."""
+    if not isinstance(inputs, str) and inputs and all(isinstance(source, Source) for source in inputs):
+        return tuple(inputs)
     if isinstance(inputs, str):
         inputs = inputs.split(",")
     patterns = [p.strip() for p in inputs if p.strip()]

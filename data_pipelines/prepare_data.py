@@ -178,7 +178,7 @@ def prepare_data(
     else:
         tokenizer_path = os.path.join(output_dir, "spm.model")
         tokenizer = tokenizer_lib.train_sentencepiece(
-            paths,  # expanded once: a pattern over output_dir would match what this run writes there
+            sources,  # resolved once: a pattern over output_dir would match what this run writes there
             tokenizer_path,
             vocab_size=vocab_size,
             model_type=model_type,
@@ -197,7 +197,7 @@ def prepare_data(
     shard_dir = os.path.join(output_dir, "shards")
     start = time.perf_counter()
     summary = build_lib.build_shards(
-        paths,
+        sources,
         shard_dir,
         tokenizer_path=tokenizer_path,
         max_seq_length=max_seq_length,

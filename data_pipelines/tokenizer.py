@@ -465,7 +465,7 @@ _VOCAB_BELOW_CHARACTERS = re.compile(r"Vocabulary size is smaller than required_
 
 
 def train_sentencepiece(
-    inputs: str | Sequence[str],
+    inputs: str | Sequence[str] | Sequence[corpus_sources.Source],
     output_path: str,
     *,
     vocab_size: int,
