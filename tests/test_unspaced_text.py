@@ -253,3 +253,13 @@ def test_chinese_preparation_refuses_files_it_did_not_write_and_reruns_over_its_
     other_source = write_chinese_source(tmp_path / "other")
     with pytest.raises(FileExistsError, match=r"holds pretrain\.txt, vocab\.txt, .*summary\.json"):
         chinese.prepare_chinese(other_source, out)
+
+
+@pytest.mark.parametrize(
+    "peoples_daily", ["", "\n\n", "他/r  说/v  好/a  。/w\n" * 3], ids=["empty", "blank", "no_entity"]
+)
+def test_chinese_preparation_refuses_a_peoples_daily_without_entities(tmp_path, peoples_daily):
+    source = write_chinese_source(tmp_path / "source", peoples_daily)
+    with pytest.raises(ValueError, match=rf"{chinese.PEOPLES_DAILY} has \d paragraphs and no entity"):
+        chinese.prepare_chinese(source, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
