@@ -327,3 +327,18 @@ def test_a_malformed_csv_record_names_file_and_line(tmp_path):
     next(records)
     with pytest.raises(ValueError, match=r"train\.csv:2: not a valid CSV/TSV record \("):
         next(records)
+
+
+def test_a_label_set_of_one_class_is_refused_naming_the_file(tmp_path):
+    # A 1-class head trained and reported accuracy 100.
+    config = classify_configs.get_config()
+    config.train_file = str(tmp_path / "train.csv")
+    write_csv(config.train_file, ["text", "label"], [("fine", "pos"), ("great", "pos"), ("bad", "neg")])
+    train = labelled_text.read_examples(config.train_file, config)
+    assert classify.label_list(config, train) == ["neg", "pos"]
+    config.max_train_examples = 2
+    with pytest.raises(ValueError, match=r"train\.csv \(its first 2 rows\) has 1 class\(es\) \['pos'\]; a classifier"):
+        classify.label_list(config, train[:2])
+    config.labels = "pos"
+    with pytest.raises(ValueError, match=r"--config\.labels='pos' has 1 class\(es\) \['pos'\]"):
+        classify.label_list(config, train)

@@ -38,14 +38,25 @@ DEFAULT_NUM_EPOCHS = 3.0
 
 
 def label_list(config, train: list[Example]) -> list[str]:
+    """The classes in id order: config.labels, else the training labels sorted; at least 2
+    (a 1-class head learns nothing and scores 100)."""
     if config.labels:
         labels = [normalize_label(label) for label in config.labels.split(",")]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated or "" in labels:
             what = f"names {', '.join(repeated)} more than once" if repeated else "has an empty label"
             raise ValueError(f"--config.labels={config.labels!r} {what}; give each class once, in id order")
-        return labels
-    return sorted({e.label for e in train})
+        where = f"--config.labels={config.labels!r}"
+    else:
+        labels = sorted({e.label for e in train})
+        rows = f" (its first {config.max_train_examples} rows)" if config.max_train_examples else ""
+        where = f"{config.train_file}{rows}"
+    if len(labels) < 2:
+        raise ValueError(
+            f"{where} has {len(labels)} class(es) {labels}; a classifier needs at least 2: "
+            "add training rows of the other classes"
+        )
+    return labels
 
 
 # ---------------------------------------------------------------------------- features
