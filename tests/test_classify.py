@@ -342,3 +342,28 @@ def test_a_label_set_of_one_class_is_refused_naming_the_file(tmp_path):
     config.labels = "pos"
     with pytest.raises(ValueError, match=r"--config\.labels='pos' has 1 class\(es\) \['pos'\]"):
         classify.label_list(config, train)
+
+
+@pytest.mark.parametrize(
+    "row, column",
+    [
+        (("", "", "pos"), "text"),
+        (("   ", "", "pos"), "text"),
+        (("fine", "", " "), "label"),
+        (("fine", "", "pos"), "pair"),
+    ],
+    ids=["empty_text", "blank_text", "blank_label", "empty_pair"],
+)
+def test_an_empty_text_or_label_names_file_line_and_fix(tmp_path, row, column):
+    # An empty text trained on nothing; an empty label became a class ''.
+    config = classify_configs.get_config()
+    config.text_pair_column = "pair" if column == "pair" else ""
+    path = str(tmp_path / "train.csv")
+    write_csv(path, ["text", "pair", "label"], [("good", "ok", "pos"), row])
+    with pytest.raises(
+        ValueError, match=rf"train\.csv:3: the '{column}' value is empty or only whitespace; fill it in"
+    ):
+        labelled_text.read_examples(path, config)
+    # An unlabelled test file may leave its label cells empty.
+    write_csv(path, ["text", "pair", "label"], [("good", "ok", ""), ("bad", "no", "neg")])
+    assert [e.label for e in labelled_text.read_examples(path, config, labelled=False)] == [None, "neg"]
