@@ -41,7 +41,7 @@ def _rows(path: str) -> Iterator[tuple[int, dict]]:
     form = _file_format(path)
     with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not a column name
         if form == "jsonl":
-            for line_number, line in enumerate(f, start=1):
+            for line_number, line in enumerate(files.utf8_lines(f, path), start=1):
                 if not line.strip():
                     continue
                 try:

@@ -367,3 +367,17 @@ def test_an_empty_text_or_label_names_file_line_and_fix(tmp_path, row, column):
     # An unlabelled test file may leave its label cells empty.
     write_csv(path, ["text", "pair", "label"], [("good", "ok", ""), ("bad", "no", "neg")])
     assert [e.label for e in labelled_text.read_examples(path, config, labelled=False)] == [None, "neg"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_file_that_is_not_utf8_names_file_line_and_the_fix(tmp_path, suffix):
+    path = tmp_path / f"train{suffix}"
+    rows = [("a fine film", "pos")] * 400 + [("un café", "neg")]  # past the decoder's first read-ahead
+    if suffix == ".csv":
+        lines = ["text,label", *(f"{text},{label}" for text, label in rows)]
+    else:
+        lines = [json.dumps({"text": text, "label": label}, ensure_ascii=False) for text, label in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="cp1252")
+    line = len(lines)
+    with pytest.raises(ValueError, match=rf"train\{suffix}:{line}: byte \d+ is not UTF-8; re-encode the file as UTF-8"):
+        labelled_text.read_examples(str(path), classify_configs.get_config())
