@@ -381,3 +381,12 @@ def test_a_file_that_is_not_utf8_names_file_line_and_the_fix(tmp_path, suffix):
     line = len(lines)
     with pytest.raises(ValueError, match=rf"train\{suffix}:{line}: byte \d+ is not UTF-8; re-encode the file as UTF-8"):
         labelled_text.read_examples(str(path), classify_configs.get_config())
+
+
+def test_a_dev_file_that_is_the_training_file_is_refused(tmp_path):
+    # Its 'dev' scores were training scores, and picked the median seed.
+    config = run_config(tmp_path, init=str(tmp_path / "never_loaded"))
+    os.symlink(config.train_file, tmp_path / "same.csv")
+    config.dev_file = str(tmp_path / "same.csv")
+    with pytest.raises(ValueError, match=r"dev_file=.*same\.csv is the training file .*; hold out a dev file"):
+        classify.run(config, str(tmp_path / "out"))

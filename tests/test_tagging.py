@@ -239,6 +239,13 @@ def test_a_training_file_without_entities_is_refused_naming_it(tmp_path):
         tagging.label_list(config, train)
 
 
+def test_a_dev_file_that_is_the_training_file_is_refused(tmp_path):
+    config = run_config(tmp_path, init=str(tmp_path / "never_loaded"))
+    config.dev_file = os.path.join(os.path.dirname(config.train_file), ".", "train.txt")
+    with pytest.raises(ValueError, match=r"train\.txt is the training file .*; hold out a dev file"):
+        tagging.run(config, str(tmp_path / "out"))
+
+
 def test_bad_conll_files_name_file_line_and_fix(tmp_path, hf_init):
     path = str(tmp_path / "bad.txt")
     with open(path, "w") as f:

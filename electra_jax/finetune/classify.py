@@ -125,6 +125,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.jsonl of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), ".csv/.tsv/.jsonl file")
+    common.require_separate_dev_file(config)
     pretrained = common.open_run(config, workdir)
     tokenizer = pretrained.tokenizer
     train_examples = read_examples(config.train_file, config)

@@ -250,6 +250,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.txt of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), "CoNLL file")
+    common.require_separate_dev_file(config)
     pretrained = common.open_run(config, workdir)
     tokenizer = pretrained.tokenizer
     labels = label_list(config, read_conll(config.train_file, config.label_column))
