@@ -75,6 +75,7 @@ def _pair_task(folder, labels, tfds_a, tfds_b, train_file="train.tsv"):
 
 
 _BINARY = ("0", "1")
+SCORE_RANGE = (0.0, 5.0)  # STS-B's similarity scale, the one regression task
 _NLI_2 = ("entailment", "not_entailment")
 TASKS: dict[str, TaskSpec] = {
     "cola": TaskSpec(
@@ -244,6 +245,12 @@ def _parse_label(spec: TaskSpec, value: str, path: str, line: int) -> int | floa
             raise ValueError(f"{path}:{line}: score {value!r} is not a number") from None
         if not math.isfinite(score):  # a NaN target makes every loss and weight NaN
             raise ValueError(f"{path}:{line}: score {value!r} is not a finite number; fix or drop that line")
+        low, high = SCORE_RANGE
+        if not low <= score <= high:
+            raise ValueError(
+                f"{path}:{line}: score {value!r} is outside STS-B's {low:g}-{high:g} similarity scale; "
+                "fix or drop that line"
+            )
         return score
     if value not in spec.labels:
         raise ValueError(f"{path}:{line}: label {value!r} is not one of {list(spec.labels)}")

@@ -174,6 +174,14 @@ def test_a_file_that_is_not_utf8_names_file_line_and_the_fix(glue_dir):
         glue.load_glue("cola", "train", data_dir=glue_dir, source="tsv")
 
 
+@pytest.mark.parametrize("score", ["7.5", "-2", "5.001"])
+def test_scores_outside_the_sts_b_scale_are_refused_naming_file_and_line(glue_dir, score):
+    with open(f"{glue_dir}/STS-B/dev.tsv", "a") as f:
+        f.write("\t".join(["9", "g", "f", "y", "o", "s", "s", "a", "b", score]) + "\n")
+    with pytest.raises(ValueError, match=rf"STS-B/dev.tsv:4: score '{score}' is outside STS-B's 0-5 similarity scale"):
+        glue.load_glue("stsb", "dev", data_dir=glue_dir, source="tsv")
+
+
 def test_non_finite_scores_and_empty_splits_are_refused_naming_the_file(glue_dir):
     sts = f"{glue_dir}/STS-B/dev.tsv"
     with open(sts, "a") as f:
