@@ -189,3 +189,17 @@ def test_inference_refuses_a_task_the_model_was_not_fine_tuned_on(tmp_path):
         ValueError, match=r"rte was fine-tuned on 'rte' \(its config.json\), not on --config.task='stsb'"
     ):
         inference.main(config, [])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"split": "test"}, r"--config\.split=test of sst2 has no labels .*; use a split with labels: train or dev"),
+    ],
+)
+def test_inference_refuses_an_unlabelled_split(tmp_path, overrides, message):
+    # A test split scored "accuracy 100" against its placeholder 0 labels.
+    config = inference.inference_config()
+    config.update(model=str(tmp_path / "never_loaded"), task="sst2", data_dir=str(tmp_path), **overrides)
+    with pytest.raises(ValueError, match=message):
+        inference.main(config, [])
