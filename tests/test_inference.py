@@ -195,10 +195,12 @@ def test_inference_refuses_a_task_the_model_was_not_fine_tuned_on(tmp_path):
     "overrides, message",
     [
         ({"split": "test"}, r"--config\.split=test of sst2 has no labels .*; use a split with labels: train or dev"),
+        ({"batch_size": 0}, r"batch_size=0; it must be >= 1 \(--config\.batch_size\)"),
+        ({"batch_size": -4}, r"batch_size=-4; it must be >= 1"),
     ],
 )
-def test_inference_refuses_an_unlabelled_split(tmp_path, overrides, message):
-    # A test split scored "accuracy 100" against its placeholder 0 labels.
+def test_inference_refuses_an_unlabelled_split_and_a_batch_size_below_one(tmp_path, overrides, message):
+    # A test split scored "accuracy 100" against its placeholder 0 labels; batch_size=0 was range()'s error.
     config = inference.inference_config()
     config.update(model=str(tmp_path / "never_loaded"), task="sst2", data_dir=str(tmp_path), **overrides)
     with pytest.raises(ValueError, match=message):
