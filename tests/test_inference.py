@@ -56,12 +56,25 @@ def test_fill_mask_top_k_equals_transformers(generator_dir):
         logits = torch_model(input_ids=torch.tensor([ids])).logits[0]
     probabilities = torch.softmax(logits, -1).numpy()
     for completion, position in zip(completions, np.flatnonzero(np.array(ids) == tok.mask_id)):
-        top = torch.topk(logits[position], 4)
+        top = torch.topk(logits[position].index_fill(0, torch.tensor(tok.special_ids), -torch.inf), 4)
         assert [c["id"] for c in completion] == top.indices.tolist()
         np.testing.assert_allclose(
             [c["probability"] for c in completion], probabilities[position][top.indices.numpy()], atol=1e-5
         )
-        assert completion[0]["token"] == tok.decode([completion[0]["id"]]) or completion[0]["id"] < 5
+        assert completion[0]["token"] == tok.decode([completion[0]["id"]])
+
+
+def test_fill_mask_never_offers_a_special_token(generator_dir):
+    # [PAD], [CLS], [SEP] were offered as completions.
+    generator = fill_mask.load_generator(generator_dir)
+    tok = generator.tokenizer
+    words = generator.model_config.vocab_size - len(tok.special_ids)
+    (completion,) = fill_mask.fill_mask(generator, "the capital of france is [MASK] .", top_k=words)
+    assert sorted(c["id"] for c in completion) == sorted(
+        set(range(generator.model_config.vocab_size)) - set(tok.special_ids)
+    )
+    with pytest.raises(ValueError, match=rf"top_k={words + 1}; ask for 1 to {words} completions"):
+        fill_mask.fill_mask(generator, "[MASK]", top_k=words + 1)
 
 
 def test_fill_mask_refuses_a_text_without_mask_and_a_discriminator(generator_dir, tmp_path):
