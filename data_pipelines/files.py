@@ -158,12 +158,41 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _first_undecodable_line(path: str) -> tuple[int, int] | None:
+    """(line, byte offset in the file) of the first bytes of `path` that are not UTF-8."""
+    offset = 0
+    with epath.Path(path).open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return number, offset + error.start
+            offset += len(line)
+    return None
+
+
+def utf8_lines(f, path: str) -> Iterator[str]:
+    """The lines of `f`, `path` opened as UTF-8 text; bytes that are not UTF-8 are an error
+    naming the file, the line and the fix (the decoder's own message has neither: it counts
+    bytes of a read-ahead buffer)."""
+    try:
+        yield from f
+    except UnicodeDecodeError as error:
+        found = _first_undecodable_line(path)
+        where = f"{path}:{found[0]}: byte {found[1]}" if found else f"{path}: {error.reason}"
+        raise ValueError(
+            f"{where} is not UTF-8; re-encode the file as UTF-8, e.g. `iconv -f cp1252 -t utf-8 {path} > NEW_FILE` "
+            "for a Windows (cp1252) file"
+        ) from None
+
+
 def csv_records(f, path: str, **reader_args) -> Iterator[tuple[int, list[str]]]:
     """(first line, fields) of every record of the open CSV/TSV file `f` (`reader_args` as
     csv.reader takes them). A field may be of any length: Python's default limit of 128 KiB
-    would refuse a long document. A malformed record is an error naming `path` and line."""
+    would refuse a long document. A malformed record, or bytes that are not UTF-8, are an
+    error naming `path` and line."""
     csv.field_size_limit(2**31 - 1)  # the largest the C reader accepts on every platform
-    reader = csv.reader(f, **reader_args)
+    reader = csv.reader(utf8_lines(f, path), **reader_args)
     line = 0
     while True:
         start = line + 1

@@ -75,6 +75,7 @@ def _pair_task(folder, labels, tfds_a, tfds_b, train_file="train.tsv"):
 
 
 _BINARY = ("0", "1")
+SCORE_RANGE = (0.0, 5.0)  # STS-B's similarity scale, the one regression task
 _NLI_2 = ("entailment", "not_entailment")
 TASKS: dict[str, TaskSpec] = {
     "cola": TaskSpec(
@@ -244,6 +245,12 @@ def _parse_label(spec: TaskSpec, value: str, path: str, line: int) -> int | floa
             raise ValueError(f"{path}:{line}: score {value!r} is not a number") from None
         if not math.isfinite(score):  # a NaN target makes every loss and weight NaN
             raise ValueError(f"{path}:{line}: score {value!r} is not a finite number; fix or drop that line")
+        low, high = SCORE_RANGE
+        if not low <= score <= high:
+            raise ValueError(
+                f"{path}:{line}: score {value!r} is outside STS-B's {low:g}-{high:g} similarity scale; "
+                "fix or drop that line"
+            )
         return score
     if value not in spec.labels:
         raise ValueError(f"{path}:{line}: label {value!r} is not one of {list(spec.labels)}")
@@ -263,25 +270,43 @@ def _mrpc_rows_from_msr(folder: str, split: str) -> list[tuple[str, int, list[st
     ]
 
 
-def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample]:
+class MissingSplitError(FileNotFoundError):
+    """A task split that neither TFDS nor data_dir holds; `expected` names where it was
+    looked for (a file, or TFDS glue/<task>)."""
+
+    def __init__(self, message: str, expected: str):
+        super().__init__(message)
+        self.expected = expected
+
+
+def _tsv_file(data_dir: str, task: str, split: str) -> str:
+    """The file `task` `split` is read from: GLUE's TSV or, for MRPC train/dev without
+    it, the MSR file that dev_ids.tsv splits."""
     spec = _SPECS[task]
     layout = spec.layouts[split]
     folder = os.path.join(data_dir, spec.folder)
     path = os.path.join(folder, layout.file_name)
     if os.path.exists(path):
+        return path
+    if task == "mrpc" and split in ("train", "dev") and os.path.exists(os.path.join(folder, "dev_ids.tsv")):
+        return os.path.join(folder, "msr_paraphrase_train.txt")
+    raise MissingSplitError(
+        f"GLUE file {path} not found; download GLUE into {data_dir} "
+        f"(layout {spec.folder}/{layout.file_name}) or prepare TFDS glue/{task}",
+        expected=path,
+    )
+
+
+def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample]:
+    spec = _SPECS[task]
+    layout = spec.layouts[split]
+    path = _tsv_file(data_dir, task, split)
+    if os.path.basename(path) == layout.file_name:
         rows = [(path, line, row) for line, row in _read_tsv(path, layout)]
-    elif task == "mrpc" and split in ("train", "dev") and os.path.exists(os.path.join(folder, "dev_ids.tsv")):
-        rows = _mrpc_rows_from_msr(folder, split)
     else:
-        raise FileNotFoundError(
-            f"GLUE file {path} not found; download GLUE into {data_dir} "
-            f"(layout {spec.folder}/{layout.file_name}) or prepare TFDS glue/{task}"
-        )
+        rows = _mrpc_rows_from_msr(os.path.dirname(path), split)
     if not rows:  # found before training, not when the budget is spent and dev is scored
-        raise ValueError(
-            f"{path if os.path.exists(path) else os.path.join(folder, 'msr_paraphrase_train.txt')} "
-            f"holds no {split} examples (header or blank lines only); restore the GLUE file"
-        )
+        raise ValueError(f"{path} holds no {split} examples (header or blank lines only); restore the GLUE file")
     examples = []
     for row_number, (source, line, row) in enumerate(rows):
         idx = int(row[layout.idx]) if layout.idx is not None else row_number
@@ -294,7 +319,18 @@ def _examples_from_tsv(data_dir: str, task: str, split: str) -> list[GlueExample
 def load_glue(
     task: str, split: str, *, data_dir: str | None = None, tfds_data_dir: str | None = None, source: str = "auto"
 ) -> list[GlueExample]:
-    """Examples of one GLUE task split.
+    """Examples of one GLUE task split, from where `locate` finds it."""
+    builder = locate(task, split, data_dir=data_dir, tfds_data_dir=tfds_data_dir, source=source)
+    if builder is not None:
+        return _examples_from_tfds(builder, task, split)
+    return _examples_from_tsv(data_dir, task, split)
+
+
+def locate(
+    task: str, split: str, *, data_dir: str | None = None, tfds_data_dir: str | None = None, source: str = "auto"
+):
+    """The prepared TFDS builder of `task`, or None when `split` is read from its TSV file
+    under `data_dir`; MissingSplitError when neither holds it (nothing is read).
 
     source="auto" reads TFDS `glue/<task>` if it is prepared (in `tfds_data_dir`, or the
     TFDS default), else the TSV files under `data_dir`; "tfds" / "tsv" force one.
@@ -305,18 +341,20 @@ def load_glue(
     if source != "tsv":
         builder = _tfds_builder(task, tfds_data_dir)
         if builder is not None:
-            return _examples_from_tfds(builder, task, split)
+            return builder
         if source == "tfds":
-            raise FileNotFoundError(
+            raise MissingSplitError(
                 f"TFDS glue/{task} is not prepared in {tfds_data_dir or 'the default data_dir'}; "
-                "run tfds.builder(...).download_and_prepare() or use source='tsv'"
+                "run tfds.builder(...).download_and_prepare() or use source='tsv'",
+                expected=f"TFDS glue/{task}",
             )
     if data_dir is None:
         raise ValueError(
             f"TFDS glue/{task} is not prepared and no data_dir was given; "
             "pass data_dir=<folder holding CoLA/, SST-2/, ...>"
         )
-    return _examples_from_tsv(data_dir, task, split)
+    _tsv_file(data_dir, task, split)
+    return None
 
 
 def num_labels(task: str) -> int:

@@ -41,7 +41,7 @@ def _rows(path: str) -> Iterator[tuple[int, dict]]:
     form = _file_format(path)
     with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not a column name
         if form == "jsonl":
-            for line_number, line in enumerate(f, start=1):
+            for line_number, line in enumerate(files.utf8_lines(f, path), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -89,6 +89,10 @@ def _value(row: dict, column: str, path: str, line: int, text: bool = False) -> 
     if not isinstance(value, allowed):
         wanted = "a string" if text else "a string, number or bool"
         raise ValueError(f"{path}:{line}: {column!r} is the JSON {json.dumps(value)[:80]}; it must be {wanted}")
+    if isinstance(value, str) and not value.strip():  # an empty text trains on nothing; an empty label is a class ''
+        raise ValueError(
+            f"{path}:{line}: the {column!r} value is empty or only whitespace; fill it in, or drop the row"
+        )
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -104,8 +108,9 @@ def normalize_label(value: str) -> str:
 
 
 def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
-    """Every row of `path`; a missing file, an empty one or a row without a needed column
-    is an error naming the file and line. Labels are normalised (`normalize_label`), with a
+    """Every row of `path`; a missing file, an empty one or a row without a needed value
+    (empty or whitespace-only counts as missing) is an error naming the file and line; with
+    `labelled=False` a row may lack its label. Labels are normalised (`normalize_label`), with a
     warning where two spellings in the file became one class."""
     _file_format(path)
     if not os.path.exists(path):
@@ -114,9 +119,9 @@ def read_examples(path: str, config, labelled: bool = True) -> list[Example]:
     for line, row in _rows(path):
         text = _value(row, config.text_column, path, line, text=True)
         text_pair = _value(row, config.text_pair_column, path, line, text=True) if config.text_pair_column else None
-        unlabelled = not labelled and config.label_column not in row
+        raw_label = row.get(config.label_column)
         label = None
-        if not unlabelled:
+        if labelled or (raw_label is not None and str(raw_label).strip()):
             raw = _value(row, config.label_column, path, line)
             label = normalize_label(raw)
             spellings.setdefault(label, set()).add(raw)

@@ -648,6 +648,12 @@ def tokenizer_config() -> ml_collections.ConfigDict:
 def main(config, arguments) -> None:
     del arguments
     logging.set_verbosity(logging.INFO)
+    # Shards and runs may depend on the model already there: never replace it.
+    if epath.Path(config.output_path).exists():
+        raise FileExistsError(
+            f"--config.output_path={config.output_path} already exists; give another output_path, "
+            "or move the existing file away first"
+        )
     tokenizer = train_sentencepiece(**config.to_dict())
     print(f"wrote {config.output_path} ({tokenizer.vocab_size} pieces)")
 

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from absl import app, flags
+from etils import epath
 
 from data_pipelines import errors, files
 from electra_jax import cli
@@ -47,6 +48,8 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["config"])
 
 STEPS = ("train", "eval")
+# A JSON object with one of these keys is a report of ours (a compile's, a search's): --out may replace it.
+REPORT_KEYS = ("per_device_bytes", "tried")
 
 
 FIT_FIX = "lower train.batch_size, raise train.grad_accum_steps, or set model.remat_policy"
@@ -331,9 +334,25 @@ def table(result: dict) -> str:
     return "\n".join(f"{name:<26} {value}" for name, value in rows)
 
 
+def check_out(path: str | None) -> None:
+    """Refuses --out naming an existing file other than one of our reports, before compiling."""
+    if not path or not epath.Path(path).exists():
+        return
+    try:
+        previous = files.read_json(path)
+    except ValueError:  # not JSON, or not UTF-8: not ours
+        previous = None
+    if not (isinstance(previous, dict) and any(key in previous for key in REPORT_KEYS)):
+        raise FileExistsError(
+            f"--out={path} exists and is not a report of electra_jax.compile; give another --out, "
+            "or move that file away"
+        )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    check_out(_OUT.value)
     config = _CONFIG.value
     slice_name = _TOPOLOGY.value or config.mesh.get("tpu_slice")
     if not slice_name:

@@ -68,22 +68,26 @@ def _generator_forward(cfg):
 
 
 def fill_mask(generator, text: str, top_k: int = 5) -> list[list[dict]]:
-    """Per [MASK] of `text` (left to right), the `top_k` most probable tokens:
-    {"token", "id", "probability"}, most probable first. Each mask is predicted with all
+    """Per [MASK] of `text` (left to right), the `top_k` most probable tokens other than
+    the special ones: {"token", "id", "probability"}, most probable first. Each mask is predicted with all
     masks in place (one forward pass), as transformers' fill-mask pipeline does."""
     import numpy as np
 
     tokenizer, cfg = generator.tokenizer, generator.model_config
-    if top_k < 1:
-        raise ValueError(f"top_k={top_k}; ask for at least one completion")
+    # [PAD], [CLS], [SEP], [MASK], [UNK] are no completion of a text.
+    candidates = np.setdiff1d(np.arange(cfg.vocab_size), tokenizer.special_ids)
+    if not 1 <= top_k <= len(candidates):
+        raise ValueError(
+            f"top_k={top_k}; ask for 1 to {len(candidates)} completions (the vocabulary's tokens, special ones aside)"
+        )
     input_ids = encode_masked_text(tokenizer, text, cfg.max_position_embeddings)
     logits = np.asarray(_generator_forward(cfg)(generator.params, np.array(input_ids, np.int32)), np.float64)
     completions = []
     for position in np.flatnonzero(np.array(input_ids) == tokenizer.mask_id):
         scores = logits[position]
         probabilities = np.exp(scores - scores.max())
-        probabilities /= probabilities.sum()
-        best = np.argsort(-scores, kind="stable")[:top_k]
+        probabilities /= probabilities.sum()  # over the whole vocabulary: the model's own probabilities
+        best = candidates[np.argsort(-scores[candidates], kind="stable")[:top_k]]
         completions.append(
             [
                 {

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from data_pipelines.pretraining import FEATURE_KEYS
-from electra_jax import heads, loading, model
+from electra_jax import heads, loading, model, presets
 
 INT8_MAX = 127
 QUANTIZED_KERNEL, KERNEL_SCALE = "kernel_int8", "kernel_scale"
@@ -188,10 +188,31 @@ def inference_config():
     return c
 
 
+# The CLI's numbers: (least, most), None = unbounded (presets.check_ranges).
+RANGES = {"batch_size": (1, None)}
+
+
+def check_split_has_labels(task: str, split: str) -> None:
+    """Refuses a split without labels: the comparison's accuracies would be against
+    placeholder labels (0), not a measurement."""
+    from data_pipelines import glue as glue_data
+
+    glue_data.num_labels(task)  # an unknown task is named first
+    layouts = glue_data.TASKS[task].layouts
+    labelled = [name for name, layout in layouts.items() if layout.label is not None]
+    if split in layouts and split not in labelled:
+        raise ValueError(
+            f"--config.split={split} of {task} has no labels to measure float32 and int8 accuracy "
+            f"against; use a split with labels: {' or '.join(labelled)}"
+        )
+
+
 def main(config, arguments):
     del arguments
     from electra_jax.finetune import glue
 
+    presets.check_ranges(config, RANGES, "")
+    check_split_has_labels(config.task, config.split)
     trained_on = loading.read_hf_config(config.model).get("finetuning_task")
     if trained_on and trained_on != config.task:  # another task's head scores as nonsense, not as an error
         raise ValueError(

@@ -327,3 +327,66 @@ def test_a_malformed_csv_record_names_file_and_line(tmp_path):
     next(records)
     with pytest.raises(ValueError, match=r"train\.csv:2: not a valid CSV/TSV record \("):
         next(records)
+
+
+def test_a_label_set_of_one_class_is_refused_naming_the_file(tmp_path):
+    # A 1-class head trained and reported accuracy 100.
+    config = classify_configs.get_config()
+    config.train_file = str(tmp_path / "train.csv")
+    write_csv(config.train_file, ["text", "label"], [("fine", "pos"), ("great", "pos"), ("bad", "neg")])
+    train = labelled_text.read_examples(config.train_file, config)
+    assert classify.label_list(config, train) == ["neg", "pos"]
+    config.max_train_examples = 2
+    with pytest.raises(ValueError, match=r"train\.csv \(its first 2 rows\) has 1 class\(es\) \['pos'\]; a classifier"):
+        classify.label_list(config, train[:2])
+    config.labels = "pos"
+    with pytest.raises(ValueError, match=r"--config\.labels='pos' has 1 class\(es\) \['pos'\]"):
+        classify.label_list(config, train)
+
+
+@pytest.mark.parametrize(
+    "row, column",
+    [
+        (("", "", "pos"), "text"),
+        (("   ", "", "pos"), "text"),
+        (("fine", "", " "), "label"),
+        (("fine", "", "pos"), "pair"),
+    ],
+    ids=["empty_text", "blank_text", "blank_label", "empty_pair"],
+)
+def test_an_empty_text_or_label_names_file_line_and_fix(tmp_path, row, column):
+    # An empty text trained on nothing; an empty label became a class ''.
+    config = classify_configs.get_config()
+    config.text_pair_column = "pair" if column == "pair" else ""
+    path = str(tmp_path / "train.csv")
+    write_csv(path, ["text", "pair", "label"], [("good", "ok", "pos"), row])
+    with pytest.raises(
+        ValueError, match=rf"train\.csv:3: the '{column}' value is empty or only whitespace; fill it in"
+    ):
+        labelled_text.read_examples(path, config)
+    # An unlabelled test file may leave its label cells empty.
+    write_csv(path, ["text", "pair", "label"], [("good", "ok", ""), ("bad", "no", "neg")])
+    assert [e.label for e in labelled_text.read_examples(path, config, labelled=False)] == [None, "neg"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_file_that_is_not_utf8_names_file_line_and_the_fix(tmp_path, suffix):
+    path = tmp_path / f"train{suffix}"
+    rows = [("a fine film", "pos")] * 400 + [("un café", "neg")]  # past the decoder's first read-ahead
+    if suffix == ".csv":
+        lines = ["text,label", *(f"{text},{label}" for text, label in rows)]
+    else:
+        lines = [json.dumps({"text": text, "label": label}, ensure_ascii=False) for text, label in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="cp1252")
+    line = len(lines)
+    with pytest.raises(ValueError, match=rf"train\{suffix}:{line}: byte \d+ is not UTF-8; re-encode the file as UTF-8"):
+        labelled_text.read_examples(str(path), classify_configs.get_config())
+
+
+def test_a_dev_file_that_is_the_training_file_is_refused(tmp_path):
+    # Its 'dev' scores were training scores, and picked the median seed.
+    config = run_config(tmp_path, init=str(tmp_path / "never_loaded"))
+    os.symlink(config.train_file, tmp_path / "same.csv")
+    config.dev_file = str(tmp_path / "same.csv")
+    with pytest.raises(ValueError, match=r"dev_file=.*same\.csv is the training file .*; hold out a dev file"):
+        classify.run(config, str(tmp_path / "out"))

@@ -147,6 +147,23 @@ def test_a_step_too_large_for_the_chip_is_one_line_and_exit_1(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_out_refuses_a_file_that_is_not_a_report_of_ours_before_compiling(tmp_path):
+    precious = tmp_path / "report_keep.json"
+    precious.write_text("my precious report")
+    command = [sys.executable, "-m", "electra_jax.compile", "--config=configs/pretrain.py:tiny", f"--topology={SLICE}"]
+    command.append(f"--out={precious}")
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert done.returncode == 1
+    assert f"error: --out={precious} exists and is not a report of electra_jax.compile" in done.stderr
+    assert precious.read_text() == "my precious report"
+    for ours in ({"per_device_bytes": {"peak": 1}}, {"best": {}, "tried": []}):  # a compile's, a search's
+        (tmp_path / "ours.json").write_text(json.dumps(ours))
+        compile_lib.check_out(str(tmp_path / "ours.json"))
+    (tmp_path / "other.json").write_text(json.dumps({"accuracy": 90.0}))
+    with pytest.raises(FileExistsError, match="give another --out, or move that file away"):
+        compile_lib.check_out(str(tmp_path / "other.json"))
+
+
 def test_every_pod_layout_names_its_slice_and_an_unknown_slice_is_refused():
     for size, pod in recipes.POD_LAYOUTS:
         assert recipes.pod_config(size, pod).mesh.tpu_slice == pod

@@ -111,6 +111,19 @@ def small_run_config(glue_dir, init, **overrides):
     return config
 
 
+def test_task_all_with_missing_tasks_is_refused_before_training(tmp_path, glue_dir):
+    # It trained the tasks found and printed their mean as the "GLUE score".
+    config = small_run_config(glue_dir, str(tmp_path / "never_loaded"), task="all")
+    with pytest.raises(FileNotFoundError) as refused:
+        glue.run(config, str(tmp_path / "ft"))
+    message = str(refused.value)
+    assert message.startswith("task=all but 7 of 9 tasks have no data: cola (")
+    assert f"{os.path.join(glue_dir, 'CoLA', 'train.tsv')}, {os.path.join(glue_dir, 'CoLA', 'dev.tsv')})" in message
+    assert "mnli (" in message and "dev_mismatched.tsv" in message and "mrpc (" not in message
+    assert message.endswith("one per run: --config.task=<one of ['mrpc', 'stsb']>")
+    assert not (tmp_path / "ft").exists()
+
+
 # ---------------------------------------------------------------------------- export parity
 
 

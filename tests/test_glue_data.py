@@ -162,6 +162,26 @@ def test_malformed_rows_name_file_and_line(glue_dir):
         glue.load_glue("stsb", "dev", data_dir=glue_dir, source="tsv")
 
 
+def test_a_file_that_is_not_utf8_names_file_line_and_the_fix(glue_dir):
+    # The decoder's message named neither the file nor the line ("position 200" of a buffer).
+    path = f"{glue_dir}/CoLA/train.tsv"
+    rows = [("gj04", "1", "", f"Sentence number {i}.") for i in range(500)]  # past the first read-ahead
+    rows.append(("gj04", "1", "", "Un café au lait."))
+    with open(path, "w", encoding="cp1252", newline="") as f:
+        f.write("".join("\t".join(row) + "\n" for row in rows))
+    byte = os.path.getsize(path) - len(" au lait.\n") - 1
+    with pytest.raises(ValueError, match=rf"CoLA/train.tsv:501: byte {byte} is not UTF-8; re-encode .*iconv -f cp1252"):
+        glue.load_glue("cola", "train", data_dir=glue_dir, source="tsv")
+
+
+@pytest.mark.parametrize("score", ["7.5", "-2", "5.001"])
+def test_scores_outside_the_sts_b_scale_are_refused_naming_file_and_line(glue_dir, score):
+    with open(f"{glue_dir}/STS-B/dev.tsv", "a") as f:
+        f.write("\t".join(["9", "g", "f", "y", "o", "s", "s", "a", "b", score]) + "\n")
+    with pytest.raises(ValueError, match=rf"STS-B/dev.tsv:4: score '{score}' is outside STS-B's 0-5 similarity scale"):
+        glue.load_glue("stsb", "dev", data_dir=glue_dir, source="tsv")
+
+
 def test_non_finite_scores_and_empty_splits_are_refused_naming_the_file(glue_dir):
     sts = f"{glue_dir}/STS-B/dev.tsv"
     with open(sts, "a") as f:

