@@ -133,16 +133,18 @@ def _cell(text: str) -> str:
 
 
 def _table(configs: dict[str, dict[str, Any]], comments: dict[str, str], keys: list[str] | None = None) -> list[str]:
+    """key | default | what it sets; a default that differs between `configs` (sizes, tasks)
+    is given for each of them."""
     names = list(configs)
     keys = keys if keys is not None else list(next(iter(configs.values())))
-    header = "| key | " + " | ".join(names) + " | what it sets |"
-    lines = [header, "| --- | " + " | ".join("---" for _ in names) + " | --- |"]
+    lines = ["| key | default | what it sets |", "| --- | --- | --- |"]
     for key in keys:
-        cells = [_cell(_value(key, configs[name][key])) if key in configs[name] else "" for name in names]
-        if len(cells) > 1 and len(set(cells)) == 1 and len(cells[0]) > 40:
-            cells = [cells[0]] + ["same"] * (len(cells) - 1)  # a long value once
-        values = " | ".join(cells)
-        lines.append(f"| `{key}` | {values} | {_cell(comments.get(key, ''))} |")
+        values = {name: _value(key, configs[name][key]) for name in names if key in configs[name]}
+        if len(set(values.values())) == 1:
+            default = next(iter(values.values()))
+        else:
+            default = "<br>".join(f"{value} {name}" for name, value in values.items())
+        lines.append(f"| `{key}` | {_cell(default)} | {_cell(comments.get(key, ''))} |")
     return lines
 
 
@@ -174,8 +176,8 @@ def pretraining_section() -> list[str]:
         "## Pretraining: `configs/pretrain.py:SIZE[,VARIANT]`",
         "",
         "Read by `python -m electra_jax.train`, `electra_jax.evaluate` (default: the run's own "
-        "`config.json`) and `electra_jax.compile`. One column per size (`PRETRAINING_RECIPES`, "
-        "`RECIPE_OVERRIDES` in [configs/pretrain.py](../configs/pretrain.py)).",
+        "`config.json`) and `electra_jax.compile`. Where the sizes' defaults differ, each is given "
+        "(`PRETRAINING_RECIPES`, `RECIPE_OVERRIDES` in [configs/pretrain.py](../configs/pretrain.py)).",
         "",
         *_table(sizes, _pretraining_comments()),
         "",
@@ -237,7 +239,7 @@ def finetuning_section() -> list[str]:
         "## Fine-tuning: `configs/glue.py`, `classify.py`, `tagging.py`, `squad.py`",
         "",
         "Read by `python -m electra_jax.finetune --config=configs/TASK.py`. The keys every task has "
-        "(`electra_jax/finetune/common.py` `base_config`), with each task's default:",
+        "(`electra_jax/finetune/common.py` `base_config`); where the tasks' defaults differ, each is given:",
         "",
         *_table(tasks, comments, shared),
     ]
@@ -268,7 +270,7 @@ def tools_section() -> list[str]:
             "",
             f"### `python -m {module}`{script}",
             "",
-            *_table({"default": _flat(function())}, _comments(functions)),
+            *_table({"": _flat(function())}, _comments(functions)),
         ]
     return lines
 
