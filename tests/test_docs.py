@@ -142,18 +142,54 @@ def keys_of(module: str, config_file: str | None) -> frozenset[str] | None:
     return None if config is None else frozenset(config_keys(config))
 
 
+def defined_flags(path: str) -> set[str]:
+    """The command-line flags a program's source defines: absl's DEFINE_*("name"), argparse's
+    add_argument("--name"), and those of the cli helpers it calls."""
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    names = set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", source))
+    names |= set(re.findall(r"add_argument\(\s*\"--([\w-]+)\"", source))
+    if "define_run_flags" in source:
+        names |= {"config", "workdir", "fresh"}
+    if "define_config_file" in source or "run_tool" in source:
+        names.add("config")
+    return names | {"help", "helpfull"}
+
+
+def unknown_flags(path: str, arguments: list[str]) -> list[str]:
+    """`--name` arguments (before a bare `--`, which hands the rest to another program) that
+    the program at `path` does not define."""
+    flags = defined_flags(path)
+    unknown = []
+    for argument in arguments:
+        if argument == "--":
+            break
+        match = re.match(r"--(?:no)?([\w-]+)(?:=|$)", argument)
+        if match and match.group(1) not in flags and argument[2:].split("=")[0] not in flags:
+            unknown.append(f"{os.path.relpath(path, REPO)}: no flag {argument.split('=')[0]}")
+    return unknown
+
+
 def check_command(tokens: list[str]) -> list[str]:
-    """What is wrong with one command: a program that does not exist, a config key it lacks."""
+    """What is wrong with one command: a program that does not exist, a flag or a config key it lacks."""
     found = program_of(tokens)
     if found is None:
         return []
     kind, name, arguments = found
     if kind == "file":
-        return [] if os.path.isfile(os.path.join(REPO, name)) or "/" not in name else [f"no file {name}"]
+        path = os.path.join(REPO, name)
+        if "/" not in name:
+            return []
+        return unknown_flags(path, arguments) if os.path.isfile(path) else [f"no file {name}"]
     if not name.startswith(("electra_jax", "data_pipelines", "benchmarks", "configs")) or re.search(r"[A-Z]", name):
         return []  # another project's module (pip, venv, ...), or a placeholder (benchmarks.studies.NAME)
-    if importlib.util.find_spec(name) is None:
+    spec = importlib.util.find_spec(name)
+    if spec is None:
         return [f"no module {name}"]
+    main = os.path.join(os.path.dirname(spec.origin), "__main__.py") if spec.submodule_search_locations else spec.origin
+    flag_problems = unknown_flags(main, arguments)
+    if flag_problems:
+        return flag_problems
     config_file = next((a.split("=", 1)[1] for a in arguments if a.startswith("--config=")), None)
     overrides = [a for a in arguments if a.startswith("--config.")]
     if config_file and re.search(r"[A-Z]{3,}", config_file) or not overrides:
@@ -264,6 +300,12 @@ def test_the_checker_catches_a_wrong_key_and_a_missing_program():
     ]
     assert check_command(["electra-jax-export", "--config.workdir=a", "--config.out=b"]) == []
     assert check_command(["python", "-m", "electra_jax.no_such_tool"]) == ["no module electra_jax.no_such_tool"]
+    assert check_command(["python", "-m", "electra_jax.evaluate", "--workdir=w", "--steps=3"]) == [
+        "electra_jax/evaluate.py: no flag --steps"
+    ]
+    assert check_command(["python", "benchmarks/pretrain_step.py", "--sizes=small", "--bogus"]) == [
+        "benchmarks/pretrain_step.py: no flag --bogus"
+    ]
 
 
 # ---------------------------------------------------------------------------- end to end (slow)
