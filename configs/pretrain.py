@@ -7,8 +7,8 @@ as data, and the config they make (`get_config`).
     --config=configs/pretrain.py:tiny             the README quick start (embedded corpus)
     --config=configs/pretrain.py:tiny,cpu_hours   at most two CPU core-hours on prepared shards
     --config=configs/pretrain.py:small,init       the size's recipe, the architecture of the
-                                                  weights --config.init.* names (README
-                                                  "Continue pretraining a released ELECTRA")
+                                                  weights --config.init.* names (docs/pretraining.md
+                                                  "Continuing from released weights")
 
 Sizes: tiny, small, base, large (electra_jax/presets.MODEL_SIZES, which fine-tuning reads
 too). Sizes and hyper-parameters follow Clark et al. 2020 (Table 6) and google-research/
@@ -41,7 +41,7 @@ PRETRAINING_RECIPES = {
 
 
 # size -> {section.field: value}: where a size's recipe leaves the paper's. tiny is the README
-# quick start, found by measurement (BENCHMARKS.md "Quick-start recipe"): no dropout (a few
+# quick start, found by measurement (benchmarks/results/HISTORY.md "Quick-start recipe"): no dropout (a few
 # epochs at most, and faster on CPUs), the inverse-CDF sampler (same law, faster on CPUs),
 # and replacements sampled at temperature 2. At temperature 1 its discriminator stayed at
 # ROC-AUC ~0.55 for 1-2K steps whatever the learning rate, width, vocabulary, length or
@@ -62,7 +62,7 @@ RECIPE_OVERRIDES = {
 RECIPE_VARIANTS = {
     # cpu_hours: at most two CPU core-hours on real English text (the books, wiki and plays of
     # ../shared/data, prepared by data_pipelines.prepare_data; pass its data flags), then GLUE
-    # (BENCHMARKS.md "GLUE against pretraining minutes"). A generator as wide as the
+    # (benchmarks/results/HISTORY.md "GLUE against pretraining minutes"). A generator as wide as the
     # discriminator (as the released ELECTRA-Small's) and disc_weight 1: at 50 the
     # discriminator's gradient dominates the shared embeddings and the generator never leaves
     # the unigram plateau in this budget ("The generator's plateau"). 13,500 steps: STS-B

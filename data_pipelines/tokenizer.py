@@ -311,7 +311,7 @@ class WordPieceTokenizer(Tokenizer):
     strips accents exactly when lower-casing, as BERT's uncased models do; False keeps
     them in lower-cased text (French, Vietnamese). Both are read from a transformers
     `tokenizer_config.json` beside the vocabulary when given there. Chinese characters
-    are split one per token, as in Google's Chinese BERT; see README "Chinese" for when
+    are split one per token, as in Google's Chinese BERT; see docs/chinese.md for when
     to prefer sentencepiece.
     """
 

@@ -820,7 +820,7 @@ def test_a_second_trainer_on_a_workdir_is_refused_and_a_dead_ones_lock_taken_ove
 
 
 def test_token_ids_beyond_the_vocabulary_are_refused_before_the_first_step(tmp_path, settings):
-    # No tokenizer to check at start-up (the README's advice for pods): the batch is checked.
+    # No tokenizer to check at start-up (docs/pods.md's advice): the batch is checked.
     config = make_config(settings, **{"model.vocab_size": 100, "data.tokenizer": ""})
     with pytest.raises(ValueError, match=r"token id 1\d\d in a batch of data.train_files=.* \(ids 0 to 99\)"):
         pretrain.train_and_evaluate(config, str(tmp_path / "run"))

@@ -1,4 +1,4 @@
-"""The Chinese pipeline's numbers (README "Chinese"), from the runs' own output files:
+"""The Chinese pipeline's numbers (BENCHMARKS.md "Chinese"), from the runs' own output files:
 
     python -m benchmarks.studies.chinese_rows --pretrain=workdirs/zh_tiny \\
         --run sentiment/pretrained=workdirs/zh_sentiment --run sentiment/random=workdirs/zh_sentiment_scratch \\
