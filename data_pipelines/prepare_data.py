@@ -241,9 +241,8 @@ def prepare_data_config() -> ml_collections.ConfigDict:
     """The CLI's settings: `prepare_data`'s arguments."""
     c = ml_collections.ConfigDict()
     c.output_dir = ""  # where the tokenizer and shards go
-    c.inputs = (
-        ""  # comma-separated sources (globs, gs://, tfds:NAME:SPLIT), each optionally @WEIGHT; "" = default corpus
-    )
+    # comma-separated sources (globs, gs://, tfds:NAME:SPLIT), each optionally @WEIGHT; "" = default corpus
+    c.inputs = ""
     c.tokenizer = ""  # an existing vocab.txt or sentencepiece .model to build with ("" = train one)
     c.vocab_size = 8192  # sentencepiece pieces; must equal config.model.vocab_size
     c.model_type = "unigram"  # sentencepiece model type: tokenizer.MODEL_TYPES
