@@ -112,7 +112,7 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     m.param_dtype = "float32"  # parameter and optimizer-state dtype
     m.scan_layers = False  # nn.scan over layers: faster compiles for deep models
     m.remat_policy = "none"  # none | full | dots | dots_saveable: activation rematerialisation
-    m.attention_impl = ml_collections.config_dict.placeholder(str)  # None (XLA) or "cudnn"
+    m.attention_impl = ml_collections.config_dict.placeholder(str)  # None (XLA), "cudnn" or "pallas_tpu"
     m.vocab_pad_multiple = 1  # embedding rows / MLM logits padded to a multiple (e.g. 128); masked
     return m
 
