@@ -50,6 +50,9 @@ class _MessagesOnly(logging.Filter):
         return True
 
 
+_MESSAGES_ONLY = _MessagesOnly()  # one instance: adding it again is a no-op
+
+
 def _show_tracebacks() -> bool:
     return os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
 
@@ -60,7 +63,7 @@ def one_line_errors(main: Callable) -> Callable:
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         if not _show_tracebacks():
-            absl_logging.get_absl_logger().addFilter(_MessagesOnly())
+            absl_logging.get_absl_logger().addFilter(_MESSAGES_ONLY)
         try:
             return main(*args, **kwargs)
         except EXPECTED_ERRORS as error:

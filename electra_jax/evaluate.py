@@ -34,15 +34,18 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dic
     return {"step": int(state.step), **pretrain.evaluate(trainer, state, batches, config.train.eval_seed)}
 
 
-def main(argv, config_flag, from_run: bool):
+def main(argv, config_flag, run_config):
+    """`run_config`: the workdir's config.json as read before the flags were defined (its
+    overrides applied to a copy, `config_flag.value`), or None where --config=FILE was given
+    or the workdir's could not be read."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from electra_jax import checkpoints
 
     workdir = flags.FLAGS.workdir
-    saved = checkpoints.load_run_config(workdir)
+    saved = run_config or checkpoints.load_run_config(workdir)
     config = config_flag.value or saved
-    if from_run or not config_flag.value:
+    if run_config is not None or not config_flag.value:
         config = mesh_for_these_devices(config)
     else:
         check_same_model(saved, config)
@@ -105,12 +108,13 @@ def run():
     run_config = cli.run_config_of(sys.argv)
     if run_config is None:
         config_flag = cli.define_config_file(None, "Defaults to WORKDIR/config.json.")
-    else:
-        config_flag = cli.define_config_dict(run_config, "WORKDIR/config.json, overridden by --config.KEY=VALUE.")
+    else:  # overridden on a copy: `run_config` stays what the run saved
+        overridable = run_config.copy_and_resolve_references()
+        config_flag = cli.define_config_dict(overridable, "WORKDIR/config.json, overridden by --config.KEY=VALUE.")
     flags.DEFINE_string("workdir", None, "A pretraining workdir.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
     flags.mark_flags_as_required(["workdir"])
-    main_of_flags = functools.partial(main, config_flag=config_flag, from_run=run_config is not None)
+    main_of_flags = functools.partial(main, config_flag=config_flag, run_config=run_config)
     app.run(errors.one_line_errors(main_of_flags), flags_parser=cli.parse_flags)
 
 

@@ -151,8 +151,8 @@ def check_ranges(section, ranges: dict[str, tuple], prefix: str) -> None:
         value = section.get(field)
         if value is None:
             continue
-        above = bool(openness) and value <= least
-        if above or (least is not None and value < least) or (most is not None and value > most):
+        too_low = least is not None and (value <= least if openness else value < least)
+        if too_low or (most is not None and value > most):
             low = f"> {least}" if openness else f">= {least}"
             bounds = low if most is None else f"in {'(' if openness else '['}{least}, {most}]"
             raise ValueError(f"{prefix}{field}={value}; it must be {bounds} (--config.{prefix}{field})")

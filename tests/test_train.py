@@ -636,7 +636,7 @@ def test_evaluate_adapts_the_mesh_and_prints_metrics_it_cannot_write(tmp_path, r
     monkeypatch.setattr(evaluate.files, "write_json", read_only)
     monkeypatch.setattr(evaluate.flags, "FLAGS", type("F", (), {"workdir": reference["workdir"], "step": None})())
     with pytest.raises(OSError, match=r"the metrics above could not be written to .*eval_step_10.json"):
-        evaluate.main(["evaluate"], type("Flag", (), {"value": None})(), from_run=False)
+        evaluate.main(["evaluate"], type("Flag", (), {"value": None})(), run_config=None)
     assert json.loads(capsys.readouterr().out)["step"] == REFERENCE_STEPS
 
 
